@@ -1,0 +1,284 @@
+//! Command line: `run`, `check`, `verify`, `demo`.
+
+use crate::config::{Config, KeySource, Mode};
+use crate::inbound::jwks::{unix_now, Jwks};
+use crate::inbound::policy::{find_rule, Access};
+use crate::inbound::verify::Trace;
+use crate::metrics::Metrics;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad config or bad usage (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code for a start-up failure (and a rejected token for `verify`).
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(name = "tokengate", version, about = "Sidecar authenticating reverse proxy")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print a summary.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Explain, check by check, why a token passes or fails for a request.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+        /// The JWT, or `-` to read it from stdin (keeps it out of the process list).
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long, default_value = "")]
+        host: String,
+    },
+    /// DEVELOPMENT ONLY: built-in issuer + echo upstream + guard on loopback.
+    Demo,
+}
+
+impl Cli {
+    pub fn init_logging(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Human => builder.init(),
+            LogFormat::Json => builder.json().init(),
+        }
+    }
+
+    pub async fn run(self) -> ExitCode {
+        match self.command {
+            Command::Run { config } => run(&config).await,
+            Command::Check { config } => check(&config),
+            Command::Verify { config, token, path, method, host } => verify(&config, &token, &path, &method, &host).await,
+            Command::Demo => {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                match crate::demo::run_demo(shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("tokengate demo: {e}");
+                        ExitCode::from(EXIT_FAILURE)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("tokengate: invalid config {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+async fn run(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if config.outbound_declared {
+        tracing::warn!("the outbound section is accepted but not implemented in this release; it is ignored");
+    }
+    let shutdown = CancellationToken::new();
+    let app = match crate::start(&config, shutdown.clone()).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("tokengate: cannot start: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    cancel_on_signal(shutdown).await;
+    tracing::info!("shutting down: draining in-flight requests");
+    app.wait().await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or Ctrl-C, cancelling `shutdown`.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: OK", path.display());
+    println!("admin    {}", config.admin.listen);
+    if let Some(i) = &config.inbound {
+        let mode = match i.mode {
+            Mode::Strict => "strict",
+            Mode::Permissive => "permissive",
+            Mode::Audit => "audit (nothing is rejected)",
+        };
+        println!(
+            "inbound  {}{} → {}  mode {mode}",
+            i.listen,
+            if i.tls.is_some() { " (TLS)" } else { "" },
+            i.upstream
+        );
+        for iss in &i.issuers {
+            let keys = match &iss.keys {
+                KeySource::Jwks(u) => format!("jwks {u}"),
+                KeySource::Discovery(u) => format!("discovery {u}"),
+                KeySource::None => "shared secret only".to_string(),
+            };
+            println!("  issuer {}  {keys}  algorithms {:?}  audiences {:?}", iss.issuer, iss.algorithms, iss.audiences);
+        }
+        for (n, r) in i.rules.iter().enumerate() {
+            let access = match &r.access {
+                Access::Anonymous => "anonymous".to_string(),
+                Access::Token(req) if req.scopes.is_empty() => "any valid token".to_string(),
+                Access::Token(req) => format!("scopes {}", req.scopes.join(" ")),
+            };
+            println!("  rules[{n}] {}  {access}", r.name);
+        }
+    } else {
+        println!("inbound  not configured");
+    }
+    if config.outbound_declared {
+        println!("outbound NOT IMPLEMENTED in this release: the section is accepted and ignored");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints each passed check as it happens.
+struct Explain;
+
+impl Trace for Explain {
+    fn pass(&mut self, check: &'static str, detail: fmt::Arguments<'_>) {
+        println!("  ok    {check:<14} {detail}");
+    }
+}
+
+async fn verify(path: &Path, token: &str, req_path: &str, method: &str, host: &str) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(inbound) = &config.inbound else {
+        eprintln!("tokengate: the config has no inbound section");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let token = if token == "-" {
+        let mut buf = String::new();
+        if std::io::stdin().read_line(&mut buf).is_err() {
+            eprintln!("tokengate: cannot read the token from stdin");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        buf.trim().to_string()
+    } else {
+        token.to_string()
+    };
+    let Ok(method) = hyper::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+        eprintln!("tokengate: not an HTTP method: {method}");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let client = match crate::upstream::http_client(inbound.timeouts.upstream_connect) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tokengate: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let guard = match crate::inbound::Inbound::new(inbound, client, Arc::new(Metrics::new())) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("tokengate: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let jwks: &Arc<Jwks> = guard.jwks();
+    for (idx, iss) in inbound.issuers.iter().enumerate() {
+        if iss.keys != KeySource::None {
+            if let Err(e) = jwks.refresh(idx).await {
+                println!("  note  keys of {} could not be fetched: {e}", iss.issuer);
+            }
+        }
+    }
+    println!("token {} ({} bytes), request {method} {req_path}", crate::fingerprint(token.as_bytes()), token.len());
+    let now = unix_now();
+    let verified = match guard.verifier().verify_traced(&token, &jwks.snapshot(), now, &mut Explain) {
+        Ok(v) => v,
+        Err(reject) => {
+            println!("  FAIL  {:<14} {reject}", reject.reason());
+            println!("result: REJECTED with 401 invalid_token");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let scopes: Vec<&str> = verified.scopes().collect();
+    println!("  ok    {:<14} issuer {}, scopes [{}]", "token", guard.verifier().issuer_name(verified.issuer), scopes.join(" "));
+    match find_rule(guard.rules(), &method, host, req_path) {
+        None => {
+            println!("  FAIL  {:<14} no rule matches {method} {req_path}", "rule");
+            println!("result: REJECTED with 403 access_denied");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Some((n, rule)) => match &rule.access {
+            Access::Anonymous => {
+                println!("  ok    {:<14} rules[{n}] {} allows anonymous access", "rule", rule.name);
+                println!("result: ALLOWED");
+                ExitCode::SUCCESS
+            }
+            Access::Token(req) => match req.check(&verified) {
+                Ok(()) => {
+                    println!("  ok    {:<14} rules[{n}] {} requirements met", "rule", rule.name);
+                    println!("result: ALLOWED");
+                    ExitCode::SUCCESS
+                }
+                Err(short) => {
+                    println!("  FAIL  {:<14} rules[{n}] {}: {short:?}", "rule", rule.name);
+                    println!("result: REJECTED with 403");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            },
+        },
+    }
+}

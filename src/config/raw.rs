@@ -1,0 +1,123 @@
+//! Serde mirror of the YAML file: shapes only, every struct `deny_unknown_fields`.
+//!
+//! Nothing here is trusted; `config::validate` turns it into the validated types.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    pub inbound: Option<RawInbound>,
+    /// Accepted so a file written for a later release loads; not implemented yet.
+    pub outbound: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInbound {
+    pub listen: String,
+    pub tls: Option<RawTls>,
+    pub upstream: String,
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub forward: RawForward,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub token_cache: RawTokenCache,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub discovery: Option<bool>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<String>,
+    pub scope_claim: Option<String>,
+    pub require_typ: Option<String>,
+    pub max_token_age: Option<String>,
+    pub shared_secret: Option<String>,
+    pub shared_secret_file: Option<String>,
+    #[serde(default)]
+    pub jwks_cache: RawJwksCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwksCache {
+    pub refresh_interval: Option<String>,
+    pub min_refresh: Option<String>,
+    pub max_refresh: Option<String>,
+    pub stale_if_error: Option<String>,
+    pub refetch_cooldown: Option<String>,
+    pub unknown_kid_ttl: Option<String>,
+    pub fetch_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub path: String,
+    pub methods: Option<Vec<String>>,
+    pub host: Option<String>,
+    pub allow: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub issuers: Option<Vec<String>>,
+    pub claims: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    pub authorization: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub header_read: Option<String>,
+    pub upstream_connect: Option<String>,
+    pub upstream_response: Option<String>,
+    pub drain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<usize>,
+    pub max_token_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenCache {
+    pub max_entries: Option<u64>,
+}

@@ -1,0 +1,297 @@
+//! The inbound guard. Each request runs these phases in order:
+//! ready? → header limits → strip identity headers → match rule → extract token →
+//! verify (cache, then the pure verifier, refetching keys once for an unknown kid)
+//! → authorize → set identity headers → forward → record.
+
+pub mod cache;
+pub mod jwks;
+pub mod keys;
+pub mod policy;
+pub mod verify;
+
+use crate::config::{InboundConfig, Mode};
+use crate::error::{error_response, Denial, Failure, ProxyError};
+use crate::metrics::Metrics;
+use crate::server::Handler;
+use crate::upstream::{header_bytes, Body, Downstream, HttpClient, Upstream};
+use cache::TokenCache;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION, HOST};
+use hyper::{Request, Response};
+use jwks::{unix_now, Jwks};
+use policy::{find_rule, Access, Requirements, RouteRule, Shortfall};
+use prometheus::{Histogram, IntCounter};
+use std::sync::Arc;
+use std::time::Instant;
+use verify::{Reject, VerifiedToken, Verifier};
+
+/// Everything the inbound path needs, built once from the config.
+pub struct Inbound {
+    verifier: Verifier,
+    rules: Vec<RouteRule>,
+    mode: Mode,
+    cache: TokenCache,
+    jwks: Arc<Jwks>,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    /// Identity headers, removed from every incoming request.
+    identity_headers: Vec<HeaderName>,
+    keep_authorization: bool,
+    max_header_bytes: usize,
+    duration: Histogram,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+}
+
+/// What the auth phases decided for a request that may proceed.
+enum Admit {
+    /// Forward without identity (anonymous rule, permissive without a token, audit).
+    Plain,
+    /// Forward with the verified identity.
+    Identified(Arc<VerifiedToken>),
+}
+
+impl Inbound {
+    pub fn new(config: &InboundConfig, client: HttpClient, metrics: Arc<Metrics>) -> Result<Arc<Inbound>, String> {
+        let rule_claims = config
+            .rules
+            .iter()
+            .filter_map(|r| match &r.access {
+                Access::Token(req) => Some(req.claims.iter().map(|(name, _)| name.clone())),
+                Access::Anonymous => None,
+            })
+            .flatten()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let verifier = Verifier::new(
+            &config.issuers,
+            config.limits.max_token_bytes,
+            config.forward.claims_to_headers.clone(),
+            rule_claims,
+        );
+        let jwks = Jwks::new(&config.issuers, client.clone(), metrics.clone());
+        let upstream = Upstream::new(client, &config.upstream, config.timeouts.upstream_response)?;
+        Ok(Arc::new(Inbound {
+            verifier,
+            rules: config.rules.clone(),
+            mode: config.mode,
+            cache: TokenCache::new(config.token_cache_entries),
+            jwks,
+            upstream,
+            identity_headers: config.forward.claims_to_headers.iter().map(|(_, h)| h.clone()).collect(),
+            keep_authorization: config.forward.keep_authorization,
+            max_header_bytes: config.limits.max_header_bytes,
+            duration: metrics.duration_for("inbound"),
+            cache_hits: metrics.verify_cache_hits.clone(),
+            cache_misses: metrics.verify_cache_misses.clone(),
+            metrics,
+        }))
+    }
+
+    pub fn jwks(&self) -> &Arc<Jwks> {
+        &self.jwks
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    pub fn rules(&self) -> &[RouteRule] {
+        &self.rules
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.jwks.is_ready()
+    }
+
+    /// Runs the phases up to and including forwarding. Returns the matched rule's name.
+    async fn process(&self, mut req: Request<Incoming>, from: Downstream) -> (&str, Result<Response<Body>, Failure>) {
+        if !self.jwks.is_ready() {
+            return ("none", Err(ProxyError::NotReady.into()));
+        }
+        if header_bytes(req.headers()) > self.max_header_bytes {
+            return ("none", Err(ProxyError::HeadersTooLarge.into()));
+        }
+        for h in &self.identity_headers {
+            req.headers_mut().remove(h);
+        }
+        let rule = find_rule(&self.rules, req.method(), request_host(&req), req.uri().path()).map(|(_, r)| r);
+        let route = rule.map_or("none", |r| r.name.as_str());
+        let decision = match rule {
+            None => Err(Denial::NoRule),
+            Some(r) => self.authorize(&r.access, req.headers()).await,
+        };
+        let admit = match decision {
+            Ok((admit, reason)) => {
+                self.metrics.auth_decisions.with_label_values(&["allow", reason]).inc();
+                admit
+            }
+            Err(denial) if self.mode == Mode::Audit => {
+                self.metrics.auth_decisions.with_label_values(&["audit", denial.reason()]).inc();
+                tracing::warn!(route, reason = denial.reason(), detail = %denial, "audit: request would have been rejected");
+                Admit::Plain
+            }
+            Err(denial) => {
+                self.metrics.auth_decisions.with_label_values(&["deny", denial.reason()]).inc();
+                tracing::info!(route, reason = denial.reason(), detail = %denial, "request rejected");
+                return (route, Err(denial.into()));
+            }
+        };
+        if let Admit::Identified(token) = &admit {
+            for (name, value) in token.identity.iter() {
+                req.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        if !self.keep_authorization {
+            req.headers_mut().remove(AUTHORIZATION);
+        }
+        (route, self.upstream.forward(req, from).await.map_err(Failure::from))
+    }
+
+    /// Decides whether a request matching `access` may proceed, and why (a metric label).
+    async fn authorize(&self, access: &Access, headers: &HeaderMap) -> Result<(Admit, &'static str), Denial> {
+        let Access::Token(requirements) = access else {
+            return Ok((Admit::Plain, "anonymous"));
+        };
+        let token = match bearer_token(headers)? {
+            Some(token) => token,
+            None if self.mode == Mode::Permissive => return Ok((Admit::Plain, "no_token_permissive")),
+            None => return Err(Denial::MissingToken),
+        };
+        let verified = self.verified(token).await?;
+        check(requirements, &verified)?;
+        Ok((Admit::Identified(verified), "valid_token"))
+    }
+
+    /// A verification of `token`: from the cache, else the pure verifier (after one
+    /// key refetch if it names an unknown kid).
+    async fn verified(&self, token: &str) -> Result<Arc<VerifiedToken>, Reject> {
+        let now = unix_now();
+        if let Some(hit) = self.cache.get(token, now) {
+            self.cache_hits.inc();
+            return Ok(hit);
+        }
+        self.cache_misses.inc();
+        let verified = match self.verifier.verify(token, &self.jwks.snapshot(), now) {
+            Err(Reject::UnknownKid { issuer, kid }) => {
+                if !self.jwks.refresh_for_unknown_kid(issuer, &kid).await {
+                    return Err(Reject::UnknownKid { issuer, kid });
+                }
+                self.verifier.verify(token, &self.jwks.snapshot(), unix_now())?
+            }
+            other => other?,
+        };
+        let verified = Arc::new(verified);
+        self.cache.insert(token, verified.clone());
+        Ok(verified)
+    }
+
+    /// Entries in the verified-token cache (for tests and the memory report).
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+impl Handler for Inbound {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
+        let started = Instant::now();
+        let (route, result) = self.process(req, from).await;
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(failure) => {
+                if let Failure::Proxy(e) = &failure {
+                    tracing::warn!(route, error = %e, "request failed");
+                }
+                error_response(&failure)
+            }
+        };
+        self.metrics
+            .requests
+            .with_label_values(&["inbound", route, resp.status().as_str()])
+            .inc();
+        self.duration.observe(started.elapsed().as_secs_f64());
+        resp
+    }
+}
+
+/// PURE: maps a rule's shortfall to the denial the caller sees.
+fn check(requirements: &Requirements, token: &VerifiedToken) -> Result<(), Denial> {
+    requirements.check(token).map_err(|s| match s {
+        Shortfall::Scope(scopes) => Denial::InsufficientScope(scopes),
+        Shortfall::Issuer | Shortfall::Claim(_) => Denial::Forbidden,
+    })
+}
+
+/// PURE: the bearer token of a request. `Ok(None)` when there is no `Authorization`
+/// header or it uses another scheme; several `Authorization` headers are malformed.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Reject> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Reject::Malformed("more than one Authorization header"));
+    }
+    let value = value.to_str().map_err(|_| Reject::Malformed("Authorization header is not ASCII"))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim();
+    if token.is_empty() {
+        return Err(Reject::Malformed("empty bearer token"));
+    }
+    Ok(Some(token))
+}
+
+/// Host the request was sent to, without port (`Host` header, else the URI authority).
+fn request_host<B>(req: &Request<B>) -> &str {
+    let raw = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    strip_port(raw)
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    #[test]
+    fn bearer_token_extraction() {
+        type Case = (Vec<&'static str>, Result<Option<&'static str>, Reject>);
+        let cases: Vec<Case> = vec![
+            (vec![], Ok(None)),
+            (vec!["Bearer abc.def.ghi"], Ok(Some("abc.def.ghi"))),
+            (vec!["bearer abc"], Ok(Some("abc"))),
+            (vec!["BEARER   abc  "], Ok(Some("abc"))),
+            (vec!["Basic dXNlcjpwYXNz"], Ok(None)),
+            (vec!["Bearer"], Err(Reject::Malformed("empty bearer token"))),
+            (vec!["Bearer   "], Err(Reject::Malformed("empty bearer token"))),
+            (vec!["Bearer a", "Bearer b"], Err(Reject::Malformed("more than one Authorization header"))),
+        ];
+        for (values, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in &values {
+                h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(bearer_token(&h), want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn host_without_port() {
+        for (raw, want) in [("api.local", "api.local"), ("api.local:8443", "api.local"), ("[::1]:80", "[::1]"), ("[::1]", "[::1]"), ("", "")] {
+            assert_eq!(strip_port(raw), want, "{raw}");
+        }
+    }
+}

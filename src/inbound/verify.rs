@@ -1,0 +1,424 @@
+//! PURE: `Verifier::verify(token, &KeySnapshot, now)`: the hot path. No I/O, no
+//! locks, no `async`; keys are already parsed and every policy knob was compiled
+//! from the config once. `verify_traced` runs the same code and reports each
+//! check, which is how `tokengate verify` explains a decision.
+
+use super::keys::{KeySnapshot, VerifyKey};
+use crate::config::{is_hmac, IssuerConfig};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hyper::header::{HeaderName, HeaderValue};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Why a token was rejected. Messages are safe to show callers: they never echo
+/// the token, only the offending claim values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("token exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    #[error("algorithm {0:?} is not allowed")]
+    AlgNotAllowed(String),
+    #[error("token has no iss claim")]
+    MissingIssuer,
+    #[error("issuer {0:?} is not trusted")]
+    UnknownIssuer(String),
+    #[error("no key with kid {kid:?}")]
+    UnknownKid { issuer: usize, kid: String },
+    #[error("key {0:?} cannot be used with this algorithm")]
+    KeyAlgMismatch(String),
+    #[error("the issuer's keys are not available")]
+    KeysUnavailable { issuer: usize },
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("typ {found:?} is not {want:?}")]
+    WrongType { found: String, want: String },
+    #[error("token has no exp claim")]
+    MissingExp,
+    #[error("token expired at {exp} (now {now})")]
+    Expired { exp: u64, now: u64 },
+    #[error("token not valid before {nbf} (now {now})")]
+    NotYetValid { nbf: u64, now: u64 },
+    #[error("token issued in the future at {iat} (now {now})")]
+    IssuedInFuture { iat: u64, now: u64 },
+    #[error("token issued at {iat} is older than the allowed {max_age}s")]
+    TooOld { iat: u64, max_age: u64 },
+    #[error("audience does not match")]
+    WrongAudience,
+    #[error("claim {0} is not a valid {1}")]
+    BadClaim(String, &'static str),
+    #[error("crit header parameters are not supported")]
+    CriticalHeader,
+}
+
+impl Reject {
+    /// Bounded label for `tokengate_auth_decisions_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::TooLarge(_) => "token_too_large",
+            Reject::Malformed(_) | Reject::CriticalHeader | Reject::BadClaim(..) => "malformed",
+            Reject::AlgNotAllowed(_) => "alg_not_allowed",
+            Reject::MissingIssuer | Reject::UnknownIssuer(_) => "unknown_issuer",
+            Reject::UnknownKid { .. } => "unknown_kid",
+            Reject::KeyAlgMismatch(_) => "key_alg_mismatch",
+            Reject::KeysUnavailable { .. } => "keys_unavailable",
+            Reject::BadSignature => "bad_signature",
+            Reject::WrongType { .. } => "wrong_typ",
+            Reject::MissingExp => "missing_exp",
+            Reject::Expired { .. } => "expired",
+            Reject::NotYetValid { .. } | Reject::IssuedInFuture { .. } => "not_yet_valid",
+            Reject::TooOld { .. } => "too_old",
+            Reject::WrongAudience => "wrong_audience",
+        }
+    }
+}
+
+/// Receives each passed check; the hot path uses `()`, which compiles to nothing.
+pub trait Trace {
+    fn pass(&mut self, check: &'static str, detail: fmt::Arguments<'_>);
+}
+
+impl Trace for () {
+    #[inline(always)]
+    fn pass(&mut self, _: &'static str, _: fmt::Arguments<'_>) {}
+}
+
+/// A token that passed every issuer-level check, with what later requests need.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// Index of the issuer in the config.
+    pub issuer: usize,
+    pub exp: u64,
+    leeway: u64,
+    scopes: Box<[Box<str>]>,
+    /// Only the claims some rule compares.
+    claims: Box<[(Box<str>, Value)]>,
+    /// `forward.claims_to_headers`, ready to insert.
+    pub identity: Box<[(HeaderName, HeaderValue)]>,
+    /// The key that verified it; `None` for shared-secret tokens.
+    key: Option<Arc<VerifyKey>>,
+}
+
+impl VerifiedToken {
+    /// Still good at `now`: not expired and its key still published.
+    pub fn is_current(&self, now: u64) -> bool {
+        now <= self.exp.saturating_add(self.leeway) && self.key.as_ref().is_none_or(|k| !k.is_retired())
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| &**s == scope)
+    }
+
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes.iter().map(|s| &**s)
+    }
+
+    pub fn claim(&self, name: &str) -> Option<&Value> {
+        self.claims.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(issuer: usize, scopes: &[&str], claims: &[(&str, Value)]) -> Self {
+        VerifiedToken {
+            issuer,
+            exp: u64::MAX,
+            leeway: 0,
+            scopes: scopes.iter().map(|s| (*s).into()).collect(),
+            claims: claims.iter().map(|(k, v)| ((*k).into(), v.clone())).collect(),
+            identity: Box::new([]),
+            key: None,
+        }
+    }
+}
+
+/// Issuer policy compiled for the hot path.
+#[derive(Debug)]
+struct IssuerPolicy {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    leeway: u64,
+    scope_claim: String,
+    require_typ: Option<String>,
+    max_age: Option<u64>,
+    hmac: Option<Arc<VerifyKey>>,
+}
+
+/// Everything the verify path needs that does not change between key refreshes.
+#[derive(Debug)]
+pub struct Verifier {
+    issuers: Vec<IssuerPolicy>,
+    max_token_bytes: usize,
+    identity: Vec<(String, HeaderName)>,
+    rule_claims: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+impl Verifier {
+    pub fn new(
+        issuers: &[IssuerConfig],
+        max_token_bytes: usize,
+        identity: Vec<(String, HeaderName)>,
+        rule_claims: Vec<String>,
+    ) -> Self {
+        let issuers = issuers
+            .iter()
+            .map(|c| IssuerPolicy {
+                issuer: c.issuer.clone(),
+                audiences: c.audiences.clone(),
+                algorithms: c.algorithms.clone(),
+                leeway: c.leeway.as_secs(),
+                scope_claim: c.scope_claim.clone(),
+                require_typ: c.require_typ.clone(),
+                max_age: c.max_token_age.map(|d| d.as_secs()),
+                hmac: c
+                    .shared_secret
+                    .as_ref()
+                    .map(|s| Arc::new(VerifyKey::hmac(s.expose(), &c.algorithms))),
+            })
+            .collect();
+        Verifier {
+            issuers,
+            max_token_bytes,
+            identity,
+            rule_claims,
+        }
+    }
+
+    pub fn issuer_name(&self, idx: usize) -> &str {
+        self.issuers.get(idx).map_or("", |i| i.issuer.as_str())
+    }
+
+    /// Verifies `token` against the keys in `keys` at unix time `now`.
+    #[inline]
+    pub fn verify(&self, token: &str, keys: &KeySnapshot, now: u64) -> Result<VerifiedToken, Reject> {
+        self.verify_traced(token, keys, now, &mut ())
+    }
+
+    /// `verify`, reporting every check that passed to `trace`.
+    pub fn verify_traced(
+        &self,
+        token: &str,
+        keys: &KeySnapshot,
+        now: u64,
+        trace: &mut impl Trace,
+    ) -> Result<VerifiedToken, Reject> {
+        if token.len() > self.max_token_bytes {
+            return Err(Reject::TooLarge(self.max_token_bytes));
+        }
+        trace.pass("size", format_args!("{} bytes (limit {})", token.len(), self.max_token_bytes));
+
+        let (signing_input, sig_b64) = token.rsplit_once('.').ok_or(Reject::Malformed("expected three dot-separated parts"))?;
+        let (header_b64, payload_b64) = signing_input
+            .split_once('.')
+            .ok_or(Reject::Malformed("expected three dot-separated parts"))?;
+        if header_b64.is_empty() || payload_b64.is_empty() {
+            return Err(Reject::Malformed("empty header or payload"));
+        }
+
+        let header_bytes = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| Reject::Malformed("header is not base64url"))?;
+        let header: Header<'_> = serde_json::from_slice(&header_bytes).map_err(|_| Reject::Malformed("header is not a JSON object with alg"))?;
+        if header.crit.is_some() {
+            return Err(Reject::CriticalHeader);
+        }
+        trace.pass(
+            "header",
+            format_args!("alg={} kid={} typ={}", header.alg, header.kid.as_deref().unwrap_or("-"), header.typ.as_deref().unwrap_or("-")),
+        );
+
+        let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| Reject::Malformed("payload is not base64url"))?;
+        let claims: Map<String, Value> = serde_json::from_slice(&payload).map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
+
+        let iss = match claims.get("iss") {
+            Some(Value::String(s)) => s.as_str(),
+            None => return Err(Reject::MissingIssuer),
+            Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
+        };
+        let (idx, policy) = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.issuer == iss)
+            .ok_or_else(|| Reject::UnknownIssuer(iss.to_string()))?;
+        trace.pass("iss", format_args!("{iss} is a configured issuer"));
+
+        let alg = Algorithm::from_str(&header.alg)
+            .ok()
+            .filter(|a| policy.algorithms.contains(a))
+            .ok_or_else(|| Reject::AlgNotAllowed(header.alg.to_string()))?;
+        trace.pass("alg", format_args!("{alg:?} is in the allow-list {:?}", policy.algorithms));
+
+        let mut sig_buf = [0u8; 1024];
+        let sig_len = URL_SAFE_NO_PAD
+            .decode_slice(sig_b64, &mut sig_buf)
+            .map_err(|_| Reject::Malformed("signature is not base64url"))?;
+        let sig = &sig_buf[..sig_len];
+        let message = signing_input.as_bytes();
+
+        let key = if is_hmac(alg) {
+            // The shared secret is the only HMAC key: a public key is never an HMAC secret.
+            let key = policy.hmac.as_ref().ok_or_else(|| Reject::AlgNotAllowed(header.alg.to_string()))?;
+            if !key.verify(alg, message, sig) {
+                return Err(Reject::BadSignature);
+            }
+            None
+        } else {
+            let set = keys.issuers.get(idx).ok_or(Reject::KeysUnavailable { issuer: idx })?;
+            if !set.is_loaded() || now > set.usable_until {
+                return Err(Reject::KeysUnavailable { issuer: idx });
+            }
+            let key = match header.kid.as_deref() {
+                Some(kid) => {
+                    let key = set.by_kid(kid).ok_or_else(|| Reject::UnknownKid { issuer: idx, kid: kid.to_string() })?;
+                    if !key.supports(alg) {
+                        return Err(Reject::KeyAlgMismatch(kid.to_string()));
+                    }
+                    key.verify(alg, message, sig).then_some(key)
+                }
+                // No kid: any published key of the right type may have signed it.
+                None => set.keys.iter().filter(|k| k.supports(alg)).find(|k| k.verify(alg, message, sig)),
+            };
+            Some(key.ok_or(Reject::BadSignature)?.clone())
+        };
+        trace.pass("signature", format_args!("verified with {}", header.kid.as_deref().unwrap_or(if key.is_none() { "the shared secret" } else { "a key without kid" })));
+
+        if let Some(want) = &policy.require_typ {
+            let found = header.typ.as_deref().unwrap_or("");
+            let found_short = found.strip_prefix("application/").unwrap_or(found);
+            if !found_short.eq_ignore_ascii_case(want) {
+                return Err(Reject::WrongType { found: found.to_string(), want: want.clone() });
+            }
+            trace.pass("typ", format_args!("{found}"));
+        }
+
+        let leeway = policy.leeway;
+        let exp = numeric_date(&claims, "exp")?.ok_or(Reject::MissingExp)?;
+        if now > exp.saturating_add(leeway) {
+            return Err(Reject::Expired { exp, now });
+        }
+        trace.pass("exp", format_args!("{exp} is after now {now} (leeway {leeway}s)"));
+        if let Some(nbf) = numeric_date(&claims, "nbf")? {
+            if nbf > now.saturating_add(leeway) {
+                return Err(Reject::NotYetValid { nbf, now });
+            }
+            trace.pass("nbf", format_args!("{nbf} is not after now {now} (leeway {leeway}s)"));
+        }
+        let iat = numeric_date(&claims, "iat")?;
+        if let Some(iat) = iat {
+            if iat > now.saturating_add(leeway) {
+                return Err(Reject::IssuedInFuture { iat, now });
+            }
+            trace.pass("iat", format_args!("{iat}"));
+        }
+        if let Some(max_age) = policy.max_age {
+            let iat = iat.ok_or(Reject::TooOld { iat: 0, max_age })?;
+            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
+                return Err(Reject::TooOld { iat, max_age });
+            }
+            trace.pass("max_token_age", format_args!("issued {}s ago, limit {max_age}s", now.saturating_sub(iat)));
+        }
+
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(a)) => policy.audiences.iter().any(|w| w == a),
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str().is_some_and(|a| policy.audiences.iter().any(|w| w == a))),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(Reject::WrongAudience);
+        }
+        trace.pass("aud", format_args!("intersects {:?}", policy.audiences));
+
+        let scopes = read_scopes(&claims, &policy.scope_claim)?;
+        trace.pass("scopes", format_args!("{} granted", scopes.len()));
+        let identity = self
+            .identity
+            .iter()
+            .filter_map(|(claim, header)| claims.get(claim).map(|v| (claim, header, v)))
+            .map(|(claim, header, v)| {
+                header_value(v)
+                    .map(|hv| (header.clone(), hv))
+                    .ok_or_else(|| Reject::BadClaim(claim.clone(), "header value"))
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
+        let rule_claims = self
+            .rule_claims
+            .iter()
+            .filter_map(|name| claims.get(name).map(|v| (name.as_str().into(), v.clone())))
+            .collect();
+        Ok(VerifiedToken {
+            issuer: idx,
+            exp,
+            leeway,
+            scopes,
+            claims: rule_claims,
+            identity,
+            key,
+        })
+    }
+}
+
+/// NumericDate claim as whole seconds (fractions truncated); negative or non-numeric is malformed.
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, Reject> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+            .map(Some)
+            .ok_or_else(|| Reject::BadClaim(name.into(), "NumericDate")),
+        Some(_) => Err(Reject::BadClaim(name.into(), "NumericDate")),
+    }
+}
+
+/// Scopes from a space-separated string (`scope`) or an array of strings (`scp`, `permissions`).
+pub fn read_scopes(claims: &Map<String, Value>, claim: &str) -> Result<Box<[Box<str>]>, Reject> {
+    match claims.get(claim) {
+        None => Ok(Box::new([])),
+        Some(Value::String(s)) => Ok(s.split_ascii_whitespace().map(Into::into).collect()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(Into::into).ok_or_else(|| Reject::BadClaim(claim.into(), "scope list")))
+            .collect(),
+        Some(_) => Err(Reject::BadClaim(claim.into(), "scope list")),
+    }
+}
+
+/// Claim → header value: strings as-is, arrays joined with `,`, anything else compact JSON.
+pub fn header_value(v: &Value) -> Option<HeaderValue> {
+    let text: Cow<'_, str> = match v {
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Array(items) => Cow::Owned(
+            items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        other => Cow::Owned(other.to_string()),
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! The one pooled HTTP client and the forwarding step shared by both directions:
+//! URI rewrite, hop-by-hop removal, `X-Forwarded-*`, timeouts, upgrades.
+
+use crate::error::ProxyError;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Body of every request and response tokengate produces: streamed through, or a small local answer.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// HTTP/1.1 + HTTPS client with connection pooling.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// A small local body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Right(Full::new(bytes.into()))
+}
+
+/// Builds the pooled client; TLS trusts the bundled web PKI roots.
+pub fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
+        .map_err(|e| format!("TLS client setup: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https))
+}
+
+/// Headers that describe one hop and never travel further (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Returns the `Upgrade` value when the message asks for a protocol upgrade.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut upgrade_requested = false;
+    for value in headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()) {
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name.eq_ignore_ascii_case("upgrade") {
+                upgrade_requested = true;
+            }
+        }
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let upgrade = headers.remove(header::UPGRADE);
+    upgrade.filter(|_| upgrade_requested)
+}
+
+/// Where requests are forwarded.
+pub struct Upstream {
+    client: HttpClient,
+    scheme: Scheme,
+    authority: Authority,
+    /// Path prefix of the upstream URL without a trailing slash ("" for none).
+    base_path: String,
+    response_timeout: Duration,
+}
+
+/// Facts about the downstream connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+impl Upstream {
+    pub fn new(client: HttpClient, url: &Uri, response_timeout: Duration) -> Result<Self, String> {
+        let authority = url.authority().cloned().ok_or("upstream URL needs host:port")?;
+        Ok(Upstream {
+            client,
+            scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority,
+            base_path: url.path().trim_end_matches('/').to_string(),
+            response_timeout,
+        })
+    }
+
+    /// Sends `req` upstream and returns the answer (streamed). Upgrades are spliced.
+    pub async fn forward(&self, req: Request<Incoming>, from: Downstream) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let upgrade = strip_hop_by_hop(&mut parts.headers);
+        if let Some(proto) = &upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        append_forwarded_for(&mut parts.headers, from.peer);
+        parts.headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if from.tls { "https" } else { "http" }),
+        );
+        if let Some(host) = original_host {
+            parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            parts.headers.entry(header::HOST).or_insert(host);
+        }
+        parts.uri = self.rewrite(&parts.uri)?;
+        parts.version = Version::HTTP_11;
+        let mut req = Request::from_parts(parts, Either::Left(body));
+        let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+        let mut resp = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamUnreachable(e.to_string())),
+            Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(e.to_string())),
+            Ok(Ok(resp)) => resp,
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(downstream) = downstream_upgrade {
+                let upstream = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
+                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+                    }
+                });
+                return Ok(resp.map(Either::Left));
+            }
+        }
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(Either::Left))
+    }
+
+    fn rewrite(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let path_and_query = if self.base_path.is_empty() {
+            PathAndQuery::try_from(pq)
+        } else {
+            PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
+        }
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// Total bytes of header names and values, the measure `max_header_bytes` limits.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_named_ones_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert_eq!(strip_hop_by_hop(&mut h), None, "upgrade without Connection: upgrade is not an upgrade");
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_is_reported_when_connection_asks_for_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(strip_hop_by_hop(&mut h), Some(HeaderValue::from_static("websocket")));
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        let peer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        append_forwarded_for(&mut h, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3, 127.0.0.1");
+    }
+
+    #[test]
+    fn rewrite_keeps_path_and_query_under_the_base_path() {
+        let client = http_client(Duration::from_secs(1)).unwrap();
+        let up = Upstream::new(client.clone(), &"http://127.0.0.1:8080".parse().unwrap(), Duration::from_secs(1)).unwrap();
+        assert_eq!(up.rewrite(&"/a/b?x=1".parse().unwrap()).unwrap(), "http://127.0.0.1:8080/a/b?x=1");
+        let up = Upstream::new(client, &"https://app.local/base/".parse().unwrap(), Duration::from_secs(1)).unwrap();
+        assert_eq!(up.rewrite(&"http://front/a?q".parse().unwrap()).unwrap(), "https://app.local/base/a?q");
+    }
+}
