@@ -70,6 +70,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             }
         }
     }
+    // Read before removal: `Connection: upgrade` names the Upgrade header itself.
+    let upgrade = headers.get(header::UPGRADE).cloned();
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -80,7 +82,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    let upgrade = headers.remove(header::UPGRADE);
+    headers.remove(header::UPGRADE);
     upgrade.filter(|_| upgrade_requested)
 }
 

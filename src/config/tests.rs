@@ -1,0 +1,169 @@
+//! Config validation tables: what loads, and every error with its field path.
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SECRET" => Some("s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t".into()),
+        "PORT" => Some("8081".into()),
+        _ => None,
+    }
+}
+
+fn load(yaml: &str) -> Result<Config, Vec<(String, String)>> {
+    Config::from_yaml(yaml, "test.yaml", &env).map_err(|e| e.errors.into_iter().map(|f| (f.path, f.message)).collect())
+}
+
+const MINIMAL: &str = r#"
+inbound:
+  listen: 127.0.0.1:8443
+  upstream: http://127.0.0.1:${PORT}
+  issuers:
+    - issuer: https://idp
+      jwks_uri: https://idp/jwks
+      audiences: [api]
+  rules:
+    - { path: /health, allow: anonymous }
+    - { path: /orders, methods: [get], scopes: [orders:read] }
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
+    let i = c.inbound.unwrap();
+    assert_eq!(i.upstream, "http://127.0.0.1:8081/");
+    assert_eq!(i.mode, Mode::Strict);
+    assert_eq!(i.issuers[0].algorithms, [Algorithm::RS256]);
+    assert_eq!(i.issuers[0].leeway, Duration::from_secs(30));
+    assert_eq!(i.issuers[0].scope_claim, "scope");
+    assert_eq!(i.issuers[0].jwks_cache, JwksCachePolicy::default());
+    assert!(i.forward.keep_authorization);
+    assert_eq!(i.rules.len(), 2);
+    assert_eq!(i.rules[1].access, Access::Token(Requirements { scopes: vec!["orders:read".into()], ..Default::default() }));
+    assert!(!c.outbound_declared);
+}
+
+#[test]
+fn example_config_loads() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")).unwrap();
+    let c = Config::from_yaml(&text, "config.example.yaml", &|_| None).unwrap();
+    assert!(c.inbound.is_some());
+}
+
+#[test]
+fn field_errors_name_their_path() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            "inbound:\n  listen: 127.0.0.1:1\n  upstream: http://a\n  issuers: []\n  rules: []\n  bogus: 1\n".to_string(),
+            "inbound.bogus",
+            "unknown field",
+        ),
+        (
+            MINIMAL.replace("audiences: [api]", "audiences: [api]\n      leeway: soon"),
+            "inbound.issuers[0].leeway",
+            "expected a duration",
+        ),
+        (MINIMAL.replace("scopes: [orders:read]", "scopes: orders:read"), "inbound.rules[1].scopes", "expected a sequence"),
+        (MINIMAL.replace("methods: [get]", "methods: [\"GE T\"]"), "inbound.rules[1].methods[0]", "not an HTTP method"),
+        (MINIMAL.replace("${PORT}", "${NOPE}"), "inbound.upstream", "NOPE is not set"),
+        (MINIMAL.replace("jwks_uri: https://idp/jwks", "discovery: false"), "inbound.issuers[0].jwks_uri", "set jwks_uri or discovery"),
+        (
+            MINIMAL.replace("jwks_uri: https://idp/jwks", "jwks_uri: https://idp/jwks\n      discovery: true"),
+            "inbound.issuers[0].discovery",
+            "not both",
+        ),
+        (MINIMAL.replace("audiences: [api]", "audiences: [api]\n      algorithms: [HS256]"), "inbound.issuers[0].shared_secret", "no shared secret"),
+        (
+            MINIMAL.replace("audiences: [api]", "audiences: [api]\n      algorithms: [RS256]\n      shared_secret: ${SECRET}"),
+            "inbound.issuers[0].algorithms",
+            "no HS* algorithm",
+        ),
+        (
+            MINIMAL.replace("audiences: [api]", "audiences: [api]\n      algorithms: [RS256, HS256]\n      shared_secret: short"),
+            "inbound.issuers[0].shared_secret",
+            "at least 32 bytes",
+        ),
+        (MINIMAL.replace("mode", "x").replace("upstream:", "mode: lenient\n  upstream:"), "inbound.mode", "strict, permissive or audit"),
+        (MINIMAL.replace("/health, allow: anonymous", "/health, allow: anonymous, scopes: [x]"), "inbound.rules[0].allow", "cannot also require"),
+        (MINIMAL.replace("/health, allow", "health, allow"), "inbound.rules[0].path", "must start with '/'"),
+        (
+            format!("{MINIMAL}  forward:\n    claims_to_headers: {{ sub: authorization }}\n"),
+            "inbound.forward.claims_to_headers.sub",
+            "cannot carry identity",
+        ),
+        (format!("{MINIMAL}  forward:\n    authorization: drop\n"), "inbound.forward.authorization", "strip or keep"),
+        (MINIMAL.replace("127.0.0.1:8443", "localhost"), "inbound.listen", "host:port"),
+    ];
+    for (yaml, path, fragment) in cases {
+        let errors = load(&yaml).expect_err(path);
+        assert!(
+            errors.iter().any(|(p, m)| p == path && m.contains(fragment)),
+            "want {path}: …{fragment}…, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let yaml = r#"
+inbound:
+  listen: nope
+  upstream: ftp://x
+  issuers:
+    - issuer: a
+      audiences: []
+      algorithms: [none]
+  rules:
+    - { path: x }
+"#;
+    let paths: Vec<String> = load(yaml).unwrap_err().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        paths,
+        [
+            "inbound.listen",
+            "inbound.upstream",
+            "inbound.issuers[0].algorithms[0]",
+            "inbound.issuers[0].audiences",
+            "inbound.rules[0].path"
+        ]
+    );
+}
+
+#[test]
+fn secrets_come_from_env_or_files_and_never_print() {
+    let dir = std::env::temp_dir().join(format!("tokengate-secret-{}", std::process::id()));
+    std::fs::write(&dir, "file-secret-file-secret-file-secret\n").unwrap();
+    let yaml = MINIMAL.replace(
+        "audiences: [api]",
+        &format!("audiences: [api]\n      algorithms: [RS256, HS256]\n      shared_secret_file: {}", dir.display()),
+    );
+    let c = load(&yaml).unwrap();
+    let secret = c.inbound.unwrap().issuers[0].shared_secret.clone().unwrap();
+    assert_eq!(secret.expose(), b"file-secret-file-secret-file-secret", "trailing newline trimmed");
+    assert!(!format!("{secret:?}").contains("file-secret"));
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[test]
+fn durations() {
+    let cases = [("250ms", Some(250)), ("30s", Some(30_000)), ("5m", Some(300_000)), ("1h", Some(3_600_000)), ("1d", Some(86_400_000)), ("10", None), ("s", None), ("-1s", None), ("1w", None)];
+    for (text, want) in cases {
+        assert_eq!(parse_duration(text).ok(), want.map(Duration::from_millis), "{text}");
+    }
+}
+
+#[test]
+fn interpolation() {
+    let cases = [
+        ("plain", Ok("plain")),
+        ("port ${PORT}!", Ok("port 8081!")),
+        ("$$PORT", Ok("$PORT")),
+        ("cost $5", Ok("cost $5")),
+        ("${MISSING}", Err("environment variable MISSING is not set")),
+        ("${PORT", Err("unterminated ${…} reference")),
+    ];
+    for (text, want) in cases {
+        assert_eq!(interpolate(text, &env).as_deref(), want.map_err(str::to_string).as_deref(), "{text}");
+    }
+}
