@@ -25,15 +25,34 @@ impl Handler for Admin {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _: Downstream) -> Response<Body> {
         let (status, content_type, body) = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-            (&Method::GET, "/readyz") if self.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
-            (&Method::GET, "/readyz") => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: keys not loaded\n".to_string()),
-            (&Method::GET, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render()),
-            (_, "/healthz" | "/readyz" | "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".to_string()),
-            _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+            (&Method::GET, "/readyz") if self.is_ready() => {
+                (StatusCode::OK, "text/plain", "ready\n".to_string())
+            }
+            (&Method::GET, "/readyz") => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready: keys not loaded\n".to_string(),
+            ),
+            (&Method::GET, "/metrics") => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            ),
+            (_, "/healthz" | "/readyz" | "/metrics") => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".to_string(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found\n".to_string(),
+            ),
         };
         let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         resp
     }
 }

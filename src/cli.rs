@@ -18,7 +18,11 @@ pub const EXIT_CONFIG: u8 = 64;
 pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser, Debug)]
-#[command(name = "tokengate", version, about = "Sidecar authenticating reverse proxy")]
+#[command(
+    name = "tokengate",
+    version,
+    about = "Sidecar authenticating reverse proxy"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -67,7 +71,9 @@ impl Cli {
     pub fn init_logging(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Human => builder.init(),
             LogFormat::Json => builder.json().init(),
@@ -78,7 +84,13 @@ impl Cli {
         match self.command {
             Command::Run { config } => run(&config).await,
             Command::Check { config } => check(&config),
-            Command::Verify { config, token, path, method, host } => verify(&config, &token, &path, &method, &host).await,
+            Command::Verify {
+                config,
+                token,
+                path,
+                method,
+                host,
+            } => verify(&config, &token, &path, &method, &host).await,
             Command::Demo => {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -107,7 +119,9 @@ async fn run(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     if config.outbound_declared {
-        tracing::warn!("the outbound section is accepted but not implemented in this release; it is ignored");
+        tracing::warn!(
+            "the outbound section is accepted but not implemented in this release; it is ignored"
+        );
     }
     let shutdown = CancellationToken::new();
     let app = match crate::start(&config, shutdown.clone()).await {
@@ -170,7 +184,10 @@ fn check(path: &Path) -> ExitCode {
                 KeySource::Discovery(u) => format!("discovery {u}"),
                 KeySource::None => "shared secret only".to_string(),
             };
-            println!("  issuer {}  {keys}  algorithms {:?}  audiences {:?}", iss.issuer, iss.algorithms, iss.audiences);
+            println!(
+                "  issuer {}  {keys}  algorithms {:?}  audiences {:?}",
+                iss.issuer, iss.algorithms, iss.audiences
+            );
         }
         for (n, r) in i.rules.iter().enumerate() {
             let access = match &r.access {
@@ -243,9 +260,16 @@ async fn verify(path: &Path, token: &str, req_path: &str, method: &str, host: &s
             }
         }
     }
-    println!("token {} ({} bytes), request {method} {req_path}", crate::fingerprint(token.as_bytes()), token.len());
+    println!(
+        "token {} ({} bytes), request {method} {req_path}",
+        crate::fingerprint(token.as_bytes()),
+        token.len()
+    );
     let now = unix_now();
-    let verified = match guard.verifier().verify_traced(&token, &jwks.snapshot(), now, &mut Explain) {
+    let verified = match guard
+        .verifier()
+        .verify_traced(&token, &jwks.snapshot(), now, &mut Explain)
+    {
         Ok(v) => v,
         Err(reject) => {
             println!("  FAIL  {:<14} {reject}", reject.reason());
@@ -254,7 +278,12 @@ async fn verify(path: &Path, token: &str, req_path: &str, method: &str, host: &s
         }
     };
     let scopes: Vec<&str> = verified.scopes().collect();
-    println!("  ok    {:<14} issuer {}, scopes [{}]", "token", guard.verifier().issuer_name(verified.issuer), scopes.join(" "));
+    println!(
+        "  ok    {:<14} issuer {}, scopes [{}]",
+        "token",
+        guard.verifier().issuer_name(verified.issuer),
+        scopes.join(" ")
+    );
     match find_rule(guard.rules(), &method, host, req_path) {
         None => {
             println!("  FAIL  {:<14} no rule matches {method} {req_path}", "rule");
@@ -263,13 +292,19 @@ async fn verify(path: &Path, token: &str, req_path: &str, method: &str, host: &s
         }
         Some((n, rule)) => match &rule.access {
             Access::Anonymous => {
-                println!("  ok    {:<14} rules[{n}] {} allows anonymous access", "rule", rule.name);
+                println!(
+                    "  ok    {:<14} rules[{n}] {} allows anonymous access",
+                    "rule", rule.name
+                );
                 println!("result: ALLOWED");
                 ExitCode::SUCCESS
             }
             Access::Token(req) => match req.check(&verified) {
                 Ok(()) => {
-                    println!("  ok    {:<14} rules[{n}] {} requirements met", "rule", rule.name);
+                    println!(
+                        "  ok    {:<14} rules[{n}] {} requirements met",
+                        "rule", rule.name
+                    );
                     println!("result: ALLOWED");
                     ExitCode::SUCCESS
                 }

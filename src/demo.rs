@@ -61,7 +61,8 @@ impl SigningKey {
                 (Signer::Rsa(pair), jwk)
             }
             KeyKind::Es256 => {
-                let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key generation");
+                let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .expect("EC key generation");
                 let point = pair.public_key().as_ref().to_vec();
                 let jwk = json!({
                     "kty": "EC", "use": "sig", "alg": "ES256", "kid": kid, "crv": "P-256",
@@ -104,10 +105,15 @@ impl SigningKey {
         match &self.signer {
             Signer::Rsa(pair) => {
                 let mut sig = vec![0; pair.public_modulus_len()];
-                pair.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig).expect("RSA signing");
+                pair.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .expect("RSA signing");
                 sig
             }
-            Signer::Ec(pair) => pair.sign(&rng, message).expect("EC signing").as_ref().to_vec(),
+            Signer::Ec(pair) => pair
+                .sign(&rng, message)
+                .expect("EC signing")
+                .as_ref()
+                .to_vec(),
             Signer::Ed(pair) => pair.sign(message).as_ref().to_vec(),
         }
     }
@@ -120,14 +126,24 @@ impl SigningKey {
 }
 
 /// `b64(header).b64(claims).b64(sign(...))` for any header and signer.
-pub fn sign_with_header(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+pub fn sign_with_header(
+    header: &Value,
+    claims: &Value,
+    sign: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let sig = sign(input.as_bytes());
     format!("{input}.{}", b64(&sig))
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A development issuer on loopback. Counts its hits and can be told to fail,
@@ -152,7 +168,10 @@ struct IssuerState {
 
 impl DevIssuer {
     /// Starts on `127.0.0.1:0` with the given keys (the first signs).
-    pub async fn start(keys: Vec<SigningKey>, default_audience: &str) -> std::io::Result<DevIssuer> {
+    pub async fn start(
+        keys: Vec<SigningKey>,
+        default_audience: &str,
+    ) -> std::io::Result<DevIssuer> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let issuer = format!("http://{addr}");
@@ -166,16 +185,45 @@ impl DevIssuer {
             default_audience: default_audience.to_string(),
         });
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, None, small_server(), state.clone(), shutdown.clone()));
-        Ok(DevIssuer { addr, issuer, state, shutdown })
+        tokio::spawn(serve(
+            listener,
+            None,
+            small_server(),
+            state.clone(),
+            shutdown.clone(),
+        ));
+        Ok(DevIssuer {
+            addr,
+            issuer,
+            state,
+            shutdown,
+        })
     }
 
     pub fn jwks_uri(&self) -> String {
         format!("{}/jwks.json", self.issuer)
     }
 
-    /// Mints a token with standard claims (iss, aud, iat, exp in 1h, sub) merged with `extra`.
+    /// Mints a token with standard claims (iss, aud, iat, exp in 1h, sub) merged
+    /// with `extra` (a `null` removes a claim), signed by the current signing key.
     pub fn mint(&self, extra: Value) -> String {
+        self.signing_key().sign_jwt(&self.claims(extra))
+    }
+
+    /// `mint`, signed by the published key `kid`.
+    pub fn mint_with(&self, kid: &str, extra: Value) -> Option<String> {
+        let key = self
+            .state
+            .keys
+            .read()
+            .ok()?
+            .iter()
+            .find(|k| k.kid == kid)?
+            .clone();
+        Some(key.sign_jwt(&self.claims(extra)))
+    }
+
+    fn claims(&self, extra: Value) -> Value {
         let now = unix_now();
         let mut claims = json!({
             "iss": self.issuer, "aud": self.state.default_audience, "sub": "demo-user",
@@ -190,17 +238,22 @@ impl DevIssuer {
                 }
             }
         }
-        self.signing_key().sign_jwt(&claims)
+        claims
     }
 
     /// The key that currently signs.
     pub fn signing_key(&self) -> Arc<SigningKey> {
-        self.state.keys.read().map(|k| k[0].clone()).expect("issuer keys lock")
+        self.state
+            .keys
+            .read()
+            .map(|k| k[0].clone())
+            .expect("issuer keys lock")
     }
 
     /// Replaces the published key set (the first key signs from now on).
     pub fn set_keys(&self, keys: Vec<SigningKey>) {
-        *self.state.keys.write().expect("issuer keys lock") = keys.into_iter().map(Arc::new).collect();
+        *self.state.keys.write().expect("issuer keys lock") =
+            keys.into_iter().map(Arc::new).collect();
     }
 
     /// While failing, JWKS and discovery answer 503.
@@ -238,7 +291,8 @@ fn small_server() -> ServeOptions {
 fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -265,7 +319,11 @@ impl Handler for IssuerState {
                 if failing {
                     return json_response(StatusCode::SERVICE_UNAVAILABLE, "{}".into());
                 }
-                let keys: Vec<Value> = self.keys.read().map(|k| k.iter().map(|k| k.jwk.clone()).collect()).unwrap_or_default();
+                let keys: Vec<Value> = self
+                    .keys
+                    .read()
+                    .map(|k| k.iter().map(|k| k.jwk.clone()).collect())
+                    .unwrap_or_default();
                 let mut resp = json_response(StatusCode::OK, json!({ "keys": keys }).to_string());
                 if let Some(secs) = *self.max_age.lock().expect("max_age lock") {
                     if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={secs}")) {
@@ -278,7 +336,13 @@ impl Handler for IssuerState {
                 // Query: scope, sub, aud, ttl (seconds).
                 let mut claims = json!({});
                 let mut ttl = 3600u64;
-                for (k, v) in req.uri().query().unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+                for (k, v) in req
+                    .uri()
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                {
                     let v = v.replace('+', " ").replace("%20", " ").replace("%3A", ":");
                     match k {
                         "scope" | "sub" | "aud" => claims[k] = Value::String(v),
@@ -296,9 +360,14 @@ impl Handler for IssuerState {
                 if claims.get("sub").is_none() {
                     claims["sub"] = json!("demo-user");
                 }
-                let key = self.keys.read().map(|k| k[0].clone()).expect("issuer keys lock");
+                let key = self
+                    .keys
+                    .read()
+                    .map(|k| k[0].clone())
+                    .expect("issuer keys lock");
                 let mut resp = Response::new(full(key.sign_jwt(&claims) + "\n"));
-                resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                 resp
             }
             _ => json_response(StatusCode::NOT_FOUND, "{}".into()),
@@ -326,8 +395,18 @@ impl Echo {
         let addr = listener.local_addr()?;
         let state = Arc::new(EchoState::default());
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, None, small_server(), state.clone(), shutdown.clone()));
-        Ok(Echo { addr, state, shutdown })
+        tokio::spawn(serve(
+            listener,
+            None,
+            small_server(),
+            state.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Echo {
+            addr,
+            state,
+            shutdown,
+        })
     }
 
     /// Requests received so far.
@@ -360,19 +439,28 @@ impl Handler for EchoState {
             *last = Some(req.headers().clone());
         }
         let body = json!({ "echo": { "method": req.method().as_str(), "path": req.uri().to_string(), "headers": headers } });
-        json_response(StatusCode::OK, serde_json::to_string_pretty(&body).unwrap_or_default() + "\n")
+        json_response(
+            StatusCode::OK,
+            serde_json::to_string_pretty(&body).unwrap_or_default() + "\n",
+        )
     }
 }
 
 /// `tokengate demo`: issuer + echo upstream + guard, all on loopback; prints curl commands.
 pub async fn run_demo(shutdown: CancellationToken) -> Result<(), String> {
-    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "demo-rs256")], "demo-api")
-        .await
-        .map_err(|e| e.to_string())?;
+    let issuer = DevIssuer::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "demo-rs256")],
+        "demo-api",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let echo = Echo::start().await.map_err(|e| e.to_string())?;
     let yaml = demo_config(&issuer.issuer, echo.addr);
-    let config = crate::config::Config::from_yaml(&yaml, "<demo>", &|_| None).map_err(|e| e.to_string())?;
-    let app = crate::start(&config, shutdown.clone()).await.map_err(|e| e.to_string())?;
+    let config =
+        crate::config::Config::from_yaml(&yaml, "<demo>", &|_| None).map_err(|e| e.to_string())?;
+    let app = crate::start(&config, shutdown.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let guard = app.inbound.clone().ok_or("demo config has no inbound")?;
     for _ in 0..100 {
         if guard.is_ready() {

@@ -66,24 +66,50 @@ const REALM: &str = "tokengate";
 /// The one mapping from failure to response.
 pub fn error_response(failure: &Failure) -> Response<Body> {
     let (status, error, challenge) = match failure {
-        Failure::Denied(Denial::MissingToken) => (StatusCode::UNAUTHORIZED, "invalid_request", Some(format!("Bearer realm=\"{REALM}\""))),
-        Failure::Denied(Denial::InvalidToken(Reject::KeysUnavailable { .. })) => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", None),
+        Failure::Denied(Denial::MissingToken) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_request",
+            Some(format!("Bearer realm=\"{REALM}\"")),
+        ),
+        Failure::Denied(Denial::InvalidToken(Reject::KeysUnavailable { .. })) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            None,
+        ),
         Failure::Denied(Denial::InvalidToken(r)) => (
             StatusCode::UNAUTHORIZED,
             "invalid_token",
-            Some(format!("Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"", quoted_safe(&r.to_string()))),
+            Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                quoted_safe(&r.to_string())
+            )),
         ),
         Failure::Denied(Denial::InsufficientScope(scope)) => (
             StatusCode::FORBIDDEN,
             "insufficient_scope",
-            Some(format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"", quoted_safe(scope))),
+            Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
+                quoted_safe(scope)
+            )),
         ),
-        Failure::Denied(Denial::Forbidden | Denial::NoRule) => (StatusCode::FORBIDDEN, "access_denied", None),
-        Failure::Proxy(ProxyError::NotReady) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", None),
-        Failure::Proxy(ProxyError::HeadersTooLarge) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", None),
+        Failure::Denied(Denial::Forbidden | Denial::NoRule) => {
+            (StatusCode::FORBIDDEN, "access_denied", None)
+        }
+        Failure::Proxy(ProxyError::NotReady) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not_ready", None)
+        }
+        Failure::Proxy(ProxyError::HeadersTooLarge) => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            None,
+        ),
         Failure::Proxy(ProxyError::BadRequest(_)) => (StatusCode::BAD_REQUEST, "bad_request", None),
-        Failure::Proxy(ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamFailed(_)) => (StatusCode::BAD_GATEWAY, "upstream_unavailable", None),
-        Failure::Proxy(ProxyError::UpstreamTimeout) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", None),
+        Failure::Proxy(ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamFailed(_)) => {
+            (StatusCode::BAD_GATEWAY, "upstream_unavailable", None)
+        }
+        Failure::Proxy(ProxyError::UpstreamTimeout) => {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", None)
+        }
     };
     // Upstream error details stay in the logs; callers get the category.
     let description = match failure {
@@ -106,7 +132,13 @@ pub fn error_response(failure: &Failure) -> Response<Body> {
 /// Text safe inside a quoted-string: printable ASCII without `"` and `\`, bounded.
 fn quoted_safe(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(200)
         .collect()
 }
@@ -117,7 +149,10 @@ mod tests {
 
     fn render(f: Failure) -> (u16, Option<String>, serde_json::Value) {
         let resp = error_response(&f);
-        let challenge = resp.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_string());
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_string());
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
         let body = match resp.into_body() {
             http_body_util::Either::Right(full) => {
@@ -135,7 +170,9 @@ mod tests {
 
     fn futures_body(full: http_body_util::Full<bytes::Bytes>) -> bytes::Bytes {
         use http_body_util::BodyExt;
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(full.collect()).unwrap().to_bytes()
     }
 
@@ -190,7 +227,8 @@ mod tests {
 
     #[test]
     fn upstream_details_are_not_shown_to_callers() {
-        let (_, _, body) = render(ProxyError::UpstreamUnreachable("10.0.0.7:8080 refused".into()).into());
+        let (_, _, body) =
+            render(ProxyError::UpstreamUnreachable("10.0.0.7:8080 refused".into()).into());
         assert_eq!(body["error_description"], "upstream unreachable");
     }
 }

@@ -69,11 +69,17 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         let client = upstream::http_client(cfg.timeouts.upstream_connect).map_err(StartError)?;
         let guard = Inbound::new(cfg, client, metrics.clone()).map_err(StartError)?;
         let tls = match &cfg.tls {
-            Some(files) => Some(server::tls_acceptor(&files.cert_file, &files.key_file).map_err(StartError)?),
+            Some(files) => {
+                Some(server::tls_acceptor(&files.cert_file, &files.key_file).map_err(StartError)?)
+            }
             None => None,
         };
         let listener = bind(cfg.listen, "inbound").await?;
-        inbound_addr = Some(listener.local_addr().map_err(|e| StartError(e.to_string()))?);
+        inbound_addr = Some(
+            listener
+                .local_addr()
+                .map_err(|e| StartError(e.to_string()))?,
+        );
         guard.jwks().spawn_refreshers(shutdown.clone());
         let opts = ServeOptions {
             header_read_timeout: cfg.timeouts.header_read,
@@ -88,7 +94,9 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         inbound: inbound.clone(),
     });
     let listener = bind(config.admin.listen, "admin").await?;
-    let admin_addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let admin_addr = listener
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
     let opts = ServeOptions {
         header_read_timeout: Duration::from_secs(5),
         max_header_bytes: 16 * 1024,
@@ -115,5 +123,8 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
 /// Short, non-reversible fingerprint for logs: the first 8 bytes of SHA-256, hex.
 pub fn fingerprint(bytes: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

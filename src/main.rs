@@ -7,7 +7,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = tokengate::cli::Cli::parse();
     cli.init_logging();
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(cli.run()),
         Err(e) => {
             eprintln!("tokengate: cannot start the runtime: {e}");

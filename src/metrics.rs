@@ -2,7 +2,8 @@
 //! enums, never from request input.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -20,31 +21,51 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("tokengate_requests_total", "Requests answered, by direction, route and status"),
+            Opts::new(
+                "tokengate_requests_total",
+                "Requests answered, by direction, route and status",
+            ),
             &["direction", "route", "status"],
         )
         .expect("static metric definition");
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("tokengate_request_duration_seconds", "Time from request to response headers")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "tokengate_request_duration_seconds",
+                "Time from request to response headers",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
             &["direction"],
         )
         .expect("static metric definition");
         let auth_decisions = IntCounterVec::new(
-            Opts::new("tokengate_auth_decisions_total", "Inbound auth decisions by outcome and reason"),
+            Opts::new(
+                "tokengate_auth_decisions_total",
+                "Inbound auth decisions by outcome and reason",
+            ),
             &["decision", "reason"],
         )
         .expect("static metric definition");
         let jwks_refresh = IntCounterVec::new(
-            Opts::new("tokengate_jwks_refresh_total", "JWKS fetches by issuer and result"),
+            Opts::new(
+                "tokengate_jwks_refresh_total",
+                "JWKS fetches by issuer and result",
+            ),
             &["issuer", "result"],
         )
         .expect("static metric definition");
-        let jwks_keys = IntGaugeVec::new(Opts::new("tokengate_jwks_keys", "Usable keys per issuer"), &["issuer"])
-            .expect("static metric definition");
-        let verify_cache_hits =
-            IntCounter::new("tokengate_verify_cache_hits_total", "Tokens served from the verified-token cache")
-                .expect("static metric definition");
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new("tokengate_jwks_keys", "Usable keys per issuer"),
+            &["issuer"],
+        )
+        .expect("static metric definition");
+        let verify_cache_hits = IntCounter::new(
+            "tokengate_verify_cache_hits_total",
+            "Tokens served from the verified-token cache",
+        )
+        .expect("static metric definition");
         let verify_cache_misses = IntCounter::new(
             "tokengate_verify_cache_misses_total",
             "Tokens that needed a full verification",

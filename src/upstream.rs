@@ -63,7 +63,11 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Returns the `Upgrade` value when the message asks for a protocol upgrade.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut upgrade_requested = false;
-    for value in headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()) {
+    for value in headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
         for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if name.eq_ignore_ascii_case("upgrade") {
                 upgrade_requested = true;
@@ -105,7 +109,10 @@ pub struct Downstream {
 
 impl Upstream {
     pub fn new(client: HttpClient, url: &Uri, response_timeout: Duration) -> Result<Self, String> {
-        let authority = url.authority().cloned().ok_or("upstream URL needs host:port")?;
+        let authority = url
+            .authority()
+            .cloned()
+            .ok_or("upstream URL needs host:port")?;
         Ok(Upstream {
             client,
             scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
@@ -116,16 +123,23 @@ impl Upstream {
     }
 
     /// Sends `req` upstream and returns the answer (streamed). Upgrades are spliced.
-    pub async fn forward(&self, req: Request<Incoming>, from: Downstream) -> Result<Response<Body>, ProxyError> {
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        from: Downstream,
+    ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let upgrade = strip_hop_by_hop(&mut parts.headers);
         if let Some(proto) = &upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
         append_forwarded_for(&mut parts.headers, from.peer);
@@ -142,19 +156,26 @@ impl Upstream {
         let mut req = Request::from_parts(parts, Either::Left(body));
         let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
-        let mut resp = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamUnreachable(e.to_string())),
-            Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(e.to_string())),
-            Ok(Ok(resp)) => resp,
-        };
+        let mut resp =
+            match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+                Ok(Err(e)) if e.is_connect() => {
+                    return Err(ProxyError::UpstreamUnreachable(e.to_string()))
+                }
+                Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(e.to_string())),
+                Ok(Ok(resp)) => resp,
+            };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(downstream) = downstream_upgrade {
                 let upstream = hyper::upgrade::on(&mut resp);
                 tokio::spawn(async move {
                     if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
-                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(down),
+                            &mut TokioIo::new(up),
+                        )
+                        .await;
                     }
                 });
                 return Ok(resp.map(Either::Left));
@@ -194,7 +215,10 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
 
 /// Total bytes of header names and values, the measure `max_header_bytes` limits.
 pub fn header_bytes(headers: &HeaderMap) -> usize {
-    headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum()
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum()
 }
 
 #[cfg(test)]
@@ -204,14 +228,24 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_connection_named_ones_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        assert_eq!(strip_hop_by_hop(&mut h), None, "upgrade without Connection: upgrade is not an upgrade");
+        assert_eq!(
+            strip_hop_by_hop(&mut h),
+            None,
+            "upgrade without Connection: upgrade is not an upgrade"
+        );
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
     }
@@ -221,7 +255,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert_eq!(strip_hop_by_hop(&mut h), Some(HeaderValue::from_static("websocket")));
+        assert_eq!(
+            strip_hop_by_hop(&mut h),
+            Some(HeaderValue::from_static("websocket"))
+        );
         assert!(h.is_empty());
     }
 
@@ -238,9 +275,25 @@ mod tests {
     #[test]
     fn rewrite_keeps_path_and_query_under_the_base_path() {
         let client = http_client(Duration::from_secs(1)).unwrap();
-        let up = Upstream::new(client.clone(), &"http://127.0.0.1:8080".parse().unwrap(), Duration::from_secs(1)).unwrap();
-        assert_eq!(up.rewrite(&"/a/b?x=1".parse().unwrap()).unwrap(), "http://127.0.0.1:8080/a/b?x=1");
-        let up = Upstream::new(client, &"https://app.local/base/".parse().unwrap(), Duration::from_secs(1)).unwrap();
-        assert_eq!(up.rewrite(&"http://front/a?q".parse().unwrap()).unwrap(), "https://app.local/base/a?q");
+        let up = Upstream::new(
+            client.clone(),
+            &"http://127.0.0.1:8080".parse().unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            up.rewrite(&"/a/b?x=1".parse().unwrap()).unwrap(),
+            "http://127.0.0.1:8080/a/b?x=1"
+        );
+        let up = Upstream::new(
+            client,
+            &"https://app.local/base/".parse().unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            up.rewrite(&"http://front/a?q".parse().unwrap()).unwrap(),
+            "https://app.local/base/a?q"
+        );
     }
 }

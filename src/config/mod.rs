@@ -159,7 +159,7 @@ impl Default for Timeouts {
 pub struct Limits {
     /// Total request header bytes (names + values); default 16 KiB, larger gets 431.
     pub max_header_bytes: usize,
-    /// Longest bearer token accepted; default 8 KiB.
+    /// Longest bearer token accepted; default 8 KiB (or max_header_bytes if smaller).
     pub max_token_bytes: usize,
 }
 
@@ -265,7 +265,10 @@ fn serde_error(e: &serde_yaml::Error) -> FieldError {
     match text.split_once(": ") {
         Some((path, msg)) if !path.contains(' ') && path != "." => {
             // "unknown field `x`" is about the field itself: name it in the path.
-            let field = msg.strip_prefix("unknown field `").and_then(|m| m.split_once('`')).map(|(f, _)| f);
+            let field = msg
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split_once('`'))
+                .map(|(f, _)| f);
             FieldError {
                 path: field.map_or_else(|| path.to_string(), |f| format!("{path}.{f}")),
                 message: msg.to_string(),
@@ -292,7 +295,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("expected a duration such as 30s, 5m, 1h; got {text:?}")),
+        _ => {
+            return Err(format!(
+                "expected a duration such as 30s, 5m, 1h; got {text:?}"
+            ))
+        }
     };
     n.checked_mul(ms)
         .map(Duration::from_millis)
@@ -314,8 +321,8 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
                 .find('}')
                 .ok_or_else(|| "unterminated ${…} reference".to_string())?;
             let name = &body[..end];
-            let value = env(name)
-                .ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value =
+                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
             out.push_str(&value);
             rest = &body[end + 1..];
         } else {
@@ -370,7 +377,10 @@ impl Validator<'_> {
         match value.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.error(path, format!("expected host:port with an IP address, got {value:?}"));
+                self.error(
+                    path,
+                    format!("expected host:port with an IP address, got {value:?}"),
+                );
                 None
             }
         }
@@ -379,11 +389,16 @@ impl Validator<'_> {
     fn http_uri(&mut self, path: &str, value: &str) -> Option<Uri> {
         let value = self.text(path, value)?;
         match value.parse::<Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
+            {
                 Some(u)
             }
             _ => {
-                self.error(path, format!("expected an http:// or https:// URL, got {value:?}"));
+                self.error(
+                    path,
+                    format!("expected an http:// or https:// URL, got {value:?}"),
+                );
                 None
             }
         }
@@ -424,8 +439,14 @@ impl Validator<'_> {
             }
         };
         let tls = raw.tls.map(|t| TlsFiles {
-            cert_file: PathBuf::from(self.text("inbound.tls.cert_file", &t.cert_file).unwrap_or_default()),
-            key_file: PathBuf::from(self.text("inbound.tls.key_file", &t.key_file).unwrap_or_default()),
+            cert_file: PathBuf::from(
+                self.text("inbound.tls.cert_file", &t.cert_file)
+                    .unwrap_or_default(),
+            ),
+            key_file: PathBuf::from(
+                self.text("inbound.tls.key_file", &t.key_file)
+                    .unwrap_or_default(),
+            ),
         });
         if raw.issuers.is_empty() {
             self.error("inbound.issuers", "at least one issuer is required");
@@ -443,7 +464,10 @@ impl Validator<'_> {
             }
         }
         if raw.rules.is_empty() {
-            self.error("inbound.rules", "at least one rule is required (no match = deny)");
+            self.error(
+                "inbound.rules",
+                "at least one rule is required (no match = deny)",
+            );
         }
         let rules = raw
             .rules
@@ -455,15 +479,30 @@ impl Validator<'_> {
         let defaults = Timeouts::default();
         let t = &raw.timeouts;
         let timeouts = Timeouts {
-            header_read: self.duration("inbound.timeouts.header_read", t.header_read.as_ref(), defaults.header_read),
-            upstream_connect: self.duration("inbound.timeouts.upstream_connect", t.upstream_connect.as_ref(), defaults.upstream_connect),
-            upstream_response: self.duration("inbound.timeouts.upstream_response", t.upstream_response.as_ref(), defaults.upstream_response),
+            header_read: self.duration(
+                "inbound.timeouts.header_read",
+                t.header_read.as_ref(),
+                defaults.header_read,
+            ),
+            upstream_connect: self.duration(
+                "inbound.timeouts.upstream_connect",
+                t.upstream_connect.as_ref(),
+                defaults.upstream_connect,
+            ),
+            upstream_response: self.duration(
+                "inbound.timeouts.upstream_response",
+                t.upstream_response.as_ref(),
+                defaults.upstream_response,
+            ),
             drain: self.duration("inbound.timeouts.drain", t.drain.as_ref(), defaults.drain),
         };
         let d = Limits::default();
         let limits = Limits {
             max_header_bytes: raw.limits.max_header_bytes.unwrap_or(d.max_header_bytes),
-            max_token_bytes: raw.limits.max_token_bytes.unwrap_or(d.max_token_bytes),
+            max_token_bytes: raw.limits.max_token_bytes.unwrap_or(
+                d.max_token_bytes
+                    .min(raw.limits.max_header_bytes.unwrap_or(d.max_header_bytes)),
+            ),
         };
         if limits.max_header_bytes < 1024 {
             self.error("inbound.limits.max_header_bytes", "must be at least 1024");
@@ -518,10 +557,15 @@ impl Validator<'_> {
         let wants_public = algorithms.iter().any(|a| !is_hmac(*a));
         let shared_secret = match (&raw.shared_secret, &raw.shared_secret_file) {
             (Some(_), Some(_)) => {
-                self.error(format!("{path}.shared_secret"), "set shared_secret or shared_secret_file, not both");
+                self.error(
+                    format!("{path}.shared_secret"),
+                    "set shared_secret or shared_secret_file, not both",
+                );
                 None
             }
-            (Some(s), None) => self.text(&format!("{path}.shared_secret"), s).map(|s| Secret::new(s.into_bytes())),
+            (Some(s), None) => self
+                .text(&format!("{path}.shared_secret"), s)
+                .map(|s| Secret::new(s.into_bytes())),
             (None, Some(f)) => {
                 let p = format!("{path}.shared_secret_file");
                 self.text(&p, f).and_then(|f| match std::fs::read(&f) {
@@ -535,10 +579,16 @@ impl Validator<'_> {
             (None, None) => None,
         };
         if wants_hmac && shared_secret.is_none() {
-            self.error(format!("{path}.shared_secret"), "an HS* algorithm is allowed but no shared secret is configured");
+            self.error(
+                format!("{path}.shared_secret"),
+                "an HS* algorithm is allowed but no shared secret is configured",
+            );
         }
         if !wants_hmac && shared_secret.is_some() {
-            self.error(format!("{path}.algorithms"), "a shared secret is configured but no HS* algorithm is allowed");
+            self.error(
+                format!("{path}.algorithms"),
+                "a shared secret is configured but no HS* algorithm is allowed",
+            );
         }
         if let Some(s) = &shared_secret {
             if s.expose().len() < 32 {
@@ -547,7 +597,10 @@ impl Validator<'_> {
         }
         let keys = match (&raw.jwks_uri, raw.discovery.unwrap_or(false)) {
             (Some(_), true) => {
-                self.error(format!("{path}.discovery"), "set jwks_uri or discovery: true, not both");
+                self.error(
+                    format!("{path}.discovery"),
+                    "set jwks_uri or discovery: true, not both",
+                );
                 KeySource::None
             }
             (Some(u), false) => self
@@ -555,26 +608,42 @@ impl Validator<'_> {
                 .map(KeySource::Jwks)
                 .unwrap_or(KeySource::None),
             (None, true) => {
-                let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
                 match url.parse::<Uri>() {
                     Ok(u) if u.scheme_str().is_some() => KeySource::Discovery(u),
                     _ => {
-                        self.error(format!("{path}.issuer"), "discovery needs the issuer to be an http(s) URL");
+                        self.error(
+                            format!("{path}.issuer"),
+                            "discovery needs the issuer to be an http(s) URL",
+                        );
                         KeySource::None
                     }
                 }
             }
             (None, false) => {
                 if wants_public {
-                    self.error(format!("{path}.jwks_uri"), "a public-key algorithm is allowed: set jwks_uri or discovery: true");
+                    self.error(
+                        format!("{path}.jwks_uri"),
+                        "a public-key algorithm is allowed: set jwks_uri or discovery: true",
+                    );
                 }
                 KeySource::None
             }
         };
         if raw.audiences.is_empty() {
-            self.error(format!("{path}.audiences"), "at least one audience is required");
+            self.error(
+                format!("{path}.audiences"),
+                "at least one audience is required",
+            );
         }
-        let leeway = self.duration(&format!("{path}.leeway"), raw.leeway.as_ref(), Duration::from_secs(30));
+        let leeway = self.duration(
+            &format!("{path}.leeway"),
+            raw.leeway.as_ref(),
+            Duration::from_secs(30),
+        );
         let max_token_age = raw
             .max_token_age
             .as_ref()
@@ -597,13 +666,41 @@ impl Validator<'_> {
     fn jwks_cache(&mut self, path: &str, raw: &RawJwksCache) -> JwksCachePolicy {
         let d = JwksCachePolicy::default();
         let p = JwksCachePolicy {
-            refresh_interval: self.duration(&format!("{path}.refresh_interval"), raw.refresh_interval.as_ref(), d.refresh_interval),
-            min_refresh: self.duration(&format!("{path}.min_refresh"), raw.min_refresh.as_ref(), d.min_refresh),
-            max_refresh: self.duration(&format!("{path}.max_refresh"), raw.max_refresh.as_ref(), d.max_refresh),
-            stale_if_error: self.duration(&format!("{path}.stale_if_error"), raw.stale_if_error.as_ref(), d.stale_if_error),
-            refetch_cooldown: self.duration(&format!("{path}.refetch_cooldown"), raw.refetch_cooldown.as_ref(), d.refetch_cooldown),
-            unknown_kid_ttl: self.duration(&format!("{path}.unknown_kid_ttl"), raw.unknown_kid_ttl.as_ref(), d.unknown_kid_ttl),
-            fetch_timeout: self.duration(&format!("{path}.fetch_timeout"), raw.fetch_timeout.as_ref(), d.fetch_timeout),
+            refresh_interval: self.duration(
+                &format!("{path}.refresh_interval"),
+                raw.refresh_interval.as_ref(),
+                d.refresh_interval,
+            ),
+            min_refresh: self.duration(
+                &format!("{path}.min_refresh"),
+                raw.min_refresh.as_ref(),
+                d.min_refresh,
+            ),
+            max_refresh: self.duration(
+                &format!("{path}.max_refresh"),
+                raw.max_refresh.as_ref(),
+                d.max_refresh,
+            ),
+            stale_if_error: self.duration(
+                &format!("{path}.stale_if_error"),
+                raw.stale_if_error.as_ref(),
+                d.stale_if_error,
+            ),
+            refetch_cooldown: self.duration(
+                &format!("{path}.refetch_cooldown"),
+                raw.refetch_cooldown.as_ref(),
+                d.refetch_cooldown,
+            ),
+            unknown_kid_ttl: self.duration(
+                &format!("{path}.unknown_kid_ttl"),
+                raw.unknown_kid_ttl.as_ref(),
+                d.unknown_kid_ttl,
+            ),
+            fetch_timeout: self.duration(
+                &format!("{path}.fetch_timeout"),
+                raw.fetch_timeout.as_ref(),
+                d.fetch_timeout,
+            ),
         };
         if p.min_refresh > p.max_refresh {
             self.error(format!("{path}.min_refresh"), "must not exceed max_refresh");
@@ -617,24 +714,35 @@ impl Validator<'_> {
     fn rule(&mut self, path: &str, raw: RawRule, issuers: &[IssuerConfig]) -> Option<RouteRule> {
         let prefix = self.text(&format!("{path}.path"), &raw.path)?;
         if !prefix.starts_with('/') {
-            self.error(format!("{path}.path"), format!("must start with '/', got {prefix:?}"));
+            self.error(
+                format!("{path}.path"),
+                format!("must start with '/', got {prefix:?}"),
+            );
         }
         let methods = raw.methods.map(|ms| {
             ms.iter()
                 .enumerate()
-                .filter_map(|(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                    Ok(m) => Some(m),
-                    Err(_) => {
-                        self.error(format!("{path}.methods[{i}]"), format!("not an HTTP method: {m:?}"));
-                        None
-                    }
-                })
+                .filter_map(
+                    |(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                        Ok(m) => Some(m),
+                        Err(_) => {
+                            self.error(
+                                format!("{path}.methods[{i}]"),
+                                format!("not an HTTP method: {m:?}"),
+                            );
+                            None
+                        }
+                    },
+                )
                 .collect()
         });
         let wants_token = raw.scopes.is_some() || raw.issuers.is_some() || raw.claims.is_some();
         let access = match raw.allow.as_deref() {
             Some("anonymous") if wants_token => {
-                self.error(format!("{path}.allow"), "an anonymous rule cannot also require scopes, issuers or claims");
+                self.error(
+                    format!("{path}.allow"),
+                    "an anonymous rule cannot also require scopes, issuers or claims",
+                );
                 return None;
             }
             Some("anonymous") => Access::Anonymous,
@@ -646,7 +754,10 @@ impl Validator<'_> {
                         .filter_map(|(i, n)| match issuers.iter().position(|c| &c.issuer == n) {
                             Some(idx) => Some(idx),
                             None => {
-                                self.error(format!("{path}.issuers[{i}]"), format!("{n:?} is not a configured issuer"));
+                                self.error(
+                                    format!("{path}.issuers[{i}]"),
+                                    format!("{n:?} is not a configured issuer"),
+                                );
                                 None
                             }
                         })
@@ -659,7 +770,10 @@ impl Validator<'_> {
                 })
             }
             Some(other) => {
-                self.error(format!("{path}.allow"), format!("expected anonymous or authenticated, got {other:?}"));
+                self.error(
+                    format!("{path}.allow"),
+                    format!("expected anonymous or authenticated, got {other:?}"),
+                );
                 return None;
             }
         };
@@ -676,23 +790,34 @@ impl Validator<'_> {
         let claims_to_headers = raw
             .claims_to_headers
             .into_iter()
-            .filter_map(|(claim, header)| match HeaderName::from_bytes(header.as_bytes()) {
-                Ok(h) if !is_reserved_header(&h) => Some((claim, h)),
-                Ok(h) => {
-                    self.error(format!("inbound.forward.claims_to_headers.{claim}"), format!("{h} cannot carry identity"));
-                    None
-                }
-                Err(_) => {
-                    self.error(format!("inbound.forward.claims_to_headers.{claim}"), format!("not a valid header name: {header:?}"));
-                    None
-                }
-            })
+            .filter_map(
+                |(claim, header)| match HeaderName::from_bytes(header.as_bytes()) {
+                    Ok(h) if !is_reserved_header(&h) => Some((claim, h)),
+                    Ok(h) => {
+                        self.error(
+                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("{h} cannot carry identity"),
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        self.error(
+                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("not a valid header name: {header:?}"),
+                        );
+                        None
+                    }
+                },
+            )
             .collect();
         let keep_authorization = match raw.authorization.as_deref() {
             None | Some("keep") => true,
             Some("strip") => false,
             Some(other) => {
-                self.error("inbound.forward.authorization", format!("expected strip or keep, got {other:?}"));
+                self.error(
+                    "inbound.forward.authorization",
+                    format!("expected strip or keep, got {other:?}"),
+                );
                 true
             }
         };
@@ -710,8 +835,17 @@ pub fn is_hmac(alg: Algorithm) -> bool {
 /// Headers that the proxy itself owns and must not be overwritten with claims.
 fn is_reserved_header(h: &HeaderName) -> bool {
     use hyper::header::*;
-    [AUTHORIZATION, HOST, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, UPGRADE, TE, COOKIE]
-        .contains(h)
+    [
+        AUTHORIZATION,
+        HOST,
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        CONNECTION,
+        UPGRADE,
+        TE,
+        COOKIE,
+    ]
+    .contains(h)
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {

@@ -11,7 +11,8 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn load(yaml: &str) -> Result<Config, Vec<(String, String)>> {
-    Config::from_yaml(yaml, "test.yaml", &env).map_err(|e| e.errors.into_iter().map(|f| (f.path, f.message)).collect())
+    Config::from_yaml(yaml, "test.yaml", &env)
+        .map_err(|e| e.errors.into_iter().map(|f| (f.path, f.message)).collect())
 }
 
 const MINIMAL: &str = r#"
@@ -40,13 +41,20 @@ fn minimal_config_gets_defaults() {
     assert_eq!(i.issuers[0].jwks_cache, JwksCachePolicy::default());
     assert!(i.forward.keep_authorization);
     assert_eq!(i.rules.len(), 2);
-    assert_eq!(i.rules[1].access, Access::Token(Requirements { scopes: vec!["orders:read".into()], ..Default::default() }));
+    assert_eq!(
+        i.rules[1].access,
+        Access::Token(Requirements {
+            scopes: vec!["orders:read".into()],
+            ..Default::default()
+        })
+    );
     assert!(!c.outbound_declared);
 }
 
 #[test]
 fn example_config_loads() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+        .unwrap();
     let c = Config::from_yaml(&text, "config.example.yaml", &|_| None).unwrap();
     assert!(c.inbound.is_some());
 }
@@ -98,7 +106,9 @@ fn field_errors_name_their_path() {
     for (yaml, path, fragment) in cases {
         let errors = load(&yaml).expect_err(path);
         assert!(
-            errors.iter().any(|(p, m)| p == path && m.contains(fragment)),
+            errors
+                .iter()
+                .any(|(p, m)| p == path && m.contains(fragment)),
             "want {path}: …{fragment}…, got {errors:?}"
         );
     }
@@ -117,7 +127,11 @@ inbound:
   rules:
     - { path: x }
 "#;
-    let paths: Vec<String> = load(yaml).unwrap_err().into_iter().map(|(p, _)| p).collect();
+    let paths: Vec<String> = load(yaml)
+        .unwrap_err()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     assert_eq!(
         paths,
         [
@@ -136,20 +150,41 @@ fn secrets_come_from_env_or_files_and_never_print() {
     std::fs::write(&dir, "file-secret-file-secret-file-secret\n").unwrap();
     let yaml = MINIMAL.replace(
         "audiences: [api]",
-        &format!("audiences: [api]\n      algorithms: [RS256, HS256]\n      shared_secret_file: {}", dir.display()),
+        &format!(
+            "audiences: [api]\n      algorithms: [RS256, HS256]\n      shared_secret_file: {}",
+            dir.display()
+        ),
     );
     let c = load(&yaml).unwrap();
     let secret = c.inbound.unwrap().issuers[0].shared_secret.clone().unwrap();
-    assert_eq!(secret.expose(), b"file-secret-file-secret-file-secret", "trailing newline trimmed");
+    assert_eq!(
+        secret.expose(),
+        b"file-secret-file-secret-file-secret",
+        "trailing newline trimmed"
+    );
     assert!(!format!("{secret:?}").contains("file-secret"));
     std::fs::remove_file(&dir).unwrap();
 }
 
 #[test]
 fn durations() {
-    let cases = [("250ms", Some(250)), ("30s", Some(30_000)), ("5m", Some(300_000)), ("1h", Some(3_600_000)), ("1d", Some(86_400_000)), ("10", None), ("s", None), ("-1s", None), ("1w", None)];
+    let cases = [
+        ("250ms", Some(250)),
+        ("30s", Some(30_000)),
+        ("5m", Some(300_000)),
+        ("1h", Some(3_600_000)),
+        ("1d", Some(86_400_000)),
+        ("10", None),
+        ("s", None),
+        ("-1s", None),
+        ("1w", None),
+    ];
     for (text, want) in cases {
-        assert_eq!(parse_duration(text).ok(), want.map(Duration::from_millis), "{text}");
+        assert_eq!(
+            parse_duration(text).ok(),
+            want.map(Duration::from_millis),
+            "{text}"
+        );
     }
 }
 
@@ -164,6 +199,10 @@ fn interpolation() {
         ("${PORT", Err("unterminated ${…} reference")),
     ];
     for (text, want) in cases {
-        assert_eq!(interpolate(text, &env).as_deref(), want.map_err(str::to_string).as_deref(), "{text}");
+        assert_eq!(
+            interpolate(text, &env).as_deref(),
+            want.map_err(str::to_string).as_deref(),
+            "{text}"
+        );
     }
 }

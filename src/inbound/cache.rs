@@ -17,16 +17,30 @@ pub struct TokenCache {
 struct UntilExp;
 
 impl Expiry<Box<str>, Arc<VerifiedToken>> for UntilExp {
-    fn expire_after_create(&self, _: &Box<str>, token: &Arc<VerifiedToken>, _: Instant) -> Option<Duration> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Some(Duration::from_secs(token.exp.saturating_sub(now).saturating_add(1)))
+    fn expire_after_create(
+        &self,
+        _: &Box<str>,
+        token: &Arc<VerifiedToken>,
+        _: Instant,
+    ) -> Option<Duration> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(Duration::from_secs(
+            token.exp.saturating_sub(now).saturating_add(1),
+        ))
     }
 }
 
 impl TokenCache {
     /// `max_entries == 0` disables caching.
     pub fn new(max_entries: u64) -> Self {
-        let inner = (max_entries > 0).then(|| Cache::builder().max_capacity(max_entries).expire_after(UntilExp).build());
+        let inner = (max_entries > 0).then(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(UntilExp)
+                .build()
+        });
         TokenCache { inner }
     }
 

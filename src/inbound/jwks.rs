@@ -53,7 +53,8 @@ struct IssuerKeys {
     client: HttpClient,
     /// Resolved from discovery on first use.
     jwks_uri: OnceLock<Uri>,
-    /// Held during a fetch (single flight); records when the last fetch started.
+    /// Held during any fetch (single flight); records when the last
+    /// unknown-kid refetch started (scheduled refreshes do not count against the cooldown).
     fetch_lock: Mutex<Option<Instant>>,
     /// Kids that were still unknown after a refetch.
     unknown_kids: moka::sync::Cache<Box<str>, ()>,
@@ -84,7 +85,11 @@ impl Jwks {
                 .map(|s| {
                     Arc::new(KeySet {
                         keys: Vec::new(),
-                        usable_until: if s.source == KeySource::None { u64::MAX } else { 0 },
+                        usable_until: if s.source == KeySource::None {
+                            u64::MAX
+                        } else {
+                            0
+                        },
                     })
                 })
                 .collect(),
@@ -109,7 +114,11 @@ impl Jwks {
     /// Every issuer has a usable key set.
     pub fn is_ready(&self) -> bool {
         let now = unix_now();
-        self.snapshot.borrow().issuers.iter().all(|s| s.is_loaded() && now <= s.usable_until)
+        self.snapshot
+            .borrow()
+            .issuers
+            .iter()
+            .all(|s| s.is_loaded() && now <= s.usable_until)
     }
 
     /// Starts one background refresher per JWKS issuer.
@@ -145,15 +154,16 @@ impl Jwks {
     /// Fetches issuer `idx`'s JWKS once (single flight) and publishes it.
     /// Returns the answer's max-age.
     pub async fn refresh(&self, idx: usize) -> Result<Option<Duration>, FetchError> {
-        let mut last = self.issuers[idx].fetch_lock.lock().await;
-        *last = Some(Instant::now());
+        let _single_flight = self.issuers[idx].fetch_lock.lock().await;
         self.fetch_and_publish(idx).await
     }
 
     /// Called when a token names a kid the snapshot lacks. Refetches at most once
     /// per cooldown; returns true when the kid is now known.
     pub async fn refresh_for_unknown_kid(&self, idx: usize, kid: &str) -> bool {
-        let Some(state) = self.issuers.get(idx) else { return false };
+        let Some(state) = self.issuers.get(idx) else {
+            return false;
+        };
         if state.unknown_kids.contains_key(kid) {
             return false;
         }
@@ -176,7 +186,11 @@ impl Jwks {
     }
 
     fn knows(&self, idx: usize, kid: &str) -> bool {
-        self.snapshot.borrow().issuers.get(idx).is_some_and(|s| s.by_kid(kid).is_some())
+        self.snapshot
+            .borrow()
+            .issuers
+            .get(idx)
+            .is_some_and(|s| s.by_kid(kid).is_some())
     }
 
     async fn fetch_and_publish(&self, idx: usize) -> Result<Option<Duration>, FetchError> {
@@ -211,11 +225,17 @@ impl Jwks {
         });
         match &result {
             Ok(_) => {
-                self.metrics.jwks_refresh.with_label_values(&[&state.name, "ok"]).inc();
+                self.metrics
+                    .jwks_refresh
+                    .with_label_values(&[&state.name, "ok"])
+                    .inc();
                 tracing::debug!(issuer = %state.name, "JWKS refreshed");
             }
             Err(e) => {
-                self.metrics.jwks_refresh.with_label_values(&[&state.name, "error"]).inc();
+                self.metrics
+                    .jwks_refresh
+                    .with_label_values(&[&state.name, "error"])
+                    .inc();
                 tracing::warn!(issuer = %state.name, error = %e, "JWKS refresh failed; keeping the last good keys");
             }
         }
@@ -241,17 +261,28 @@ impl Jwks {
 }
 
 /// GETs a JSON document; returns the body and `Cache-Control: max-age`.
-pub async fn get(client: &HttpClient, uri: &Uri, timeout: Duration) -> Result<(Bytes, Option<Duration>), FetchError> {
+pub async fn get(
+    client: &HttpClient,
+    uri: &Uri,
+    timeout: Duration,
+) -> Result<(Bytes, Option<Duration>), FetchError> {
     let req = Request::get(uri.clone())
         .header(ACCEPT, HeaderValue::from_static("application/json"))
         .body(full(Bytes::new()))
         .map_err(|e| FetchError::Transport(e.to_string()))?;
     let work = async {
-        let resp = client.request(req).await.map_err(|e| FetchError::Transport(e.to_string()))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| FetchError::Transport(e.to_string()))?;
         if resp.status() != StatusCode::OK {
             return Err(FetchError::Status(resp.status()));
         }
-        let max_age = resp.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(parse_max_age);
+        let max_age = resp
+            .headers()
+            .get(CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_max_age);
         let body = Limited::new(resp.into_body(), MAX_DOCUMENT_BYTES)
             .collect()
             .await
@@ -259,7 +290,9 @@ pub async fn get(client: &HttpClient, uri: &Uri, timeout: Duration) -> Result<(B
             .to_bytes();
         Ok((body, max_age))
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| FetchError::Timeout)?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| FetchError::Timeout)?
 }
 
 fn jwks_uri_from_discovery(body: &[u8], issuer: &str) -> Result<Uri, FetchError> {
@@ -268,13 +301,18 @@ fn jwks_uri_from_discovery(body: &[u8], issuer: &str) -> Result<Uri, FetchError>
         issuer: String,
         jwks_uri: String,
     }
-    let doc: Discovery =
-        serde_json::from_slice(body).map_err(|e| FetchError::Document(format!("bad discovery document: {e}")))?;
+    let doc: Discovery = serde_json::from_slice(body)
+        .map_err(|e| FetchError::Document(format!("bad discovery document: {e}")))?;
     // OIDC Discovery §4.3: the document must name the issuer it was fetched for.
     if doc.issuer != issuer {
-        return Err(FetchError::Document(format!("discovery names issuer {:?}, expected {issuer:?}", doc.issuer)));
+        return Err(FetchError::Document(format!(
+            "discovery names issuer {:?}, expected {issuer:?}",
+            doc.issuer
+        )));
     }
-    doc.jwks_uri.parse().map_err(|_| FetchError::Document("discovery jwks_uri is not a URL".into()))
+    doc.jwks_uri
+        .parse()
+        .map_err(|_| FetchError::Document("discovery jwks_uri is not a URL".into()))
 }
 
 /// `max-age` from a Cache-Control value (`no-cache`/`no-store` count as 0).
@@ -284,13 +322,21 @@ pub fn parse_max_age(value: &str) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         let (k, v) = d.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("max-age").then(|| v.trim().trim_matches('"').parse().ok().map(Duration::from_secs))?
+        k.trim().eq_ignore_ascii_case("max-age").then(|| {
+            v.trim()
+                .trim_matches('"')
+                .parse()
+                .ok()
+                .map(Duration::from_secs)
+        })?
     })
 }
 
 /// PURE: when to refresh after a success.
 pub fn refresh_after(max_age: Option<Duration>, policy: &JwksCachePolicy) -> Duration {
-    max_age.unwrap_or(policy.refresh_interval).clamp(policy.min_refresh, policy.max_refresh)
+    max_age
+        .unwrap_or(policy.refresh_interval)
+        .clamp(policy.min_refresh, policy.max_refresh)
 }
 
 /// PURE: when to retry after `failures` consecutive failures: 1s, 2s, 4s … capped at `min_refresh`.
@@ -300,7 +346,9 @@ pub fn retry_after(failures: u32, policy: &JwksCachePolicy) -> Duration {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -321,7 +369,11 @@ mod tests {
             ("", None),
         ];
         for (header, want) in cases {
-            assert_eq!(parse_max_age(header), want.map(Duration::from_secs), "{header}");
+            assert_eq!(
+                parse_max_age(header),
+                want.map(Duration::from_secs),
+                "{header}"
+            );
         }
     }
 
@@ -333,15 +385,28 @@ mod tests {
             max_refresh: Duration::from_secs(3600),
             ..JwksCachePolicy::default()
         };
-        let cases = [(None, 300), (Some(120), 120), (Some(0), 30), (Some(5), 30), (Some(86400), 3600)];
+        let cases = [
+            (None, 300),
+            (Some(120), 120),
+            (Some(0), 30),
+            (Some(5), 30),
+            (Some(86400), 3600),
+        ];
         for (max_age, want) in cases {
-            assert_eq!(refresh_after(max_age.map(Duration::from_secs), &p), Duration::from_secs(want), "{max_age:?}");
+            assert_eq!(
+                refresh_after(max_age.map(Duration::from_secs), &p),
+                Duration::from_secs(want),
+                "{max_age:?}"
+            );
         }
     }
 
     #[test]
     fn retry_backs_off_exponentially_up_to_min_refresh() {
-        let p = JwksCachePolicy { min_refresh: Duration::from_secs(30), ..JwksCachePolicy::default() };
+        let p = JwksCachePolicy {
+            min_refresh: Duration::from_secs(30),
+            ..JwksCachePolicy::default()
+        };
         let got: Vec<u64> = (1..=8).map(|n| retry_after(n, &p).as_secs()).collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
@@ -349,7 +414,10 @@ mod tests {
     #[test]
     fn discovery_must_name_the_same_issuer() {
         let doc = br#"{"issuer":"https://idp","jwks_uri":"https://idp/jwks"}"#;
-        assert_eq!(jwks_uri_from_discovery(doc, "https://idp").unwrap(), "https://idp/jwks");
+        assert_eq!(
+            jwks_uri_from_discovery(doc, "https://idp").unwrap(),
+            "https://idp/jwks"
+        );
         assert!(jwks_uri_from_discovery(doc, "https://other").is_err());
         assert!(jwks_uri_from_discovery(b"{}", "https://idp").is_err());
     }

@@ -28,7 +28,10 @@ enum Verifier {
 impl std::fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let algs: Vec<_> = self.verifiers.iter().map(|(a, _)| *a).collect();
-        f.debug_struct("VerifyKey").field("kid", &self.kid).field("algorithms", &algs).finish()
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &algs)
+            .finish()
     }
 }
 
@@ -64,7 +67,10 @@ impl VerifyKey {
         }
         let declared = match &jwk.common.key_algorithm {
             None => None,
-            Some(k) => Some(signing_alg(k).ok_or_else(|| format!("alg {k:?} is not a JWS signing algorithm"))?),
+            Some(k) => Some(
+                signing_alg(k)
+                    .ok_or_else(|| format!("alg {k:?} is not a JWS signing algorithm"))?,
+            ),
         };
         let wanted = |alg: Algorithm| allowed.contains(&alg) && declared.is_none_or(|d| d == alg);
         let (material, verifiers) = match &jwk.algorithm {
@@ -91,7 +97,9 @@ impl VerifyKey {
                 (format!("RSA:{}:{}", rsa.n, rsa.e), v)
             }
             AlgorithmParameters::EllipticCurve(ec) => {
-                let (alg, params): (_, &'static signature::EcdsaVerificationAlgorithm) = match ec.curve {
+                let (alg, params): (_, &'static signature::EcdsaVerificationAlgorithm) = match ec
+                    .curve
+                {
                     EllipticCurve::P256 => (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED),
                     EllipticCurve::P384 => (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED),
                     ref other => return Err(format!("unsupported EC curve {other:?}")),
@@ -101,7 +109,8 @@ impl VerifyKey {
                 point.extend(b64(&ec.y)?);
                 let mut v = Vec::new();
                 if wanted(alg) {
-                    let key = signature::ParsedPublicKey::new(params, &point).map_err(|e| format!("bad EC key: {e}"))?;
+                    let key = signature::ParsedPublicKey::new(params, &point)
+                        .map_err(|e| format!("bad EC key: {e}"))?;
                     v.push((alg, Verifier::Public(key)));
                 }
                 (format!("EC:{:?}:{}:{}", ec.curve, ec.x, ec.y), v)
@@ -118,7 +127,9 @@ impl VerifyKey {
                 }
                 (format!("OKP:{}", okp.x), v)
             }
-            AlgorithmParameters::OctetKey(_) => return Err("symmetric (oct) keys are never taken from a JWKS".into()),
+            AlgorithmParameters::OctetKey(_) => {
+                return Err("symmetric (oct) keys are never taken from a JWKS".into())
+            }
         };
         if verifiers.is_empty() {
             return Err("usable with none of the issuer's allowed algorithms".into());
@@ -206,22 +217,34 @@ impl KeySet {
 
     /// Parses a JWKS body. Keys identical to one in `previous` keep that `Arc`, so
     /// cached verifications survive a refresh that did not change the key.
-    pub fn parse(body: &[u8], allowed: &[Algorithm], previous: &KeySet) -> Result<ParsedJwks, String> {
+    pub fn parse(
+        body: &[u8],
+        allowed: &[Algorithm],
+        previous: &KeySet,
+    ) -> Result<ParsedJwks, String> {
         #[derive(serde::Deserialize)]
         struct Doc {
             keys: Vec<serde_json::Value>,
         }
-        let doc: Doc = serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let doc: Doc =
+            serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
         let mut keys = Vec::with_capacity(doc.keys.len());
         let mut skipped = Vec::new();
         for value in doc.keys {
-            let kid = value.get("kid").and_then(|k| k.as_str()).unwrap_or("-").to_string();
+            let kid = value
+                .get("kid")
+                .and_then(|k| k.as_str())
+                .unwrap_or("-")
+                .to_string();
             let built = serde_json::from_value::<Jwk>(value)
                 .map_err(|e| format!("unsupported JWK: {e}"))
                 .and_then(|jwk| VerifyKey::from_jwk(&jwk, allowed));
             match built {
                 Ok(k) => {
-                    let reused = previous.keys.iter().find(|p| p.identity == k.identity && !p.is_retired());
+                    let reused = previous
+                        .keys
+                        .iter()
+                        .find(|p| p.identity == k.identity && !p.is_retired());
                     keys.push(reused.cloned().unwrap_or_else(|| Arc::new(k)));
                 }
                 Err(reason) => skipped.push(format!("{kid}: {reason}")),
@@ -231,8 +254,13 @@ impl KeySet {
     }
 
     /// Keys of `self` that are absent from `next` (to be retired on publish).
-    pub fn removed_in<'a>(&'a self, next: &'a KeySet) -> impl Iterator<Item = &'a Arc<VerifyKey>> + 'a {
-        self.keys.iter().filter(move |k| !next.keys.iter().any(|n| Arc::ptr_eq(k, n)))
+    pub fn removed_in<'a>(
+        &'a self,
+        next: &'a KeySet,
+    ) -> impl Iterator<Item = &'a Arc<VerifyKey>> + 'a {
+        self.keys
+            .iter()
+            .filter(move |k| !next.keys.iter().any(|n| Arc::ptr_eq(k, n)))
     }
 }
 

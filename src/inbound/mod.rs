@@ -52,7 +52,11 @@ enum Admit {
 }
 
 impl Inbound {
-    pub fn new(config: &InboundConfig, client: HttpClient, metrics: Arc<Metrics>) -> Result<Arc<Inbound>, String> {
+    pub fn new(
+        config: &InboundConfig,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Inbound>, String> {
         let rule_claims = config
             .rules
             .iter()
@@ -79,7 +83,12 @@ impl Inbound {
             cache: TokenCache::new(config.token_cache_entries),
             jwks,
             upstream,
-            identity_headers: config.forward.claims_to_headers.iter().map(|(_, h)| h.clone()).collect(),
+            identity_headers: config
+                .forward
+                .claims_to_headers
+                .iter()
+                .map(|(_, h)| h.clone())
+                .collect(),
             keep_authorization: config.forward.keep_authorization,
             max_header_bytes: config.limits.max_header_bytes,
             duration: metrics.duration_for("inbound"),
@@ -106,7 +115,11 @@ impl Inbound {
     }
 
     /// Runs the phases up to and including forwarding. Returns the matched rule's name.
-    async fn process(&self, mut req: Request<Incoming>, from: Downstream) -> (&str, Result<Response<Body>, Failure>) {
+    async fn process(
+        &self,
+        mut req: Request<Incoming>,
+        from: Downstream,
+    ) -> (&str, Result<Response<Body>, Failure>) {
         if !self.jwks.is_ready() {
             return ("none", Err(ProxyError::NotReady.into()));
         }
@@ -116,7 +129,13 @@ impl Inbound {
         for h in &self.identity_headers {
             req.headers_mut().remove(h);
         }
-        let rule = find_rule(&self.rules, req.method(), request_host(&req), req.uri().path()).map(|(_, r)| r);
+        let rule = find_rule(
+            &self.rules,
+            req.method(),
+            request_host(&req),
+            req.uri().path(),
+        )
+        .map(|(_, r)| r);
         let route = rule.map_or("none", |r| r.name.as_str());
         let decision = match rule {
             None => Err(Denial::NoRule),
@@ -124,16 +143,25 @@ impl Inbound {
         };
         let admit = match decision {
             Ok((admit, reason)) => {
-                self.metrics.auth_decisions.with_label_values(&["allow", reason]).inc();
+                self.metrics
+                    .auth_decisions
+                    .with_label_values(&["allow", reason])
+                    .inc();
                 admit
             }
             Err(denial) if self.mode == Mode::Audit => {
-                self.metrics.auth_decisions.with_label_values(&["audit", denial.reason()]).inc();
+                self.metrics
+                    .auth_decisions
+                    .with_label_values(&["audit", denial.reason()])
+                    .inc();
                 tracing::warn!(route, reason = denial.reason(), detail = %denial, "audit: request would have been rejected");
                 Admit::Plain
             }
             Err(denial) => {
-                self.metrics.auth_decisions.with_label_values(&["deny", denial.reason()]).inc();
+                self.metrics
+                    .auth_decisions
+                    .with_label_values(&["deny", denial.reason()])
+                    .inc();
                 tracing::info!(route, reason = denial.reason(), detail = %denial, "request rejected");
                 return (route, Err(denial.into()));
             }
@@ -146,17 +174,29 @@ impl Inbound {
         if !self.keep_authorization {
             req.headers_mut().remove(AUTHORIZATION);
         }
-        (route, self.upstream.forward(req, from).await.map_err(Failure::from))
+        (
+            route,
+            self.upstream
+                .forward(req, from)
+                .await
+                .map_err(Failure::from),
+        )
     }
 
     /// Decides whether a request matching `access` may proceed, and why (a metric label).
-    async fn authorize(&self, access: &Access, headers: &HeaderMap) -> Result<(Admit, &'static str), Denial> {
+    async fn authorize(
+        &self,
+        access: &Access,
+        headers: &HeaderMap,
+    ) -> Result<(Admit, &'static str), Denial> {
         let Access::Token(requirements) = access else {
             return Ok((Admit::Plain, "anonymous"));
         };
         let token = match bearer_token(headers)? {
             Some(token) => token,
-            None if self.mode == Mode::Permissive => return Ok((Admit::Plain, "no_token_permissive")),
+            None if self.mode == Mode::Permissive => {
+                return Ok((Admit::Plain, "no_token_permissive"))
+            }
             None => return Err(Denial::MissingToken),
         };
         let verified = self.verified(token).await?;
@@ -178,7 +218,8 @@ impl Inbound {
                 if !self.jwks.refresh_for_unknown_kid(issuer, &kid).await {
                     return Err(Reject::UnknownKid { issuer, kid });
                 }
-                self.verifier.verify(token, &self.jwks.snapshot(), unix_now())?
+                self.verifier
+                    .verify(token, &self.jwks.snapshot(), unix_now())?
             }
             other => other?,
         };
@@ -227,11 +268,15 @@ fn check(requirements: &Requirements, token: &VerifiedToken) -> Result<(), Denia
 /// header or it uses another scheme; several `Authorization` headers are malformed.
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Reject> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else { return Ok(None) };
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(Reject::Malformed("more than one Authorization header"));
     }
-    let value = value.to_str().map_err(|_| Reject::Malformed("Authorization header is not ASCII"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Reject::Malformed("Authorization header is not ASCII"))?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Ok(None);
@@ -256,7 +301,9 @@ fn request_host<B>(req: &Request<B>) -> &str {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -276,8 +323,14 @@ mod tests {
             (vec!["BEARER   abc  "], Ok(Some("abc"))),
             (vec!["Basic dXNlcjpwYXNz"], Ok(None)),
             (vec!["Bearer"], Err(Reject::Malformed("empty bearer token"))),
-            (vec!["Bearer   "], Err(Reject::Malformed("empty bearer token"))),
-            (vec!["Bearer a", "Bearer b"], Err(Reject::Malformed("more than one Authorization header"))),
+            (
+                vec!["Bearer   "],
+                Err(Reject::Malformed("empty bearer token")),
+            ),
+            (
+                vec!["Bearer a", "Bearer b"],
+                Err(Reject::Malformed("more than one Authorization header")),
+            ),
         ];
         for (values, want) in cases {
             let mut h = HeaderMap::new();
@@ -290,7 +343,13 @@ mod tests {
 
     #[test]
     fn host_without_port() {
-        for (raw, want) in [("api.local", "api.local"), ("api.local:8443", "api.local"), ("[::1]:80", "[::1]"), ("[::1]", "[::1]"), ("", "")] {
+        for (raw, want) in [
+            ("api.local", "api.local"),
+            ("api.local:8443", "api.local"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("", ""),
+        ] {
             assert_eq!(strip_port(raw), want, "{raw}");
         }
     }

@@ -56,7 +56,11 @@ impl RouteRule {
         let trimmed = prefix.trim_end_matches('/');
         RouteRule {
             name,
-            prefix: if trimmed.is_empty() { "/".into() } else { trimmed.into() },
+            prefix: if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            },
             methods,
             host,
             access,
@@ -67,7 +71,10 @@ impl RouteRule {
     pub fn matches(&self, method: &Method, host: &str, path: &str) -> bool {
         path_has_prefix(path, &self.prefix)
             && self.methods.as_ref().is_none_or(|ms| ms.contains(method))
-            && self.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(host))
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| h.eq_ignore_ascii_case(host))
     }
 }
 
@@ -83,7 +90,12 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
 }
 
 /// First rule that matches, or `None` (deny).
-pub fn find_rule<'a>(rules: &'a [RouteRule], method: &Method, host: &str, path: &str) -> Option<(usize, &'a RouteRule)> {
+pub fn find_rule<'a>(
+    rules: &'a [RouteRule],
+    method: &Method,
+    host: &str,
+    path: &str,
+) -> Option<(usize, &'a RouteRule)> {
     rules
         .iter()
         .enumerate()
@@ -118,7 +130,11 @@ mod tests {
         RouteRule::new(
             prefix.into(),
             prefix,
-            methods.map(|ms| ms.iter().map(|m| Method::from_bytes(m.as_bytes()).unwrap()).collect()),
+            methods.map(|ms| {
+                ms.iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
+                    .collect()
+            }),
             host.map(str::to_string),
             Access::Anonymous,
         )
@@ -143,7 +159,11 @@ mod tests {
         ];
         for (prefix, path, want) in cases {
             let r = rule(prefix, None, None);
-            assert_eq!(r.matches(&Method::GET, "h", path), want, "prefix {prefix} path {path}");
+            assert_eq!(
+                r.matches(&Method::GET, "h", path),
+                want,
+                "prefix {prefix} path {path}"
+            );
         }
     }
 
@@ -163,25 +183,46 @@ mod tests {
             rule("/orders", None, None),
             rule("/health", None, None),
         ];
-        assert_eq!(find_rule(&rules, &Method::GET, "h", "/orders/1").map(|r| r.0), Some(0));
-        assert_eq!(find_rule(&rules, &Method::POST, "h", "/orders/1").map(|r| r.0), Some(1));
-        assert_eq!(find_rule(&rules, &Method::GET, "h", "/healthz").map(|r| r.0), None);
+        assert_eq!(
+            find_rule(&rules, &Method::GET, "h", "/orders/1").map(|r| r.0),
+            Some(0)
+        );
+        assert_eq!(
+            find_rule(&rules, &Method::POST, "h", "/orders/1").map(|r| r.0),
+            Some(1)
+        );
+        assert_eq!(
+            find_rule(&rules, &Method::GET, "h", "/healthz").map(|r| r.0),
+            None
+        );
         assert_eq!(find_rule(&rules, &Method::GET, "h", "/").map(|r| r.0), None);
     }
 
     #[test]
     fn requirements_check_scopes_issuers_claims() {
-        let token = VerifiedToken::for_tests(1, &["orders:read", "orders:write"], &[("tenant", json!("acme"))]);
-        let req = |scopes: &[&str], issuers: Option<Vec<usize>>, claims: Vec<(&str, serde_json::Value)>| Requirements {
+        let token = VerifiedToken::for_tests(
+            1,
+            &["orders:read", "orders:write"],
+            &[("tenant", json!("acme"))],
+        );
+        let req = |scopes: &[&str],
+                   issuers: Option<Vec<usize>>,
+                   claims: Vec<(&str, serde_json::Value)>| Requirements {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             issuers,
-            claims: claims.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            claims: claims
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         };
         let cases: Vec<(Requirements, Result<(), Shortfall>)> = vec![
             (req(&[], None, vec![]), Ok(())),
             (req(&["orders:read"], None, vec![]), Ok(())),
             (req(&["orders:read", "orders:write"], None, vec![]), Ok(())),
-            (req(&["orders:admin"], None, vec![]), Err(Shortfall::Scope("orders:admin".into()))),
+            (
+                req(&["orders:admin"], None, vec![]),
+                Err(Shortfall::Scope("orders:admin".into())),
+            ),
             (
                 req(&["orders:read", "orders:admin"], None, vec![]),
                 Err(Shortfall::Scope("orders:read orders:admin".into())),
@@ -189,8 +230,14 @@ mod tests {
             (req(&[], Some(vec![1]), vec![]), Ok(())),
             (req(&[], Some(vec![0]), vec![]), Err(Shortfall::Issuer)),
             (req(&[], None, vec![("tenant", json!("acme"))]), Ok(())),
-            (req(&[], None, vec![("tenant", json!("evil"))]), Err(Shortfall::Claim("tenant".into()))),
-            (req(&[], None, vec![("missing", json!("x"))]), Err(Shortfall::Claim("missing".into()))),
+            (
+                req(&[], None, vec![("tenant", json!("evil"))]),
+                Err(Shortfall::Claim("tenant".into())),
+            ),
+            (
+                req(&[], None, vec![("missing", json!("x"))]),
+                Err(Shortfall::Claim("missing".into())),
+            ),
         ];
         for (i, (r, want)) in cases.into_iter().enumerate() {
             assert_eq!(r.check(&token), want, "case {i}");

@@ -109,7 +109,8 @@ pub struct VerifiedToken {
 impl VerifiedToken {
     /// Still good at `now`: not expired and its key still published.
     pub fn is_current(&self, now: u64) -> bool {
-        now <= self.exp.saturating_add(self.leeway) && self.key.as_ref().is_none_or(|k| !k.is_retired())
+        now <= self.exp.saturating_add(self.leeway)
+            && self.key.as_ref().is_none_or(|k| !k.is_retired())
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
@@ -121,7 +122,10 @@ impl VerifiedToken {
     }
 
     pub fn claim(&self, name: &str) -> Option<&Value> {
-        self.claims.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+        self.claims
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v)
     }
 
     #[cfg(test)]
@@ -131,7 +135,10 @@ impl VerifiedToken {
             exp: u64::MAX,
             leeway: 0,
             scopes: scopes.iter().map(|s| (*s).into()).collect(),
-            claims: claims.iter().map(|(k, v)| ((*k).into(), v.clone())).collect(),
+            claims: claims
+                .iter()
+                .map(|(k, v)| ((*k).into(), v.clone()))
+                .collect(),
             identity: Box::new([]),
             key: None,
         }
@@ -209,7 +216,12 @@ impl Verifier {
 
     /// Verifies `token` against the keys in `keys` at unix time `now`.
     #[inline]
-    pub fn verify(&self, token: &str, keys: &KeySnapshot, now: u64) -> Result<VerifiedToken, Reject> {
+    pub fn verify(
+        &self,
+        token: &str,
+        keys: &KeySnapshot,
+        now: u64,
+    ) -> Result<VerifiedToken, Reject> {
         self.verify_traced(token, keys, now, &mut ())
     }
 
@@ -224,9 +236,14 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(Reject::TooLarge(self.max_token_bytes));
         }
-        trace.pass("size", format_args!("{} bytes (limit {})", token.len(), self.max_token_bytes));
+        trace.pass(
+            "size",
+            format_args!("{} bytes (limit {})", token.len(), self.max_token_bytes),
+        );
 
-        let (signing_input, sig_b64) = token.rsplit_once('.').ok_or(Reject::Malformed("expected three dot-separated parts"))?;
+        let (signing_input, sig_b64) = token
+            .rsplit_once('.')
+            .ok_or(Reject::Malformed("expected three dot-separated parts"))?;
         let (header_b64, payload_b64) = signing_input
             .split_once('.')
             .ok_or(Reject::Malformed("expected three dot-separated parts"))?;
@@ -234,18 +251,29 @@ impl Verifier {
             return Err(Reject::Malformed("empty header or payload"));
         }
 
-        let header_bytes = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| Reject::Malformed("header is not base64url"))?;
-        let header: Header<'_> = serde_json::from_slice(&header_bytes).map_err(|_| Reject::Malformed("header is not a JSON object with alg"))?;
+        let header_bytes = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| Reject::Malformed("header is not base64url"))?;
+        let header: Header<'_> = serde_json::from_slice(&header_bytes)
+            .map_err(|_| Reject::Malformed("header is not a JSON object with alg"))?;
         if header.crit.is_some() {
             return Err(Reject::CriticalHeader);
         }
         trace.pass(
             "header",
-            format_args!("alg={} kid={} typ={}", header.alg, header.kid.as_deref().unwrap_or("-"), header.typ.as_deref().unwrap_or("-")),
+            format_args!(
+                "alg={} kid={} typ={}",
+                header.alg,
+                header.kid.as_deref().unwrap_or("-"),
+                header.typ.as_deref().unwrap_or("-")
+            ),
         );
 
-        let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| Reject::Malformed("payload is not base64url"))?;
-        let claims: Map<String, Value> = serde_json::from_slice(&payload).map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| Reject::Malformed("payload is not base64url"))?;
+        let claims: Map<String, Value> = serde_json::from_slice(&payload)
+            .map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
 
         let iss = match claims.get("iss") {
             Some(Value::String(s)) => s.as_str(),
@@ -264,7 +292,10 @@ impl Verifier {
             .ok()
             .filter(|a| policy.algorithms.contains(a))
             .ok_or_else(|| Reject::AlgNotAllowed(header.alg.to_string()))?;
-        trace.pass("alg", format_args!("{alg:?} is in the allow-list {:?}", policy.algorithms));
+        trace.pass(
+            "alg",
+            format_args!("{alg:?} is in the allow-list {:?}", policy.algorithms),
+        );
 
         let mut sig_buf = [0u8; 1024];
         let sig_len = URL_SAFE_NO_PAD
@@ -275,36 +306,62 @@ impl Verifier {
 
         let key = if is_hmac(alg) {
             // The shared secret is the only HMAC key: a public key is never an HMAC secret.
-            let key = policy.hmac.as_ref().ok_or_else(|| Reject::AlgNotAllowed(header.alg.to_string()))?;
+            let key = policy
+                .hmac
+                .as_ref()
+                .ok_or_else(|| Reject::AlgNotAllowed(header.alg.to_string()))?;
             if !key.verify(alg, message, sig) {
                 return Err(Reject::BadSignature);
             }
             None
         } else {
-            let set = keys.issuers.get(idx).ok_or(Reject::KeysUnavailable { issuer: idx })?;
+            let set = keys
+                .issuers
+                .get(idx)
+                .ok_or(Reject::KeysUnavailable { issuer: idx })?;
             if !set.is_loaded() || now > set.usable_until {
                 return Err(Reject::KeysUnavailable { issuer: idx });
             }
             let key = match header.kid.as_deref() {
                 Some(kid) => {
-                    let key = set.by_kid(kid).ok_or_else(|| Reject::UnknownKid { issuer: idx, kid: kid.to_string() })?;
+                    let key = set.by_kid(kid).ok_or_else(|| Reject::UnknownKid {
+                        issuer: idx,
+                        kid: kid.to_string(),
+                    })?;
                     if !key.supports(alg) {
                         return Err(Reject::KeyAlgMismatch(kid.to_string()));
                     }
                     key.verify(alg, message, sig).then_some(key)
                 }
                 // No kid: any published key of the right type may have signed it.
-                None => set.keys.iter().filter(|k| k.supports(alg)).find(|k| k.verify(alg, message, sig)),
+                None => set
+                    .keys
+                    .iter()
+                    .filter(|k| k.supports(alg))
+                    .find(|k| k.verify(alg, message, sig)),
             };
             Some(key.ok_or(Reject::BadSignature)?.clone())
         };
-        trace.pass("signature", format_args!("verified with {}", header.kid.as_deref().unwrap_or(if key.is_none() { "the shared secret" } else { "a key without kid" })));
+        trace.pass(
+            "signature",
+            format_args!(
+                "verified with {}",
+                header.kid.as_deref().unwrap_or(if key.is_none() {
+                    "the shared secret"
+                } else {
+                    "a key without kid"
+                })
+            ),
+        );
 
         if let Some(want) = &policy.require_typ {
             let found = header.typ.as_deref().unwrap_or("");
             let found_short = found.strip_prefix("application/").unwrap_or(found);
             if !found_short.eq_ignore_ascii_case(want) {
-                return Err(Reject::WrongType { found: found.to_string(), want: want.clone() });
+                return Err(Reject::WrongType {
+                    found: found.to_string(),
+                    want: want.clone(),
+                });
             }
             trace.pass("typ", format_args!("{found}"));
         }
@@ -314,12 +371,18 @@ impl Verifier {
         if now > exp.saturating_add(leeway) {
             return Err(Reject::Expired { exp, now });
         }
-        trace.pass("exp", format_args!("{exp} is after now {now} (leeway {leeway}s)"));
+        trace.pass(
+            "exp",
+            format_args!("{exp} is after now {now} (leeway {leeway}s)"),
+        );
         if let Some(nbf) = numeric_date(&claims, "nbf")? {
             if nbf > now.saturating_add(leeway) {
                 return Err(Reject::NotYetValid { nbf, now });
             }
-            trace.pass("nbf", format_args!("{nbf} is not after now {now} (leeway {leeway}s)"));
+            trace.pass(
+                "nbf",
+                format_args!("{nbf} is not after now {now} (leeway {leeway}s)"),
+            );
         }
         let iat = numeric_date(&claims, "iat")?;
         if let Some(iat) = iat {
@@ -333,12 +396,18 @@ impl Verifier {
             if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
                 return Err(Reject::TooOld { iat, max_age });
             }
-            trace.pass("max_token_age", format_args!("issued {}s ago, limit {max_age}s", now.saturating_sub(iat)));
+            trace.pass(
+                "max_token_age",
+                format_args!("issued {}s ago, limit {max_age}s", now.saturating_sub(iat)),
+            );
         }
 
         let aud_ok = match claims.get("aud") {
             Some(Value::String(a)) => policy.audiences.iter().any(|w| w == a),
-            Some(Value::Array(list)) => list.iter().any(|a| a.as_str().is_some_and(|a| policy.audiences.iter().any(|w| w == a))),
+            Some(Value::Array(list)) => list.iter().any(|a| {
+                a.as_str()
+                    .is_some_and(|a| policy.audiences.iter().any(|w| w == a))
+            }),
             _ => false,
         };
         if !aud_ok {
@@ -381,7 +450,11 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
         None => Ok(None),
         Some(Value::Number(n)) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| *f >= 0.0 && f.is_finite())
+                    .map(|f| f as u64)
+            })
             .map(Some)
             .ok_or_else(|| Reject::BadClaim(name.into(), "NumericDate")),
         Some(_) => Err(Reject::BadClaim(name.into(), "NumericDate")),
@@ -395,7 +468,11 @@ pub fn read_scopes(claims: &Map<String, Value>, claim: &str) -> Result<Box<[Box<
         Some(Value::String(s)) => Ok(s.split_ascii_whitespace().map(Into::into).collect()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(Into::into).ok_or_else(|| Reject::BadClaim(claim.into(), "scope list")))
+            .map(|v| {
+                v.as_str()
+                    .map(Into::into)
+                    .ok_or_else(|| Reject::BadClaim(claim.into(), "scope list"))
+            })
             .collect(),
         Some(_) => Err(Reject::BadClaim(claim.into(), "scope list")),
     }

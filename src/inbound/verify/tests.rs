@@ -51,7 +51,11 @@ inbound:
   rules: [{{ path: / }}]
 "#
     );
-    Config::from_yaml(&yaml, "test", &|_| None).unwrap().inbound.unwrap().issuers
+    Config::from_yaml(&yaml, "test", &|_| None)
+        .unwrap()
+        .inbound
+        .unwrap()
+        .issuers
 }
 
 fn verifier_with(extra: &str) -> Verifier {
@@ -70,12 +74,23 @@ fn verifier_with(extra: &str) -> Verifier {
 fn snapshot() -> KeySnapshot {
     let f = fixture();
     let jwks = json!({ "keys": [f.rsa.jwk(), f.ec.jwk(), f.ed.jwk()] }).to_string();
-    let parsed = KeySet::parse(jwks.as_bytes(), &[Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA], &KeySet::default()).unwrap();
+    let parsed = KeySet::parse(
+        jwks.as_bytes(),
+        &[Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
+        &KeySet::default(),
+    )
+    .unwrap();
     assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
     KeySnapshot {
         issuers: vec![
-            Arc::new(KeySet { keys: parsed.keys, usable_until: NOW + 3600 }),
-            Arc::new(KeySet { keys: vec![], usable_until: u64::MAX }),
+            Arc::new(KeySet {
+                keys: parsed.keys,
+                usable_until: NOW + 3600,
+            }),
+            Arc::new(KeySet {
+                keys: vec![],
+                usable_until: u64::MAX,
+            }),
         ],
     }
 }
@@ -97,7 +112,11 @@ fn rs(extra: Value) -> String {
 }
 
 fn hs256(header: Value, claims: Value, secret: &[u8]) -> String {
-    sign_with_header(&header, &claims, |m| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), m).as_ref().to_vec())
+    sign_with_header(&header, &claims, |m| {
+        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), m)
+            .as_ref()
+            .to_vec()
+    })
 }
 
 fn check(token: &str) -> Result<VerifiedToken, Reject> {
@@ -113,7 +132,11 @@ fn accepts_each_supported_algorithm() {
         assert_eq!(v.issuer, 0);
         assert_eq!(v.exp, NOW + 300);
     }
-    let hs = hs256(json!({"alg": "HS256", "typ": "JWT"}), claims(json!({"iss": "hs-peer"})), SECRET.as_bytes());
+    let hs = hs256(
+        json!({"alg": "HS256", "typ": "JWT"}),
+        claims(json!({"iss": "hs-peer"})),
+        SECRET.as_bytes(),
+    );
     assert_eq!(check(&hs).unwrap().issuer, 1);
 }
 
@@ -131,50 +154,169 @@ fn rejections() {
     let other_payload = URL_SAFE_NO_PAD.encode(claims(json!({"sub": "mallory"})).to_string());
     let swapped_payload = format!("{header_b64}.{other_payload}.{sig}");
     let b64 = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let alg_none = format!("{}.{}.", b64(json!({"alg": "none", "kid": "rsa-1"})), b64(claims(json!({}))));
+    let alg_none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "kid": "rsa-1"})),
+        b64(claims(json!({})))
+    );
     // The classic confusion: HMAC keyed with the RSA public key the JWKS publishes.
     let public_key_bytes = f.rsa.jwk()["n"].as_str().unwrap().as_bytes().to_vec();
-    let hs_with_public_key = hs256(json!({"alg": "HS256", "kid": "rsa-1"}), claims(json!({})), &public_key_bytes);
-    let hs_peer_with_public_key =
-        hs256(json!({"alg": "HS256"}), claims(json!({"iss": "hs-peer"})), &public_key_bytes);
-    let ec_key_with_rs_header = sign_with_header(&json!({"alg": "RS256", "kid": "ec-1"}), &claims(json!({})), |m| f.ec.sign_raw(m));
-    let crit = sign_with_header(&json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"]}), &claims(json!({})), |m| f.rsa.sign_raw(m));
+    let hs_with_public_key = hs256(
+        json!({"alg": "HS256", "kid": "rsa-1"}),
+        claims(json!({})),
+        &public_key_bytes,
+    );
+    let hs_peer_with_public_key = hs256(
+        json!({"alg": "HS256"}),
+        claims(json!({"iss": "hs-peer"})),
+        &public_key_bytes,
+    );
+    let ec_key_with_rs_header = sign_with_header(
+        &json!({"alg": "RS256", "kid": "ec-1"}),
+        &claims(json!({})),
+        |m| f.ec.sign_raw(m),
+    );
+    let crit = sign_with_header(
+        &json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"]}),
+        &claims(json!({})),
+        |m| f.rsa.sign_raw(m),
+    );
 
     let cases: Vec<(&str, String, Reject)> = vec![
         ("tampered signature", flipped_sig, Reject::BadSignature),
         ("payload swapped", swapped_payload, Reject::BadSignature),
-        ("signed by an unpublished key with a known kid", f.stranger.sign_jwt(&claims(json!({}))), Reject::BadSignature),
+        (
+            "signed by an unpublished key with a known kid",
+            f.stranger.sign_jwt(&claims(json!({}))),
+            Reject::BadSignature,
+        ),
         ("alg none", alg_none, Reject::AlgNotAllowed("none".into())),
-        ("HS256 keyed with the RSA public key", hs_with_public_key, Reject::AlgNotAllowed("HS256".into())),
-        ("HS256 issuer, signed with the RSA public key", hs_peer_with_public_key, Reject::BadSignature),
-        ("EC key named by an RS256 header", ec_key_with_rs_header, Reject::KeyAlgMismatch("ec-1".into())),
+        (
+            "HS256 keyed with the RSA public key",
+            hs_with_public_key,
+            Reject::AlgNotAllowed("HS256".into()),
+        ),
+        (
+            "HS256 issuer, signed with the RSA public key",
+            hs_peer_with_public_key,
+            Reject::BadSignature,
+        ),
+        (
+            "EC key named by an RS256 header",
+            ec_key_with_rs_header,
+            Reject::KeyAlgMismatch("ec-1".into()),
+        ),
         ("crit header", crit, Reject::CriticalHeader),
-        ("wrong aud", rs(json!({"aud": "someone-else"})), Reject::WrongAudience),
-        ("aud array without ours", rs(json!({"aud": ["x", "y"]})), Reject::WrongAudience),
+        (
+            "wrong aud",
+            rs(json!({"aud": "someone-else"})),
+            Reject::WrongAudience,
+        ),
+        (
+            "aud array without ours",
+            rs(json!({"aud": ["x", "y"]})),
+            Reject::WrongAudience,
+        ),
         ("no aud", rs(json!({"aud": null})), Reject::WrongAudience),
-        ("wrong iss", rs(json!({"iss": "https://evil.test"})), Reject::UnknownIssuer("https://evil.test".into())),
+        (
+            "wrong iss",
+            rs(json!({"iss": "https://evil.test"})),
+            Reject::UnknownIssuer("https://evil.test".into()),
+        ),
         ("no iss", rs(json!({"iss": null})), Reject::MissingIssuer),
-        ("expired", rs(json!({"exp": NOW - 31})), Reject::Expired { exp: NOW - 31, now: NOW }),
-        ("nbf in the future", rs(json!({"nbf": NOW + 31})), Reject::NotYetValid { nbf: NOW + 31, now: NOW }),
-        ("iat in the future", rs(json!({"iat": NOW + 31})), Reject::IssuedInFuture { iat: NOW + 31, now: NOW }),
+        (
+            "expired",
+            rs(json!({"exp": NOW - 31})),
+            Reject::Expired {
+                exp: NOW - 31,
+                now: NOW,
+            },
+        ),
+        (
+            "nbf in the future",
+            rs(json!({"nbf": NOW + 31})),
+            Reject::NotYetValid {
+                nbf: NOW + 31,
+                now: NOW,
+            },
+        ),
+        (
+            "iat in the future",
+            rs(json!({"iat": NOW + 31})),
+            Reject::IssuedInFuture {
+                iat: NOW + 31,
+                now: NOW,
+            },
+        ),
         ("missing exp", rs(json!({"exp": null})), Reject::MissingExp),
-        ("exp as a string", rs(json!({"exp": "soon"})), Reject::BadClaim("exp".into(), "NumericDate")),
-        ("negative exp", rs(json!({"exp": -5})), Reject::BadClaim("exp".into(), "NumericDate")),
+        (
+            "exp as a string",
+            rs(json!({"exp": "soon"})),
+            Reject::BadClaim("exp".into(), "NumericDate"),
+        ),
+        (
+            "negative exp",
+            rs(json!({"exp": -5})),
+            Reject::BadClaim("exp".into(), "NumericDate"),
+        ),
         (
             "unknown kid",
             SigningKey::generate(KeyKind::Es256, "nope").sign_jwt(&claims(json!({}))),
-            Reject::UnknownKid { issuer: 0, kid: "nope".into() },
+            Reject::UnknownKid {
+                issuer: 0,
+                kid: "nope".into(),
+            },
         ),
-        ("too large", format!("{good}{}", "A".repeat(4096)), Reject::TooLarge(4096)),
-        ("one part", "abc".into(), Reject::Malformed("expected three dot-separated parts")),
-        ("two parts", "abc.def".into(), Reject::Malformed("expected three dot-separated parts")),
-        ("empty header", format!(".{other_payload}.{sig}"), Reject::Malformed("empty header or payload")),
-        ("header not base64", format!("@@.{other_payload}.{sig}"), Reject::Malformed("header is not base64url")),
-        ("header not JSON", format!("{}.{other_payload}.{sig}", URL_SAFE_NO_PAD.encode("nope")), Reject::Malformed("header is not a JSON object with alg")),
-        ("payload not JSON", format!("{header_b64}.{}.{sig}", URL_SAFE_NO_PAD.encode("[1]")), Reject::Malformed("payload is not a JSON object")),
-        ("signature not base64", format!("{input}.!!"), Reject::Malformed("signature is not base64url")),
-        ("identity claim unrepresentable", rs(json!({"sub": "a\nb"})), Reject::BadClaim("sub".into(), "header value")),
-        ("scope claim of the wrong type", rs(json!({"scope": 7})), Reject::BadClaim("scope".into(), "scope list")),
+        (
+            "too large",
+            format!("{good}{}", "A".repeat(4096)),
+            Reject::TooLarge(4096),
+        ),
+        (
+            "one part",
+            "abc".into(),
+            Reject::Malformed("expected three dot-separated parts"),
+        ),
+        (
+            "two parts",
+            "abc.def".into(),
+            Reject::Malformed("expected three dot-separated parts"),
+        ),
+        (
+            "empty header",
+            format!(".{other_payload}.{sig}"),
+            Reject::Malformed("empty header or payload"),
+        ),
+        (
+            "header not base64",
+            format!("@@.{other_payload}.{sig}"),
+            Reject::Malformed("header is not base64url"),
+        ),
+        (
+            "header not JSON",
+            format!("{}.{other_payload}.{sig}", URL_SAFE_NO_PAD.encode("nope")),
+            Reject::Malformed("header is not a JSON object with alg"),
+        ),
+        (
+            "payload not JSON",
+            format!("{header_b64}.{}.{sig}", URL_SAFE_NO_PAD.encode("[1]")),
+            Reject::Malformed("payload is not a JSON object"),
+        ),
+        (
+            "signature not base64",
+            format!("{input}.!!"),
+            Reject::Malformed("signature is not base64url"),
+        ),
+        (
+            "identity claim unrepresentable",
+            rs(json!({"sub": "a\nb"})),
+            Reject::BadClaim("sub".into(), "header value"),
+        ),
+        (
+            "scope claim of the wrong type",
+            rs(json!({"scope": 7})),
+            Reject::BadClaim("scope".into(), "scope list"),
+        ),
     ];
     for (name, token, want) in cases {
         let got = check(&token).map(|_| ());
@@ -200,18 +342,37 @@ fn optional_checks_typ_and_max_age() {
     let snap = snapshot();
     let v = verifier_with("require_typ: at+jwt");
     assert!(v.verify(&rs(json!({})), &snap, NOW).is_ok(), "typ at+jwt");
-    let plain = sign_with_header(&json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}), &claims(json!({})), |m| fixture().rsa.sign_raw(m));
+    let plain = sign_with_header(
+        &json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}),
+        &claims(json!({})),
+        |m| fixture().rsa.sign_raw(m),
+    );
     assert_eq!(
         v.verify(&plain, &snap, NOW).map(|_| ()),
-        Err(Reject::WrongType { found: "JWT".into(), want: "at+jwt".into() })
+        Err(Reject::WrongType {
+            found: "JWT".into(),
+            want: "at+jwt".into()
+        })
     );
     let v = verifier_with("max_token_age: 1h");
-    assert!(v.verify(&rs(json!({"iat": NOW - 3600})), &snap, NOW).is_ok());
+    assert!(v
+        .verify(&rs(json!({"iat": NOW - 3600})), &snap, NOW)
+        .is_ok());
     assert_eq!(
-        v.verify(&rs(json!({"iat": NOW - 7200})), &snap, NOW).map(|_| ()),
-        Err(Reject::TooOld { iat: NOW - 7200, max_age: 3600 })
+        v.verify(&rs(json!({"iat": NOW - 7200})), &snap, NOW)
+            .map(|_| ()),
+        Err(Reject::TooOld {
+            iat: NOW - 7200,
+            max_age: 3600
+        })
     );
-    assert_eq!(v.verify(&rs(json!({"iat": null})), &snap, NOW).map(|_| ()), Err(Reject::TooOld { iat: 0, max_age: 3600 }));
+    assert_eq!(
+        v.verify(&rs(json!({"iat": null})), &snap, NOW).map(|_| ()),
+        Err(Reject::TooOld {
+            iat: 0,
+            max_age: 3600
+        })
+    );
 }
 
 #[test]
@@ -220,7 +381,10 @@ fn keys_must_be_loaded_and_fresh() {
     let token = rs(json!({}));
     let mut snap = snapshot();
     snap.issuers[0] = Arc::new(KeySet::default());
-    assert_eq!(v.verify(&token, &snap, NOW).map(|_| ()), Err(Reject::KeysUnavailable { issuer: 0 }));
+    assert_eq!(
+        v.verify(&token, &snap, NOW).map(|_| ()),
+        Err(Reject::KeysUnavailable { issuer: 0 })
+    );
     let snap = snapshot();
     assert_eq!(
         v.verify(&token, &snap, NOW + 3601).map(|_| ()),
@@ -231,18 +395,31 @@ fn keys_must_be_loaded_and_fresh() {
 
 #[test]
 fn token_without_kid_tries_every_key_of_its_type() {
-    let token = sign_with_header(&json!({"alg": "ES256"}), &claims(json!({})), |m| fixture().ec.sign_raw(m));
+    let token = sign_with_header(&json!({"alg": "ES256"}), &claims(json!({})), |m| {
+        fixture().ec.sign_raw(m)
+    });
     assert!(check(&token).is_ok());
 }
 
 #[test]
 fn verified_token_carries_scopes_identity_and_rule_claims() {
-    let v = check(&rs(json!({"roles": ["admin", "ops"], "level": 3, "tenant": "acme", "scope": "a b  c"}))).unwrap();
+    let v = check(&rs(
+        json!({"roles": ["admin", "ops"], "level": 3, "tenant": "acme", "scope": "a b  c"}),
+    ))
+    .unwrap();
     assert_eq!(v.scopes().collect::<Vec<_>>(), ["a", "b", "c"]);
-    let identity: Vec<(String, String)> = v.identity.iter().map(|(n, val)| (n.to_string(), val.to_str().unwrap().to_string())).collect();
+    let identity: Vec<(String, String)> = v
+        .identity
+        .iter()
+        .map(|(n, val)| (n.to_string(), val.to_str().unwrap().to_string()))
+        .collect();
     assert_eq!(
         identity,
-        [("x-sub".into(), "alice".into()), ("x-roles".into(), "admin,ops".into()), ("x-level".into(), "3".into())]
+        [
+            ("x-sub".into(), "alice".into()),
+            ("x-roles".into(), "admin,ops".into()),
+            ("x-level".into(), "3".into())
+        ]
     );
     assert_eq!(v.claim("tenant"), Some(&json!("acme")));
     assert_eq!(v.claim("sub"), None, "only rule claims are kept");
@@ -255,13 +432,19 @@ fn array_scope_claims() {
     let v = verifier_with("scope_claim: scp");
     let token = rs(json!({"scp": ["orders:read", "x"], "scope": null}));
     let verified = v.verify(&token, &snapshot(), NOW).unwrap();
-    assert!(verified.has_scope("orders:read") && verified.has_scope("x") && !verified.has_scope("orders"));
+    assert!(
+        verified.has_scope("orders:read")
+            && verified.has_scope("x")
+            && !verified.has_scope("orders")
+    );
 }
 
 #[test]
 fn a_retired_key_invalidates_what_it_verified() {
     let snap = snapshot();
-    let v = verifier_with("").verify(&rs(json!({})), &snap, NOW).unwrap();
+    let v = verifier_with("")
+        .verify(&rs(json!({})), &snap, NOW)
+        .unwrap();
     assert!(v.is_current(NOW));
     snap.issuers[0].by_kid("rsa-1").unwrap().retire();
     assert!(!v.is_current(NOW));
@@ -281,7 +464,11 @@ fn jwks_parsing_skips_what_it_cannot_use() {
     .to_string();
     // Only RS256 is allowed: the Ed25519 key is skipped too.
     let parsed = KeySet::parse(jwks.as_bytes(), &[Algorithm::RS256], &KeySet::default()).unwrap();
-    let kids: Vec<_> = parsed.keys.iter().map(|k| k.kid.as_deref().unwrap()).collect();
+    let kids: Vec<_> = parsed
+        .keys
+        .iter()
+        .map(|k| k.kid.as_deref().unwrap())
+        .collect();
     assert_eq!(kids, ["rsa-1"]);
     assert_eq!(parsed.skipped.len(), 5, "{:?}", parsed.skipped);
     assert!(KeySet::parse(b"not json", &[Algorithm::RS256], &KeySet::default()).is_err());
@@ -292,14 +479,34 @@ fn unchanged_keys_survive_a_refresh_and_removed_ones_are_reported() {
     let f = fixture();
     let algs = [Algorithm::RS256, Algorithm::ES256];
     let first = KeySet {
-        keys: KeySet::parse(json!({"keys": [f.rsa.jwk(), f.ec.jwk()]}).to_string().as_bytes(), &algs, &KeySet::default()).unwrap().keys,
+        keys: KeySet::parse(
+            json!({"keys": [f.rsa.jwk(), f.ec.jwk()]})
+                .to_string()
+                .as_bytes(),
+            &algs,
+            &KeySet::default(),
+        )
+        .unwrap()
+        .keys,
         usable_until: 1,
     };
     let second = KeySet {
-        keys: KeySet::parse(json!({"keys": [f.rsa.jwk()]}).to_string().as_bytes(), &algs, &first).unwrap().keys,
+        keys: KeySet::parse(
+            json!({"keys": [f.rsa.jwk()]}).to_string().as_bytes(),
+            &algs,
+            &first,
+        )
+        .unwrap()
+        .keys,
         usable_until: 1,
     };
-    assert!(Arc::ptr_eq(&first.keys[0], &second.keys[0]), "same key keeps its Arc");
-    let removed: Vec<_> = first.removed_in(&second).map(|k| k.kid.as_deref().unwrap()).collect();
+    assert!(
+        Arc::ptr_eq(&first.keys[0], &second.keys[0]),
+        "same key keeps its Arc"
+    );
+    let removed: Vec<_> = first
+        .removed_in(&second)
+        .map(|k| k.kid.as_deref().unwrap())
+        .collect();
     assert_eq!(removed, ["ec-1"]);
 }

@@ -1,0 +1,603 @@
+//! Inbound guard end to end: real guard, real dev issuer (counting JWKS hits),
+//! real echo upstream (counting requests), all on 127.0.0.1:0.
+
+mod support;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use support::*;
+use tokengate::demo::{sign_with_header, unix_now, KeyKind, SigningKey};
+
+#[tokio::test]
+async fn no_token_is_401_with_a_bearer_challenge() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let (status, headers, body) = s.get("/orders/1", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"tokengate\"");
+    assert_eq!(json(&body)["error"], "invalid_request");
+    assert_eq!(s.echo.hits(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn valid_token_reaches_the_upstream_with_identity_and_no_spoofing() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        "",
+        "forward:\n  claims_to_headers: { sub: x-auth-subject, scope: x-auth-scopes, roles: x-auth-roles }\n  authorization: strip",
+    )
+    .await;
+    s.ready().await;
+    let token = s
+        .issuer
+        .mint(json!({ "sub": "alice", "scope": "orders:read", "roles": ["a", "b"] }));
+    let (status, _, body) = send(
+        Method::GET,
+        &format!("{}/orders/42?x=1", s.base),
+        &[
+            ("authorization", format!("Bearer {token}")),
+            ("x-auth-subject", "root".into()),
+            ("x-auth-roles", "admin".into()),
+            ("x-forwarded-for", "203.0.113.9".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = s.echo.last_headers().unwrap();
+    assert_eq!(seen["x-auth-subject"], "alice");
+    assert_eq!(
+        seen.get_all("x-auth-subject").iter().count(),
+        1,
+        "spoofed value must not survive beside the real one"
+    );
+    assert_eq!(seen["x-auth-scopes"], "orders:read");
+    assert_eq!(seen["x-auth-roles"], "a,b");
+    assert!(seen.get("authorization").is_none(), "authorization: strip");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen["x-forwarded-host"],
+        s.base.trim_start_matches("http://")
+    );
+    assert_eq!(json(&body)["echo"]["path"], "/orders/42?x=1");
+
+    // A caller without a token on an anonymous route cannot smuggle identity either.
+    let (status, _, _) = send(
+        Method::GET,
+        &format!("{}/public/x", s.base),
+        &[("x-auth-subject", "root".into())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s
+        .echo
+        .last_headers()
+        .unwrap()
+        .get("x-auth-subject")
+        .is_none());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn missing_scope_is_403_insufficient_scope() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let token = s.issuer.mint(json!({ "scope": "orders:read" }));
+    let (status, headers, body) = send(
+        Method::POST,
+        &format!("{}/orders", s.base),
+        &[("authorization", format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"tokengate\", error=\"insufficient_scope\", scope=\"orders:write\""
+    );
+    assert_eq!(json(&body)["error"], "insufficient_scope");
+    assert_eq!(s.echo.hits(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_token_is_401_and_never_reaches_the_upstream() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let key = s.issuer.signing_key();
+    let now = unix_now();
+    let claims = |extra: serde_json::Value| {
+        let mut c = json!({ "iss": s.issuer.issuer, "aud": AUD, "sub": "x", "iat": now, "exp": now + 600, "scope": "orders:read" });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let b64 = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let good = key.sign_jwt(&claims(json!({})));
+    let tampered = {
+        let (input, sig) = good.rsplit_once('.').unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        raw[0] ^= 0x80;
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(raw))
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(claims(json!({})))
+    );
+    let rsa_public = key.jwk()["n"].as_str().unwrap().to_string();
+    let hs256_with_public_key = sign_with_header(
+        &json!({"alg": "HS256", "kid": "rs-1"}),
+        &claims(json!({})),
+        |m| {
+            use aws_lc_rs::hmac;
+            hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, rsa_public.as_bytes()), m)
+                .as_ref()
+                .to_vec()
+        },
+    );
+    let cases = [
+        ("tampered signature", tampered, "signature does not verify"),
+        ("alg none", alg_none, "algorithm \"none\" is not allowed"),
+        (
+            "HS256 signed with the RSA public key",
+            hs256_with_public_key,
+            "algorithm \"HS256\" is not allowed",
+        ),
+        (
+            "wrong aud",
+            key.sign_jwt(&claims(json!({"aud": "billing-api"}))),
+            "audience does not match",
+        ),
+        (
+            "wrong iss",
+            key.sign_jwt(&claims(json!({"iss": "https://evil.example"}))),
+            "is not trusted",
+        ),
+        (
+            "expired",
+            key.sign_jwt(&claims(json!({"exp": now - 60}))),
+            "token expired at",
+        ),
+        (
+            "nbf in the future",
+            key.sign_jwt(&claims(json!({"nbf": now + 600}))),
+            "not valid before",
+        ),
+        (
+            "missing exp",
+            key.sign_jwt(&claims(json!({"exp": null}))),
+            "no exp claim",
+        ),
+        (
+            "unknown kid",
+            SigningKey::generate(KeyKind::Rs256, "rogue").sign_jwt(&claims(json!({}))),
+            "no key with kid",
+        ),
+        ("garbage", "not-a-jwt".to_string(), "malformed token"),
+    ];
+    for (name, token, description) in cases {
+        let (status, headers, body) = s.get("/orders/1", Some(&token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {body}");
+        let challenge = headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.starts_with("Bearer realm=\"tokengate\", error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+        assert!(
+            json(&body)["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(description),
+            "{name}: {body}"
+        );
+    }
+    assert_eq!(
+        s.echo.hits(),
+        0,
+        "no rejected request may reach the upstream"
+    );
+    let denied = s
+        .metric("tokengate_auth_decisions_total{decision=\"deny\",reason=\"bad_signature\"}")
+        .await;
+    assert_eq!(denied, 1.0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rules_match_path_prefixes_by_segment() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let token = s.issuer.mint(json!({ "scope": "items:read" }));
+    for (path, want) in [
+        ("/items", StatusCode::OK),
+        ("/items/42", StatusCode::OK),
+        ("/itemsx", StatusCode::FORBIDDEN),
+        ("/nothing-here", StatusCode::FORBIDDEN),
+    ] {
+        let (status, _, body) = s.get(path, Some(&token)).await;
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    let (_, _, body) = s.get("/itemsx", Some(&token)).await;
+    assert_eq!(json(&body)["error"], "access_denied");
+    assert_eq!(s.echo.hits(), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_rule_passes_without_a_token() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let (status, _, _) = s.get("/public/hello", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.echo.hits(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rs256_es256_and_eddsa_all_verify() {
+    let keys = vec![
+        SigningKey::generate(KeyKind::Rs256, "rs"),
+        SigningKey::generate(KeyKind::Es256, "es"),
+        SigningKey::generate(KeyKind::EdDsa, "ed"),
+    ];
+    let s = Stack::start(keys, "", "").await;
+    s.ready().await;
+    for kid in ["rs", "es", "ed"] {
+        let token = s
+            .issuer
+            .mint_with(kid, json!({ "scope": "orders:read" }))
+            .unwrap();
+        let (status, _, body) = s.get("/orders/1", Some(&token)).await;
+        assert_eq!(status, StatusCode::OK, "{kid}: {body}");
+    }
+    assert_eq!(s.echo.hits(), 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_token_is_verified_once_then_served_from_the_cache() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let token = s.issuer.mint(json!({ "scope": "orders:read" }));
+    for _ in 0..3 {
+        assert_eq!(s.get("/orders/1", Some(&token)).await.0, StatusCode::OK);
+    }
+    assert_eq!(s.metric("tokengate_verify_cache_misses_total").await, 1.0);
+    assert_eq!(s.metric("tokengate_verify_cache_hits_total").await, 2.0);
+    // A hit still checks the route's scopes.
+    let (status, _, _) = send(
+        Method::POST,
+        &format!("{}/orders", s.base),
+        &[("authorization", format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(s.metric("tokengate_verify_cache_hits_total").await, 3.0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn key_rotation_is_picked_up_without_restart_and_removed_keys_stop_verifying() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let old_token = s.issuer.mint(json!({ "scope": "orders:read" }));
+    assert_eq!(s.get("/orders/1", Some(&old_token)).await.0, StatusCode::OK);
+    let hits_before = s.issuer.jwks_hits();
+
+    // The IdP rotates: only the new key is published from now on.
+    s.issuer
+        .set_keys(vec![SigningKey::generate(KeyKind::Rs256, "rs-2")]);
+    let new_token = s.issuer.mint(json!({ "scope": "orders:read" }));
+    let (status, _, body) = s.get("/orders/1", Some(&new_token)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "new kid accepted after one refetch: {body}"
+    );
+    assert_eq!(s.issuer.jwks_hits(), hits_before + 1);
+
+    // The old token was cached, but its key left the JWKS: it no longer passes.
+    let (status, _, body) = s.get("/orders/1", Some(&old_token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_random_kids_causes_at_most_one_refetch() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        "jwks_cache: { refetch_cooldown: 1h }",
+        "",
+    )
+    .await;
+    s.ready().await;
+    let hits_before = s.issuer.jwks_hits();
+    let rogue = SigningKey::generate(KeyKind::Es256, "unused");
+    let now = unix_now();
+    let mut requests = Vec::new();
+    for i in 0..40 {
+        let claims =
+            json!({ "iss": s.issuer.issuer, "aud": AUD, "exp": now + 60, "scope": "orders:read" });
+        let token = sign_with_header(
+            &json!({"alg": "ES256", "kid": format!("random-{i}")}),
+            &claims,
+            |m| rogue.sign_raw(m),
+        );
+        let url = format!("{}/orders/1", s.base);
+        requests.push(tokio::spawn(async move { get(&url, Some(&token)).await.0 }));
+    }
+    for r in requests {
+        assert_eq!(r.await.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+    let refetches = s.issuer.jwks_hits() - hits_before;
+    assert!(refetches <= 1, "{refetches} refetches for 40 random kids");
+    // The same kid again is remembered as unknown: no new fetch even after the burst.
+    let token = sign_with_header(
+        &json!({"alg": "ES256", "kid": "random-0"}),
+        &json!({ "iss": s.issuer.issuer, "aud": AUD, "exp": now + 60 }),
+        |m| rogue.sign_raw(m),
+    );
+    assert_eq!(
+        s.get("/orders/1", Some(&token)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(s.issuer.jwks_hits() - hits_before, refetches);
+    assert_eq!(s.echo.hits(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn not_ready_until_the_jwks_loads() {
+    let issuer =
+        tokengate::demo::DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "rs-1")], AUD)
+            .await
+            .unwrap();
+    issuer.set_failing(true);
+    let echo = tokengate::demo::Echo::start().await.unwrap();
+    let s = Stack::start_with(issuer, echo, "", "").await;
+    // Give the first fetch time to fail.
+    for _ in 0..100 {
+        if s.issuer.jwks_hits() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, _, _) = get(&format!("{}/readyz", s.admin), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, body) = s.get("/public/x", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(json(&body)["error"], "not_ready");
+    assert_eq!(
+        get(&format!("{}/healthz", s.admin), None).await.0,
+        StatusCode::OK,
+        "alive while not ready"
+    );
+
+    s.issuer.set_failing(false);
+    s.ready().await; // the refresher retries with back-off (1s first)
+    let token = s.issuer.mint(json!({ "scope": "orders:read" }));
+    assert_eq!(s.get("/orders/1", Some(&token)).await.0, StatusCode::OK);
+    let failed = format!(
+        "tokengate_jwks_refresh_total{{issuer=\"{}\",result=\"error\"}}",
+        s.issuer.issuer
+    );
+    assert!(
+        s.metric(&failed).await >= 1.0,
+        "the failed start-up fetch is counted"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_idp_going_down_does_not_reject_valid_tokens_within_the_stale_bound() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        // Refresh every second (max-age clamped up to min_refresh) so failures happen during the test.
+        "jwks_cache: { refresh_interval: 1s, min_refresh: 1s, stale_if_error: 1h }",
+        "",
+    )
+    .await;
+    s.ready().await;
+    s.issuer.set_failing(true);
+    let hits = s.issuer.jwks_hits();
+    for _ in 0..300 {
+        if s.issuer.jwks_hits() >= hits + 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(s.issuer.jwks_hits() >= hits + 2, "refreshes kept trying");
+    let series = format!(
+        "tokengate_jwks_refresh_total{{issuer=\"{}\",result=\"error\"}}",
+        s.issuer.issuer
+    );
+    assert!(
+        s.metric(&series).await >= 1.0,
+        "failed refreshes are counted"
+    );
+    // A token never seen before (so not cached) still verifies with the last good keys.
+    let token = s
+        .issuer
+        .mint(json!({ "scope": "orders:read", "sub": "fresh" }));
+    assert_eq!(s.get("/orders/1", Some(&token)).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&format!("{}/readyz", s.admin), None).await.0,
+        StatusCode::OK
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn keys_past_the_stale_bound_stop_serving() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        "jwks_cache: { refresh_interval: 1s, min_refresh: 1s, stale_if_error: 1s }",
+        "",
+    )
+    .await;
+    s.ready().await;
+    s.issuer.set_failing(true);
+    let token = s.issuer.mint(json!({ "scope": "orders:read" }));
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = s.get("/orders/1", Some(&token)).await.0;
+        if status != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "keys older than stale_if_error are not trusted"
+    );
+    assert_eq!(
+        get(&format!("{}/readyz", s.admin), None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_expose_the_inbound_series() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let token = s.issuer.mint(json!({ "scope": "orders:read" }));
+    s.get("/orders/1", Some(&token)).await;
+    s.get("/orders/1", None).await;
+    let text = s.metrics().await;
+    for name in [
+        "tokengate_requests_total{direction=\"inbound\",route=\"/orders\",status=\"200\"} 1",
+        "tokengate_requests_total{direction=\"inbound\",route=\"/orders\",status=\"401\"} 1",
+        "tokengate_request_duration_seconds_count{direction=\"inbound\"} 2",
+        "tokengate_auth_decisions_total{decision=\"allow\",reason=\"valid_token\"} 1",
+        "tokengate_auth_decisions_total{decision=\"deny\",reason=\"missing_token\"} 1",
+        "tokengate_jwks_keys{issuer=",
+        "tokengate_jwks_refresh_total{issuer=",
+        "tokengate_verify_cache_hits_total 0",
+        "tokengate_verify_cache_misses_total 1",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn permissive_mode_lets_tokenless_requests_through_but_checks_presented_tokens() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        "",
+        "mode: permissive\nforward:\n  claims_to_headers: { sub: x-auth-subject }",
+    )
+    .await;
+    s.ready().await;
+    let (status, _, _) = send(
+        Method::GET,
+        &format!("{}/orders/1", s.base),
+        &[("x-auth-subject", "root".into())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s
+        .echo
+        .last_headers()
+        .unwrap()
+        .get("x-auth-subject")
+        .is_none());
+    let expired = s
+        .issuer
+        .mint(json!({ "scope": "orders:read", "exp": unix_now() - 600 }));
+    assert_eq!(
+        s.get("/orders/1", Some(&expired)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let weak = s.issuer.mint(json!({ "scope": "other" }));
+    assert_eq!(
+        s.get("/orders/1", Some(&weak)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(s.echo.hits(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn audit_mode_rejects_nothing_but_counts_what_it_would_have_rejected() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        "",
+        "mode: audit",
+    )
+    .await;
+    s.ready().await;
+    assert_eq!(s.get("/orders/1", None).await.0, StatusCode::OK);
+    assert_eq!(s.get("/orders/1", Some("garbage")).await.0, StatusCode::OK);
+    assert_eq!(s.get("/unmatched", None).await.0, StatusCode::OK);
+    assert_eq!(s.echo.hits(), 3);
+    assert_eq!(
+        s.metric("tokengate_auth_decisions_total{decision=\"audit\",reason=\"missing_token\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        s.metric("tokengate_auth_decisions_total{decision=\"audit\",reason=\"malformed\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        s.metric("tokengate_auth_decisions_total{decision=\"audit\",reason=\"no_rule\"}")
+            .await,
+        1.0
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        "",
+        "limits: { max_header_bytes: 4096 }",
+    )
+    .await;
+    s.ready().await;
+    let (status, _, _) = send(
+        Method::GET,
+        &format!("{}/public/x", s.base),
+        &[("x-big", "a".repeat(5000))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // Far beyond hyper's read buffer: hyper itself answers 431 before parsing completes.
+    let (status, _, _) = send(
+        Method::GET,
+        &format!("{}/public/x", s.base),
+        &[("x-huge", "a".repeat(100_000))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(s.echo.hits(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_token_is_rejected_unparsed() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        "",
+        "limits: { max_token_bytes: 1024 }",
+    )
+    .await;
+    s.ready().await;
+    let (status, _, body) = s.get("/orders/1", Some(&"a".repeat(2000))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("token exceeds 1024 bytes"), "{body}");
+    s.stop().await;
+}

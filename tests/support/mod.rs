@@ -1,0 +1,180 @@
+//! Shared test harness: start a guard against a dev issuer and an echo upstream,
+//! all on 127.0.0.1:0, and send requests to it.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+use tokengate::config::Config;
+use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
+use tokio_util::sync::CancellationToken;
+
+pub const AUD: &str = "orders-api";
+
+/// A running guard with its issuer and upstream.
+pub struct Stack {
+    pub issuer: DevIssuer,
+    pub echo: Echo,
+    pub app: Option<tokengate::App>,
+    pub base: String,
+    pub admin: String,
+}
+
+impl Stack {
+    /// `inbound_extra` is YAML appended under `inbound:` (mode, forward, limits …);
+    /// `issuer_extra` under the issuer entry.
+    pub async fn start(keys: Vec<SigningKey>, issuer_extra: &str, inbound_extra: &str) -> Stack {
+        let issuer = DevIssuer::start(keys, AUD).await.expect("issuer");
+        let echo = Echo::start().await.expect("echo");
+        Self::start_with(issuer, echo, issuer_extra, inbound_extra).await
+    }
+
+    pub async fn rs256() -> Stack {
+        Self::start(vec![SigningKey::generate(KeyKind::Rs256, "rs-1")], "", "").await
+    }
+
+    pub async fn start_with(
+        issuer: DevIssuer,
+        echo: Echo,
+        issuer_extra: &str,
+        inbound_extra: &str,
+    ) -> Stack {
+        let yaml = config_yaml(
+            &issuer.issuer,
+            &format!("http://{}", echo.addr),
+            issuer_extra,
+            inbound_extra,
+        );
+        let config =
+            Config::from_yaml(&yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let app = tokengate::start(&config, CancellationToken::new())
+            .await
+            .expect("start");
+        let base = format!("http://{}", app.inbound_addr.unwrap());
+        let admin = format!("http://{}", app.admin_addr);
+        Stack {
+            issuer,
+            echo,
+            app: Some(app),
+            base,
+            admin,
+        }
+    }
+
+    /// Waits (bounded) until /readyz answers 200.
+    pub async fn ready(&self) {
+        for _ in 0..200 {
+            if get(&format!("{}/readyz", self.admin), None).await.0 == StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("guard never became ready");
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        get(&format!("{}{path}", self.base), token).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        get(&format!("{}/metrics", self.admin), None).await.2
+    }
+
+    /// Value of a metric line that starts with `prefix` (exact series), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub fn config_yaml(
+    issuer: &str,
+    upstream: &str,
+    issuer_extra: &str,
+    inbound_extra: &str,
+) -> String {
+    let indent = |text: &str, n: usize| {
+        text.lines()
+            .map(|l| format!("{}{l}\n", " ".repeat(n)))
+            .collect::<String>()
+    };
+    format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "{upstream}"
+  issuers:
+    - issuer: "{issuer}"
+      jwks_uri: "{issuer}/jwks.json"
+      audiences: [{AUD}]
+      algorithms: [RS256, ES256, EdDSA]
+      leeway: 5s
+{issuer_extra}  rules:
+    - {{ path: /public, allow: anonymous }}
+    - {{ path: /items, scopes: ["items:read"] }}
+    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
+    - {{ path: /orders, methods: [POST], scopes: ["orders:write"] }}
+{inbound_extra}"#,
+        issuer_extra = indent(issuer_extra, 6),
+        inbound_extra = indent(inbound_extra, 2),
+    )
+}
+
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn get(url: &str, token: Option<&str>) -> (StatusCode, HeaderMap, String) {
+    let mut headers = Vec::new();
+    if let Some(t) = token {
+        headers.push(("authorization", format!("Bearer {t}")));
+    }
+    send(Method::GET, url, &headers).await
+}
+
+/// One request with a bounded wait; returns status, headers and body text.
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, String)],
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let req = req.body(Full::new(Bytes::new())).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
