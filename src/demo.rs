@@ -438,7 +438,21 @@ impl Handler for EchoState {
         if let Ok(mut last) = self.last.lock() {
             *last = Some(req.headers().clone());
         }
-        let body = json!({ "echo": { "method": req.method().as_str(), "path": req.uri().to_string(), "headers": headers } });
+        // `?delay_ms=N` (at most 10s) answers slowly, for timeout and drain tests.
+        let delay = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("delay_ms=")))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.min(10_000)));
+        let method = req.method().to_string();
+        let path = req.uri().to_string();
+        let body_bytes = match http_body_util::BodyExt::collect(req.into_body()).await {
+            Ok(b) => b.to_bytes().len(),
+            Err(_) => 0,
+        };
+        tokio::time::sleep(delay).await;
+        let body = json!({ "echo": { "method": method, "path": path, "headers": headers, "body_bytes": body_bytes } });
         json_response(
             StatusCode::OK,
             serde_json::to_string_pretty(&body).unwrap_or_default() + "\n",

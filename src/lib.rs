@@ -103,7 +103,10 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         drain: Duration::from_secs(1),
     };
     tasks.spawn(serve(listener, None, opts, admin, shutdown.clone()));
-    tracing::info!(admin = %admin_addr, inbound = ?inbound_addr, "tokengate started");
+    match inbound_addr {
+        Some(addr) => tracing::info!(admin = %admin_addr, inbound = %addr, "tokengate started"),
+        None => tracing::info!(admin = %admin_addr, "tokengate started"),
+    }
     Ok(App {
         admin_addr,
         inbound_addr,

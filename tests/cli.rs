@@ -1,0 +1,274 @@
+//! The real binary: exit codes, `check`, `verify` explanations, `run` with a
+//! SIGTERM drain, and `demo` as a newcomer would use it.
+
+mod support;
+
+use hyper::StatusCode;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+use tokengate::demo::{unix_now, DevIssuer, Echo, KeyKind, SigningKey};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("tokengate-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run tokengate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Sends SIGTERM to a child we started.
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (bounded) for a child to exit.
+fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tokengate did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+    let (code, stdout, stderr) = run(&["check", "--config", example]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+}
+
+#[test]
+fn check_exits_64_and_names_the_typo() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+            .unwrap();
+    let typo = temp_file("typo.yaml", &example.replacen("audiences:", "audience:", 1));
+    let (code, _, stderr) = run(&["check", "--config", typo.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(
+        stderr.contains("inbound.issuers[0].audience: unknown field `audience`"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["check", "--config", "/nonexistent/tokengate.yaml"]);
+    assert_eq!(code, 64);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn check_says_outbound_is_not_implemented() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+            .unwrap();
+    let with_outbound = temp_file(
+        "outbound.yaml",
+        &format!("{example}\noutbound:\n  listen: 127.0.0.1:15001\n"),
+    );
+    let (code, stdout, _) = run(&["check", "--config", with_outbound.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("outbound NOT IMPLEMENTED"), "{stdout}");
+}
+
+#[test]
+fn run_exits_1_when_it_cannot_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let yaml = config_yaml("https://idp.invalid", "http://127.0.0.1:1", "", "").replace(
+        "listen: \"127.0.0.1:0\"\n  upstream",
+        &format!("listen: \"127.0.0.1:{port}\"\n  upstream"),
+    );
+    let path = temp_file("taken.yaml", &yaml);
+    let (code, _, stderr) = run(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+}
+
+#[tokio::test]
+async fn verify_explains_each_check() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let config = temp_file(
+        "verify.yaml",
+        &config_yaml(&issuer.issuer, "http://127.0.0.1:1", "", ""),
+    );
+    let config = config.to_str().unwrap().to_string();
+    let expired_at = unix_now() - 3600;
+    let expired = issuer.mint(json!({ "exp": expired_at, "scope": "orders:read" }));
+    let good = issuer.mint(json!({ "scope": "orders:read" }));
+    let verify = move |token: String, path: &'static str, method: &'static str| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            run(&[
+                "verify", "--config", &config, "--token", &token, "--path", path, "--method",
+                method,
+            ])
+        })
+    };
+
+    let (code, stdout, _) = verify(expired, "/orders/1", "GET").await.unwrap();
+    assert_eq!(code, 1);
+    assert!(stdout.contains("ok    signature"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "FAIL  expired        token expired at {expired_at}"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("REJECTED with 401"), "{stdout}");
+
+    let (code, stdout, _) = verify(good.clone(), "/orders/1", "GET").await.unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    for line in [
+        "ok    alg",
+        "ok    exp",
+        "ok    aud",
+        "rules[2] /orders requirements met",
+        "ALLOWED",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in {stdout}");
+    }
+    assert!(!stdout.contains(&good), "the token itself is never printed");
+
+    let (code, stdout, _) = verify(good, "/orders", "POST").await.unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("FAIL  rule") && stdout.contains("orders:write"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn run_drains_in_flight_requests_on_sigterm_and_exits_0() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let config = temp_file(
+        "run.yaml",
+        &config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", ""),
+    );
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("inbound=").nth(1) {
+                let _ = addr_tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let inbound = addr_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("start-up log line");
+    let base = format!("http://{inbound}");
+    for _ in 0..200 {
+        if get(&format!("{base}/public/x"), None).await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A slow request is in flight when SIGTERM arrives; it still completes.
+    let slow = tokio::spawn(async move {
+        get(&format!("{base}/public/slow?delay_ms=800"), None)
+            .await
+            .0
+    });
+    while echo.hits() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    terminate(&child);
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn demo_shows_a_401_a_200_and_a_403() {
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.contains("Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(30), lines)
+        .await
+        .expect("demo printed its banner")
+        .unwrap();
+    let text = lines.join("\n");
+    assert!(text.contains("DEVELOPMENT ONLY"), "{text}");
+    let value = |prefix: &str| {
+        lines.iter().find_map(|l| {
+            l.trim()
+                .strip_prefix(prefix)
+                .map(|v| v.split_whitespace().next().unwrap().to_string())
+        })
+    };
+    let read = value("READ=").expect("READ token");
+    let guard = value("guard").expect("guard URL");
+    assert_eq!(
+        get(&format!("{guard}/orders/42"), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&format!("{guard}/orders/42"), Some(&read)).await.0,
+        StatusCode::OK
+    );
+    let (status, _, _) = send(
+        hyper::Method::POST,
+        &format!("{guard}/orders"),
+        &[("authorization", format!("Bearer {read}"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    terminate(&child);
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+}

@@ -1,0 +1,224 @@
+//! Proxy core behaviour through the inbound guard: upstream failures, timeouts,
+//! HTTP/2 cleartext, streaming bodies, protocol upgrades.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use support::*;
+use tokengate::config::Config;
+use tokengate::demo::{DevIssuer, KeyKind, SigningKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A guard in front of an arbitrary upstream URL.
+async fn guard_for(upstream: &str, inbound_extra: &str) -> (DevIssuer, tokengate::App) {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k")], AUD)
+        .await
+        .unwrap();
+    let yaml = config_yaml(&issuer.issuer, upstream, "", inbound_extra);
+    let config = Config::from_yaml(&yaml, "test", &|_| None).unwrap();
+    let app = tokengate::start(&config, CancellationToken::new())
+        .await
+        .unwrap();
+    let guard = app.inbound.clone().unwrap();
+    for _ in 0..200 {
+        if guard.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(guard.is_ready());
+    (issuer, app)
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
+    let (status, _, body) = get(
+        &format!("http://{}/public/x", app.inbound_addr.unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(json(&body)["error"], "upstream_unavailable");
+    assert!(
+        !body.contains(&addr.to_string()),
+        "upstream address not leaked: {body}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    // Accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let (_issuer, app) = guard_for(
+        &format!("http://{addr}"),
+        "timeouts: { upstream_response: 300ms }",
+    )
+    .await;
+    let (status, _, body) = get(
+        &format!("http://{}/public/x", app.inbound_addr.unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json(&body)["error"], "upstream_timeout");
+    holder.abort();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served_and_forwarded_as_http1() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let token = s.issuer.mint(json!({ "scope": "orders:read" }));
+    let req = Request::get(format!("{}/orders/7", s.base))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = s.echo.last_headers().unwrap();
+    assert_eq!(
+        seen["host"],
+        s.base.trim_start_matches("http://"),
+        "authority becomes Host upstream"
+    );
+    s.stop().await;
+}
+
+/// A request body of `left` 64 KiB frames with no length: sent chunked.
+struct Chunks {
+    left: usize,
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))))
+    }
+}
+
+#[tokio::test]
+async fn request_bodies_stream_through() {
+    let s = Stack::rs256().await;
+    s.ready().await;
+    let client: Client<_, Chunks> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(format!("{}/public/upload", s.base))
+        .body(Chunks { left: 64 })
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        json(&String::from_utf8_lossy(&text))["echo"]["body_bytes"],
+        4 * 1024 * 1024
+    );
+    s.stop().await;
+}
+
+/// An upstream that accepts `Upgrade: echo`, answers 101 and echoes raw bytes.
+async fn upgrade_upstream() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |mut req: Request<hyper::body::Incoming>| async move {
+                        let upgraded = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(up) = upgraded.await {
+                                let mut io = TokioIo::new(up);
+                                let mut buf = [0u8; 64];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        let resp = hyper::Response::builder()
+                            .status(StatusCode::SWITCHING_PROTOCOLS)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "echo")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn protocol_upgrades_pass_through() {
+    let upstream = upgrade_upstream().await;
+    let (_issuer, app) = guard_for(&format!("http://{upstream}"), "").await;
+    let mut conn = TcpStream::connect(app.inbound_addr.unwrap()).await.unwrap();
+    conn.write_all(
+        b"GET /public/ws HTTP/1.1\r\nHost: guard\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            conn.read(&mut byte).await.unwrap(),
+            1,
+            "connection closed during the 101 head"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    conn.write_all(b"ping over the tunnel").await.unwrap();
+    let mut echoed = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping over the tunnel");
+    app.shutdown().await;
+}
