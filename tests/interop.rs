@@ -1,0 +1,194 @@
+//! Interop with a real, widely used OpenID provider nobody here wrote: the npm
+//! package `oidc-provider` (tests/interop/provider.js), issuing JWT access tokens
+//! via client_credentials with resource indicators. `.ci/run` installs it with
+//! `npm ci`; without node or the package the test says SKIPPED loudly, and under
+//! CI (the `CI` environment variable) it fails instead.
+
+mod support;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+use tokengate::config::Config;
+use tokengate::demo::Echo;
+use tokio_util::sync::CancellationToken;
+
+/// The provider process; killed (by its pid, via `Child`) when dropped.
+struct Provider {
+    child: Child,
+    issuer: String,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the provider, or explains why it cannot (None = skip outside CI).
+fn start_provider() -> Option<Provider> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let installed = dir.join("node_modules/oidc-provider/package.json").exists();
+    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !node || !installed {
+        let why = if !node { "node is not installed" } else { "run `npm ci --prefix tests/interop` first" };
+        if std::env::var_os("CI").is_some() {
+            panic!("interop test cannot run under CI: {why}");
+        }
+        eprintln!("\n*** SKIPPED interop test against oidc-provider: {why} ***\n");
+        return None;
+    }
+    let mut child = Command::new("node")
+        .arg(dir.join("provider.js"))
+        .env("TOKEN_TTL", "300")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn node");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).expect("provider printed its address");
+    let info: serde_json::Value = serde_json::from_str(&line).expect("provider start-up line is JSON");
+    let issuer = info["issuer"].as_str().expect("issuer").to_string();
+    Some(Provider { child, issuer })
+}
+
+async fn post_form(url: &str, basic: Option<(&str, &str)>, form: &str) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some((id, secret)) = basic {
+        let cred = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        req = req.header("authorization", format!("Basic {cred}"));
+    }
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(req.body(Full::new(Bytes::from(form.to_string()))).unwrap()),
+    )
+    .await
+    .expect("token request timed out")
+    .expect("token request failed");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// A client_credentials access token from the provider (client_secret_basic).
+async fn token(p: &Provider, client: (&str, &str), resource: &str, scope: &str) -> String {
+    let form = format!("grant_type=client_credentials&resource={resource}&scope={}", scope.replace(' ', "+"));
+    let (status, body) = post_form(&format!("{}/token", p.issuer), Some(client), &form).await;
+    assert_eq!(status, StatusCode::OK, "token request: {body}");
+    body["access_token"].as_str().expect("access_token").to_string()
+}
+
+fn kid_of(jwt: &str) -> String {
+    let header = jwt.split('.').next().unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn tokengate_accepts_and_rejects_real_oidc_provider_tokens() {
+    let Some(provider) = start_provider() else { return };
+    let echo = Echo::start().await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - issuer: "{issuer}"
+      discovery: true
+      audiences: ["urn:orders"]
+      algorithms: [RS256]
+      require_typ: at+jwt
+  rules:
+    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
+    - {{ path: /orders, methods: [POST], scopes: ["orders:write"] }}
+  forward:
+    claims_to_headers: {{ sub: x-auth-subject, client_id: x-auth-client-id }}
+"#,
+        echo = echo.addr,
+        issuer = provider.issuer
+    );
+    let config = Config::from_yaml(&yaml, "interop", &|_| None).unwrap();
+    let app = tokengate::start(&config, CancellationToken::new()).await.unwrap();
+    let base = format!("http://{}", app.inbound_addr.unwrap());
+    let admin = format!("http://{}", app.admin_addr);
+    for _ in 0..400 {
+        if get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(get(&format!("{admin}/readyz"), None).await.0, StatusCode::OK, "JWKS loaded via discovery");
+
+    // A real token with the right audience and scopes: accepted, identity forwarded.
+    let writer = token(&provider, ("svc-basic", "basic-secret"), "urn:orders", "orders:read orders:write").await;
+    assert_eq!(kid_of(&writer), "key-1");
+    let (status, _, body) = get(&format!("{base}/orders/1"), Some(&writer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = echo.last_headers().unwrap();
+    assert_eq!(seen["x-auth-subject"], "svc-basic");
+    assert_eq!(seen["x-auth-client-id"], "svc-basic");
+    let (status, _, _) =
+        send(Method::POST, &format!("{base}/orders"), &[("authorization", format!("Bearer {writer}"))]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // client_secret_post works the same way.
+    let (status, body) = post_form(
+        &format!("{}/token", provider.issuer),
+        None,
+        "grant_type=client_credentials&resource=urn:orders&scope=orders:read&client_id=svc-post&client_secret=post-secret",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let posted = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(get(&format!("{base}/orders/1"), Some(&posted)).await.0, StatusCode::OK);
+
+    // Wrong audience: a real token for another resource server.
+    let other = token(&provider, ("svc-basic", "basic-secret"), "urn:other", "other:read").await;
+    let (status, _, body) = get(&format!("{base}/orders/1"), Some(&other)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("audience does not match"), "{body}");
+
+    // Missing scope: the read-only client cannot write.
+    let reader = token(&provider, ("svc-readonly", "ro-secret"), "urn:orders", "orders:read").await;
+    assert_eq!(get(&format!("{base}/orders/1"), Some(&reader)).await.0, StatusCode::OK);
+    let (status, headers, _) =
+        send(Method::POST, &format!("{base}/orders"), &[("authorization", format!("Bearer {reader}"))]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+
+    // The provider rotates its signing key and publishes only the new one.
+    let (status, body) = post_form(&format!("{}/__rotate", provider.issuer), None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rotated = token(&provider, ("svc-basic", "basic-secret"), "urn:orders", "orders:read").await;
+    assert_eq!(kid_of(&rotated), "key-2");
+    let (status, _, body) = get(&format!("{base}/orders/1"), Some(&rotated)).await;
+    assert_eq!(status, StatusCode::OK, "rotated key accepted without restart: {body}");
+    // key-1 left the JWKS: its tokens stop verifying, cached or not.
+    assert_eq!(get(&format!("{base}/orders/1"), Some(&writer)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(&format!("{base}/orders/1"), Some(&reader)).await.0, StatusCode::UNAUTHORIZED);
+
+    app.shutdown().await;
+    drop(provider);
+}
