@@ -28,7 +28,11 @@ use tokengate::inbound::verify::Verifier;
 const ISS: &str = "https://idp.bench";
 const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
 
-fn setup() -> (Verifier, KeySnapshot, Vec<(&'static str, String, SigningKey)>) {
+fn setup() -> (
+    Verifier,
+    KeySnapshot,
+    Vec<(&'static str, String, SigningKey)>,
+) {
     let yaml = format!(
         r#"
 inbound:
@@ -48,19 +52,39 @@ inbound:
     claims_to_headers: {{ sub: x-auth-subject }}
 "#
     );
-    let inbound = Config::from_yaml(&yaml, "bench", &|_| None).expect("bench config").inbound.expect("inbound");
-    let verifier = Verifier::new(&inbound.issuers, 8192, inbound.forward.claims_to_headers.clone(), vec![]);
+    let inbound = Config::from_yaml(&yaml, "bench", &|_| None)
+        .expect("bench config")
+        .inbound
+        .expect("inbound");
+    let verifier = Verifier::new(
+        &inbound.issuers,
+        8192,
+        inbound.forward.claims_to_headers.clone(),
+        vec![],
+    );
     let keys = [
         SigningKey::generate(KeyKind::Rs256, "rs"),
         SigningKey::generate(KeyKind::Es256, "es"),
         SigningKey::generate(KeyKind::EdDsa, "ed"),
     ];
-    let jwks = json!({ "keys": keys.iter().map(|k| k.jwk().clone()).collect::<Vec<_>>() }).to_string();
-    let parsed = KeySet::parse(jwks.as_bytes(), &inbound.issuers[0].algorithms, &KeySet::default()).expect("jwks");
+    let jwks =
+        json!({ "keys": keys.iter().map(|k| k.jwk().clone()).collect::<Vec<_>>() }).to_string();
+    let parsed = KeySet::parse(
+        jwks.as_bytes(),
+        &inbound.issuers[0].algorithms,
+        &KeySet::default(),
+    )
+    .expect("jwks");
     let snapshot = KeySnapshot {
         issuers: vec![
-            Arc::new(KeySet { keys: parsed.keys, usable_until: u64::MAX }),
-            Arc::new(KeySet { keys: vec![], usable_until: u64::MAX }),
+            Arc::new(KeySet {
+                keys: parsed.keys,
+                usable_until: u64::MAX,
+            }),
+            Arc::new(KeySet {
+                keys: vec![],
+                usable_until: u64::MAX,
+            }),
         ],
     };
     let now = unix_now();
@@ -81,7 +105,9 @@ fn hs256_token() -> String {
     let now = unix_now();
     let claims = json!({ "iss": "hs-peer", "aud": "orders-api", "sub": "svc-orders", "iat": now, "exp": now + 3600, "scope": "orders:read" });
     sign_with_header(&json!({"alg": "HS256", "typ": "JWT"}), &claims, |m| {
-        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes()), m).as_ref().to_vec()
+        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes()), m)
+            .as_ref()
+            .to_vec()
     })
 }
 
@@ -97,9 +123,15 @@ fn bench(c: &mut Criterion) {
 
     // Cache hit: exactly what Inbound::verified + authorize do for a seen token.
     let cache = TokenCache::new(10_000);
-    let requirements = Requirements { scopes: vec!["orders:read".into()], ..Default::default() };
+    let requirements = Requirements {
+        scopes: vec!["orders:read".into()],
+        ..Default::default()
+    };
     let (_, rs_token, _) = &tokens[0];
-    cache.insert(rs_token, Arc::new(verifier.verify(rs_token, &snapshot, now).expect("valid")));
+    cache.insert(
+        rs_token,
+        Arc::new(verifier.verify(rs_token, &snapshot, now).expect("valid")),
+    );
     c.bench_function("hit/RS256", |b| {
         b.iter(|| {
             let v = cache.get(black_box(rs_token), now).expect("cached");
@@ -110,7 +142,13 @@ fn bench(c: &mut Criterion) {
 
     for (alg, token, key) in &tokens {
         let algorithm: Algorithm = alg.parse().expect("alg");
-        c.bench_function(&format!("miss/{alg}"), |b| b.iter(|| verifier.verify(black_box(token), &snapshot, now).expect("valid")));
+        c.bench_function(&format!("miss/{alg}"), |b| {
+            b.iter(|| {
+                verifier
+                    .verify(black_box(token), &snapshot, now)
+                    .expect("valid")
+            })
+        });
 
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwk().clone()).expect("jwk");
         let decoding = DecodingKey::from_jwk(&jwk).expect("decoding key");
@@ -118,43 +156,77 @@ fn bench(c: &mut Criterion) {
         validation.set_audience(&["orders-api"]);
         validation.set_issuer(&[ISS]);
         c.bench_function(&format!("jsonwebtoken/{alg}"), |b| {
-            b.iter(|| jsonwebtoken::decode::<serde_json::Value>(black_box(token), &decoding, &validation).expect("valid"))
+            b.iter(|| {
+                jsonwebtoken::decode::<serde_json::Value>(black_box(token), &decoding, &validation)
+                    .expect("valid")
+            })
         });
 
         let (message, sig) = split(token);
         let parsed = match key.kind {
             KeyKind::Rs256 => {
-                let n = URL_SAFE_NO_PAD.decode(key.jwk()["n"].as_str().unwrap()).unwrap();
-                let e = URL_SAFE_NO_PAD.decode(key.jwk()["e"].as_str().unwrap()).unwrap();
+                let n = URL_SAFE_NO_PAD
+                    .decode(key.jwk()["n"].as_str().unwrap())
+                    .unwrap();
+                let e = URL_SAFE_NO_PAD
+                    .decode(key.jwk()["e"].as_str().unwrap())
+                    .unwrap();
                 signature::RsaPublicKeyComponents { n: &n, e: &e }
                     .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
                     .unwrap()
             }
             KeyKind::Es256 => {
                 let mut point = vec![4u8];
-                point.extend(URL_SAFE_NO_PAD.decode(key.jwk()["x"].as_str().unwrap()).unwrap());
-                point.extend(URL_SAFE_NO_PAD.decode(key.jwk()["y"].as_str().unwrap()).unwrap());
+                point.extend(
+                    URL_SAFE_NO_PAD
+                        .decode(key.jwk()["x"].as_str().unwrap())
+                        .unwrap(),
+                );
+                point.extend(
+                    URL_SAFE_NO_PAD
+                        .decode(key.jwk()["y"].as_str().unwrap())
+                        .unwrap(),
+                );
                 signature::ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap()
             }
             KeyKind::EdDsa => {
-                let x = URL_SAFE_NO_PAD.decode(key.jwk()["x"].as_str().unwrap()).unwrap();
+                let x = URL_SAFE_NO_PAD
+                    .decode(key.jwk()["x"].as_str().unwrap())
+                    .unwrap();
                 signature::ParsedPublicKey::new(&signature::ED25519, x).unwrap()
             }
         };
-        c.bench_function(&format!("raw/{alg}"), |b| b.iter(|| parsed.verify_sig(black_box(message), black_box(&sig)).expect("valid")));
+        c.bench_function(&format!("raw/{alg}"), |b| {
+            b.iter(|| {
+                parsed
+                    .verify_sig(black_box(message), black_box(&sig))
+                    .expect("valid")
+            })
+        });
     }
 
-    c.bench_function("miss/HS256", |b| b.iter(|| verifier.verify(black_box(&hs), &snapshot, now).expect("valid")));
+    c.bench_function("miss/HS256", |b| {
+        b.iter(|| {
+            verifier
+                .verify(black_box(&hs), &snapshot, now)
+                .expect("valid")
+        })
+    });
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_audience(&["orders-api"]);
     validation.set_issuer(&["hs-peer"]);
     let decoding = DecodingKey::from_secret(SECRET.as_bytes());
     c.bench_function("jsonwebtoken/HS256", |b| {
-        b.iter(|| jsonwebtoken::decode::<serde_json::Value>(black_box(&hs), &decoding, &validation).expect("valid"))
+        b.iter(|| {
+            jsonwebtoken::decode::<serde_json::Value>(black_box(&hs), &decoding, &validation)
+                .expect("valid")
+        })
     });
     let (message, sig) = split(&hs);
     let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
-    c.bench_function("raw/HS256", |b| b.iter(|| hmac::verify(&key, black_box(message), black_box(&sig)).expect("valid")));
+    c.bench_function("raw/HS256", |b| {
+        b.iter(|| hmac::verify(&key, black_box(message), black_box(&sig)).expect("valid"))
+    });
 }
 
 criterion_group! {

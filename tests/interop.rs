@@ -38,9 +38,16 @@ impl Drop for Provider {
 fn start_provider() -> Option<Provider> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let installed = dir.join("node_modules/oidc-provider/package.json").exists();
-    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !node || !installed {
-        let why = if !node { "node is not installed" } else { "run `npm ci --prefix tests/interop` first" };
+        let why = if !node {
+            "node is not installed"
+        } else {
+            "run `npm ci --prefix tests/interop` first"
+        };
         if std::env::var_os("CI").is_some() {
             panic!("interop test cannot run under CI: {why}");
         }
@@ -62,13 +69,20 @@ fn start_provider() -> Option<Provider> {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(Duration::from_secs(30)).expect("provider printed its address");
-    let info: serde_json::Value = serde_json::from_str(&line).expect("provider start-up line is JSON");
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("provider printed its address");
+    let info: serde_json::Value =
+        serde_json::from_str(&line).expect("provider start-up line is JSON");
     let issuer = info["issuer"].as_str().expect("issuer").to_string();
     Some(Provider { child, issuer })
 }
 
-async fn post_form(url: &str, basic: Option<(&str, &str)>, form: &str) -> (StatusCode, serde_json::Value) {
+async fn post_form(
+    url: &str,
+    basic: Option<(&str, &str)>,
+    form: &str,
+) -> (StatusCode, serde_json::Value) {
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(url)
@@ -87,27 +101,42 @@ async fn post_form(url: &str, basic: Option<(&str, &str)>, form: &str) -> (Statu
     .expect("token request failed");
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// A client_credentials access token from the provider (client_secret_basic).
 async fn token(p: &Provider, client: (&str, &str), resource: &str, scope: &str) -> String {
-    let form = format!("grant_type=client_credentials&resource={resource}&scope={}", scope.replace(' ', "+"));
+    let form = format!(
+        "grant_type=client_credentials&resource={resource}&scope={}",
+        scope.replace(' ', "+")
+    );
     let (status, body) = post_form(&format!("{}/token", p.issuer), Some(client), &form).await;
     assert_eq!(status, StatusCode::OK, "token request: {body}");
-    body["access_token"].as_str().expect("access_token").to_string()
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 fn kid_of(jwt: &str) -> String {
     let header = jwt.split('.').next().unwrap();
-    let header: serde_json::Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
     header["kid"].as_str().unwrap_or("").to_string()
 }
 
 #[tokio::test]
 async fn tokengate_accepts_and_rejects_real_oidc_provider_tokens() {
-    let Some(provider) = start_provider() else { return };
+    let Some(provider) = start_provider() else {
+        return;
+    };
     let echo = Echo::start().await.unwrap();
     let yaml = format!(
         r#"admin: {{ listen: "127.0.0.1:0" }}
@@ -130,7 +159,9 @@ inbound:
         issuer = provider.issuer
     );
     let config = Config::from_yaml(&yaml, "interop", &|_| None).unwrap();
-    let app = tokengate::start(&config, CancellationToken::new()).await.unwrap();
+    let app = tokengate::start(&config, CancellationToken::new())
+        .await
+        .unwrap();
     let base = format!("http://{}", app.inbound_addr.unwrap());
     let admin = format!("http://{}", app.admin_addr);
     for _ in 0..400 {
@@ -139,18 +170,32 @@ inbound:
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(get(&format!("{admin}/readyz"), None).await.0, StatusCode::OK, "JWKS loaded via discovery");
+    assert_eq!(
+        get(&format!("{admin}/readyz"), None).await.0,
+        StatusCode::OK,
+        "JWKS loaded via discovery"
+    );
 
     // A real token with the right audience and scopes: accepted, identity forwarded.
-    let writer = token(&provider, ("svc-basic", "basic-secret"), "urn:orders", "orders:read orders:write").await;
+    let writer = token(
+        &provider,
+        ("svc-basic", "basic-secret"),
+        "urn:orders",
+        "orders:read orders:write",
+    )
+    .await;
     assert_eq!(kid_of(&writer), "key-1");
     let (status, _, body) = get(&format!("{base}/orders/1"), Some(&writer)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let seen = echo.last_headers().unwrap();
     assert_eq!(seen["x-auth-subject"], "svc-basic");
     assert_eq!(seen["x-auth-client-id"], "svc-basic");
-    let (status, _, _) =
-        send(Method::POST, &format!("{base}/orders"), &[("authorization", format!("Bearer {writer}"))]).await;
+    let (status, _, _) = send(
+        Method::POST,
+        &format!("{base}/orders"),
+        &[("authorization", format!("Bearer {writer}"))],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
     // client_secret_post works the same way.
@@ -162,32 +207,73 @@ inbound:
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let posted = body["access_token"].as_str().unwrap().to_string();
-    assert_eq!(get(&format!("{base}/orders/1"), Some(&posted)).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&format!("{base}/orders/1"), Some(&posted)).await.0,
+        StatusCode::OK
+    );
 
     // Wrong audience: a real token for another resource server.
-    let other = token(&provider, ("svc-basic", "basic-secret"), "urn:other", "other:read").await;
+    let other = token(
+        &provider,
+        ("svc-basic", "basic-secret"),
+        "urn:other",
+        "other:read",
+    )
+    .await;
     let (status, _, body) = get(&format!("{base}/orders/1"), Some(&other)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("audience does not match"), "{body}");
 
     // Missing scope: the read-only client cannot write.
-    let reader = token(&provider, ("svc-readonly", "ro-secret"), "urn:orders", "orders:read").await;
-    assert_eq!(get(&format!("{base}/orders/1"), Some(&reader)).await.0, StatusCode::OK);
-    let (status, headers, _) =
-        send(Method::POST, &format!("{base}/orders"), &[("authorization", format!("Bearer {reader}"))]).await;
+    let reader = token(
+        &provider,
+        ("svc-readonly", "ro-secret"),
+        "urn:orders",
+        "orders:read",
+    )
+    .await;
+    assert_eq!(
+        get(&format!("{base}/orders/1"), Some(&reader)).await.0,
+        StatusCode::OK
+    );
+    let (status, headers, _) = send(
+        Method::POST,
+        &format!("{base}/orders"),
+        &[("authorization", format!("Bearer {reader}"))],
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(headers["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+    assert!(headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("insufficient_scope"));
 
     // The provider rotates its signing key and publishes only the new one.
     let (status, body) = post_form(&format!("{}/__rotate", provider.issuer), None, "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let rotated = token(&provider, ("svc-basic", "basic-secret"), "urn:orders", "orders:read").await;
+    let rotated = token(
+        &provider,
+        ("svc-basic", "basic-secret"),
+        "urn:orders",
+        "orders:read",
+    )
+    .await;
     assert_eq!(kid_of(&rotated), "key-2");
     let (status, _, body) = get(&format!("{base}/orders/1"), Some(&rotated)).await;
-    assert_eq!(status, StatusCode::OK, "rotated key accepted without restart: {body}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "rotated key accepted without restart: {body}"
+    );
     // key-1 left the JWKS: its tokens stop verifying, cached or not.
-    assert_eq!(get(&format!("{base}/orders/1"), Some(&writer)).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(get(&format!("{base}/orders/1"), Some(&reader)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&format!("{base}/orders/1"), Some(&writer)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&format!("{base}/orders/1"), Some(&reader)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     app.shutdown().await;
     drop(provider);
