@@ -196,7 +196,7 @@ mod tests {
             (
                 Denial::InvalidToken(Reject::UnknownIssuer("evil\"\n".into())).into(),
                 401,
-                Some(format!("{realm}, error=\"invalid_token\", error_description=\"issuer ?evil???n? is not trusted\"")),
+                Some(format!("{realm}, error=\"invalid_token\", error_description=\"issuer ?evil??? is not trusted\"")),
                 "invalid_token",
             ),
             (Denial::InvalidToken(Reject::KeysUnavailable { issuer: 0 }).into(), 503, None, "temporarily_unavailable"),

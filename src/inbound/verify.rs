@@ -24,21 +24,21 @@ pub enum Reject {
     TooLarge(usize),
     #[error("malformed token: {0}")]
     Malformed(&'static str),
-    #[error("algorithm {0:?} is not allowed")]
+    #[error("algorithm {} is not allowed", Shown(.0))]
     AlgNotAllowed(String),
     #[error("token has no iss claim")]
     MissingIssuer,
-    #[error("issuer {0:?} is not trusted")]
+    #[error("issuer {} is not trusted", Shown(.0))]
     UnknownIssuer(String),
-    #[error("no key with kid {kid:?}")]
+    #[error("no key with kid {}", Shown(kid))]
     UnknownKid { issuer: usize, kid: String },
-    #[error("key {0:?} cannot be used with this algorithm")]
+    #[error("key {} cannot be used with this algorithm", Shown(.0))]
     KeyAlgMismatch(String),
     #[error("the issuer's keys are not available")]
     KeysUnavailable { issuer: usize },
     #[error("signature does not verify")]
     BadSignature,
-    #[error("typ {found:?} is not {want:?}")]
+    #[error("typ {} is not {want:?}", Shown(found))]
     WrongType { found: String, want: String },
     #[error("token has no exp claim")]
     MissingExp,
@@ -77,6 +77,29 @@ impl Reject {
             Reject::TooOld { .. } => "too_old",
             Reject::WrongAudience => "wrong_audience",
         }
+    }
+}
+
+/// Displays a value taken from a token (so: attacker-controlled) for logs and
+/// error descriptions: quoted, printable ASCII only, at most 64 characters.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars().take(64) {
+            let printable = c.is_ascii_graphic() || c == ' ';
+            let c = if printable && c != '"' && c != '\\' {
+                c
+            } else {
+                '?'
+            };
+            write!(f, "{c}")?;
+        }
+        if self.0.chars().count() > 64 {
+            f.write_str("…")?;
+        }
+        f.write_str("\"")
     }
 }
 

@@ -325,6 +325,23 @@ fn rejections() {
 }
 
 #[test]
+fn token_supplied_values_are_escaped_and_bounded_in_messages() {
+    let r = Reject::UnknownIssuer(format!("evil\"\n\u{1b}[31m{}", "x".repeat(100)));
+    let text = r.to_string();
+    assert!(text.starts_with("issuer \"evil???[31mxxx"), "{text}");
+    assert!(text.ends_with("…\" is not trusted"), "{text}");
+    assert!(!text.contains('\n') && !text.contains('\u{1b}'));
+    assert_eq!(
+        Reject::UnknownKid {
+            issuer: 0,
+            kid: "k1".into()
+        }
+        .to_string(),
+        "no key with kid \"k1\""
+    );
+}
+
+#[test]
 fn leeway_is_honoured_at_the_edges() {
     for (extra, ok) in [
         (json!({"exp": NOW - 30}), true),
