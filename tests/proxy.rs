@@ -222,3 +222,107 @@ async fn protocol_upgrades_pass_through() {
     assert_eq!(&echoed, b"ping over the tunnel");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn tls_listener_serves_h2_and_http1_via_alpn() {
+    use hyper::client::conn::{http1, http2};
+    use rustls::pki_types::ServerName;
+    use std::sync::Arc;
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir();
+    let cert_file = dir.join(format!("tokengate-{}-tls.crt", std::process::id()));
+    let key_file = dir.join(format!("tokengate-{}-tls.key", std::process::id()));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "k")],
+        "",
+        &format!(
+            "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}",
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .await;
+    s.ready().await;
+    let addr = s.app.as_ref().unwrap().inbound_addr.unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let token = s.issuer.mint(json!({ "scope": "orders:read" }));
+
+    for alpn in ["h2", "http/1.1"] {
+        let mut config = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::aws_lc_rs::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn.as_bytes()));
+        let req = Request::get(format!("https://localhost/orders/{alpn}"))
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let status = if alpn == "h2" {
+            let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            sender.send_request(req).await.unwrap().status()
+        } else {
+            let (mut sender, conn) = http1::handshake(TokioIo::new(tls)).await.unwrap();
+            tokio::spawn(conn);
+            sender.send_request(req).await.unwrap().status()
+        };
+        assert_eq!(status, StatusCode::OK, "{alpn}");
+        assert_eq!(s.echo.last_headers().unwrap()["x-forwarded-proto"], "https");
+    }
+    // A plaintext request on the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await;
+    assert!(
+        !buf.starts_with(b"HTTP/1.1 200"),
+        "plaintext must not be served on the TLS port"
+    );
+    assert_eq!(s.echo.hits(), 2);
+    let _ = std::fs::remove_file(cert_file);
+    let _ = std::fs::remove_file(key_file);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn clients_that_stall_while_sending_headers_are_disconnected() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "k")],
+        "",
+        "timeouts: { header_read: 300ms }",
+    )
+    .await;
+    s.ready().await;
+    let mut conn = TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    conn.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap(); // never finishes
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was closed by the server");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(s.echo.hits(), 0);
+    s.stop().await;
+}
