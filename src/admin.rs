@@ -5,6 +5,7 @@ use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::server::Handler;
 use crate::upstream::{full, Body, Downstream};
+use crate::Swap;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -12,12 +13,12 @@ use std::sync::Arc;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
-    pub inbound: Option<Arc<Inbound>>,
+    pub inbound: Option<Arc<Swap<Inbound>>>,
 }
 
 impl Admin {
     pub fn is_ready(&self) -> bool {
-        self.inbound.as_ref().is_none_or(|i| i.is_ready())
+        self.inbound.as_ref().is_none_or(|i| i.current().is_ready())
     }
 }
 

@@ -126,17 +126,49 @@ async fn run(path: &Path) -> ExitCode {
         );
     }
     let shutdown = CancellationToken::new();
-    let app = match crate::start(&config, shutdown.clone()).await {
+    let mut app = match crate::start(&config, shutdown.clone()).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("tokengate: cannot start: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+            let stop = cancel_on_signal(shutdown.clone());
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    () = &mut stop => break,
+                    _ = hangup.recv() => reload(&mut app, path).await,
+                }
+            }
+        } else {
+            cancel_on_signal(shutdown).await;
+        }
+    }
+    #[cfg(not(unix))]
     cancel_on_signal(shutdown).await;
     tracing::info!("shutting down: draining in-flight requests");
     app.wait().await;
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: re-read and validate the file; an invalid one is rejected and the
+/// running config keeps serving.
+async fn reload(app: &mut crate::App, path: &Path) {
+    match Config::load(path) {
+        Err(e) => tracing::error!(
+            "reload rejected, keeping the running config: {}",
+            e.one_line()
+        ),
+        Ok(config) => match app.reload(config).await {
+            Ok(()) => tracing::info!("config reloaded"),
+            Err(e) => tracing::error!("reload rejected, keeping the running config: {e}"),
+        },
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C, cancelling `shutdown`.

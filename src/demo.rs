@@ -475,7 +475,7 @@ pub async fn run_demo(shutdown: CancellationToken) -> Result<(), String> {
     let app = crate::start(&config, shutdown.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let guard = app.inbound.clone().ok_or("demo config has no inbound")?;
+    let guard = app.inbound().ok_or("demo config has no inbound")?;
     for _ in 0..100 {
         if guard.is_ready() {
             break;

@@ -40,12 +40,21 @@ pub struct App {
     pub admin_addr: SocketAddr,
     pub inbound_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    pub inbound: Option<Arc<Inbound>>,
+    inbound: Option<Arc<Swap<Inbound>>>,
+    /// Cancels the current inbound generation's background work (JWKS refresh).
+    inbound_work: CancellationToken,
+    /// The config the listeners were bound with.
+    config: Config,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
 
 impl App {
+    /// The inbound guard currently serving.
+    pub fn inbound(&self) -> Option<Arc<Inbound>> {
+        self.inbound.as_ref().map(|s| s.current())
+    }
+
     /// Stops accepting and drains; returns when every listener has finished.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
@@ -56,6 +65,84 @@ impl App {
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
+
+    /// Replaces the inbound guard with one built from `config` once its keys have
+    /// loaded; requests in flight finish on the old one. Listener changes need a
+    /// restart; on any error the current guard keeps serving.
+    pub async fn reload(&mut self, config: Config) -> Result<(), StartError> {
+        let (Some(swap), Some(old), Some(new)) =
+            (&self.inbound, &self.config.inbound, &config.inbound)
+        else {
+            return Err(StartError(
+                "adding or removing the inbound section needs a restart".into(),
+            ));
+        };
+        if old.listen != new.listen
+            || old.tls.is_some() != new.tls.is_some()
+            || self.config.admin.listen != config.admin.listen
+        {
+            return Err(StartError(
+                "listen addresses or TLS changed: restart to apply".into(),
+            ));
+        }
+        let client = upstream::http_client(new.timeouts.upstream_connect).map_err(StartError)?;
+        let guard = Inbound::new(new, client, self.metrics.clone()).map_err(StartError)?;
+        let work = self.shutdown.child_token();
+        guard.jwks().spawn_refreshers(work.clone());
+        let deadline = new
+            .issuers
+            .iter()
+            .map(|i| i.jwks_cache.fetch_timeout)
+            .max()
+            .unwrap_or_default()
+            * 3;
+        let started = tokio::time::Instant::now();
+        while !guard.is_ready() {
+            if started.elapsed() > deadline {
+                work.cancel();
+                return Err(StartError(
+                    "the new config's keys did not load; keeping the current one".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        swap.replace(guard);
+        std::mem::replace(&mut self.inbound_work, work).cancel();
+        self.config = config;
+        Ok(())
+    }
+}
+
+/// A handler that can be replaced while serving: each request runs on the one
+/// current when it arrived.
+pub struct Swap<H> {
+    current: tokio::sync::watch::Sender<Arc<H>>,
+}
+
+impl<H> Swap<H> {
+    pub fn new(handler: Arc<H>) -> Self {
+        Swap {
+            current: tokio::sync::watch::Sender::new(handler),
+        }
+    }
+
+    pub fn current(&self) -> Arc<H> {
+        self.current.borrow().clone()
+    }
+
+    pub fn replace(&self, handler: Arc<H>) {
+        self.current.send_replace(handler);
+    }
+}
+
+impl<H: server::Handler> server::Handler for Swap<H> {
+    async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+        from: upstream::Downstream,
+    ) -> hyper::Response<upstream::Body> {
+        self.current().handle(req, from).await
+    }
 }
 
 /// Binds every listener and starts background work. Listening on port 0 is
@@ -65,6 +152,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let mut tasks = JoinSet::new();
     let mut inbound_addr = None;
     let mut inbound = None;
+    let inbound_work = shutdown.child_token();
     if let Some(cfg) = &config.inbound {
         let client = upstream::http_client(cfg.timeouts.upstream_connect).map_err(StartError)?;
         let guard = Inbound::new(cfg, client, metrics.clone()).map_err(StartError)?;
@@ -80,14 +168,15 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
                 .local_addr()
                 .map_err(|e| StartError(e.to_string()))?,
         );
-        guard.jwks().spawn_refreshers(shutdown.clone());
+        guard.jwks().spawn_refreshers(inbound_work.clone());
         let opts = ServeOptions {
             header_read_timeout: cfg.timeouts.header_read,
             max_header_bytes: cfg.limits.max_header_bytes,
             drain: cfg.timeouts.drain,
         };
-        tasks.spawn(serve(listener, tls, opts, guard.clone(), shutdown.clone()));
-        inbound = Some(guard);
+        let swap = Arc::new(Swap::new(guard));
+        tasks.spawn(serve(listener, tls, opts, swap.clone(), shutdown.clone()));
+        inbound = Some(swap);
     }
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
@@ -112,6 +201,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         inbound_addr,
         metrics,
         inbound,
+        inbound_work,
+        config: config.clone(),
         shutdown,
         tasks,
     })

@@ -272,3 +272,96 @@ async fn demo_shows_a_401_a_200_and_a_403() {
         .unwrap();
     assert_eq!(code, 0);
 }
+
+/// Sends SIGHUP to a child we started.
+fn hangup(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+// Multi-threaded: the log reader below blocks, and the in-process issuer must keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_valid_config_and_rejects_an_invalid_one() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "");
+    let config = temp_file("reload.yaml", &yaml);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = line_rx.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line containing {needle:?}");
+    };
+    let started = wait_for("inbound=");
+    let base = format!(
+        "http://{}",
+        started
+            .split("inbound=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let token = issuer.mint(json!({ "scope": "items:read" }));
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..200 {
+        status = get(&format!("{base}/items/1"), Some(&token)).await.0;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+
+    // Valid change: /items now needs a scope the token lacks.
+    std::fs::write(&config, yaml.replace("items:read", "items:admin")).unwrap();
+    hangup(&child);
+    wait_for("config reloaded");
+    assert_eq!(
+        get(&format!("{base}/items/1"), Some(&token)).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Invalid change: rejected, the running config keeps serving.
+    std::fs::write(&config, yaml.replace("audiences:", "audience:")).unwrap();
+    hangup(&child);
+    let rejected = wait_for("reload rejected");
+    assert!(
+        rejected.contains("inbound.issuers[0].audience"),
+        "{rejected}"
+    );
+    assert_eq!(
+        get(&format!("{base}/items/1"), Some(&token)).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    terminate(&child);
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+}

@@ -30,7 +30,7 @@ async fn guard_for(upstream: &str, inbound_extra: &str) -> (DevIssuer, tokengate
     let app = tokengate::start(&config, CancellationToken::new())
         .await
         .unwrap();
-    let guard = app.inbound.clone().unwrap();
+    let guard = app.inbound().unwrap();
     for _ in 0..200 {
         if guard.is_ready() {
             break;

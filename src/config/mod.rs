@@ -219,6 +219,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl ConfigError {
+    /// All errors on one line, for log records.
+    pub fn one_line(&self) -> String {
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        format!("{}: {}", self.file, errors.join("; "))
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
