@@ -176,10 +176,12 @@ impl Jwks {
             return false;
         }
         *last = Some(Instant::now());
-        let _ = self.fetch_and_publish(idx).await;
+        let fetched = self.fetch_and_publish(idx).await.is_ok();
         drop(last);
         let known = self.knows(idx, kid);
-        if !known {
+        // Only a successful fetch proves the kid unknown; after a failed one the
+        // cooldown alone throttles retries.
+        if fetched && !known {
             state.unknown_kids.insert(kid.into(), ());
         }
         known
