@@ -122,11 +122,15 @@ impl Upstream {
         })
     }
 
-    /// Sends `req` upstream and returns the answer (streamed). Upgrades are spliced.
+    /// Sends `req` upstream and returns the answer (streamed). The caller has
+    /// already removed hop-by-hop headers with [`strip_hop_by_hop`] (before adding
+    /// any header of its own, so `Connection` cannot name those away) and passes
+    /// the requested `upgrade`, which is spliced through on a 101.
     pub async fn forward(
         &self,
         req: Request<Incoming>,
         from: Downstream,
+        upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -135,7 +139,6 @@ impl Upstream {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let upgrade = strip_hop_by_hop(&mut parts.headers);
         if let Some(proto) = &upgrade {
             parts
                 .headers

@@ -601,3 +601,68 @@ async fn oversized_token_is_rejected_unparsed() {
     assert!(body.contains("token exceeds 1024 bytes"), "{body}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn path_and_header_tricks_cannot_bypass_rules_or_touch_identity() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "rs-1")],
+        "",
+        "forward:\n  claims_to_headers: { sub: x-auth-subject }",
+    )
+    .await;
+    s.ready().await;
+    // Paths an app may normalize into a protected route are refused outright.
+    for path in [
+        "/public/../orders/1",
+        "/public/%2e%2e/orders/1",
+        "/%6frders/1",
+        "//orders/1",
+        "/public;x/../orders",
+    ] {
+        let (status, _, body) = s.get(path, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+    assert_eq!(s.echo.hits(), 0);
+
+    // `Connection` cannot name the injected identity header away…
+    let token = s
+        .issuer
+        .mint(json!({ "sub": "alice", "scope": "orders:read" }));
+    let (status, _, _) = send(
+        Method::GET,
+        &format!("{}/orders/1", s.base),
+        &[
+            ("authorization", format!("Bearer {token}")),
+            ("connection", "x-auth-subject".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.echo.last_headers().unwrap()["x-auth-subject"], "alice");
+
+    // …and an underscore spelling of it never reaches the app.
+    let (status, _, _) = send(
+        Method::GET,
+        &format!("{}/public/x", s.base),
+        &[("x_auth_subject", "root".into())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s
+        .echo
+        .last_headers()
+        .unwrap()
+        .get("x_auth_subject")
+        .is_none());
+
+    // Two Host headers are ambiguous: 400.
+    let (status, _, _) = send(
+        Method::GET,
+        &format!("{}/public/x", s.base),
+        &[("host", "a.example".into()), ("host", "b.example".into())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(s.echo.hits(), 2);
+    s.stop().await;
+}

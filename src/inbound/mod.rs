@@ -13,13 +13,13 @@ use crate::config::{InboundConfig, Mode};
 use crate::error::{error_response, Denial, Failure, ProxyError};
 use crate::metrics::Metrics;
 use crate::server::Handler;
-use crate::upstream::{header_bytes, Body, Downstream, HttpClient, Upstream};
+use crate::upstream::{header_bytes, strip_hop_by_hop, Body, Downstream, HttpClient, Upstream};
 use cache::TokenCache;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION, HOST};
 use hyper::{Request, Response};
 use jwks::{unix_now, Jwks};
-use policy::{find_rule, Access, Requirements, RouteRule, Shortfall};
+use policy::{canonical_path, find_rule, Access, Requirements, RouteRule, Shortfall};
 use prometheus::{Histogram, IntCounter};
 use std::sync::Arc;
 use std::time::Instant;
@@ -126,9 +126,18 @@ impl Inbound {
         if header_bytes(req.headers()) > self.max_header_bytes {
             return ("none", Err(ProxyError::HeadersTooLarge.into()));
         }
-        for h in &self.identity_headers {
-            req.headers_mut().remove(h);
+        if req.headers().get_all(HOST).iter().nth(1).is_some() {
+            return (
+                "none",
+                Err(ProxyError::BadRequest("more than one Host header").into()),
+            );
         }
+        if let Err(why) = canonical_path(req.uri().path()) {
+            return ("none", Err(ProxyError::BadRequest(why).into()));
+        }
+        // Hop-by-hop first: nothing added below can then be named away by `Connection`.
+        let upgrade = strip_hop_by_hop(req.headers_mut());
+        strip_identity_headers(req.headers_mut(), &self.identity_headers);
         let rule = find_rule(
             &self.rules,
             req.method(),
@@ -177,7 +186,7 @@ impl Inbound {
         (
             route,
             self.upstream
-                .forward(req, from)
+                .forward(req, from, upgrade)
                 .await
                 .map_err(Failure::from),
         )
@@ -253,6 +262,31 @@ impl Handler for Inbound {
             .inc();
         self.duration.observe(started.elapsed().as_secs_f64());
         resp
+    }
+}
+
+/// PURE: removes the identity headers a caller may have sent, including
+/// underscore spellings (`X_Auth_Subject`) that CGI-style servers read as the same name.
+fn strip_identity_headers(headers: &mut HeaderMap, identity: &[HeaderName]) {
+    for h in identity {
+        headers.remove(h);
+    }
+    if headers.keys().any(|k| k.as_str().contains('_')) {
+        let same = |k: &HeaderName, h: &HeaderName| {
+            k.as_str().len() == h.as_str().len()
+                && k.as_str()
+                    .bytes()
+                    .zip(h.as_str().bytes())
+                    .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+        };
+        let spoofs: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| identity.iter().any(|h| same(k, h)))
+            .cloned()
+            .collect();
+        for s in spoofs {
+            headers.remove(s);
+        }
     }
 }
 
@@ -339,6 +373,31 @@ mod tests {
             }
             assert_eq!(bearer_token(&h), want, "{values:?}");
         }
+    }
+
+    #[test]
+    fn identity_headers_and_their_underscore_spellings_are_stripped() {
+        let identity = [
+            HeaderName::from_static("x-auth-subject"),
+            HeaderName::from_static("x-auth-roles"),
+        ];
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-auth-subject", "a"),
+            ("x_auth_subject", "b"),
+            ("x_auth-roles", "c"),
+            ("x_other", "d"),
+            ("x-auth-subjectx", "e"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        strip_identity_headers(&mut h, &identity);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["x-auth-subjectx", "x_other"]);
     }
 
     #[test]

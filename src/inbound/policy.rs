@@ -89,6 +89,51 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
     }
 }
 
+/// PURE: accepts only paths whose meaning cannot differ between tokengate and
+/// the app behind it, so a rule cannot be sidestepped by spelling: no dot
+/// segments, no empty segments (`//`), no `\\` or `;` (path parameters), no
+/// percent-encoded unreserved characters, slashes, backslashes or NUL.
+pub fn canonical_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("request target is not an absolute path");
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err("backslash in path"),
+            b';' => return Err("path parameters (;) are not accepted"),
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).and_then(|b| hex(*b)),
+                    bytes.get(i + 2).and_then(|b| hex(*b)),
+                ) else {
+                    return Err("bad percent-encoding in path");
+                };
+                let decoded = (hi * 16 + lo) as u8;
+                if decoded.is_ascii_alphanumeric() || b"-._~/\\\0".contains(&decoded) {
+                    return Err("percent-encoded character that must be sent literally (or never)");
+                }
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    for (n, segment) in segments.iter().enumerate() {
+        if *segment == "." || *segment == ".." {
+            return Err("dot segment in path");
+        }
+        if segment.is_empty() && n + 1 < segments.len() {
+            return Err("empty path segment (//)");
+        }
+    }
+    Ok(())
+}
+
 /// First rule that matches, or `None` (deny).
 pub fn find_rule<'a>(
     rules: &'a [RouteRule],
@@ -164,6 +209,51 @@ mod tests {
                 want,
                 "prefix {prefix} path {path}"
             );
+        }
+    }
+
+    #[test]
+    fn only_canonical_paths_are_matched() {
+        let ok = [
+            "/",
+            "/items",
+            "/items/",
+            "/items/42",
+            "/a%20b",
+            "/q%3Ax",
+            "/caf%C3%A9",
+            "/.well-known/x",
+            "/a..b",
+            "/v1.2/x",
+        ];
+        for path in ok {
+            assert_eq!(canonical_path(path), Ok(()), "{path}");
+        }
+        let bad = [
+            "",
+            "*",
+            "items",
+            "/healthz/../orders",
+            "/healthz/..",
+            "/./orders",
+            "/orders/.",
+            "//admin",
+            "/a//b",
+            "/%61dmin",
+            "/healthz/%2e%2e/orders",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a%00",
+            "/a%7e",
+            "/admin;x",
+            "/a\\b",
+            "/a%",
+            "/a%4",
+            "/a%zz",
+        ];
+        for path in bad {
+            assert!(canonical_path(path).is_err(), "{path} must be rejected");
         }
     }
 
