@@ -134,7 +134,9 @@ fn bench(c: &mut Criterion) {
     );
     c.bench_function("hit/RS256", |b| {
         b.iter(|| {
-            let v = cache.get(black_box(rs_token), now).expect("cached");
+            let v = cache
+                .get(black_box(rs_token), &snapshot, now)
+                .expect("cached");
             requirements.check(&v).expect("scope");
             v
         })

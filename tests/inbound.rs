@@ -463,6 +463,8 @@ async fn keys_past_the_stale_bound_stop_serving() {
         get(&format!("{}/readyz", s.admin), None).await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Only that issuer's tokens are affected: anonymous routes keep serving.
+    assert_eq!(s.get("/public/x", None).await.0, StatusCode::OK);
     s.stop().await;
 }
 

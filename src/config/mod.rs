@@ -100,11 +100,13 @@ pub struct JwksCachePolicy {
     pub min_refresh: Duration,
     /// Upper bound on `max-age`; default 1h.
     pub max_refresh: Duration,
-    /// How long the last good key set keeps serving while the IdP is unreachable; default 6h.
+    /// How long the last good key set keeps serving once a refresh is due and the IdP
+    /// cannot be reached; default 6h.
     pub stale_if_error: Duration,
     /// At most one unknown-kid refetch per this period; default 5s.
     pub refetch_cooldown: Duration,
-    /// How long a kid that was still unknown after a refetch is remembered; default 5m.
+    /// How long a kid that was still unknown after a refetch is remembered (cleared by
+    /// any successful fetch); default 60s.
     pub unknown_kid_ttl: Duration,
     /// Per-fetch timeout; default 5s.
     pub fetch_timeout: Duration,
@@ -118,7 +120,7 @@ impl Default for JwksCachePolicy {
             max_refresh: Duration::from_secs(3600),
             stale_if_error: Duration::from_secs(6 * 3600),
             refetch_cooldown: Duration::from_secs(5),
-            unknown_kid_ttl: Duration::from_secs(300),
+            unknown_kid_ttl: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(5),
         }
     }

@@ -3,6 +3,7 @@
 //! possible for the exact bytes that verified; a hit is re-checked for expiry
 //! and for its key still being published.
 
+use super::keys::KeySnapshot;
 use super::verify::VerifiedToken;
 use moka::sync::Cache;
 use moka::Expiry;
@@ -13,7 +14,7 @@ pub struct TokenCache {
     inner: Option<Cache<Box<str>, Arc<VerifiedToken>>>,
 }
 
-/// Evicts each entry when its token expires (plus leeway handled on read).
+/// Evicts each entry once its verification no longer holds (`valid_until`).
 struct UntilExp;
 
 impl Expiry<Box<str>, Arc<VerifiedToken>> for UntilExp {
@@ -27,7 +28,7 @@ impl Expiry<Box<str>, Arc<VerifiedToken>> for UntilExp {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Some(Duration::from_secs(
-            token.exp.saturating_sub(now).saturating_add(1),
+            token.valid_until.saturating_sub(now).saturating_add(1),
         ))
     }
 }
@@ -44,16 +45,21 @@ impl TokenCache {
         TokenCache { inner }
     }
 
-    /// A still-current verification of exactly `token`.
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<VerifiedToken>> {
+    /// A verification of exactly `token` that still holds at `now`: not past its
+    /// `valid_until`, its key still published, and its issuer's keys not past their
+    /// stale bound in `keys`.
+    pub fn get(&self, token: &str, keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
         let cache = self.inner.as_ref()?;
         let hit = cache.get(token)?;
-        if hit.is_current(now) {
-            Some(hit)
-        } else {
+        if !hit.is_current(now) {
             cache.invalidate(token);
-            None
+            return None;
         }
+        // Stale keys may come back; keep the entry but do not use it meanwhile.
+        keys.issuers
+            .get(hit.issuer)
+            .is_some_and(|s| s.is_usable(now))
+            .then_some(hit)
     }
 
     pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {

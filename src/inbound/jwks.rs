@@ -111,14 +111,19 @@ impl Jwks {
         self.snapshot.subscribe()
     }
 
-    /// Every issuer has a usable key set.
+    /// Every issuer's keys have loaded at least once (requests are served from then on).
+    pub fn is_loaded(&self) -> bool {
+        self.snapshot.borrow().issuers.iter().all(|s| s.is_loaded())
+    }
+
+    /// Every issuer has a usable, not-too-stale key set (`/readyz`).
     pub fn is_ready(&self) -> bool {
         let now = unix_now();
         self.snapshot
             .borrow()
             .issuers
             .iter()
-            .all(|s| s.is_loaded() && now <= s.usable_until)
+            .all(|s| s.is_usable(now))
     }
 
     /// Starts one background refresher per JWKS issuer.
@@ -209,7 +214,10 @@ impl Jwks {
             }
             let next = KeySet {
                 keys: parsed.keys,
-                usable_until: unix_now().saturating_add(state.policy.stale_if_error.as_secs()),
+                // Fresh until the next refresh is due, then stale-if-error for the configured bound.
+                usable_until: unix_now()
+                    .saturating_add(refresh_after(max_age, &state.policy).as_secs())
+                    .saturating_add(state.policy.stale_if_error.as_secs()),
             };
             for gone in previous.removed_in(&next) {
                 tracing::info!(issuer = %state.name, kid = gone.kid.as_deref().unwrap_or("-"), "key removed from JWKS");
@@ -217,6 +225,8 @@ impl Jwks {
             }
             let count = next.keys.len();
             let next = Arc::new(next);
+            // New keys: kids remembered as unknown may exist now.
+            state.unknown_kids.invalidate_all();
             self.snapshot.send_modify(|snap| {
                 let mut updated = (**snap).clone();
                 updated.issuers[idx] = next;

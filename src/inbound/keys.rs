@@ -210,6 +210,11 @@ impl KeySet {
         self.usable_until > 0
     }
 
+    /// Loaded and not past its stale bound at `now`.
+    pub fn is_usable(&self, now: u64) -> bool {
+        self.is_loaded() && now <= self.usable_until
+    }
+
     /// Key by `kid`: a linear scan, faster than hashing for the handful of keys a JWKS holds.
     pub fn by_kid(&self, kid: &str) -> Option<&Arc<VerifyKey>> {
         self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))

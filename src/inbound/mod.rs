@@ -120,7 +120,9 @@ impl Inbound {
         mut req: Request<Incoming>,
         from: Downstream,
     ) -> (&str, Result<Response<Body>, Failure>) {
-        if !self.jwks.is_ready() {
+        // Until keys first load nothing is served; after that, keys past their stale
+        // bound fail only their own issuer's tokens (503 from the verifier).
+        if !self.jwks.is_loaded() {
             return ("none", Err(ProxyError::NotReady.into()));
         }
         if header_bytes(req.headers()) > self.max_header_bytes {
@@ -217,12 +219,13 @@ impl Inbound {
     /// key refetch if it names an unknown kid).
     async fn verified(&self, token: &str) -> Result<Arc<VerifiedToken>, Reject> {
         let now = unix_now();
-        if let Some(hit) = self.cache.get(token, now) {
+        let keys = self.jwks.snapshot();
+        if let Some(hit) = self.cache.get(token, &keys, now) {
             self.cache_hits.inc();
             return Ok(hit);
         }
         self.cache_misses.inc();
-        let verified = match self.verifier.verify(token, &self.jwks.snapshot(), now) {
+        let verified = match self.verifier.verify(token, &keys, now) {
             Err(Reject::UnknownKid { issuer, kid }) => {
                 if !self.jwks.refresh_for_unknown_kid(issuer, &kid).await {
                     return Err(Reject::UnknownKid { issuer, kid });

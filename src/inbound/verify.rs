@@ -32,6 +32,8 @@ pub enum Reject {
     UnknownIssuer(String),
     #[error("no key with kid {}", Shown(kid))]
     UnknownKid { issuer: usize, kid: String },
+    #[error("token has no kid and the issuer has no single key for its algorithm")]
+    MissingKid,
     #[error("key {} cannot be used with this algorithm", Shown(.0))]
     KeyAlgMismatch(String),
     #[error("the issuer's keys are not available")]
@@ -66,7 +68,7 @@ impl Reject {
             Reject::Malformed(_) | Reject::CriticalHeader | Reject::BadClaim(..) => "malformed",
             Reject::AlgNotAllowed(_) => "alg_not_allowed",
             Reject::MissingIssuer | Reject::UnknownIssuer(_) => "unknown_issuer",
-            Reject::UnknownKid { .. } => "unknown_kid",
+            Reject::UnknownKid { .. } | Reject::MissingKid => "unknown_kid",
             Reject::KeyAlgMismatch(_) => "key_alg_mismatch",
             Reject::KeysUnavailable { .. } => "keys_unavailable",
             Reject::BadSignature => "bad_signature",
@@ -119,7 +121,9 @@ pub struct VerifiedToken {
     /// Index of the issuer in the config.
     pub issuer: usize,
     pub exp: u64,
-    leeway: u64,
+    /// Last second (inclusive) this verification holds: `exp`, or `iat +
+    /// max_token_age` when sooner, plus leeway. Cache hits are checked against it.
+    pub valid_until: u64,
     scopes: Box<[Box<str>]>,
     /// Only the claims some rule compares.
     claims: Box<[(Box<str>, Value)]>,
@@ -132,8 +136,7 @@ pub struct VerifiedToken {
 impl VerifiedToken {
     /// Still good at `now`: not expired and its key still published.
     pub fn is_current(&self, now: u64) -> bool {
-        now <= self.exp.saturating_add(self.leeway)
-            && self.key.as_ref().is_none_or(|k| !k.is_retired())
+        now <= self.valid_until && self.key.as_ref().is_none_or(|k| !k.is_retired())
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
@@ -156,7 +159,7 @@ impl VerifiedToken {
         VerifiedToken {
             issuer,
             exp: u64::MAX,
-            leeway: 0,
+            valid_until: u64::MAX,
             scopes: scopes.iter().map(|s| (*s).into()).collect(),
             claims: claims
                 .iter()
@@ -342,7 +345,7 @@ impl Verifier {
                 .issuers
                 .get(idx)
                 .ok_or(Reject::KeysUnavailable { issuer: idx })?;
-            if !set.is_loaded() || now > set.usable_until {
+            if !set.is_usable(now) {
                 return Err(Reject::KeysUnavailable { issuer: idx });
             }
             let key = match header.kid.as_deref() {
@@ -356,12 +359,15 @@ impl Verifier {
                     }
                     key.verify(alg, message, sig).then_some(key)
                 }
-                // No kid: any published key of the right type may have signed it.
-                None => set
-                    .keys
-                    .iter()
-                    .filter(|k| k.supports(alg))
-                    .find(|k| k.verify(alg, message, sig)),
+                // No kid: only unambiguous when exactly one key fits the alg
+                // (one signature check, whatever the JWKS size).
+                None => {
+                    let mut fitting = set.keys.iter().filter(|k| k.supports(alg));
+                    match (fitting.next(), fitting.next()) {
+                        (Some(key), None) => key.verify(alg, message, sig).then_some(key),
+                        _ => return Err(Reject::MissingKid),
+                    }
+                }
             };
             Some(key.ok_or(Reject::BadSignature)?.clone())
         };
@@ -414,8 +420,10 @@ impl Verifier {
             }
             trace.pass("iat", format_args!("{iat}"));
         }
+        let mut valid_until = exp.saturating_add(leeway);
         if let Some(max_age) = policy.max_age {
             let iat = iat.ok_or(Reject::TooOld { iat: 0, max_age })?;
+            valid_until = valid_until.min(iat.saturating_add(max_age).saturating_add(leeway));
             if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
                 return Err(Reject::TooOld { iat, max_age });
             }
@@ -458,7 +466,7 @@ impl Verifier {
         Ok(VerifiedToken {
             issuer: idx,
             exp,
-            leeway,
+            valid_until,
             scopes,
             claims: rule_claims,
             identity,

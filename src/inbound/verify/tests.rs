@@ -390,6 +390,18 @@ fn optional_checks_typ_and_max_age() {
             max_age: 3600
         })
     );
+    // A verification made while young stops holding when the token gets too old, even
+    // though exp is far away: cache hits are checked against valid_until.
+    let young = v
+        .verify(
+            &rs(json!({"iat": NOW - 60, "exp": NOW + 86_400})),
+            &snap,
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(young.valid_until, NOW - 60 + 3600 + 30);
+    assert!(young.is_current(NOW + 3000));
+    assert!(!young.is_current(NOW + 3600));
 }
 
 #[test]
@@ -411,11 +423,25 @@ fn keys_must_be_loaded_and_fresh() {
 }
 
 #[test]
-fn token_without_kid_tries_every_key_of_its_type() {
+fn token_without_kid_needs_exactly_one_fitting_key() {
     let token = sign_with_header(&json!({"alg": "ES256"}), &claims(json!({})), |m| {
         fixture().ec.sign_raw(m)
     });
-    assert!(check(&token).is_ok());
+    assert!(check(&token).is_ok(), "one EC key published: unambiguous");
+    let second_ec = SigningKey::generate(KeyKind::Es256, "ec-2");
+    let jwks = json!({ "keys": [fixture().ec.jwk(), second_ec.jwk()] }).to_string();
+    let keys = KeySet::parse(jwks.as_bytes(), &[Algorithm::ES256], &KeySet::default())
+        .unwrap()
+        .keys;
+    let mut snap = snapshot();
+    snap.issuers[0] = Arc::new(KeySet {
+        keys,
+        usable_until: NOW + 3600,
+    });
+    assert_eq!(
+        verifier_with("").verify(&token, &snap, NOW).map(|_| ()),
+        Err(Reject::MissingKid)
+    );
 }
 
 #[test]
