@@ -285,6 +285,7 @@ fn small_server() -> ServeOptions {
         header_read_timeout: Duration::from_secs(5),
         max_header_bytes: 64 * 1024,
         drain: Duration::from_millis(200),
+        max_connections: 1024,
     }
 }
 

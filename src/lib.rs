@@ -22,7 +22,7 @@ use admin::Admin;
 use config::Config;
 use inbound::Inbound;
 use metrics::Metrics;
-use server::{serve, ServeOptions};
+use server::{serve, CertStore, ServeOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,8 @@ pub struct App {
     inbound_work: CancellationToken,
     /// The config the listeners were bound with.
     config: Config,
+    /// The inbound listener's certificate, when it serves TLS.
+    cert_store: Option<Arc<CertStore>>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -80,10 +82,17 @@ impl App {
         if old.listen != new.listen
             || old.tls.is_some() != new.tls.is_some()
             || self.config.admin.listen != config.admin.listen
+            || serve_options(old) != serve_options(new)
         {
             return Err(StartError(
-                "listen addresses or TLS changed: restart to apply".into(),
+                "listen addresses, TLS on/off, header_read, drain, max_header_bytes or max_connections changed: restart to apply".into(),
             ));
+        }
+        // Certificates are re-read even from unchanged paths (rotation in place).
+        if let (Some(store), Some(files)) = (&self.cert_store, &new.tls) {
+            store
+                .reload(&files.cert_file, &files.key_file)
+                .map_err(StartError)?;
         }
         let client = upstream::http_client(new.timeouts.upstream_connect).map_err(StartError)?;
         let guard = Inbound::new(new, client, self.metrics.clone()).map_err(StartError)?;
@@ -153,12 +162,17 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let mut inbound_addr = None;
     let mut inbound = None;
     let inbound_work = shutdown.child_token();
+    let mut cert_store = None;
     if let Some(cfg) = &config.inbound {
         let client = upstream::http_client(cfg.timeouts.upstream_connect).map_err(StartError)?;
         let guard = Inbound::new(cfg, client, metrics.clone()).map_err(StartError)?;
         let tls = match &cfg.tls {
             Some(files) => {
-                Some(server::tls_acceptor(&files.cert_file, &files.key_file).map_err(StartError)?)
+                let store =
+                    CertStore::load(&files.cert_file, &files.key_file).map_err(StartError)?;
+                let acceptor = store.acceptor().map_err(StartError)?;
+                cert_store = Some(store);
+                Some(acceptor)
             }
             None => None,
         };
@@ -169,11 +183,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
                 .map_err(|e| StartError(e.to_string()))?,
         );
         guard.jwks().spawn_refreshers(inbound_work.clone());
-        let opts = ServeOptions {
-            header_read_timeout: cfg.timeouts.header_read,
-            max_header_bytes: cfg.limits.max_header_bytes,
-            drain: cfg.timeouts.drain,
-        };
+        let opts = serve_options(cfg);
         let swap = Arc::new(Swap::new(guard));
         tasks.spawn(serve(listener, tls, opts, swap.clone(), shutdown.clone()));
         inbound = Some(swap);
@@ -190,6 +200,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         header_read_timeout: Duration::from_secs(5),
         max_header_bytes: 16 * 1024,
         drain: Duration::from_secs(1),
+        max_connections: 64,
     };
     tasks.spawn(serve(listener, None, opts, admin, shutdown.clone()));
     match inbound_addr {
@@ -202,10 +213,21 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         metrics,
         inbound,
         inbound_work,
+        cert_store,
         config: config.clone(),
         shutdown,
         tasks,
     })
+}
+
+/// Listener settings of the inbound port (fixed for the process lifetime).
+fn serve_options(cfg: &config::InboundConfig) -> ServeOptions {
+    ServeOptions {
+        header_read_timeout: cfg.timeouts.header_read,
+        max_header_bytes: cfg.limits.max_header_bytes,
+        drain: cfg.timeouts.drain,
+        max_connections: cfg.limits.max_connections,
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {

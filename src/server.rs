@@ -7,11 +7,16 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -24,32 +29,83 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeOptions {
+    /// Time to the first request on a connection, and to read each request's headers.
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub drain: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
-/// Loads a PEM certificate chain and key into a TLS acceptor offering h2 and http/1.1.
-pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, String> {
+/// The listener's certificate and key, re-read on reload (SIGHUP) without rebinding.
+#[derive(Debug)]
+pub struct CertStore {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<CertStore>, String> {
+        Ok(Arc::new(CertStore {
+            current: RwLock::new(Arc::new(certified_key(cert_file, key_file)?)),
+        }))
+    }
+
+    /// Replaces the certificate for new handshakes; on error the old one stays.
+    pub fn reload(&self, cert_file: &Path, key_file: &Path) -> Result<(), String> {
+        let fresh = Arc::new(certified_key(cert_file, key_file)?);
+        match self.current.write() {
+            Ok(mut current) => *current = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// A TLS acceptor offering h2 and http/1.1, serving this store's certificate.
+    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, String> {
+        let mut config = rustls::ServerConfig::builder_with_provider(
+            rustls::crypto::aws_lc_rs::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate found", cert_file.display()));
+    }
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| format!("{}: {e}", key_file.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(
-        rustls::crypto::aws_lc_rs::default_provider().into(),
-    )
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("TLS certificate/key: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let signing_key = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    certified.keys_match().map_err(|e| {
+        format!(
+            "{} does not match {}: {e}",
+            key_file.display(),
+            cert_file.display()
+        )
+    })?;
+    Ok(certified)
 }
 
 /// Accepts connections until `shutdown`, then drains in-flight requests for at most `opts.drain`.
@@ -70,19 +126,17 @@ pub async fn serve<H: Handler>(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+        let (stream, peer, slot) = tokio::select! {
+            accepted = accept(&listener, &slots) => match accepted {
+                Some(conn) => conn,
+                None => continue,
             },
             () = shutdown.cancelled() => break,
         };
@@ -91,28 +145,36 @@ pub async fn serve<H: Handler>(
             peer,
             tls: tls.is_some(),
         };
+        // Set by the first request; a connection that sends none within the
+        // header-read timeout (idle TCP, idle TLS, silent h2) is closed.
+        let active = Arc::new(AtomicBool::new(false));
         let handler = handler.clone();
+        let seen = active.clone();
         let service = hyper::service::service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
             let handler = handler.clone();
             async move { Ok::<_, std::convert::Infallible>(handler.handle(req, from).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        let handshake_timeout = opts.header_read_timeout;
+        let first_request = opts.header_read_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
+            let deadline = tokio::time::Instant::now() + first_request;
             let result = match tls {
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    until_first_request(watcher.watch(conn.into_owned()), deadline, &active).await
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let conn = builder
                                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                            watcher.watch(conn.into_owned()).await
+                            until_first_request(watcher.watch(conn.into_owned()), deadline, &active)
+                                .await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -131,5 +193,44 @@ pub async fn serve<H: Handler>(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(opts.drain) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+}
+
+/// Waits for a free connection slot, then accepts.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => Some((stream, peer, slot)),
+        Err(e) => {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Runs a connection, dropping it at `deadline` if it has not sent a request by then.
+async fn until_first_request<F, E>(
+    conn: F,
+    deadline: tokio::time::Instant,
+    active: &AtomicBool,
+) -> Result<(), E>
+where
+    F: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        result = &mut conn => result,
+        () = tokio::time::sleep_until(deadline) => {
+            if active.load(Ordering::Relaxed) {
+                conn.await
+            } else {
+                Ok(())
+            }
+        }
     }
 }

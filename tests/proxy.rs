@@ -326,3 +326,135 @@ async fn clients_that_stall_while_sending_headers_are_disconnected() {
     assert_eq!(s.echo.hits(), 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn connections_that_never_send_a_request_are_closed() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "k")],
+        "",
+        "timeouts: { header_read: 300ms }",
+    )
+    .await;
+    s.ready().await;
+    let mut silent = TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server closed the silent connection");
+    assert!(buf.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn max_connections_bounds_concurrent_connections() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "k")],
+        "",
+        "limits: { max_connections: 1 }",
+    )
+    .await;
+    s.ready().await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let request = b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = TcpStream::connect(&addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // The first connection is kept alive, holding the only slot: the second waits in the backlog.
+    let mut second = TcpStream::connect(&addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut buf))
+            .await
+            .is_err()
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), second.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    s.stop().await;
+}
+
+/// The certificate a TLS handshake with `addr` presents.
+async fn presented_cert(
+    addr: std::net::SocketAddr,
+    trust: &[rustls::pki_types::CertificateDer<'static>],
+) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in trust {
+        roots.add(c.clone()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::aws_lc_rs::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn reload_rotates_tls_certificates_and_refuses_listener_changes() {
+    let first = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let second = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir();
+    let cert_file = dir.join(format!("tokengate-{}-rotate.crt", std::process::id()));
+    let key_file = dir.join(format!("tokengate-{}-rotate.key", std::process::id()));
+    std::fs::write(&cert_file, first.cert.pem()).unwrap();
+    std::fs::write(&key_file, first.signing_key.serialize_pem()).unwrap();
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k")], AUD)
+        .await
+        .unwrap();
+    let tls = format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        cert_file.display(),
+        key_file.display()
+    );
+    let yaml = config_yaml(&issuer.issuer, "http://127.0.0.1:9", "", &tls);
+    let config = Config::from_yaml(&yaml, "test", &|_| None).unwrap();
+    let mut app = tokengate::start(&config, CancellationToken::new())
+        .await
+        .unwrap();
+    let addr = app.inbound_addr.unwrap();
+    let trust = [first.cert.der().clone(), second.cert.der().clone()];
+    assert_eq!(
+        presented_cert(addr, &trust).await,
+        first.cert.der().to_vec()
+    );
+
+    // cert-manager style rotation: same paths, new files, then a reload.
+    std::fs::write(&cert_file, second.cert.pem()).unwrap();
+    std::fs::write(&key_file, second.signing_key.serialize_pem()).unwrap();
+    app.reload(Config::from_yaml(&yaml, "test", &|_| None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        presented_cert(addr, &trust).await,
+        second.cert.der().to_vec()
+    );
+
+    // Listener settings cannot change in place.
+    let changed = format!("{tls}\ntimeouts: {{ header_read: 1s }}");
+    let yaml = config_yaml(&issuer.issuer, "http://127.0.0.1:9", "", &changed);
+    let err = app
+        .reload(Config::from_yaml(&yaml, "test", &|_| None).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("restart to apply"), "{err}");
+    let _ = std::fs::remove_file(cert_file);
+    let _ = std::fs::remove_file(key_file);
+    app.shutdown().await;
+}

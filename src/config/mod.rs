@@ -163,6 +163,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Longest bearer token accepted; default 8 KiB (or max_header_bytes if smaller).
     pub max_token_bytes: usize,
+    /// Connections served at once; default 10 000. Further ones wait in the backlog.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -170,6 +172,7 @@ impl Default for Limits {
         Limits {
             max_header_bytes: 16 * 1024,
             max_token_bytes: 8 * 1024,
+            max_connections: 10_000,
         }
     }
 }
@@ -517,7 +520,11 @@ impl Validator<'_> {
                 d.max_token_bytes
                     .min(raw.limits.max_header_bytes.unwrap_or(d.max_header_bytes)),
             ),
+            max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
         };
+        if limits.max_connections == 0 {
+            self.error("inbound.limits.max_connections", "must be at least 1");
+        }
         if limits.max_header_bytes < 1024 {
             self.error("inbound.limits.max_header_bytes", "must be at least 1024");
         }

@@ -114,6 +114,7 @@ pub struct RawTimeouts {
 pub struct RawLimits {
     pub max_header_bytes: Option<usize>,
     pub max_token_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
