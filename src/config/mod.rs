@@ -256,15 +256,16 @@ impl Config {
         file: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError {
+        let (raw, unknown_fields) = parse_raw(text).map_err(|errors| ConfigError {
             file: file.to_string(),
-            errors: vec![serde_error(&e)],
+            errors,
         })?;
         let mut v = Validator {
             errors: Vec::new(),
             env,
         };
         let config = v.config(raw);
+        v.errors.splice(0..0, unknown_fields);
         if v.errors.is_empty() {
             Ok(config)
         } else {
@@ -274,6 +275,86 @@ impl Config {
             })
         }
     }
+}
+
+/// Deserializes the raw mirror. Unknown fields (typos) are collected rather than
+/// fatal: each is removed and parsing repeated, so one run reports every typo and
+/// then every semantic error. Any other structural error stops here.
+fn parse_raw(text: &str) -> Result<(RawConfig, Vec<FieldError>), Vec<FieldError>> {
+    let mut unknown = Vec::new();
+    let mut current = text.to_string();
+    // Bounded: each round removes one key.
+    for round in 0..64 {
+        let err = match serde_yaml::from_str::<RawConfig>(&current) {
+            Ok(raw) => return Ok((raw, unknown)),
+            Err(e) => e,
+        };
+        let mut field = serde_error(&err);
+        if round > 0 {
+            // Positions after the first round refer to re-serialized text, not the file.
+            if let Some(i) = field.message.find(" at line ") {
+                field.message.truncate(i);
+            }
+        }
+        let is_unknown = field.message.starts_with("unknown field `");
+        unknown.push(field);
+        if !is_unknown {
+            return Err(unknown);
+        }
+        let removed = serde_yaml::from_str::<serde_yaml::Value>(&current)
+            .ok()
+            .and_then(|mut doc| {
+                remove_at(&mut doc, &unknown[unknown.len() - 1].path).then_some(doc)
+            })
+            .and_then(|doc| serde_yaml::to_string(&doc).ok());
+        match removed {
+            Some(next) => current = next,
+            None => return Err(unknown),
+        }
+    }
+    Err(unknown)
+}
+
+/// Removes the mapping entry at a serde path such as `inbound.issuers[0].leeway_x`.
+fn remove_at(doc: &mut serde_yaml::Value, path: &str) -> bool {
+    let mut steps: Vec<PathStep> = Vec::new();
+    for part in path.split('.') {
+        let (name, indexes) = part
+            .split_once('[')
+            .map_or((part, ""), |(n, rest)| (n, rest));
+        if !name.is_empty() {
+            steps.push(PathStep::Key(name.to_string()));
+        }
+        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+            match idx.trim_end_matches(']').parse() {
+                Ok(i) => steps.push(PathStep::Index(i)),
+                Err(_) => return false,
+            }
+        }
+    }
+    let Some(PathStep::Key(last)) = steps.pop() else {
+        return false;
+    };
+    let mut node = doc;
+    for step in steps {
+        let next = match step {
+            PathStep::Key(k) => node.get_mut(k.as_str()),
+            PathStep::Index(i) => node.get_mut(i),
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    node.as_mapping_mut()
+        .and_then(|m| m.remove(last.as_str()))
+        .is_some()
+}
+
+/// One step of a serde field path.
+enum PathStep {
+    Key(String),
+    Index(usize),
 }
 
 /// serde_yaml reports `path: message at line L column C`; split off the path.

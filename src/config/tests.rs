@@ -115,6 +115,31 @@ fn field_errors_name_their_path() {
 }
 
 #[test]
+fn typos_and_semantic_errors_are_reported_together() {
+    let yaml = MINIMAL
+        .replace("audiences: [api]", "audiences: [api]\n      leway: 30s")
+        .replace("upstream:", "mode: lax\n  upstrem: x\n  upstream:")
+        .replace("/orders, methods", "/orders, method: [GET], methods");
+    let errors = load(&yaml).unwrap_err();
+    let mut paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "inbound.issuers[0].leway",
+            "inbound.mode",
+            "inbound.rules[1].method",
+            "inbound.upstrem"
+        ],
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].1.contains("at line"),
+        "the first error keeps its file position: {errors:?}"
+    );
+}
+
+#[test]
 fn every_error_is_reported_at_once() {
     let yaml = r#"
 inbound:
