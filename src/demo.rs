@@ -184,14 +184,7 @@ impl DevIssuer {
             max_age: Mutex::new(None),
             default_audience: default_audience.to_string(),
         });
-        let shutdown = CancellationToken::new();
-        tokio::spawn(serve(
-            listener,
-            None,
-            small_server(),
-            state.clone(),
-            shutdown.clone(),
-        ));
+        let shutdown = spawn_dev_server(listener, state.clone());
         Ok(DevIssuer {
             addr,
             issuer,
@@ -207,7 +200,7 @@ impl DevIssuer {
     /// Mints a token with standard claims (iss, aud, iat, exp in 1h, sub) merged
     /// with `extra` (a `null` removes a claim), signed by the current signing key.
     pub fn mint(&self, extra: Value) -> String {
-        self.signing_key().sign_jwt(&self.claims(extra))
+        self.state.mint(extra)
     }
 
     /// `mint`, signed by the published key `kid`.
@@ -220,34 +213,12 @@ impl DevIssuer {
             .iter()
             .find(|k| k.kid == kid)?
             .clone();
-        Some(key.sign_jwt(&self.claims(extra)))
-    }
-
-    fn claims(&self, extra: Value) -> Value {
-        let now = unix_now();
-        let mut claims = json!({
-            "iss": self.issuer, "aud": self.state.default_audience, "sub": "demo-user",
-            "iat": now, "exp": now + 3600,
-        });
-        if let (Some(base), Value::Object(more)) = (claims.as_object_mut(), extra) {
-            for (k, v) in more {
-                if v.is_null() {
-                    base.remove(&k);
-                } else {
-                    base.insert(k, v);
-                }
-            }
-        }
-        claims
+        Some(key.sign_jwt(&self.state.claims(extra)))
     }
 
     /// The key that currently signs.
     pub fn signing_key(&self) -> Arc<SigningKey> {
-        self.state
-            .keys
-            .read()
-            .map(|k| k[0].clone())
-            .expect("issuer keys lock")
+        self.state.signing_key()
     }
 
     /// Replaces the published key set (the first key signs from now on).
@@ -280,13 +251,17 @@ impl Drop for DevIssuer {
     }
 }
 
-fn small_server() -> ServeOptions {
-    ServeOptions {
+/// Serves `handler` on `listener` until the returned token is cancelled.
+fn spawn_dev_server<H: Handler>(listener: TcpListener, handler: Arc<H>) -> CancellationToken {
+    let options = ServeOptions {
         header_read_timeout: Duration::from_secs(5),
         max_header_bytes: 64 * 1024,
         drain: Duration::from_millis(200),
         max_connections: 1024,
-    }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, None, options, handler, shutdown.clone()));
+    shutdown
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {
@@ -295,6 +270,38 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+impl IssuerState {
+    fn signing_key(&self) -> Arc<SigningKey> {
+        self.keys
+            .read()
+            .map(|k| k[0].clone())
+            .expect("issuer keys lock")
+    }
+
+    /// iss, aud, sub, iat, exp (1h) merged with `extra`; a `null` removes a claim.
+    fn claims(&self, extra: Value) -> Value {
+        let now = unix_now();
+        let mut claims = json!({
+            "iss": self.issuer, "aud": self.default_audience, "sub": "demo-user",
+            "iat": now, "exp": now + 3600,
+        });
+        if let (Some(base), Value::Object(more)) = (claims.as_object_mut(), extra) {
+            for (k, v) in more {
+                if v.is_null() {
+                    base.remove(&k);
+                } else {
+                    base.insert(k, v);
+                }
+            }
+        }
+        claims
+    }
+
+    fn mint(&self, extra: Value) -> String {
+        self.signing_key().sign_jwt(&self.claims(extra))
+    }
 }
 
 impl Handler for IssuerState {
@@ -336,7 +343,6 @@ impl Handler for IssuerState {
             "/mint" => {
                 // Query: scope, sub, aud, ttl (seconds).
                 let mut claims = json!({});
-                let mut ttl = 3600u64;
                 for (k, v) in req
                     .uri()
                     .query()
@@ -347,26 +353,14 @@ impl Handler for IssuerState {
                     let v = v.replace('+', " ").replace("%20", " ").replace("%3A", ":");
                     match k {
                         "scope" | "sub" | "aud" => claims[k] = Value::String(v),
-                        "ttl" => ttl = v.parse().unwrap_or(3600),
+                        "ttl" => {
+                            let ttl: u64 = v.parse().unwrap_or(3600);
+                            claims["exp"] = json!(unix_now() + ttl);
+                        }
                         _ => {}
                     }
                 }
-                let now = unix_now();
-                claims["iss"] = json!(self.issuer);
-                claims["iat"] = json!(now);
-                claims["exp"] = json!(now + ttl);
-                if claims.get("aud").is_none() {
-                    claims["aud"] = json!(self.default_audience);
-                }
-                if claims.get("sub").is_none() {
-                    claims["sub"] = json!("demo-user");
-                }
-                let key = self
-                    .keys
-                    .read()
-                    .map(|k| k[0].clone())
-                    .expect("issuer keys lock");
-                let mut resp = Response::new(full(key.sign_jwt(&claims) + "\n"));
+                let mut resp = Response::new(full(self.mint(claims) + "\n"));
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                 resp
@@ -395,14 +389,7 @@ impl Echo {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(EchoState::default());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(serve(
-            listener,
-            None,
-            small_server(),
-            state.clone(),
-            shutdown.clone(),
-        ));
+        let shutdown = spawn_dev_server(listener, state.clone());
         Ok(Echo {
             addr,
             state,

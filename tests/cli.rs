@@ -164,7 +164,91 @@ async fn verify_explains_each_check() {
     );
 }
 
-#[tokio::test]
+/// `tokengate run` as a child process, with its log lines forwarded to a channel.
+struct Running {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// `http://` + the inbound address it logged at start-up.
+    base: String,
+}
+
+impl Running {
+    fn start(config: &std::path::Path) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut running = Running {
+            child,
+            lines,
+            base: String::new(),
+        };
+        let started = running.wait_for("inbound=");
+        let addr = started
+            .split("inbound=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        running.base = format!("http://{addr}");
+        running
+    }
+
+    /// The next log line containing `needle` (bounded wait; blocks the thread).
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line containing {needle:?}");
+    }
+
+    /// SIGTERM, then the exit code (bounded wait).
+    fn stop(mut self) -> i32 {
+        terminate(&self.child);
+        wait_exit(&mut self.child, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Only if a test failed before stop(): end the process we started.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `url` until it stops answering 503 (bounded), returning the last status.
+async fn once_serving(url: &str, token: Option<&str>) -> StatusCode {
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..200 {
+        status = get(url, token).await.0;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    status
+}
+
+// Multi-threaded: the log reader blocks, and the in-process issuer must keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_drains_in_flight_requests_on_sigterm_and_exits_0() {
     let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
         .await
@@ -174,31 +258,12 @@ async fn run_drains_in_flight_requests_on_sigterm_and_exits_0() {
         "run.yaml",
         &config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", ""),
     );
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("inbound=").nth(1) {
-                let _ = addr_tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    let inbound = addr_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("start-up log line");
-    let base = format!("http://{inbound}");
-    for _ in 0..200 {
-        if get(&format!("{base}/public/x"), None).await.0 == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let run = Running::start(&config);
+    let base = run.base.clone();
+    assert_eq!(
+        once_serving(&format!("{base}/public/x"), None).await,
+        StatusCode::OK
+    );
     // A slow request is in flight when SIGTERM arrives; it still completes.
     let slow = tokio::spawn(async move {
         get(&format!("{base}/public/slow?delay_ms=800"), None)
@@ -208,12 +273,9 @@ async fn run_drains_in_flight_requests_on_sigterm_and_exits_0() {
     while echo.hits() < 2 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    terminate(&child);
+    let code = tokio::task::spawn_blocking(move || run.stop());
     assert_eq!(slow.await.unwrap(), StatusCode::OK);
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
-        .await
-        .unwrap();
-    assert_eq!(code, 0);
+    assert_eq!(code.await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -273,16 +335,7 @@ async fn demo_shows_a_401_a_200_and_a_403() {
     assert_eq!(code, 0);
 }
 
-/// Sends SIGHUP to a child we started.
-fn hangup(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-// Multi-threaded: the log reader below blocks, and the in-process issuer must keep serving.
+// Multi-threaded: the log reader blocks, and the in-process issuer must keep serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_a_valid_config_and_rejects_an_invalid_one() {
     let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
@@ -291,77 +344,38 @@ async fn sighup_reloads_a_valid_config_and_rejects_an_invalid_one() {
     let echo = Echo::start().await.unwrap();
     let yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "");
     let config = temp_file("reload.yaml", &yaml);
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (line_tx, line_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str| -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(line) = line_rx.recv_timeout(Duration::from_millis(100)) {
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        }
-        panic!("no log line containing {needle:?}");
-    };
-    let started = wait_for("inbound=");
-    let base = format!(
-        "http://{}",
-        started
-            .split("inbound=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-    );
+    let run = Running::start(&config);
+    let url = format!("{}/items/1", run.base);
     let token = issuer.mint(json!({ "scope": "items:read" }));
-    let mut status = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..200 {
-        status = get(&format!("{base}/items/1"), Some(&token)).await.0;
-        if status != StatusCode::SERVICE_UNAVAILABLE {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(once_serving(&url, Some(&token)).await, StatusCode::OK);
 
     // Valid change: /items now needs a scope the token lacks.
     std::fs::write(&config, yaml.replace("items:read", "items:admin")).unwrap();
-    hangup(&child);
-    wait_for("config reloaded");
-    assert_eq!(
-        get(&format!("{base}/items/1"), Some(&token)).await.0,
-        StatusCode::FORBIDDEN
-    );
+    hangup(&run.child);
+    run.wait_for("config reloaded");
+    assert_eq!(get(&url, Some(&token)).await.0, StatusCode::FORBIDDEN);
 
     // Invalid change: rejected, the running config keeps serving.
     std::fs::write(&config, yaml.replace("audiences:", "audience:")).unwrap();
-    hangup(&child);
-    let rejected = wait_for("reload rejected");
+    hangup(&run.child);
+    let rejected = run.wait_for("reload rejected");
     assert!(
         rejected.contains("inbound.issuers[0].audience"),
         "{rejected}"
     );
-    assert_eq!(
-        get(&format!("{base}/items/1"), Some(&token)).await.0,
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(get(&url, Some(&token)).await.0, StatusCode::FORBIDDEN);
 
-    terminate(&child);
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+    let code = tokio::task::spawn_blocking(move || run.stop())
         .await
         .unwrap();
     assert_eq!(code, 0);
+}
+
+/// Sends SIGHUP to a child we started.
+fn hangup(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

@@ -247,19 +247,10 @@ async fn tls_listener_serves_h2_and_http1_via_alpn() {
     .await;
     s.ready().await;
     let addr = s.app.as_ref().unwrap().inbound_addr.unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
     let token = s.issuer.mint(json!({ "scope": "orders:read" }));
 
     for alpn in ["h2", "http/1.1"] {
-        let mut config = rustls::ClientConfig::builder_with_provider(
-            rustls::crypto::aws_lc_rs::default_provider().into(),
-        )
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-        config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        let config = tls_client(&[cert.cert.der().clone()], Some(alpn));
         let tcp = TcpStream::connect(addr).await.unwrap();
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -379,22 +370,34 @@ async fn max_connections_bounds_concurrent_connections() {
     s.stop().await;
 }
 
-/// The certificate a TLS handshake with `addr` presents.
-async fn presented_cert(
-    addr: std::net::SocketAddr,
+/// A TLS client trusting exactly `trust`, offering `alpn` if given.
+fn tls_client(
     trust: &[rustls::pki_types::CertificateDer<'static>],
-) -> Vec<u8> {
+    alpn: Option<&str>,
+) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for c in trust {
         roots.add(c.clone()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(
+    let mut config = rustls::ClientConfig::builder_with_provider(
         rustls::crypto::aws_lc_rs::default_provider().into(),
     )
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    config.alpn_protocols = alpn
+        .map(|a| vec![a.as_bytes().to_vec()])
+        .unwrap_or_default();
+    config
+}
+
+/// The certificate a TLS handshake with `addr` presents.
+async fn presented_cert(
+    addr: std::net::SocketAddr,
+    trust: &[rustls::pki_types::CertificateDer<'static>],
+) -> Vec<u8> {
+    let config = tls_client(trust, None);
     let tcp = TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(
