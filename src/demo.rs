@@ -193,10 +193,6 @@ impl DevIssuer {
         })
     }
 
-    pub fn jwks_uri(&self) -> String {
-        format!("{}/jwks.json", self.issuer)
-    }
-
     /// Mints a token with standard claims (iss, aud, iat, exp in 1h, sub) merged
     /// with `extra` (a `null` removes a claim), signed by the current signing key.
     pub fn mint(&self, extra: Value) -> String {

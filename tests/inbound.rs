@@ -668,3 +668,45 @@ async fn path_and_header_tricks_cannot_bypass_rules_or_touch_identity() {
     assert_eq!(s.echo.hits(), 2);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn background_refresh_follows_max_age_and_discovery_is_fetched_once() {
+    let issuer =
+        tokengate::demo::DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "rs-1")], AUD)
+            .await
+            .unwrap();
+    // The IdP says max-age=1 (raised to min_refresh: 1s); without it the guard would wait an hour.
+    issuer.set_max_age(Some(1));
+    let echo = tokengate::demo::Echo::start().await.unwrap();
+    let yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "")
+        .replace(
+            &format!("jwks_uri: \"{}/jwks.json\"", issuer.issuer),
+            "discovery: true",
+        )
+        .replace(
+            "leeway: 5s",
+            "leeway: 5s\n      jwks_cache: { refresh_interval: 1h, min_refresh: 1s }",
+        );
+    let config = tokengate::config::Config::from_yaml(&yaml, "test", &|_| None).unwrap();
+    let app = tokengate::start(&config, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    let mut refreshes = 0;
+    for _ in 0..500 {
+        refreshes = issuer.jwks_hits();
+        if refreshes >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        refreshes >= 3,
+        "max-age drives the refresh period ({refreshes} fetches)"
+    );
+    assert_eq!(
+        issuer.discovery_hits(),
+        1,
+        "the jwks_uri from discovery is reused"
+    );
+    app.shutdown().await;
+}

@@ -67,11 +67,4 @@ impl TokenCache {
             cache.insert(token.into(), verified);
         }
     }
-
-    pub fn entry_count(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |c| {
-            c.run_pending_tasks();
-            c.entry_count()
-        })
-    }
 }

@@ -1,7 +1,8 @@
 //! The inbound guard. Each request runs these phases in order:
-//! ready? → header limits → strip identity headers → match rule → extract token →
-//! verify (cache, then the pure verifier, refetching keys once for an unknown kid)
-//! → authorize → set identity headers → forward → record.
+//! ready? → limits and shape (header size, one Host, canonical path) → strip
+//! hop-by-hop and identity headers → match rule → extract token → verify (cache,
+//! then the pure verifier, refetching keys once for an unknown kid) → authorize →
+//! set identity headers → forward → record.
 
 pub mod cache;
 pub mod jwks;
@@ -165,7 +166,7 @@ impl Inbound {
                     .auth_decisions
                     .with_label_values(&["audit", denial.reason()])
                     .inc();
-                tracing::warn!(route, reason = denial.reason(), detail = %denial, "audit: request would have been rejected");
+                tracing::info!(route, reason = denial.reason(), detail = %denial, "audit: request would have been rejected");
                 Admit::Plain
             }
             Err(denial) => {
@@ -173,7 +174,9 @@ impl Inbound {
                     .auth_decisions
                     .with_label_values(&["deny", denial.reason()])
                     .inc();
-                tracing::info!(route, reason = denial.reason(), detail = %denial, "request rejected");
+                // debug: rejections are counted in metrics; logging each at info would
+                // let any caller flood the logs.
+                tracing::debug!(route, reason = denial.reason(), detail = %denial, "request rejected");
                 return (route, Err(denial.into()));
             }
         };
@@ -238,11 +241,6 @@ impl Inbound {
         let verified = Arc::new(verified);
         self.cache.insert(token, verified.clone());
         Ok(verified)
-    }
-
-    /// Entries in the verified-token cache (for tests and the memory report).
-    pub fn cached_tokens(&self) -> u64 {
-        self.cache.entry_count()
     }
 }
 
