@@ -509,9 +509,6 @@ impl Validator<'_> {
             .and_then(|l| self.socket_addr("admin.listen", &l))
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
         let inbound = raw.inbound.and_then(|i| self.inbound(i));
-        if !self.errors.is_empty() {
-            // keep going: every error is reported, the value is discarded
-        }
         Config {
             admin: AdminConfig {
                 listen: admin_listen,
