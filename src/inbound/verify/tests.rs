@@ -553,3 +553,175 @@ fn unchanged_keys_survive_a_refresh_and_removed_ones_are_reported() {
         .collect();
     assert_eq!(removed, ["ec-1"]);
 }
+
+#[test]
+fn every_supported_algorithm_verifies_and_is_bound_to_its_key_type() {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{
+        EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING,
+    };
+    let rng = SystemRandom::new();
+    let rsa = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let rsa_jwk = json!({
+        "kty": "RSA", "kid": "rsa",
+        "n": URL_SAFE_NO_PAD.encode(rsa.public_key().modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(rsa.public_key().exponent().big_endian_without_leading_zero()),
+    });
+    let p384 = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).unwrap();
+    let point = p384.public_key().as_ref().to_vec();
+    let p384_jwk = json!({
+        "kty": "EC", "kid": "p384", "crv": "P-384",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..49]), "y": URL_SAFE_NO_PAD.encode(&point[49..97]),
+    });
+    let algs = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES384,
+    ];
+    let jwks = json!({ "keys": [rsa_jwk, p384_jwk] }).to_string();
+    let keys = KeySet::parse(jwks.as_bytes(), &algs, &KeySet::default())
+        .unwrap()
+        .keys;
+    let snap = KeySnapshot {
+        issuers: vec![Arc::new(KeySet {
+            keys,
+            usable_until: NOW + 60,
+        })],
+    };
+    let list = "[RS256, RS384, RS512, PS256, PS384, PS512, ES384]";
+    let yaml = format!(
+        "inbound:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  issuers:\n    - {{ issuer: \"{ISS}\", jwks_uri: \"{ISS}/j\", audiences: [api], algorithms: {list} }}\n  rules: [{{ path: / }}]\n"
+    );
+    let verifier = Verifier::new(
+        &Config::from_yaml(&yaml, "t", &|_| None)
+            .unwrap()
+            .inbound
+            .unwrap()
+            .issuers,
+        4096,
+        vec![],
+        vec![],
+    );
+    let (rsa, rng) = (&rsa, &rng);
+    let rsa_sign = |params: &'static dyn aws_lc_rs::signature::RsaEncoding| {
+        move |m: &[u8]| {
+            let mut sig = vec![0; rsa.public_modulus_len()];
+            rsa.sign(params, rng, m, &mut sig).unwrap();
+            sig
+        }
+    };
+    use aws_lc_rs::signature as s;
+    type Signer<'a> = Box<dyn Fn(&[u8]) -> Vec<u8> + 'a>;
+    let cases: Vec<(&str, &str, Signer)> = vec![
+        ("RS256", "rsa", Box::new(rsa_sign(&s::RSA_PKCS1_SHA256))),
+        ("RS384", "rsa", Box::new(rsa_sign(&s::RSA_PKCS1_SHA384))),
+        ("RS512", "rsa", Box::new(rsa_sign(&s::RSA_PKCS1_SHA512))),
+        ("PS256", "rsa", Box::new(rsa_sign(&s::RSA_PSS_SHA256))),
+        ("PS384", "rsa", Box::new(rsa_sign(&s::RSA_PSS_SHA384))),
+        ("PS512", "rsa", Box::new(rsa_sign(&s::RSA_PSS_SHA512))),
+        (
+            "ES384",
+            "p384",
+            Box::new(|m: &[u8]| {
+                p384.sign(&SystemRandom::new(), m)
+                    .unwrap()
+                    .as_ref()
+                    .to_vec()
+            }),
+        ),
+    ];
+    for (alg, kid, sign) in &cases {
+        let token = sign_with_header(&json!({"alg": alg, "kid": kid}), &claims(json!({})), |m| {
+            sign(m)
+        });
+        assert!(verifier.verify(&token, &snap, NOW).is_ok(), "{alg}");
+        // The same signature under a different alg of the same family fails, never panics.
+        let swapped = if alg.starts_with("RS") {
+            alg.replace("RS", "PS")
+        } else {
+            alg.replace("PS", "RS")
+        };
+        if swapped != *alg {
+            let forged = sign_with_header(
+                &json!({"alg": swapped, "kid": kid}),
+                &claims(json!({})),
+                |m| sign(m),
+            );
+            assert_eq!(
+                verifier.verify(&forged, &snap, NOW).map(|_| ()),
+                Err(Reject::BadSignature),
+                "{alg} as {swapped}"
+            );
+        }
+    }
+    // ES384 header naming the RSA key, and RS256 naming the P-384 key: type mismatch.
+    let t = sign_with_header(
+        &json!({"alg": "ES384", "kid": "rsa"}),
+        &claims(json!({})),
+        |m| cases[6].2(m),
+    );
+    assert_eq!(
+        verifier.verify(&t, &snap, NOW).map(|_| ()),
+        Err(Reject::KeyAlgMismatch("rsa".into()))
+    );
+    let t = sign_with_header(
+        &json!({"alg": "RS256", "kid": "p384"}),
+        &claims(json!({})),
+        |m| cases[0].2(m),
+    );
+    assert_eq!(
+        verifier.verify(&t, &snap, NOW).map(|_| ()),
+        Err(Reject::KeyAlgMismatch("p384".into()))
+    );
+}
+
+#[test]
+fn hmac_variants_verify_with_the_shared_secret() {
+    let yaml = format!(
+        "inbound:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  issuers:\n    - {{ issuer: hs, audiences: [api], algorithms: [HS256, HS384, HS512], shared_secret: \"{SECRET}\" }}\n  rules: [{{ path: / }}]\n"
+    );
+    let verifier = Verifier::new(
+        &Config::from_yaml(&yaml, "t", &|_| None)
+            .unwrap()
+            .inbound
+            .unwrap()
+            .issuers,
+        4096,
+        vec![],
+        vec![],
+    );
+    let snap = KeySnapshot {
+        issuers: vec![Arc::new(KeySet {
+            keys: vec![],
+            usable_until: u64::MAX,
+        })],
+    };
+    for (alg, h) in [
+        ("HS256", hmac::HMAC_SHA256),
+        ("HS384", hmac::HMAC_SHA384),
+        ("HS512", hmac::HMAC_SHA512),
+    ] {
+        let sign = |secret: &[u8]| {
+            sign_with_header(&json!({"alg": alg}), &claims(json!({"iss": "hs"})), |m| {
+                hmac::sign(&hmac::Key::new(h, secret), m).as_ref().to_vec()
+            })
+        };
+        assert!(
+            verifier
+                .verify(&sign(SECRET.as_bytes()), &snap, NOW)
+                .is_ok(),
+            "{alg}"
+        );
+        assert_eq!(
+            verifier
+                .verify(&sign(b"wrong-secret-wrong-secret-wrong-secret"), &snap, NOW)
+                .map(|_| ()),
+            Err(Reject::BadSignature),
+            "{alg}"
+        );
+    }
+}
