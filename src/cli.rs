@@ -120,10 +120,8 @@ async fn run(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if config.outbound_declared {
-        tracing::warn!(
-            "the outbound section is accepted but not implemented in this release; it is ignored"
-        );
+    if config.outbound.is_some() {
+        tracing::warn!("the outbound section is validated but not served by this build yet");
     }
     let shutdown = CancellationToken::new();
     let mut app = match crate::start(&config, shutdown.clone()).await {
@@ -234,8 +232,35 @@ fn check(path: &Path) -> ExitCode {
     } else {
         println!("inbound  not configured");
     }
-    if config.outbound_declared {
-        println!("outbound NOT IMPLEMENTED in this release: the section is accepted and ignored");
+    match &config.outbound {
+        Some(o) => {
+            println!(
+                "outbound {}  (validated; NOT SERVED by this build yet)",
+                o.listen
+            );
+            for r in &o.routes {
+                let token = &o.tokens[r.token];
+                println!(
+                    "  host {}  → {}  token {}",
+                    r.host.as_deref().unwrap_or("*"),
+                    r.upstream,
+                    token.name
+                );
+            }
+            for t in &o.tokens {
+                let kind = match &t.source {
+                    crate::config::TokenSource::ClientCredentials(c) => {
+                        format!("client_credentials {} as {}", c.token_url, c.client_id)
+                    }
+                    crate::config::TokenSource::File { path } => format!("file {}", path.display()),
+                };
+                println!(
+                    "  token {}  {kind}  renew_before {:?}",
+                    t.name, t.renew_before
+                );
+            }
+        }
+        None => println!("outbound not configured"),
     }
     ExitCode::SUCCESS
 }

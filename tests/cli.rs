@@ -82,17 +82,17 @@ fn check_exits_64_and_names_the_typo() {
 }
 
 #[test]
-fn check_says_outbound_is_not_implemented() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
-            .unwrap();
-    let with_outbound = temp_file(
-        "outbound.yaml",
-        &format!("{example}\noutbound:\n  listen: 127.0.0.1:15001\n"),
-    );
-    let (code, stdout, _) = run(&["check", "--config", with_outbound.to_str().unwrap()]);
+fn check_summarizes_both_directions() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+    let (code, stdout, _) = run(&["check", "--config", example]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("outbound NOT IMPLEMENTED"), "{stdout}");
+    for line in [
+        "inbound  0.0.0.0:8443",
+        "outbound 127.0.0.1:15001",
+        "host *  → https://api.example.com/  token default",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in {stdout}");
+    }
 }
 
 #[test]

@@ -5,7 +5,10 @@
 //! come from `*_file`. Durations (`250ms`, `30s`, `5m`, `1h`, `1d`) are parsed here,
 //! once, so nothing downstream handles text.
 
+mod outbound;
 pub mod raw;
+
+pub use outbound::*;
 
 use crate::inbound::policy::{Access, Requirements, RouteRule};
 use hyper::header::HeaderName;
@@ -23,8 +26,7 @@ use std::time::Duration;
 pub struct Config {
     pub admin: AdminConfig,
     pub inbound: Option<InboundConfig>,
-    /// `outbound` was present in the file; it is not implemented in this release.
-    pub outbound_declared: bool,
+    pub outbound: Option<OutboundConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -509,12 +511,13 @@ impl Validator<'_> {
             .and_then(|l| self.socket_addr("admin.listen", &l))
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
         let inbound = raw.inbound.and_then(|i| self.inbound(i));
+        let outbound = raw.outbound.and_then(|o| self.outbound(o));
         Config {
             admin: AdminConfig {
                 listen: admin_listen,
             },
             inbound,
-            outbound_declared: raw.outbound.is_some(),
+            outbound,
         }
     }
 

@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub inbound: Option<RawInbound>,
-    /// Accepted so a file written for a later release loads; not implemented yet.
-    pub outbound: Option<serde_yaml::Value>,
+    pub outbound: Option<RawOutbound>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,4 +120,58 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawTokenCache {
     pub max_entries: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbound {
+    pub listen: String,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, RawTokenSource>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawOutboundLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: String,
+    pub upstream: String,
+    pub token: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutboundLimits {
+    pub max_header_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_retry_body_bytes: Option<usize>,
+}
+
+/// One entry of `outbound.tokens`. Flat on purpose: which fields a `kind` uses is
+/// checked during validation, with a message naming the kind.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenSource {
+    pub kind: String,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_auth: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub private_key_file: Option<String>,
+    pub key_id: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub extra_params: Option<BTreeMap<String, String>>,
+    pub path: Option<String>,
+    pub renew_before: Option<String>,
+    pub inject: Option<String>,
+    pub retry_on: Option<Vec<u16>>,
+    pub fetch_timeout: Option<String>,
 }

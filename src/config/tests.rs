@@ -48,7 +48,7 @@ fn minimal_config_gets_defaults() {
             ..Default::default()
         })
     );
-    assert!(!c.outbound_declared);
+    assert!(c.outbound.is_none());
 }
 
 #[test]
@@ -230,4 +230,187 @@ fn interpolation() {
             "{text}"
         );
     }
+}
+
+const OUTBOUND: &str = r#"
+outbound:
+  listen: 127.0.0.1:15001
+  routes:
+    - { host: Payments.Internal, upstream: "https://payments.internal", token: cc }
+    - { host: "*", upstream: "http://127.0.0.1:${PORT}/api", token: file }
+  tokens:
+    cc:
+      kind: client_credentials
+      token_url: https://idp/token
+      client_id: orders
+      client_secret: ${SECRET}
+      scopes: [a, b]
+      resource: urn:payments
+      renew_before: 30%
+    file:
+      kind: file
+      path: /var/run/token
+      renew_before: 45s
+      inject: "token={token}"
+      retry_on: [401, 403]
+"#;
+
+#[test]
+fn outbound_routes_and_token_sources() {
+    let o = load(OUTBOUND).unwrap().outbound.unwrap();
+    assert_eq!(o.routes[0].host.as_deref(), Some("payments.internal"));
+    assert_eq!(o.routes[1].host, None);
+    assert_eq!(o.routes[1].upstream, "http://127.0.0.1:8081/api");
+    let cc = &o.tokens[o.routes[0].token];
+    assert_eq!(cc.name, "cc");
+    assert_eq!(cc.renew_before, RenewBefore::Fraction(0.3));
+    assert_eq!(cc.retry_on, [401]);
+    assert_eq!(cc.inject.render("abc").unwrap(), "Bearer abc");
+    assert!(cc.inject.render("abc").unwrap().is_sensitive());
+    match &cc.source {
+        TokenSource::ClientCredentials(c) => {
+            assert!(
+                matches!(&c.auth, ClientAuth::SecretBasic(s) if s.expose() == b"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t")
+            );
+            assert_eq!(c.scopes, ["a", "b"]);
+            assert_eq!(c.resource.as_deref(), Some("urn:payments"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let file = &o.tokens[o.routes[1].token];
+    assert_eq!(
+        file.renew_before,
+        RenewBefore::Ahead(Duration::from_secs(45))
+    );
+    assert_eq!(file.inject.render("t").unwrap(), "token=t");
+    assert_eq!(file.retry_on, [401, 403]);
+    assert!(
+        matches!(&file.source, TokenSource::File { path } if path.to_str() == Some("/var/run/token"))
+    );
+}
+
+#[test]
+fn outbound_errors_name_their_path() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            OUTBOUND.replace("kind: file", "kind: ldap"),
+            "outbound.tokens.file.kind",
+            "expected client_credentials or file",
+        ),
+        (
+            OUTBOUND.replace("kind: file", "kind: login"),
+            "outbound.tokens.file.kind",
+            "not implemented yet",
+        ),
+        (
+            OUTBOUND.replace("path: /var/run/token", "path: /t\n      client_id: x"),
+            "outbound.tokens.file.client_id",
+            "not used by kind file",
+        ),
+        (
+            OUTBOUND.replace("      client_secret: ${SECRET}\n", ""),
+            "outbound.tokens.cc.client_secret",
+            "needs client_secret",
+        ),
+        (
+            OUTBOUND.replace(
+                "client_id: orders",
+                "client_id: orders\n      client_auth: private_key_jwt",
+            ),
+            "outbound.tokens.cc.client_secret",
+            "not used with client_auth private_key_jwt",
+        ),
+        (
+            OUTBOUND.replace(
+                "client_id: orders",
+                "client_id: orders\n      client_auth: mtls",
+            ),
+            "outbound.tokens.cc.client_auth",
+            "expected client_secret_basic",
+        ),
+        (
+            OUTBOUND.replace("renew_before: 30%", "renew_before: 95%"),
+            "outbound.tokens.cc.renew_before",
+            "1% to 90%",
+        ),
+        (
+            OUTBOUND.replace("renew_before: 45s", "renew_before: soon"),
+            "outbound.tokens.file.renew_before",
+            "expected a duration",
+        ),
+        (
+            OUTBOUND.replace("token={token}", "token=x"),
+            "outbound.tokens.file.inject",
+            "must contain {token}",
+        ),
+        (
+            OUTBOUND.replace("[401, 403]", "[200]"),
+            "outbound.tokens.file.retry_on[0]",
+            "4xx or 5xx",
+        ),
+        (
+            OUTBOUND.replace("token: cc }", "token: nope }"),
+            "outbound.routes[0].token",
+            "\"nope\" is not a configured token",
+        ),
+        (
+            OUTBOUND.replace("host: \"*\"", "host: payments.internal"),
+            "outbound.routes[1].host",
+            "duplicate host",
+        ),
+        (
+            OUTBOUND.replace("https://idp/token", "idp/token"),
+            "outbound.tokens.cc.token_url",
+            "http:// or https://",
+        ),
+    ];
+    for (yaml, path, fragment) in cases {
+        let errors = load(&yaml).expect_err(path);
+        assert!(
+            errors
+                .iter()
+                .any(|(p, m)| p == path && m.contains(fragment)),
+            "want {path}: …{fragment}…, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn private_key_jwt_loads_the_assertion_key() {
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::generate(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+    )
+    .unwrap();
+    let der = pair.to_pkcs8v1().unwrap();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der.as_ref());
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+    let file = std::env::temp_dir().join(format!("tokengate-{}-pk.pem", std::process::id()));
+    std::fs::write(&file, pem).unwrap();
+    let yaml = OUTBOUND.replace(
+        "      client_secret: ${SECRET}\n",
+        &format!(
+            "      client_auth: private_key_jwt\n      private_key_file: {}\n      key_id: k1\n",
+            file.display()
+        ),
+    );
+    let o = load(&yaml).unwrap().outbound.unwrap();
+    match &o.tokens[0].source {
+        TokenSource::ClientCredentials(ClientCredentials {
+            auth: ClientAuth::PrivateKeyJwt(key),
+            ..
+        }) => {
+            assert_eq!(key.alg, Algorithm::ES256);
+            assert_eq!(key.key_id.as_deref(), Some("k1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&file, "not a key").unwrap();
+    let errors = load(&yaml).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|(p, m)| p == "outbound.tokens.cc.private_key_file" && m.contains("not a PEM")),
+        "{errors:?}"
+    );
+    std::fs::remove_file(&file).unwrap();
 }
