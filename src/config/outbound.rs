@@ -56,7 +56,7 @@ pub struct TokenConfig {
 #[derive(Debug, Clone)]
 pub enum TokenSource {
     /// OAuth 2.0 client_credentials (RFC 6749 §4.4).
-    ClientCredentials(ClientCredentials),
+    ClientCredentials(Box<ClientCredentials>),
     /// A token file, re-read when it changes (projected service-account token, Vault agent).
     File { path: PathBuf },
 }
@@ -275,7 +275,7 @@ impl Validator<'_> {
         let source = match raw.kind.as_str() {
             "client_credentials" => self
                 .client_credentials(path, &raw)
-                .map(TokenSource::ClientCredentials),
+                .map(|c| TokenSource::ClientCredentials(Box::new(c))),
             "file" => {
                 self.unused(
                     path,

@@ -394,16 +394,14 @@ fn private_key_jwt_loads_the_assertion_key() {
         ),
     );
     let o = load(&yaml).unwrap().outbound.unwrap();
-    match &o.tokens[0].source {
-        TokenSource::ClientCredentials(ClientCredentials {
-            auth: ClientAuth::PrivateKeyJwt(key),
-            ..
-        }) => {
-            assert_eq!(key.alg, Algorithm::ES256);
-            assert_eq!(key.key_id.as_deref(), Some("k1"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let TokenSource::ClientCredentials(c) = &o.tokens[0].source else {
+        panic!("client_credentials")
+    };
+    let ClientAuth::PrivateKeyJwt(key) = &c.auth else {
+        panic!("private_key_jwt")
+    };
+    assert_eq!(key.alg, Algorithm::ES256);
+    assert_eq!(key.key_id.as_deref(), Some("k1"));
     std::fs::write(&file, "not a key").unwrap();
     let errors = load(&yaml).unwrap_err();
     assert!(
