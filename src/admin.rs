@@ -3,6 +3,7 @@
 
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::server::Handler;
 use crate::upstream::{full, Body, Downstream};
 use crate::Swap;
@@ -14,11 +15,13 @@ use std::sync::Arc;
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub inbound: Option<Arc<Swap<Inbound>>>,
+    pub outbound: Option<Arc<Outbound>>,
 }
 
 impl Admin {
     pub fn is_ready(&self) -> bool {
         self.inbound.as_ref().is_none_or(|i| i.current().is_ready())
+            && self.outbound.as_ref().is_none_or(|o| o.is_ready())
     }
 }
 
@@ -32,13 +35,18 @@ impl Handler for Admin {
             (&Method::GET, "/readyz") => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                "not ready: keys not loaded\n".to_string(),
+                "not ready: issuer keys or outbound tokens not loaded yet\n".to_string(),
             ),
-            (&Method::GET, "/metrics") => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics.render(),
-            ),
+            (&Method::GET, "/metrics") => {
+                if let Some(o) = &self.outbound {
+                    o.update_expiry_gauges();
+                }
+                (
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.metrics.render(),
+                )
+            }
             (_, "/healthz" | "/readyz" | "/metrics") => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",

@@ -120,9 +120,6 @@ async fn run(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if config.outbound.is_some() {
-        tracing::warn!("the outbound section is validated but not served by this build yet");
-    }
     let shutdown = CancellationToken::new();
     let mut app = match crate::start(&config, shutdown.clone()).await {
         Ok(app) => app,
@@ -234,10 +231,7 @@ fn check(path: &Path) -> ExitCode {
     }
     match &config.outbound {
         Some(o) => {
-            println!(
-                "outbound {}  (validated; NOT SERVED by this build yet)",
-                o.listen
-            );
+            println!("outbound {}", o.listen);
             for r in &o.routes {
                 let token = &o.tokens[r.token];
                 println!(

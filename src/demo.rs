@@ -164,7 +164,26 @@ struct IssuerState {
     failing: AtomicBool,
     max_age: Mutex<Option<u64>>,
     default_audience: String,
+    token_endpoint: TokenEndpoint,
 }
+
+/// The dev issuer's OAuth token endpoint: client_credentials for one client.
+struct TokenEndpoint {
+    client_id: String,
+    client_secret: String,
+    /// Lifetime of issued tokens, seconds.
+    ttl: AtomicU64,
+    failing: AtomicBool,
+    /// Answer this much later (a slow token server).
+    delay_ms: AtomicU64,
+    /// When each token request arrived.
+    calls: Mutex<Vec<std::time::Instant>>,
+}
+
+/// The client the dev issuer's token endpoint accepts.
+pub const DEV_CLIENT_ID: &str = "demo-app";
+/// Its secret (development only).
+pub const DEV_CLIENT_SECRET: &str = "demo-app-secret";
 
 impl DevIssuer {
     /// Starts on `127.0.0.1:0` with the given keys (the first signs).
@@ -183,6 +202,14 @@ impl DevIssuer {
             failing: AtomicBool::new(false),
             max_age: Mutex::new(None),
             default_audience: default_audience.to_string(),
+            token_endpoint: TokenEndpoint {
+                client_id: DEV_CLIENT_ID.into(),
+                client_secret: DEV_CLIENT_SECRET.into(),
+                ttl: AtomicU64::new(3600),
+                failing: AtomicBool::new(false),
+                delay_ms: AtomicU64::new(0),
+                calls: Mutex::new(Vec::new()),
+            },
         });
         let shutdown = spawn_dev_server(listener, state.clone());
         Ok(DevIssuer {
@@ -234,6 +261,41 @@ impl DevIssuer {
 
     pub fn jwks_hits(&self) -> u64 {
         self.state.jwks_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    /// Lifetime of tokens from `/token`.
+    pub fn set_token_ttl(&self, secs: u64) {
+        self.state.token_endpoint.ttl.store(secs, Ordering::SeqCst);
+    }
+
+    /// While failing, `/token` answers 503.
+    pub fn set_token_failing(&self, failing: bool) {
+        self.state
+            .token_endpoint
+            .failing
+            .store(failing, Ordering::SeqCst);
+    }
+
+    /// `/token` answers this much later.
+    pub fn set_token_delay(&self, delay: Duration) {
+        self.state
+            .token_endpoint
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// When each `/token` request arrived.
+    pub fn token_calls(&self) -> Vec<std::time::Instant> {
+        self.state
+            .token_endpoint
+            .calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 
     pub fn discovery_hits(&self) -> u64 {
@@ -300,6 +362,65 @@ impl IssuerState {
     }
 }
 
+impl IssuerState {
+    /// `POST /token`: client_credentials with client_secret_basic or _post.
+    async fn token(&self, req: Request<Incoming>) -> Response<Body> {
+        let endpoint = &self.token_endpoint;
+        if let Ok(mut calls) = endpoint.calls.lock() {
+            calls.push(std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(
+            endpoint.delay_ms.load(Ordering::SeqCst),
+        ))
+        .await;
+        let oauth_error = |status: StatusCode, error: &str| {
+            json_response(status, json!({ "error": error }).to_string())
+        };
+        if endpoint.failing.load(Ordering::SeqCst) {
+            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+        }
+        let basic = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        let Ok(body) = http_body_util::BodyExt::collect(req.into_body()).await else {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+        };
+        let form: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(&body.to_bytes())
+                .into_owned()
+                .collect();
+        let (id, secret) = match (&basic, form.get("client_id"), form.get("client_secret")) {
+            (Some(pair), _, _) => pair
+                .split_once(':')
+                .map(|(i, s)| (i.to_string(), s.to_string()))
+                .unwrap_or_default(),
+            (None, Some(i), Some(s)) => (i.clone(), s.clone()),
+            _ => Default::default(),
+        };
+        if id != endpoint.client_id || secret != endpoint.client_secret {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+        }
+        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+        }
+        let ttl = endpoint.ttl.load(Ordering::SeqCst);
+        let mut claims = json!({ "sub": id, "client_id": id, "exp": unix_now() + ttl });
+        if let Some(scope) = form.get("scope") {
+            claims["scope"] = json!(scope);
+        }
+        if let Some(aud) = form.get("audience").or(form.get("resource")) {
+            claims["aud"] = json!(aud);
+        }
+        let answer =
+            json!({ "access_token": self.mint(claims), "token_type": "Bearer", "expires_in": ttl });
+        json_response(StatusCode::OK, answer.to_string())
+    }
+}
+
 impl Handler for IssuerState {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _: Downstream) -> Response<Body> {
         let path = req.uri().path();
@@ -336,6 +457,7 @@ impl Handler for IssuerState {
                 }
                 resp
             }
+            "/token" => self.token(req).await,
             "/mint" => {
                 // Query: scope, sub, aud, ttl (seconds).
                 let mut claims = json!({});
@@ -378,6 +500,8 @@ pub struct Echo {
 struct EchoState {
     hits: AtomicU64,
     last: Mutex<Option<hyper::HeaderMap>>,
+    /// `Authorization` values answered with 401.
+    refused: Mutex<Vec<HeaderValue>>,
 }
 
 impl Echo {
@@ -398,6 +522,13 @@ impl Echo {
         self.state.hits.load(Ordering::SeqCst)
     }
 
+    /// From now on, answer requests bearing this `Authorization` value with 401.
+    pub fn refuse(&self, authorization: HeaderValue) {
+        if let Ok(mut r) = self.state.refused.lock() {
+            r.push(authorization);
+        }
+    }
+
     /// Headers of the last request received.
     pub fn last_headers(&self) -> Option<hyper::HeaderMap> {
         self.state.last.lock().ok().and_then(|l| l.clone())
@@ -413,6 +544,19 @@ impl Drop for Echo {
 impl Handler for EchoState {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _: Downstream) -> Response<Body> {
         self.hits.fetch_add(1, Ordering::SeqCst);
+        let refused = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .is_some_and(|a| self.refused.lock().is_ok_and(|r| r.contains(a)));
+        if refused {
+            if let Ok(mut last) = self.last.lock() {
+                *last = Some(req.headers().clone());
+            }
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({ "error": "invalid_token" }).to_string(),
+            );
+        }
         let headers: serde_json::Map<String, Value> = req
             .headers()
             .iter()

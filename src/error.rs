@@ -50,6 +50,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("upstream failed: {0}")]
     UpstreamFailed(String),
+    #[error("no outbound route for host {0:?}")]
+    NoRoute(String),
+    #[error("no valid token for {0:?}: the token server has not provided one")]
+    TokenUnavailable(String),
 }
 
 /// Anything that ends a request before (or instead of) the upstream answering.
@@ -109,6 +113,10 @@ pub fn error_response(failure: &Failure) -> Response<Body> {
         }
         Failure::Proxy(ProxyError::UpstreamTimeout) => {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", None)
+        }
+        Failure::Proxy(ProxyError::NoRoute(_)) => (StatusCode::NOT_FOUND, "no_route", None),
+        Failure::Proxy(ProxyError::TokenUnavailable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", None)
         }
     };
     // Upstream error details stay in the logs; callers get the category.
@@ -214,6 +222,8 @@ mod tests {
             (ProxyError::UpstreamUnreachable("refused".into()).into(), 502, None, "upstream_unavailable"),
             (ProxyError::UpstreamFailed("reset".into()).into(), 502, None, "upstream_unavailable"),
             (ProxyError::UpstreamTimeout.into(), 504, None, "upstream_timeout"),
+            (ProxyError::NoRoute("x.example".into()).into(), 404, None, "no_route"),
+            (ProxyError::TokenUnavailable("default".into()).into(), 503, None, "token_unavailable"),
         ];
         for (failure, status, challenge, error) in cases {
             let label = format!("{failure:?}");

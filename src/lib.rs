@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod inbound;
 pub mod metrics;
+pub mod outbound;
 pub mod server;
 pub mod upstream;
 
@@ -22,6 +23,7 @@ use admin::Admin;
 use config::Config;
 use inbound::Inbound;
 use metrics::Metrics;
+use outbound::Outbound;
 use server::{serve, CertStore, ServeOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +41,9 @@ pub struct StartError(pub String);
 pub struct App {
     pub admin_addr: SocketAddr,
     pub inbound_addr: Option<SocketAddr>,
+    pub outbound_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    pub outbound: Option<Arc<Outbound>>,
     inbound: Option<Arc<Swap<Inbound>>>,
     /// Cancels the current inbound generation's background work (JWKS refresh).
     inbound_work: CancellationToken,
@@ -72,6 +76,15 @@ impl App {
     /// loaded; requests in flight finish on the old one. Listener changes need a
     /// restart; on any error the current guard keeps serving.
     pub async fn reload(&mut self, config: Config) -> Result<(), StartError> {
+        if self.config.outbound.is_some() || config.outbound.is_some() {
+            tracing::warn!(
+                "the outbound section is not reloaded: changes to it take effect on restart"
+            );
+        }
+        if self.inbound.is_none() && config.inbound.is_none() {
+            self.config = config;
+            return Ok(());
+        }
         let (Some(swap), Some(old), Some(new)) =
             (&self.inbound, &self.config.inbound, &config.inbound)
         else {
@@ -188,9 +201,31 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         tasks.spawn(serve(listener, tls, opts, swap.clone(), shutdown.clone()));
         inbound = Some(swap);
     }
+    let mut outbound_addr = None;
+    let mut outbound = None;
+    if let Some(cfg) = &config.outbound {
+        let client = upstream::http_client(cfg.timeouts.upstream_connect).map_err(StartError)?;
+        let proxy = Outbound::start(cfg, client, metrics.clone(), shutdown.child_token())
+            .map_err(StartError)?;
+        let listener = bind(cfg.listen, "outbound").await?;
+        outbound_addr = Some(
+            listener
+                .local_addr()
+                .map_err(|e| StartError(e.to_string()))?,
+        );
+        let opts = ServeOptions {
+            header_read_timeout: cfg.timeouts.header_read,
+            max_header_bytes: cfg.max_header_bytes,
+            drain: cfg.timeouts.drain,
+            max_connections: cfg.max_connections,
+        };
+        tasks.spawn(serve(listener, None, opts, proxy.clone(), shutdown.clone()));
+        outbound = Some(proxy);
+    }
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
         inbound: inbound.clone(),
+        outbound: outbound.clone(),
     });
     let listener = bind(config.admin.listen, "admin").await?;
     let admin_addr = listener
@@ -207,10 +242,15 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         Some(addr) => tracing::info!(admin = %admin_addr, inbound = %addr, "tokengate started"),
         None => tracing::info!(admin = %admin_addr, "tokengate started"),
     }
+    if let Some(addr) = outbound_addr {
+        tracing::info!(outbound = %addr, "outbound listening");
+    }
     Ok(App {
         admin_addr,
         inbound_addr,
+        outbound_addr,
         metrics,
+        outbound,
         inbound,
         inbound_work,
         cert_store,

@@ -2,8 +2,8 @@
 //! enums, never from request input.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -15,6 +15,9 @@ pub struct Metrics {
     pub jwks_keys: IntGaugeVec,
     pub verify_cache_hits: IntCounter,
     pub verify_cache_misses: IntCounter,
+    pub token_refresh: IntCounterVec,
+    pub token_expiry: GaugeVec,
+    pub token_waits: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,6 +74,30 @@ impl Metrics {
             "Tokens that needed a full verification",
         )
         .expect("static metric definition");
+        let token_refresh = IntCounterVec::new(
+            Opts::new(
+                "tokengate_token_refresh_total",
+                "Outbound token fetches by token and result",
+            ),
+            &["token", "result"],
+        )
+        .expect("static metric definition");
+        let token_expiry = GaugeVec::new(
+            Opts::new(
+                "tokengate_token_expiry_seconds",
+                "Seconds until the cached outbound token expires",
+            ),
+            &["token"],
+        )
+        .expect("static metric definition");
+        let token_waits = IntCounterVec::new(
+            Opts::new(
+                "tokengate_token_waits_total",
+                "Outbound requests that found no valid token and waited for one (none should after start-up)",
+            ),
+            &["token"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -79,6 +106,9 @@ impl Metrics {
             Box::new(jwks_keys.clone()),
             Box::new(verify_cache_hits.clone()),
             Box::new(verify_cache_misses.clone()),
+            Box::new(token_refresh.clone()),
+            Box::new(token_expiry.clone()),
+            Box::new(token_waits.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -91,6 +121,9 @@ impl Metrics {
             jwks_keys,
             verify_cache_hits,
             verify_cache_misses,
+            token_refresh,
+            token_expiry,
+            token_waits,
         }
     }
 

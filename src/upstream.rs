@@ -93,11 +93,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 /// Where requests are forwarded.
 pub struct Upstream {
     client: HttpClient,
+    direction: Direction,
     scheme: Scheme,
     authority: Authority,
     /// Path prefix of the upstream URL without a trailing slash ("" for none).
     base_path: String,
     response_timeout: Duration,
+}
+
+/// Which side of the app a forward serves; decides Host and `X-Forwarded-*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// To the app on loopback: keep the caller's Host, add `X-Forwarded-For/Proto/Host`.
+    Inbound,
+    /// From the app to an API: Host becomes the upstream's, and nothing about the
+    /// app's network is added.
+    Outbound,
 }
 
 /// Facts about the downstream connection a request arrived on.
@@ -108,13 +119,19 @@ pub struct Downstream {
 }
 
 impl Upstream {
-    pub fn new(client: HttpClient, url: &Uri, response_timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        client: HttpClient,
+        url: &Uri,
+        response_timeout: Duration,
+        direction: Direction,
+    ) -> Result<Self, String> {
         let authority = url
             .authority()
             .cloned()
             .ok_or("upstream URL needs host:port")?;
         Ok(Upstream {
             client,
+            direction,
             scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
             authority,
             base_path: url.path().trim_end_matches('/').to_string(),
@@ -128,7 +145,7 @@ impl Upstream {
     /// the requested `upgrade`, which is spliced through on a 101.
     pub async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
         from: Downstream,
         upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, ProxyError> {
@@ -145,18 +162,27 @@ impl Upstream {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
-        append_forwarded_for(&mut parts.headers, from.peer);
-        parts.headers.insert(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(if from.tls { "https" } else { "http" }),
-        );
-        if let Some(host) = original_host {
-            parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-            parts.headers.entry(header::HOST).or_insert(host);
+        match self.direction {
+            Direction::Inbound => {
+                append_forwarded_for(&mut parts.headers, from.peer);
+                parts.headers.insert(
+                    X_FORWARDED_PROTO.clone(),
+                    HeaderValue::from_static(if from.tls { "https" } else { "http" }),
+                );
+                if let Some(host) = original_host {
+                    parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+                    parts.headers.entry(header::HOST).or_insert(host);
+                }
+            }
+            Direction::Outbound => {
+                if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
+                    parts.headers.insert(header::HOST, host);
+                }
+            }
         }
         parts.uri = self.rewrite(&parts.uri)?;
         parts.version = Version::HTTP_11;
-        let mut req = Request::from_parts(parts, Either::Left(body));
+        let mut req = Request::from_parts(parts, body);
         let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
         let mut resp =
@@ -282,6 +308,7 @@ mod tests {
             client.clone(),
             &"http://127.0.0.1:8080".parse().unwrap(),
             Duration::from_secs(1),
+            Direction::Inbound,
         )
         .unwrap();
         assert_eq!(
@@ -292,6 +319,7 @@ mod tests {
             client,
             &"https://app.local/base/".parse().unwrap(),
             Duration::from_secs(1),
+            Direction::Outbound,
         )
         .unwrap();
         assert_eq!(

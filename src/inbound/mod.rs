@@ -14,8 +14,11 @@ use crate::config::{InboundConfig, Mode};
 use crate::error::{error_response, Denial, Failure, ProxyError};
 use crate::metrics::Metrics;
 use crate::server::Handler;
-use crate::upstream::{header_bytes, strip_hop_by_hop, Body, Downstream, HttpClient, Upstream};
+use crate::upstream::{
+    header_bytes, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
+};
 use cache::TokenCache;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION, HOST};
 use hyper::{Request, Response};
@@ -76,7 +79,12 @@ impl Inbound {
             rule_claims,
         );
         let jwks = Jwks::new(&config.issuers, client.clone(), metrics.clone());
-        let upstream = Upstream::new(client, &config.upstream, config.timeouts.upstream_response)?;
+        let upstream = Upstream::new(
+            client,
+            &config.upstream,
+            config.timeouts.upstream_response,
+            Direction::Inbound,
+        )?;
         Ok(Arc::new(Inbound {
             verifier,
             rules: config.rules.clone(),
@@ -191,7 +199,7 @@ impl Inbound {
         (
             route,
             self.upstream
-                .forward(req, from, upgrade)
+                .forward(req.map(Either::Left), from, upgrade)
                 .await
                 .map_err(Failure::from),
         )

@@ -1,0 +1,357 @@
+//! The outbound proxy. Each request runs these phases in order:
+//! limits → route by host (absolute-form target or `Host`, `*` fallback) → strip
+//! hop-by-hop headers and the app's `Authorization` → attach the route's current
+//! token → forward → on a `retry_on` status, one retry with a newer token when the
+//! body was small enough to keep → record.
+
+pub mod renew;
+pub mod source;
+pub mod token;
+
+use crate::config::OutboundConfig;
+use crate::error::{error_response, Failure, ProxyError};
+use crate::metrics::Metrics;
+use crate::server::Handler;
+use crate::upstream::{
+    header_bytes, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
+};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
+use hyper::{Request, Response};
+use prometheus::Histogram;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use token::{spawn_renewal, Token, TokenCell};
+use tokio_util::sync::CancellationToken;
+
+struct Route {
+    /// Lower-case host; `None` for the `*` fallback.
+    host: Option<String>,
+    /// Metrics label: the configured host.
+    label: String,
+    upstream: Upstream,
+    token: usize,
+}
+
+/// Per token source: its cell and what the request path needs from its config.
+struct Source {
+    cell: Arc<TokenCell>,
+    retry_on: Vec<u16>,
+    fetch_timeout: Duration,
+}
+
+/// Everything the outbound path needs, built once from the config.
+pub struct Outbound {
+    routes: Vec<Route>,
+    sources: Vec<Source>,
+    metrics: Arc<Metrics>,
+    max_header_bytes: usize,
+    max_retry_body_bytes: usize,
+    duration: Histogram,
+}
+
+impl Outbound {
+    /// Builds the proxy and starts one renewal task per token source.
+    pub fn start(
+        config: &OutboundConfig,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Outbound>, String> {
+        let sources = config
+            .tokens
+            .iter()
+            .map(|t| {
+                let cell = TokenCell::new(&t.name);
+                spawn_renewal(
+                    cell.clone(),
+                    t.clone(),
+                    client.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                );
+                Source {
+                    cell,
+                    retry_on: t.retry_on.clone(),
+                    fetch_timeout: t.fetch_timeout,
+                }
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                Ok(Route {
+                    host: r.host.clone(),
+                    label: r.host.clone().unwrap_or_else(|| "*".into()),
+                    upstream: Upstream::new(
+                        client.clone(),
+                        &r.upstream,
+                        config.timeouts.upstream_response,
+                        Direction::Outbound,
+                    )?,
+                    token: r.token,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Arc::new(Outbound {
+            routes,
+            sources,
+            duration: metrics.duration_for("outbound"),
+            metrics,
+            max_header_bytes: config.max_header_bytes,
+            max_retry_body_bytes: config.max_retry_body_bytes,
+        }))
+    }
+
+    /// Every source has a valid token.
+    pub fn is_ready(&self) -> bool {
+        self.sources.iter().all(|s| s.cell.is_ready())
+    }
+
+    /// Updates `tokengate_token_expiry_seconds` (called before a scrape).
+    pub fn update_expiry_gauges(&self) {
+        for s in &self.sources {
+            if let Some(left) = s.cell.seconds_left() {
+                self.metrics
+                    .token_expiry
+                    .with_label_values(&[&s.cell.name])
+                    .set(left);
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        mut req: Request<Incoming>,
+        from: Downstream,
+    ) -> (&str, Result<Response<Body>, Failure>) {
+        if header_bytes(req.headers()) > self.max_header_bytes {
+            return ("none", Err(ProxyError::HeadersTooLarge.into()));
+        }
+        let host = request_host(&req);
+        let Some(route) = find_route(&self.routes, &host) else {
+            return ("none", Err(ProxyError::NoRoute(host).into()));
+        };
+        let upgrade = strip_hop_by_hop(req.headers_mut());
+        // The app's own credentials never travel beside the injected one.
+        req.headers_mut().remove(AUTHORIZATION);
+        let source = &self.sources[route.token];
+        let token = match source.cell.usable() {
+            Some(t) => t,
+            None => {
+                // Only before the first token, or after expiry while the token
+                // server is down: wait, bounded, and count it.
+                self.metrics
+                    .token_waits
+                    .with_label_values(&[&source.cell.name])
+                    .inc();
+                match source.cell.newer_than(0, source.fetch_timeout).await {
+                    Some(t) => t,
+                    None => {
+                        let name = source.cell.name.clone();
+                        return (&route.label, Err(ProxyError::TokenUnavailable(name).into()));
+                    }
+                }
+            }
+        };
+        req.headers_mut()
+            .insert(AUTHORIZATION, token.header.clone());
+
+        let replayable = !source.retry_on.is_empty()
+            && upgrade.is_none()
+            && req
+                .body()
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= self.max_retry_body_bytes as u64);
+        if !replayable {
+            return (
+                &route.label,
+                route
+                    .upstream
+                    .forward(req.map(Either::Left), from, upgrade)
+                    .await
+                    .map_err(Failure::from),
+            );
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.max_retry_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return (
+                    &route.label,
+                    Err(ProxyError::BadRequest(
+                        "request body ended early or was larger than announced",
+                    )
+                    .into()),
+                )
+            }
+        };
+        let copy = |auth: &HeaderValue| {
+            let mut r = Request::new(Either::Right(Full::new(body.clone())));
+            *r.method_mut() = parts.method.clone();
+            *r.uri_mut() = parts.uri.clone();
+            *r.version_mut() = parts.version;
+            *r.headers_mut() = parts.headers.clone();
+            r.headers_mut().insert(AUTHORIZATION, auth.clone());
+            r
+        };
+        let first = route
+            .upstream
+            .forward(copy(&token.header), from, None)
+            .await;
+        match first {
+            Ok(resp) if source.retry_on.contains(&resp.status().as_u16()) => (
+                &route.label,
+                self.retry(route, source, &token, resp, copy, from).await,
+            ),
+            other => (&route.label, other.map_err(Failure::from)),
+        }
+    }
+
+    /// Post-expiration renewal: the upstream refused `rejected`; get a newer token
+    /// (one fetch however many requests ask) and replay once. If none comes in
+    /// time, the upstream's answer goes back to the app.
+    async fn retry(
+        &self,
+        route: &Route,
+        source: &Source,
+        rejected: &Token,
+        answer: Response<Body>,
+        copy: impl Fn(&HeaderValue) -> Request<Body>,
+        from: Downstream,
+    ) -> Result<Response<Body>, Failure> {
+        match source
+            .cell
+            .newer_than(rejected.generation, source.fetch_timeout)
+            .await
+        {
+            Some(fresh) => {
+                tracing::info!(token = %source.cell.name, status = answer.status().as_u16(), "upstream refused the token; retrying once with a new one");
+                drop(answer);
+                route
+                    .upstream
+                    .forward(copy(&fresh.header), from, None)
+                    .await
+                    .map_err(Failure::from)
+            }
+            None => Ok(answer),
+        }
+    }
+}
+
+impl Handler for Outbound {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
+        let started = Instant::now();
+        let (route, result) = self.process(req, from).await;
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(failure) => {
+                tracing::warn!(route, error = %failure, "outbound request failed");
+                error_response(&failure)
+            }
+        };
+        self.metrics
+            .requests
+            .with_label_values(&["outbound", route, resp.status().as_str()])
+            .inc();
+        self.duration.observe(started.elapsed().as_secs_f64());
+        resp
+    }
+}
+
+/// PURE: exact host first, then the `*` fallback.
+fn find_route<'a>(routes: &'a [Route], host: &str) -> Option<&'a Route> {
+    routes
+        .iter()
+        .find(|r| {
+            r.host
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
+        })
+        .or_else(|| routes.iter().find(|r| r.host.is_none()))
+}
+
+/// Host of the request without port: from an absolute-form target (as `HTTP_PROXY`
+/// clients send), else the `Host` header.
+fn request_host<B>(req: &Request<B>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host())
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    let host = if raw.starts_with('[') {
+        raw.split_once(']')
+            .map_or(raw, |(h, _)| &raw[..h.len() + 1])
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    host.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_exact_host_then_fallback() {
+        let client = crate::upstream::http_client(Duration::from_secs(1)).unwrap();
+        let route = |host: Option<&str>, token: usize| Route {
+            host: host.map(str::to_string),
+            label: host.unwrap_or("*").to_string(),
+            upstream: Upstream::new(
+                client.clone(),
+                &"http://127.0.0.1:1".parse().unwrap(),
+                Duration::from_secs(1),
+                Direction::Outbound,
+            )
+            .unwrap(),
+            token,
+        };
+        let with_fallback = vec![route(Some("payments.internal"), 0), route(None, 1)];
+        let without = vec![route(Some("payments.internal"), 0)];
+        let cases = [
+            (&with_fallback, "payments.internal", Some(0)),
+            (&with_fallback, "PAYMENTS.internal", Some(0)),
+            (&with_fallback, "other.internal", Some(1)),
+            (&with_fallback, "", Some(1)),
+            (&without, "payments.internal", Some(0)),
+            (&without, "other.internal", None),
+        ];
+        for (routes, host, want) in cases {
+            assert_eq!(find_route(routes, host).map(|r| r.token), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn host_from_absolute_form_or_header() {
+        let req = |uri: &str, host: Option<&str>| {
+            let mut b = Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header(HOST, h);
+            }
+            b.body(()).unwrap()
+        };
+        let cases = [
+            (
+                req("http://API.example:8080/x", Some("ignored")),
+                "api.example",
+            ),
+            (
+                req("/x", Some("Payments.Internal:15001")),
+                "payments.internal",
+            ),
+            (req("/x", Some("[::1]:80")), "[::1]"),
+            (req("/x", None), ""),
+        ];
+        for (r, want) in cases {
+            assert_eq!(request_host(&r), want);
+        }
+    }
+}
