@@ -167,14 +167,17 @@ impl Outbound {
                 .upper()
                 .is_some_and(|n| n <= self.max_retry_body_bytes as u64);
         if !replayable {
-            return (
-                &route.label,
-                route
-                    .upstream
-                    .forward(req.map(Either::Left), from, upgrade)
-                    .await
-                    .map_err(Failure::from),
-            );
+            let answer = route
+                .upstream
+                .forward(req.map(Either::Left), from, upgrade)
+                .await;
+            if let Ok(resp) = &answer {
+                if source.retry_on.contains(&resp.status().as_u16()) {
+                    // Cannot replay this body, but the app's own retry should get a new token.
+                    source.cell.request_renewal();
+                }
+            }
+            return (&route.label, answer.map_err(Failure::from));
         }
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, self.max_retry_body_bytes)

@@ -89,7 +89,7 @@ impl TokenCell {
             return Some(t);
         }
         if after > 0 {
-            self.wake.notify_one();
+            self.request_renewal();
         }
         tokio::time::timeout(wait, async {
             while rx.changed().await.is_ok() {
@@ -102,6 +102,11 @@ impl TokenCell {
         .await
         .ok()
         .flatten()
+    }
+
+    /// Asks the renewal task for an early fetch (at most one per `MIN_INTERVAL`).
+    pub fn request_renewal(&self) {
+        self.wake.notify_one();
     }
 
     fn publish(&self, header: HeaderValue, expires_at: Instant) {

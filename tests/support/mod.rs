@@ -157,11 +157,21 @@ pub async fn send(
     url: &str,
     headers: &[(&str, String)],
 ) -> (StatusCode, HeaderMap, String) {
+    send_body(method, url, headers, Bytes::new()).await
+}
+
+/// `send` with a request body.
+pub async fn send_body(
+    method: Method,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> (StatusCode, HeaderMap, String) {
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, v);
     }
-    let req = req.body(Full::new(Bytes::new())).expect("request");
+    let req = req.body(Full::new(body)).expect("request");
     let resp = tokio::time::timeout(Duration::from_secs(20), client().request(req))
         .await
         .expect("request timed out")
