@@ -243,9 +243,10 @@ fn check(path: &Path) -> ExitCode {
             }
             for t in &o.tokens {
                 let kind = match &t.source {
-                    crate::config::TokenSource::ClientCredentials(c) => {
-                        format!("client_credentials {} as {}", c.token_url, c.client_id)
+                    crate::config::TokenSource::OAuth(g) => {
+                        format!("{} {}", t.source.kind(), g.token_url)
                     }
+                    crate::config::TokenSource::Login(l) => format!("login {}", l.url),
                     crate::config::TokenSource::File { path } => format!("file {}", path.display()),
                 };
                 println!(

@@ -55,17 +55,36 @@ pub struct TokenConfig {
 /// Where a token comes from.
 #[derive(Debug, Clone)]
 pub enum TokenSource {
-    /// OAuth 2.0 client_credentials (RFC 6749 §4.4).
-    ClientCredentials(Box<ClientCredentials>),
+    /// An OAuth 2.0 token endpoint grant.
+    OAuth(Box<OAuthGrant>),
+    /// A generic JSON login (DC/OS service login, GraphQL mutations, …).
+    Login(Box<Login>),
     /// A token file, re-read when it changes (projected service-account token, Vault agent).
     File { path: PathBuf },
 }
 
+impl TokenSource {
+    /// The `kind` as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TokenSource::OAuth(g) => match g.grant {
+                Grant::ClientCredentials => "client_credentials",
+                Grant::JwtBearer(_) => "jwt_bearer",
+                Grant::TokenExchange { .. } => "token_exchange",
+            },
+            TokenSource::Login(_) => "login",
+            TokenSource::File { .. } => "file",
+        }
+    }
+}
+
+/// A request to an OAuth 2.0 token endpoint.
 #[derive(Debug, Clone)]
-pub struct ClientCredentials {
+pub struct OAuthGrant {
     pub token_url: Uri,
-    pub client_id: String,
-    pub auth: ClientAuth,
+    pub grant: Grant,
+    /// Client authentication; required for client_credentials, optional otherwise.
+    pub client: Option<OAuthClient>,
     pub scopes: Vec<String>,
     pub audience: Option<String>,
     pub resource: Option<String>,
@@ -73,13 +92,76 @@ pub struct ClientCredentials {
     pub extra_params: Vec<(String, String)>,
 }
 
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// RFC 6749 §4.4.
+    ClientCredentials,
+    /// RFC 7523 §2.1: the JWT-bearer authorization grant.
+    JwtBearer(Assertion),
+    /// RFC 8693: exchange a subject token read from a file.
+    TokenExchange {
+        subject_token_file: PathBuf,
+        subject_token_type: String,
+    },
+}
+
+/// The assertion of a jwt_bearer grant.
+#[derive(Debug, Clone)]
+pub enum Assertion {
+    /// Read from a file at every fetch (e.g. a projected service-account token).
+    File(PathBuf),
+    /// Signed by tokengate: iss = `issuer`, sub = `subject`, aud = the token URL.
+    Signed {
+        key: AssertionKey,
+        issuer: String,
+        subject: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    pub id: String,
+    pub auth: ClientAuth,
+}
+
 /// How the client authenticates to the token endpoint.
 #[derive(Debug, Clone)]
 pub enum ClientAuth {
+    /// A public client: only `client_id` is sent.
+    None,
     SecretBasic(Secret),
     SecretPost(Secret),
     /// RFC 7523 §2.2 client assertion signed with this key.
     PrivateKeyJwt(AssertionKey),
+}
+
+/// `kind: login`: send a JSON body built from a template, read the token (and
+/// optionally its lifetime) out of the JSON answer by JSON pointer.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub url: Uri,
+    pub method: hyper::Method,
+    /// Strings may contain `{client_id}`, `{client_secret}`, `{login_token}`.
+    pub body: serde_json::Value,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// A freshly signed service login token, for `{login_token}`.
+    pub login_token: Option<LoginToken>,
+    /// Where the token is in the answer; default `/token`.
+    pub token_pointer: String,
+    /// Where its lifetime in seconds is; without one, the token's JWT `exp`.
+    pub expires_in_pointer: Option<String>,
+}
+
+/// A short-lived RS256/ES256/EdDSA JWT tokengate signs to log in (DC/OS's
+/// service login token: `uid` and `exp`).
+#[derive(Debug, Clone)]
+pub struct LoginToken {
+    pub key: AssertionKey,
+    /// Claims; strings may use `{client_id}`. `exp` (and `iat`) are added.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Lifetime of each login token; default 5m.
+    pub ttl: Duration,
 }
 
 /// A private key that signs JWTs (client assertions).
@@ -137,8 +219,6 @@ impl Inject {
         Some(value)
     }
 }
-
-const IMPLEMENTED_KINDS: &str = "client_credentials or file";
 
 impl Validator<'_> {
     pub(super) fn outbound(&mut self, raw: RawOutbound) -> Option<OutboundConfig> {
@@ -272,57 +352,7 @@ impl Validator<'_> {
             raw.fetch_timeout.as_ref(),
             Duration::from_secs(10),
         );
-        let source = match raw.kind.as_str() {
-            "client_credentials" => self
-                .client_credentials(path, &raw)
-                .map(|c| TokenSource::ClientCredentials(Box::new(c))),
-            "file" => {
-                self.unused(
-                    path,
-                    "file",
-                    &[
-                        ("token_url", raw.token_url.is_some()),
-                        ("client_id", raw.client_id.is_some()),
-                        ("client_auth", raw.client_auth.is_some()),
-                        ("client_secret", raw.client_secret.is_some()),
-                        ("client_secret_file", raw.client_secret_file.is_some()),
-                        ("private_key_file", raw.private_key_file.is_some()),
-                        ("scopes", raw.scopes.is_some()),
-                        ("audience", raw.audience.is_some()),
-                        ("resource", raw.resource.is_some()),
-                        ("extra_params", raw.extra_params.is_some()),
-                    ],
-                );
-                match &raw.path {
-                    Some(p) => self
-                        .text(&format!("{path}.path"), p)
-                        .map(|p| TokenSource::File {
-                            path: PathBuf::from(p),
-                        }),
-                    None => {
-                        self.error(format!("{path}.path"), "kind file needs a path");
-                        None
-                    }
-                }
-            }
-            "jwt_bearer" | "token_exchange" | "login" => {
-                self.error(
-                    format!("{path}.kind"),
-                    format!(
-                        "kind {} is not implemented yet; use {IMPLEMENTED_KINDS}",
-                        raw.kind
-                    ),
-                );
-                None
-            }
-            other => {
-                self.error(
-                    format!("{path}.kind"),
-                    format!("expected {IMPLEMENTED_KINDS}, got {other:?}"),
-                );
-                None
-            }
-        };
+        let source = self.source(path, &raw);
         Some(TokenConfig {
             name: name.to_string(),
             source: source?,
@@ -333,64 +363,152 @@ impl Validator<'_> {
         })
     }
 
-    fn unused(&mut self, path: &str, kind: &str, fields: &[(&str, bool)]) {
-        for (field, present) in fields {
-            if *present {
+    /// The kind-specific part of a token source. Each kind lists the fields it
+    /// uses; any other field that is set is reported, naming the kind.
+    fn source(&mut self, path: &str, raw: &RawTokenSource) -> Option<TokenSource> {
+        let present = [
+            ("token_url", raw.token_url.is_some()),
+            ("client_id", raw.client_id.is_some()),
+            ("client_auth", raw.client_auth.is_some()),
+            ("client_secret", raw.client_secret.is_some()),
+            ("client_secret_file", raw.client_secret_file.is_some()),
+            ("private_key_file", raw.private_key_file.is_some()),
+            ("key_id", raw.key_id.is_some()),
+            ("scopes", raw.scopes.is_some()),
+            ("audience", raw.audience.is_some()),
+            ("resource", raw.resource.is_some()),
+            ("extra_params", raw.extra_params.is_some()),
+            ("path", raw.path.is_some()),
+            ("subject", raw.subject.is_some()),
+            ("assertion_file", raw.assertion_file.is_some()),
+            ("subject_token_file", raw.subject_token_file.is_some()),
+            ("subject_token_type", raw.subject_token_type.is_some()),
+            ("method", raw.method.is_some()),
+            ("body", raw.body.is_some()),
+            ("token_pointer", raw.token_pointer.is_some()),
+            ("expires_in_pointer", raw.expires_in_pointer.is_some()),
+            ("login_token_claims", raw.login_token_claims.is_some()),
+            ("login_token_ttl", raw.login_token_ttl.is_some()),
+        ];
+        const OAUTH: &[&str] = &[
+            "token_url",
+            "client_id",
+            "client_auth",
+            "client_secret",
+            "client_secret_file",
+            "private_key_file",
+            "key_id",
+            "scopes",
+            "audience",
+            "resource",
+            "extra_params",
+        ];
+        let allowed: Vec<&str> = match raw.kind.as_str() {
+            "client_credentials" => OAUTH.to_vec(),
+            "jwt_bearer" => [OAUTH, &["subject", "assertion_file"]].concat(),
+            "token_exchange" => [OAUTH, &["subject_token_file", "subject_token_type"]].concat(),
+            "login" => vec![
+                "token_url",
+                "client_id",
+                "client_secret",
+                "client_secret_file",
+                "private_key_file",
+                "key_id",
+                "method",
+                "body",
+                "token_pointer",
+                "expires_in_pointer",
+                "login_token_claims",
+                "login_token_ttl",
+            ],
+            "file" => vec!["path"],
+            other => {
+                self.error(
+                    format!("{path}.kind"),
+                    format!("expected client_credentials, jwt_bearer, token_exchange, login or file, got {other:?}"),
+                );
+                return None;
+            }
+        };
+        for (field, set) in present {
+            if set && !allowed.contains(&field) {
                 self.error(
                     format!("{path}.{field}"),
-                    format!("not used by kind {kind}"),
+                    format!("not used by kind {}", raw.kind),
                 );
+            }
+        }
+        match raw.kind.as_str() {
+            "file" => {
+                let file = self.required(path, "path", raw.path.as_ref())?;
+                Some(TokenSource::File {
+                    path: PathBuf::from(file),
+                })
+            }
+            "login" => self
+                .login(path, raw)
+                .map(|l| TokenSource::Login(Box::new(l))),
+            _ => self
+                .oauth(path, raw)
+                .map(|g| TokenSource::OAuth(Box::new(g))),
+        }
+    }
+
+    /// A required string field, interpolated.
+    fn required(&mut self, path: &str, field: &str, value: Option<&String>) -> Option<String> {
+        match value {
+            Some(v) => self.text(&format!("{path}.{field}"), v),
+            None => {
+                self.error(format!("{path}.{field}"), "required for this kind");
+                None
             }
         }
     }
 
-    fn client_credentials(
-        &mut self,
-        path: &str,
-        raw: &RawTokenSource,
-    ) -> Option<ClientCredentials> {
-        self.unused(path, "client_credentials", &[("path", raw.path.is_some())]);
-        let token_url = match &raw.token_url {
-            Some(u) => self.http_uri(&format!("{path}.token_url"), u),
-            None => {
-                self.error(
-                    format!("{path}.token_url"),
-                    "kind client_credentials needs a token_url",
-                );
+    fn key(&mut self, path: &str, raw: &RawTokenSource) -> Option<AssertionKey> {
+        let file = self.required(path, "private_key_file", raw.private_key_file.as_ref())?;
+        match assertion_key(&file, raw.key_id.clone()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.error(format!("{path}.private_key_file"), e);
                 None
             }
-        };
+        }
+    }
+
+    fn oauth(&mut self, path: &str, raw: &RawTokenSource) -> Option<OAuthGrant> {
+        let token_url = self
+            .required(path, "token_url", raw.token_url.as_ref())
+            .and_then(|u| self.http_uri(&format!("{path}.token_url"), &u));
         let client_id = match &raw.client_id {
-            Some(c) => self.text(&format!("{path}.client_id"), c),
-            None => {
-                self.error(
-                    format!("{path}.client_id"),
-                    "kind client_credentials needs a client_id",
-                );
-                None
-            }
+            Some(id) => self.text(&format!("{path}.client_id"), id),
+            None => None,
         };
         let secret = self.secret(path, raw);
-        let auth = match raw.client_auth.as_deref().unwrap_or("client_secret_basic") {
-            method @ ("client_secret_basic" | "client_secret_post") => {
-                if raw.private_key_file.is_some() || raw.key_id.is_some() {
-                    self.error(
-                        format!("{path}.private_key_file"),
-                        format!("not used with client_auth {method}"),
-                    );
-                }
-                let Some(secret) = secret else {
-                    self.error(
-                        format!("{path}.client_secret"),
-                        format!("client_auth {method} needs client_secret or client_secret_file"),
-                    );
-                    return None;
-                };
-                if method == "client_secret_basic" {
-                    ClientAuth::SecretBasic(secret)
-                } else {
-                    ClientAuth::SecretPost(secret)
-                }
+        let kind = raw.kind.as_str();
+        // For jwt_bearer a private key signs the grant's assertion, not the client.
+        let key_is_client_auth = kind != "jwt_bearer";
+        let default_auth = if secret.is_some() {
+            "client_secret_basic"
+        } else if raw.private_key_file.is_some() && key_is_client_auth {
+            "private_key_jwt"
+        } else {
+            "none"
+        };
+        let auth = match raw.client_auth.as_deref().unwrap_or(default_auth) {
+            "none" => ClientAuth::None,
+            "client_secret_basic" | "client_secret_post" if secret.is_none() => {
+                self.error(
+                    format!("{path}.client_secret"),
+                    "this client_auth needs client_secret or client_secret_file",
+                );
+                return None;
+            }
+            "client_secret_basic" => ClientAuth::SecretBasic(secret?),
+            "client_secret_post" => ClientAuth::SecretPost(secret?),
+            "private_key_jwt" if !key_is_client_auth => {
+                self.error(format!("{path}.client_auth"), "jwt_bearer signs its assertion with private_key_file; use a client secret or none");
+                return None;
             }
             "private_key_jwt" => {
                 if secret.is_some() {
@@ -399,34 +517,101 @@ impl Validator<'_> {
                         "not used with client_auth private_key_jwt",
                     );
                 }
-                let Some(file) = &raw.private_key_file else {
-                    self.error(
-                        format!("{path}.private_key_file"),
-                        "client_auth private_key_jwt needs private_key_file",
-                    );
-                    return None;
-                };
-                let file = self.text(&format!("{path}.private_key_file"), file)?;
-                match assertion_key(&file, raw.key_id.clone()) {
-                    Ok(key) => ClientAuth::PrivateKeyJwt(key),
-                    Err(e) => {
-                        self.error(format!("{path}.private_key_file"), e);
-                        return None;
-                    }
-                }
+                ClientAuth::PrivateKeyJwt(self.key(path, raw)?)
             }
             other => {
                 self.error(
                     format!("{path}.client_auth"),
-                    format!("expected client_secret_basic, client_secret_post or private_key_jwt, got {other:?}"),
+                    format!("expected client_secret_basic, client_secret_post, private_key_jwt or none, got {other:?}"),
                 );
                 return None;
             }
         };
-        Some(ClientCredentials {
+        let client = match (client_id.clone(), auth) {
+            (Some(id), auth) => Some(OAuthClient { id, auth }),
+            (None, ClientAuth::None) => None,
+            (None, _) => {
+                self.error(
+                    format!("{path}.client_id"),
+                    "client authentication needs a client_id",
+                );
+                return None;
+            }
+        };
+        let grant = match kind {
+            "client_credentials" => {
+                match &client {
+                    None => {
+                        self.error(
+                            format!("{path}.client_id"),
+                            "client_credentials needs a client_id",
+                        );
+                        return None;
+                    }
+                    Some(OAuthClient {
+                        auth: ClientAuth::None,
+                        ..
+                    }) => {
+                        self.error(
+                            format!("{path}.client_secret"),
+                            "client_credentials needs client_secret, client_secret_file or private_key_file",
+                        );
+                        return None;
+                    }
+                    Some(_) => {}
+                }
+                Grant::ClientCredentials
+            }
+            "jwt_bearer" => match (&raw.assertion_file, &raw.private_key_file) {
+                (Some(_), Some(_)) => {
+                    self.error(
+                        format!("{path}.assertion_file"),
+                        "set assertion_file or private_key_file, not both",
+                    );
+                    return None;
+                }
+                (Some(file), None) => Grant::JwtBearer(Assertion::File(PathBuf::from(
+                    self.text(&format!("{path}.assertion_file"), file)?,
+                ))),
+                (None, Some(_)) => {
+                    let Some(issuer) = client_id.clone() else {
+                        self.error(
+                            format!("{path}.client_id"),
+                            "a self-signed assertion needs client_id (its issuer)",
+                        );
+                        return None;
+                    };
+                    let subject = raw.subject.clone().unwrap_or_else(|| issuer.clone());
+                    Grant::JwtBearer(Assertion::Signed {
+                        key: self.key(path, raw)?,
+                        issuer,
+                        subject,
+                    })
+                }
+                (None, None) => {
+                    self.error(
+                        format!("{path}.assertion_file"),
+                        "jwt_bearer needs assertion_file or private_key_file",
+                    );
+                    return None;
+                }
+            },
+            _ => Grant::TokenExchange {
+                subject_token_file: PathBuf::from(self.required(
+                    path,
+                    "subject_token_file",
+                    raw.subject_token_file.as_ref(),
+                )?),
+                subject_token_type: raw
+                    .subject_token_type
+                    .clone()
+                    .unwrap_or_else(|| "urn:ietf:params:oauth:token-type:jwt".into()),
+            },
+        };
+        Some(OAuthGrant {
             token_url: token_url?,
-            client_id: client_id?,
-            auth,
+            grant,
+            client,
             scopes: raw.scopes.clone().unwrap_or_default(),
             audience: raw.audience.clone(),
             resource: raw.resource.clone(),
@@ -436,6 +621,108 @@ impl Validator<'_> {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+        })
+    }
+
+    fn login(&mut self, path: &str, raw: &RawTokenSource) -> Option<Login> {
+        let url = self
+            .required(path, "token_url", raw.token_url.as_ref())
+            .and_then(|u| self.http_uri(&format!("{path}.token_url"), &u));
+        let method = match raw
+            .method
+            .as_deref()
+            .unwrap_or("POST")
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "POST" => hyper::Method::POST,
+            "PUT" => hyper::Method::PUT,
+            other => {
+                self.error(
+                    format!("{path}.method"),
+                    format!("expected POST or PUT, got {other:?}"),
+                );
+                hyper::Method::POST
+            }
+        };
+        let body = match &raw.body {
+            Some(v) => match serde_json::to_value(v) {
+                Ok(json) => json,
+                Err(e) => {
+                    self.error(
+                        format!("{path}.body"),
+                        format!("not representable as JSON: {e}"),
+                    );
+                    return None;
+                }
+            },
+            None => {
+                self.error(
+                    format!("{path}.body"),
+                    "required for kind login (a JSON body template)",
+                );
+                return None;
+            }
+        };
+        let pointer = |v: &Option<String>, field: &str, this: &mut Self| -> Option<String> {
+            match v {
+                Some(p) if !p.starts_with('/') => {
+                    this.error(
+                        format!("{path}.{field}"),
+                        format!("a JSON pointer starts with '/', got {p:?}"),
+                    );
+                    None
+                }
+                other => other.clone(),
+            }
+        };
+        let token_pointer =
+            pointer(&raw.token_pointer, "token_pointer", self).unwrap_or_else(|| "/token".into());
+        let expires_in_pointer = pointer(&raw.expires_in_pointer, "expires_in_pointer", self);
+        let client_id = match &raw.client_id {
+            Some(id) => self.text(&format!("{path}.client_id"), id),
+            None => None,
+        };
+        let client_secret = self.secret(path, raw);
+        let login_token = match &raw.private_key_file {
+            Some(_) => Some(LoginToken {
+                key: self.key(path, raw)?,
+                claims: raw
+                    .login_token_claims
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                ttl: self.duration(
+                    &format!("{path}.login_token_ttl"),
+                    raw.login_token_ttl.as_ref(),
+                    Duration::from_secs(300),
+                ),
+            }),
+            None => None,
+        };
+        let text = body.to_string();
+        for (placeholder, available, field) in [
+            ("{client_id}", client_id.is_some(), "client_id"),
+            ("{client_secret}", client_secret.is_some(), "client_secret"),
+            ("{login_token}", login_token.is_some(), "private_key_file"),
+        ] {
+            if text.contains(placeholder) && !available {
+                self.error(
+                    format!("{path}.body"),
+                    format!("uses {placeholder} but {field} is not set"),
+                );
+            }
+        }
+        Some(Login {
+            url: url?,
+            method,
+            body,
+            client_id,
+            client_secret,
+            login_token,
+            token_pointer,
+            expires_in_pointer,
         })
     }
 

@@ -170,6 +170,21 @@ pub struct RawTokenSource {
     pub resource: Option<String>,
     pub extra_params: Option<BTreeMap<String, String>>,
     pub path: Option<String>,
+    /// jwt_bearer: `sub` of a self-signed assertion (default: client_id).
+    pub subject: Option<String>,
+    /// jwt_bearer: read the assertion from this file instead of signing one.
+    pub assertion_file: Option<String>,
+    /// token_exchange: the subject token's file, and its type.
+    pub subject_token_file: Option<String>,
+    pub subject_token_type: Option<String>,
+    /// login: HTTP method, JSON body template, JSON pointers into the answer.
+    pub method: Option<String>,
+    pub body: Option<serde_yaml::Value>,
+    pub token_pointer: Option<String>,
+    pub expires_in_pointer: Option<String>,
+    /// login: claims of the self-signed service login token, and its lifetime.
+    pub login_token_claims: Option<BTreeMap<String, serde_json::Value>>,
+    pub login_token_ttl: Option<String>,
     pub renew_before: Option<String>,
     pub inject: Option<String>,
     pub retry_on: Option<Vec<u16>>,

@@ -268,9 +268,12 @@ fn outbound_routes_and_token_sources() {
     assert_eq!(cc.inject.render("abc").unwrap(), "Bearer abc");
     assert!(cc.inject.render("abc").unwrap().is_sensitive());
     match &cc.source {
-        TokenSource::ClientCredentials(c) => {
+        TokenSource::OAuth(c) => {
+            assert!(matches!(c.grant, Grant::ClientCredentials));
+            let client = c.client.as_ref().unwrap();
+            assert_eq!(client.id, "orders");
             assert!(
-                matches!(&c.auth, ClientAuth::SecretBasic(s) if s.expose() == b"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t")
+                matches!(&client.auth, ClientAuth::SecretBasic(s) if s.expose() == b"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t")
             );
             assert_eq!(c.scopes, ["a", "b"]);
             assert_eq!(c.resource.as_deref(), Some("urn:payments"));
@@ -289,18 +292,45 @@ fn outbound_routes_and_token_sources() {
     );
 }
 
+const FILE_KIND: &str = "kind: file\n      path: /var/run/token";
+
 #[test]
 fn outbound_errors_name_their_path() {
     let cases: Vec<(String, &str, &str)> = vec![
         (
             OUTBOUND.replace("kind: file", "kind: ldap"),
             "outbound.tokens.file.kind",
-            "expected client_credentials or file",
+            "expected client_credentials, jwt_bearer, token_exchange, login or file",
         ),
         (
             OUTBOUND.replace("kind: file", "kind: login"),
-            "outbound.tokens.file.kind",
-            "not implemented yet",
+            "outbound.tokens.file.path",
+            "not used by kind login",
+        ),
+        (
+            OUTBOUND.replace(FILE_KIND, "kind: jwt_bearer\n      token_url: https://idp/token"),
+            "outbound.tokens.file.assertion_file",
+            "jwt_bearer needs assertion_file or private_key_file",
+        ),
+        (
+            OUTBOUND.replace(FILE_KIND, "kind: token_exchange\n      token_url: https://idp/token"),
+            "outbound.tokens.file.subject_token_file",
+            "required for this kind",
+        ),
+        (
+            OUTBOUND.replace(FILE_KIND, "kind: login\n      token_url: https://idp/login"),
+            "outbound.tokens.file.body",
+            "required for kind login",
+        ),
+        (
+            OUTBOUND.replace(FILE_KIND, "kind: login\n      token_url: https://idp/login\n      body: { secret: \"{client_secret}\" }"),
+            "outbound.tokens.file.body",
+            "uses {client_secret} but client_secret is not set",
+        ),
+        (
+            OUTBOUND.replace(FILE_KIND, "kind: login\n      token_url: https://idp/login\n      body: {}\n      token_pointer: data/token"),
+            "outbound.tokens.file.token_pointer",
+            "starts with '/'",
         ),
         (
             OUTBOUND.replace("path: /var/run/token", "path: /t\n      client_id: x"),
@@ -394,10 +424,10 @@ fn private_key_jwt_loads_the_assertion_key() {
         ),
     );
     let o = load(&yaml).unwrap().outbound.unwrap();
-    let TokenSource::ClientCredentials(c) = &o.tokens[0].source else {
+    let TokenSource::OAuth(c) = &o.tokens[0].source else {
         panic!("client_credentials")
     };
-    let ClientAuth::PrivateKeyJwt(key) = &c.auth else {
+    let ClientAuth::PrivateKeyJwt(key) = &c.client.as_ref().unwrap().auth else {
         panic!("private_key_jwt")
     };
     assert_eq!(key.alg, Algorithm::ES256);

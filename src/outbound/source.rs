@@ -1,7 +1,7 @@
 //! Token sources: one fetch each. Scheduling, single flight and back-off live in
 //! `token.rs`; parsing answers is pure and tested here.
 
-use crate::config::{ClientAuth, ClientCredentials, TokenSource};
+use crate::config::{Assertion, AssertionKey, ClientAuth, Grant, Login, OAuthGrant, TokenSource};
 use crate::upstream::{full, HttpClient};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
 use serde_json::Value;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest token endpoint answer accepted.
@@ -71,74 +72,127 @@ pub async fn fetch(
     timeout: Duration,
 ) -> Result<Fetched, SourceError> {
     match source {
-        TokenSource::ClientCredentials(cc) => {
-            let request = client_credentials_request(cc, unix_now())?;
+        TokenSource::OAuth(grant) => {
+            let request = oauth_request(grant, unix_now()).await?;
             let (status, body) = post(client, request, timeout).await?;
             parse_token_answer(status, &body, unix_now())
         }
+        TokenSource::Login(login) => {
+            let request = login_request(login, unix_now())?;
+            let (status, body) = post(client, request, timeout).await?;
+            parse_login_answer(login, status, &body, unix_now())
+        }
         TokenSource::File { path } => {
-            let text = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| SourceError::File(format!("{}: {e}", path.display())))?;
-            let token = text.trim().to_string();
-            if token.is_empty() {
-                return Err(SourceError::File(format!("{} is empty", path.display())));
-            }
+            let token = read_token_file(path).await?;
             let lifetime = jwt_lifetime(&token, unix_now());
             Ok(Fetched { token, lifetime })
         }
     }
 }
 
-/// PURE (but for the assertion's random `jti`): the token request for a client_credentials source.
-pub fn client_credentials_request(
-    cc: &ClientCredentials,
+async fn read_token_file(path: &Path) -> Result<String, SourceError> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| SourceError::File(format!("{}: {e}", path.display())))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(SourceError::File(format!("{} is empty", path.display())));
+    }
+    Ok(token)
+}
+
+/// The token endpoint request of an OAuth grant (reads assertion / subject token files).
+pub async fn oauth_request(
+    g: &OAuthGrant,
     now: u64,
 ) -> Result<Request<crate::upstream::Body>, SourceError> {
+    // Gather what needs I/O first: the form serializer is not Send.
+    let grant: Vec<(&str, String)> = match &g.grant {
+        Grant::ClientCredentials => vec![("grant_type", "client_credentials".into())],
+        Grant::JwtBearer(assertion) => {
+            let assertion = match assertion {
+                Assertion::File(path) => read_token_file(path).await?,
+                Assertion::Signed {
+                    key,
+                    issuer,
+                    subject,
+                } => sign(key, assertion_claims(issuer, subject, &g.token_url, now)?)?,
+            };
+            vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                ),
+                ("assertion", assertion),
+            ]
+        }
+        Grant::TokenExchange {
+            subject_token_file,
+            subject_token_type,
+        } => vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+            ),
+            ("subject_token", read_token_file(subject_token_file).await?),
+            ("subject_token_type", subject_token_type.clone()),
+        ],
+    };
     let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("grant_type", "client_credentials");
-    if !cc.scopes.is_empty() {
-        form.append_pair("scope", &cc.scopes.join(" "));
+    for (k, v) in &grant {
+        form.append_pair(k, v);
     }
-    if let Some(a) = &cc.audience {
+    if !g.scopes.is_empty() {
+        form.append_pair("scope", &g.scopes.join(" "));
+    }
+    if let Some(a) = &g.audience {
         form.append_pair("audience", a);
     }
-    if let Some(r) = &cc.resource {
+    if let Some(r) = &g.resource {
         form.append_pair("resource", r);
     }
-    for (k, v) in &cc.extra_params {
+    for (k, v) in &g.extra_params {
         form.append_pair(k, v);
     }
     let mut basic = None;
-    match &cc.auth {
-        ClientAuth::SecretBasic(secret) => {
-            // RFC 6749 §2.3.1: form-encode id and secret, then base64 "id:secret".
-            let enc = |s: &[u8]| form_urlencoded::byte_serialize(s).collect::<String>();
-            let pair = format!("{}:{}", enc(cc.client_id.as_bytes()), enc(secret.expose()));
-            let mut value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(pair)))
-                .map_err(|_| {
-                    SourceError::Invalid("client credentials are not header-safe".into())
-                })?;
-            value.set_sensitive(true);
-            basic = Some(value);
-        }
-        ClientAuth::SecretPost(secret) => {
-            form.append_pair("client_id", &cc.client_id);
-            form.append_pair("client_secret", &String::from_utf8_lossy(secret.expose()));
-        }
-        ClientAuth::PrivateKeyJwt(key) => {
-            let assertion = client_assertion(cc, key, now)?;
-            form.append_pair("client_id", &cc.client_id);
-            form.append_pair(
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            );
-            form.append_pair("client_assertion", &assertion);
+    if let Some(client) = &g.client {
+        match &client.auth {
+            ClientAuth::None => {
+                form.append_pair("client_id", &client.id);
+            }
+            ClientAuth::SecretBasic(secret) => {
+                // RFC 6749 §2.3.1: form-encode id and secret, then base64 "id:secret".
+                let enc = |s: &[u8]| form_urlencoded::byte_serialize(s).collect::<String>();
+                let pair = format!("{}:{}", enc(client.id.as_bytes()), enc(secret.expose()));
+                let mut value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(pair)))
+                    .map_err(|_| {
+                        SourceError::Invalid("client credentials are not header-safe".into())
+                    })?;
+                value.set_sensitive(true);
+                basic = Some(value);
+            }
+            ClientAuth::SecretPost(secret) => {
+                form.append_pair("client_id", &client.id);
+                form.append_pair("client_secret", &String::from_utf8_lossy(secret.expose()));
+            }
+            ClientAuth::PrivateKeyJwt(key) => {
+                // RFC 7523 §2.2: iss = sub = client_id, aud = the token URL.
+                let assertion = sign(
+                    key,
+                    assertion_claims(&client.id, &client.id, &g.token_url, now)?,
+                )?;
+                form.append_pair("client_id", &client.id);
+                form.append_pair(
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                );
+                form.append_pair("client_assertion", &assertion);
+            }
         }
     }
     let mut req = Request::builder()
         .method(Method::POST)
-        .uri(cc.token_url.clone())
+        .uri(g.token_url.clone())
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json")
         .body(full(form.finish()))
@@ -149,28 +203,153 @@ pub fn client_credentials_request(
     Ok(req)
 }
 
-/// RFC 7523 §2.2 client assertion: iss = sub = client_id, aud = token URL,
-/// unique jti, valid for 60 seconds.
-fn client_assertion(
-    cc: &ClientCredentials,
-    key: &crate::config::AssertionKey,
+/// Claims of an RFC 7523 assertion: unique `jti`, valid for 60 seconds.
+fn assertion_claims(
+    issuer: &str,
+    subject: &str,
+    token_url: &hyper::Uri,
     now: u64,
-) -> Result<String, SourceError> {
+) -> Result<Value, SourceError> {
     let mut jti = [0u8; 16];
     aws_lc_rs::rand::fill(&mut jti)
         .map_err(|_| SourceError::Invalid("no randomness for jti".into()))?;
-    let claims = serde_json::json!({
-        "iss": cc.client_id,
-        "sub": cc.client_id,
-        "aud": cc.token_url.to_string(),
+    Ok(serde_json::json!({
+        "iss": issuer,
+        "sub": subject,
+        "aud": token_url.to_string(),
         "jti": URL_SAFE_NO_PAD.encode(jti),
         "iat": now,
         "exp": now + 60,
-    });
+    }))
+}
+
+fn sign(key: &AssertionKey, claims: Value) -> Result<String, SourceError> {
     let mut header = jsonwebtoken::Header::new(key.alg);
     header.kid = key.key_id.clone();
     jsonwebtoken::encode(&header, &claims, &key.key)
-        .map_err(|e| SourceError::Invalid(format!("cannot sign the client assertion: {e}")))
+        .map_err(|e| SourceError::Invalid(format!("cannot sign a JWT: {e}")))
+}
+
+/// The request of a `login` source: its body template with `{client_id}`,
+/// `{client_secret}` and a freshly signed `{login_token}` filled in.
+pub fn login_request(
+    login: &Login,
+    now: u64,
+) -> Result<Request<crate::upstream::Body>, SourceError> {
+    let client_id = login.client_id.as_deref().unwrap_or("");
+    let login_token = match &login.login_token {
+        Some(t) => {
+            let mut claims = Value::Object(t.claims.clone());
+            fill(&mut claims, &[("{client_id}", client_id)]);
+            claims["iat"] = now.into();
+            claims["exp"] = (now + t.ttl.as_secs()).into();
+            Some(sign(&t.key, claims)?)
+        }
+        None => None,
+    };
+    let secret = login
+        .client_secret
+        .as_ref()
+        .map(|s| String::from_utf8_lossy(s.expose()).into_owned());
+    let mut body = login.body.clone();
+    fill(
+        &mut body,
+        &[
+            ("{client_id}", client_id),
+            ("{client_secret}", secret.as_deref().unwrap_or("")),
+            ("{login_token}", login_token.as_deref().unwrap_or("")),
+        ],
+    );
+    Request::builder()
+        .method(login.method.clone())
+        .uri(login.url.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .header(ACCEPT, "application/json")
+        .body(full(body.to_string()))
+        .map_err(|e| SourceError::Invalid(e.to_string()))
+}
+
+/// Replaces placeholders in every string of a JSON value (JSON escaping stays the serializer's job).
+fn fill(value: &mut Value, with: &[(&str, &str)]) {
+    match value {
+        Value::String(s) => {
+            for (placeholder, v) in with {
+                if s.contains(placeholder) {
+                    *s = s.replace(placeholder, v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| fill(i, with)),
+        Value::Object(map) => map.values_mut().for_each(|v| fill(v, with)),
+        _ => {}
+    }
+}
+
+/// PURE: a `login` answer: the token at `token_pointer`, its lifetime at
+/// `expires_in_pointer` or from its JWT `exp`. GraphQL errors come back with 200
+/// and an `errors` list; they are reported as a refusal.
+pub fn parse_login_answer(
+    login: &Login,
+    status: u16,
+    body: &[u8],
+    now: u64,
+) -> Result<Fetched, SourceError> {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |keys: &[&str]| {
+        keys.iter().find_map(|k| {
+            json.as_ref()
+                .and_then(|j| j.get(*k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+    };
+    if !(200..300).contains(&status) {
+        return Err(SourceError::Rejected {
+            status,
+            error: field(&["code", "error", "title"]).unwrap_or_else(|| "login refused".into()),
+            description: field(&["description", "error_description", "message"]),
+        });
+    }
+    let json = json
+        .as_ref()
+        .ok_or_else(|| SourceError::Invalid("not JSON".into()))?;
+    let Some(token) = json
+        .pointer(&login.token_pointer)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    else {
+        if let Some(message) = json.pointer("/errors/0/message").and_then(Value::as_str) {
+            return Err(SourceError::Rejected {
+                status,
+                error: "graphql_error".into(),
+                description: Some(message.to_string()),
+            });
+        }
+        return Err(SourceError::Invalid(format!(
+            "no token at {}",
+            login.token_pointer
+        )));
+    };
+    let lifetime = match &login.expires_in_pointer {
+        Some(p) => match json.pointer(p) {
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|s| *s >= 0.0)
+                .map(Duration::from_secs_f64),
+            Some(Value::String(s)) => s.trim().parse().ok().map(Duration::from_secs),
+            _ => {
+                return Err(SourceError::Invalid(format!(
+                    "no lifetime in seconds at {p}"
+                )))
+            }
+        },
+        None => None,
+    }
+    .or_else(|| jwt_lifetime(token, now));
+    Ok(Fetched {
+        token: token.to_string(),
+        lifetime,
+    })
 }
 
 async fn post(
@@ -349,6 +528,332 @@ mod tests {
         );
         assert_eq!(e.label(), "rejected");
         assert_eq!(SourceError::Timeout.label(), "unreachable");
+    }
+
+    use crate::config::{OAuthClient, Secret};
+
+    fn rsa_key() -> crate::config::AssertionKey {
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        use aws_lc_rs::encoding::AsDer;
+        let der = pair.as_der().unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(der.as_ref())
+        );
+        let file = std::env::temp_dir().join(format!(
+            "tokengate-{}-{}-rsa.pem",
+            std::process::id(),
+            line!()
+        ));
+        std::fs::write(&file, pem).unwrap();
+        let key = crate::config::assertion_key(file.to_str().unwrap(), Some("k1".into())).unwrap();
+        std::fs::remove_file(file).unwrap();
+        key
+    }
+
+    fn claims_of(jwt: &str) -> Value {
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(jwt.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    async fn form_of(
+        req: Request<crate::upstream::Body>,
+    ) -> (Option<String>, std::collections::HashMap<String, String>) {
+        let auth = req
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        (auth, form_urlencoded::parse(&body).into_owned().collect())
+    }
+
+    fn grant(grant: Grant, auth: Option<ClientAuth>) -> OAuthGrant {
+        OAuthGrant {
+            token_url: "https://idp.test/token".parse().unwrap(),
+            grant,
+            client: auth.map(|auth| OAuthClient {
+                id: "svc a".into(),
+                auth,
+            }),
+            scopes: vec!["a".into(), "b".into()],
+            audience: Some("api".into()),
+            resource: None,
+            extra_params: vec![("tenant".into(), "acme".into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn oauth_requests_for_each_grant_and_client_auth() {
+        let now = 1_000;
+        let secret = || Secret::new(b"p@ss:word".to_vec());
+        let (auth, form) = form_of(
+            oauth_request(
+                &grant(
+                    Grant::ClientCredentials,
+                    Some(ClientAuth::SecretBasic(secret())),
+                ),
+                now,
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        // RFC 6749 §2.3.1: id and secret form-encoded before base64.
+        assert_eq!(
+            auth.unwrap(),
+            format!("Basic {}", STANDARD.encode("svc+a:p%40ss%3Aword"))
+        );
+        assert_eq!(form["grant_type"], "client_credentials");
+        assert_eq!(form["scope"], "a b");
+        assert_eq!(form["audience"], "api");
+        assert_eq!(form["tenant"], "acme");
+        assert!(!form.contains_key("client_secret"));
+
+        let (auth, form) = form_of(
+            oauth_request(
+                &grant(
+                    Grant::ClientCredentials,
+                    Some(ClientAuth::SecretPost(secret())),
+                ),
+                now,
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert!(auth.is_none());
+        assert_eq!(
+            (form["client_id"].as_str(), form["client_secret"].as_str()),
+            ("svc a", "p@ss:word")
+        );
+
+        let (_, form) = form_of(
+            oauth_request(
+                &grant(
+                    Grant::ClientCredentials,
+                    Some(ClientAuth::PrivateKeyJwt(rsa_key())),
+                ),
+                now,
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            form["client_assertion_type"],
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        );
+        let c = claims_of(&form["client_assertion"]);
+        assert_eq!(
+            (c["iss"].as_str(), c["sub"].as_str(), c["aud"].as_str()),
+            (Some("svc a"), Some("svc a"), Some("https://idp.test/token"))
+        );
+        assert_eq!(
+            (c["iat"].as_u64(), c["exp"].as_u64()),
+            (Some(now), Some(now + 60))
+        );
+        let (_, again) = form_of(
+            oauth_request(
+                &grant(
+                    Grant::ClientCredentials,
+                    Some(ClientAuth::PrivateKeyJwt(rsa_key())),
+                ),
+                now,
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_ne!(
+            claims_of(&again["client_assertion"])["jti"],
+            c["jti"],
+            "every assertion has a fresh jti"
+        );
+
+        let signed = Assertion::Signed {
+            key: rsa_key(),
+            issuer: "svc".into(),
+            subject: "user-7".into(),
+        };
+        let (auth, form) = form_of(
+            oauth_request(&grant(Grant::JwtBearer(signed), None), now)
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(auth.is_none());
+        assert_eq!(
+            form["grant_type"],
+            "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        );
+        let c = claims_of(&form["assertion"]);
+        assert_eq!(
+            (c["iss"].as_str(), c["sub"].as_str()),
+            (Some("svc"), Some("user-7"))
+        );
+
+        let dir = std::env::temp_dir();
+        let file = dir.join(format!("tokengate-{}-subject", std::process::id()));
+        std::fs::write(&file, "subject.jwt.value\n").unwrap();
+        let (_, form) = form_of(
+            oauth_request(
+                &grant(
+                    Grant::JwtBearer(Assertion::File(file.clone())),
+                    Some(ClientAuth::None),
+                ),
+                now,
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(form["assertion"], "subject.jwt.value");
+        assert_eq!(
+            form["client_id"], "svc a",
+            "a public client sends only its id"
+        );
+        let exchange = Grant::TokenExchange {
+            subject_token_file: file.clone(),
+            subject_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+        };
+        let (_, form) = form_of(oauth_request(&grant(exchange, None), now).await.unwrap()).await;
+        assert_eq!(
+            form["grant_type"],
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        );
+        assert_eq!(form["subject_token"], "subject.jwt.value");
+        assert_eq!(
+            form["subject_token_type"],
+            "urn:ietf:params:oauth:token-type:jwt"
+        );
+        std::fs::remove_file(&file).unwrap();
+        let missing = Grant::TokenExchange {
+            subject_token_file: file,
+            subject_token_type: "x".into(),
+        };
+        assert!(matches!(
+            oauth_request(&grant(missing, None), now).await,
+            Err(SourceError::File(_))
+        ));
+    }
+
+    fn login(
+        body: Value,
+        token_pointer: &str,
+        expires_in_pointer: Option<&str>,
+        key: Option<crate::config::AssertionKey>,
+    ) -> Login {
+        Login {
+            url: "https://cluster/acs/api/v1/auth/login".parse().unwrap(),
+            method: Method::POST,
+            body,
+            client_id: Some("svc-orders".into()),
+            client_secret: Some(Secret::new(b"s\"ecret".to_vec())),
+            login_token: key.map(|key| crate::config::LoginToken {
+                key,
+                claims: serde_json::json!({ "uid": "{client_id}" })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                ttl: Duration::from_secs(300),
+            }),
+            token_pointer: token_pointer.into(),
+            expires_in_pointer: expires_in_pointer.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn dcos_service_login_request_and_answer() {
+        let l = login(
+            serde_json::json!({ "uid": "{client_id}", "token": "{login_token}" }),
+            "/token",
+            None,
+            Some(rsa_key()),
+        );
+        let req = login_request(&l, 1_000).unwrap();
+        assert_eq!(req.uri(), "https://cluster/acs/api/v1/auth/login");
+        let body: Value =
+            serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["uid"], "svc-orders");
+        let login_token = claims_of(body["token"].as_str().unwrap());
+        assert_eq!(login_token["uid"], "svc-orders");
+        assert_eq!(login_token["exp"], 1_300);
+        // The answer is {"token": <JWT>}; the lifetime comes from the JWT's exp.
+        let auth_token = format!(
+            "e30.{}.sig",
+            URL_SAFE_NO_PAD.encode(r#"{"uid":"svc-orders","exp":5000}"#)
+        );
+        let answer = serde_json::json!({ "token": auth_token }).to_string();
+        let got = parse_login_answer(&l, 200, answer.as_bytes(), 1_000).unwrap();
+        assert_eq!(
+            got,
+            Fetched {
+                token: auth_token,
+                lifetime: Some(Duration::from_secs(4_000))
+            }
+        );
+        let refused = br#"{"title":"Invalid authentication credentials","description":"Login token has expired","code":"ERR_INVALID_CREDENTIALS"}"#;
+        assert_eq!(
+            parse_login_answer(&l, 401, refused, 1_000),
+            Err(SourceError::Rejected {
+                status: 401,
+                error: "ERR_INVALID_CREDENTIALS".into(),
+                description: Some("Login token has expired".into())
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn graphql_service_account_mutation_request_and_answer() {
+        let query = "mutation($id: String!, $secret: String!) { authenticateServiceAccount(input: {clientId: $id, clientSecret: $secret}) { accessToken expiresInSeconds tokenType } }";
+        let l = login(
+            serde_json::json!({ "query": query, "variables": { "id": "{client_id}", "secret": "{client_secret}" } }),
+            "/data/authenticateServiceAccount/accessToken",
+            Some("/data/authenticateServiceAccount/expiresInSeconds"),
+            None,
+        );
+        let body: Value = serde_json::from_slice(
+            &login_request(&l, 1_000)
+                .unwrap()
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes(),
+        )
+        .unwrap();
+        assert_eq!(body["query"], query);
+        assert_eq!(
+            body["variables"]["secret"], "s\"ecret",
+            "JSON escaping stays correct"
+        );
+        let answer = br#"{"data":{"authenticateServiceAccount":{"accessToken":"opaque-123","expiresInSeconds":3600,"tokenType":"Bearer"}}}"#;
+        assert_eq!(
+            parse_login_answer(&l, 200, answer, 1_000),
+            Ok(Fetched {
+                token: "opaque-123".into(),
+                lifetime: Some(Duration::from_secs(3600))
+            })
+        );
+        let error = br#"{"data":null,"errors":[{"message":"Invalid client credentials"}]}"#;
+        assert_eq!(
+            parse_login_answer(&l, 200, error, 1_000),
+            Err(SourceError::Rejected {
+                status: 200,
+                error: "graphql_error".into(),
+                description: Some("Invalid client credentials".into())
+            })
+        );
+        assert_eq!(
+            parse_login_answer(&l, 200, br#"{"data":{}}"#, 1_000),
+            Err(SourceError::Invalid(
+                "no token at /data/authenticateServiceAccount/accessToken".into()
+            ))
+        );
     }
 
     #[test]
