@@ -510,3 +510,234 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
     o.app.shutdown().await;
     guard.shutdown().await;
 }
+
+/// Config with one catch-all route to the echo and one token written as YAML.
+fn single_token_yaml(echo: &Echo, token_yaml: &str) -> String {
+    let indent = |text: &str| {
+        text.lines()
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "admin: {{ listen: \"127.0.0.1:0\" }}\noutbound:\n  listen: \"127.0.0.1:0\"\n  routes: [{{ host: \"*\", upstream: \"http://{}\", token: t }}]\n  tokens:\n    t:\n{}",
+        echo.addr,
+        indent(token_yaml)
+    )
+}
+
+async fn start_single(issuer: DevIssuer, echo: Echo, token_yaml: &str) -> Out {
+    let yaml = single_token_yaml(&echo, token_yaml);
+    let config =
+        Config::from_yaml(&yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let app = tokengate::start(&config, CancellationToken::new())
+        .await
+        .unwrap();
+    let o = Out {
+        base: format!("http://{}", app.outbound_addr.unwrap()),
+        admin: format!("http://{}", app.admin_addr),
+        issuer,
+        echo,
+        app,
+    };
+    o.ready().await;
+    o
+}
+
+fn temp(name: &str, contents: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("tokengate-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// A PKCS#8 PEM RSA key in a temp file, and its public key in DER (SubjectPublicKeyInfo).
+fn rsa_key_file(name: &str) -> (std::path::PathBuf, Vec<u8>) {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair;
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let pkcs8 = pair.as_der().unwrap();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+    );
+    let public = pair.public_key().as_der().unwrap().as_ref().to_vec();
+    (temp(name, &pem), public)
+}
+
+#[tokio::test]
+async fn jwt_bearer_with_a_projected_token_file_and_token_exchange() {
+    let (issuer, echo) = parts().await;
+    let projected = temp(
+        "projected",
+        &issuer.mint(json!({ "sub": "system:serviceaccount:shop:orders" })),
+    );
+    let token_yaml = format!(
+        "kind: jwt_bearer\ntoken_url: \"{}\"\nassertion_file: \"{}\"",
+        issuer.token_url(),
+        projected.display()
+    );
+    let o = start_single(issuer, echo, &token_yaml).await;
+    assert_eq!(o.call("x.test", "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(
+        claims_of(&o.seen_authorization())["sub"],
+        "system:serviceaccount:shop:orders"
+    );
+    o.app.shutdown().await;
+
+    let (issuer, echo) = parts().await;
+    let subject = temp("subject", &issuer.mint(json!({ "sub": "user-42" })));
+    let token_yaml = format!(
+        "kind: token_exchange\ntoken_url: \"{}\"\nsubject_token_file: \"{}\"\naudience: {AUD}",
+        issuer.token_url(),
+        subject.display()
+    );
+    let o = start_single(issuer, echo, &token_yaml).await;
+    assert_eq!(o.call("x.test", "/", &[]).await.0, StatusCode::OK);
+    let claims = claims_of(&o.seen_authorization());
+    assert_eq!(
+        (claims["sub"].as_str(), claims["aud"].as_str()),
+        (Some("user-42"), Some(AUD))
+    );
+    std::fs::remove_file(projected).unwrap();
+    std::fs::remove_file(subject).unwrap();
+    o.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn jwt_bearer_with_a_self_signed_assertion() {
+    let (issuer, echo) = parts().await;
+    let (key, _) = rsa_key_file("bearer-key");
+    let token_yaml = format!(
+        "kind: jwt_bearer\ntoken_url: \"{}\"\nclient_id: orders\nsubject: batch-job\nprivate_key_file: \"{}\"\nkey_id: orders-1",
+        issuer.token_url(),
+        key.display()
+    );
+    let o = start_single(issuer, echo, &token_yaml).await;
+    assert_eq!(o.call("x.test", "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(claims_of(&o.seen_authorization())["sub"], "batch-job");
+    std::fs::remove_file(key).unwrap();
+    o.app.shutdown().await;
+}
+
+/// A JSON endpoint on 127.0.0.1:0 answering with `answer(request body)`.
+async fn json_endpoint(
+    answer: impl Fn(serde_json::Value) -> (u16, serde_json::Value) + Send + Sync + 'static,
+) -> String {
+    use http_body_util::BodyExt;
+    let answer = std::sync::Arc::new(answer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let answer = answer.clone();
+                        async move {
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let (status, json) =
+                                answer(serde_json::from_slice(&body).unwrap_or_default());
+                            let resp = hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(
+                                    json.to_string(),
+                                )))
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn dcos_service_login() {
+    let (issuer, echo) = parts().await;
+    let (key, public_der) = rsa_key_file("dcos-key");
+    let auth_token = issuer.mint(json!({ "uid": "svc-orders", "sub": "svc-orders" }));
+    // The DC/OS login endpoint: checks the service login token's signature with the
+    // service's public key and its uid, then answers {"token": …}.
+    let login_url = json_endpoint(move |body| {
+        let login_token = body["token"].as_str().unwrap_or("");
+        let (input, sig) = login_token.rsplit_once('.').unwrap_or(("", ""));
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap_or_default();
+        let verified = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256, &public_der)
+            .verify(input.as_bytes(), &sig)
+            .is_ok();
+        let claims = input.split('.').nth(1).and_then(|p| URL_SAFE_NO_PAD.decode(p).ok());
+        let claims: serde_json::Value = claims.and_then(|c| serde_json::from_slice(&c).ok()).unwrap_or_default();
+        if verified && body["uid"] == "svc-orders" && claims["uid"] == "svc-orders" && claims["exp"].is_u64() {
+            (200, json!({ "token": auth_token }))
+        } else {
+            (401, json!({ "title": "Invalid authentication credentials", "code": "ERR_INVALID_CREDENTIALS" }))
+        }
+    })
+    .await;
+    let token_yaml = format!(
+        "kind: login\ntoken_url: \"{login_url}/acs/api/v1/auth/login\"\nclient_id: svc-orders\nprivate_key_file: \"{}\"\nlogin_token_claims: {{ uid: \"{{client_id}}\" }}\nbody: {{ uid: \"{{client_id}}\", token: \"{{login_token}}\" }}\ntoken_pointer: /token\ninject: \"token={{token}}\"",
+        key.display()
+    );
+    let o = start_single(issuer, echo, &token_yaml).await;
+    assert_eq!(o.call("x.test", "/", &[]).await.0, StatusCode::OK);
+    let auth = o.seen_authorization();
+    assert!(auth.starts_with("token=ey"), "{auth}");
+    assert_eq!(
+        claims_of(auth.trim_start_matches("token="))["uid"],
+        "svc-orders"
+    );
+    // Lifetime read from the returned JWT's exp (about an hour).
+    assert!(
+        o.metric("tokengate_token_expiry_seconds{token=\"t\"}")
+            .await
+            > 3000.0
+    );
+    std::fs::remove_file(key).unwrap();
+    o.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn graphql_service_account_login() {
+    let (issuer, echo) = parts().await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = calls.clone();
+    let url = json_endpoint(move |body| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let ok = body["query"].as_str().is_some_and(|q| q.contains("authenticateServiceAccount"))
+            && body["variables"]["id"] == "7c0f2b"
+            && body["variables"]["secret"] == "s3cr\"et";
+        if ok {
+            (200, json!({ "data": { "authenticateServiceAccount": { "accessToken": format!("gql-{n}"), "expiresInSeconds": 3600, "tokenType": "Bearer" } } }))
+        } else {
+            (200, json!({ "data": null, "errors": [{ "message": "Invalid client credentials" }] }))
+        }
+    })
+    .await;
+    let query = "mutation($id: String!, $secret: String!) { authenticateServiceAccount(input: {clientId: $id, clientSecret: $secret}) { accessToken expiresInSeconds tokenType } }";
+    let token_yaml = format!(
+        "kind: login\ntoken_url: \"{url}/graphql\"\nclient_id: \"7c0f2b\"\nclient_secret: 's3cr\"et'\nbody:\n  query: \"{query}\"\n  variables: {{ id: \"{{client_id}}\", secret: \"{{client_secret}}\" }}\ntoken_pointer: /data/authenticateServiceAccount/accessToken\nexpires_in_pointer: /data/authenticateServiceAccount/expiresInSeconds"
+    );
+    let o = start_single(issuer, echo, &token_yaml).await;
+    assert_eq!(o.call("x.test", "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(o.seen_authorization(), "Bearer gql-1");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let left = o
+        .metric("tokengate_token_expiry_seconds{token=\"t\"}")
+        .await;
+    assert!(
+        (3500.0..=3600.0).contains(&left),
+        "lifetime from expiresInSeconds: {left}"
+    );
+    o.app.shutdown().await;
+}
