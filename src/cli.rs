@@ -63,6 +63,14 @@ enum Command {
         #[arg(long, default_value = "")]
         host: String,
     },
+    /// Fetch an outbound token once and print its lifetime and claims (never the token).
+    Token {
+        #[arg(long)]
+        config: PathBuf,
+        /// The token's name under `outbound.tokens`.
+        #[arg(long)]
+        name: String,
+    },
     /// DEVELOPMENT ONLY: built-in issuer + echo upstream + guard on loopback.
     Demo,
 }
@@ -93,6 +101,7 @@ impl Cli {
                 method,
                 host,
             } => verify(&config, &token, &path, &method, &host).await,
+            Command::Token { config, name } => token(&config, &name).await,
             Command::Demo => {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -258,6 +267,71 @@ fn check(path: &Path) -> ExitCode {
         None => println!("outbound not configured"),
     }
     ExitCode::SUCCESS
+}
+
+async fn token(path: &Path, name: &str) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(outbound) = &config.outbound else {
+        eprintln!("tokengate: the config has no outbound section");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let Some(t) = outbound.tokens.iter().find(|t| t.name == name) else {
+        let names: Vec<&str> = outbound.tokens.iter().map(|t| t.name.as_str()).collect();
+        eprintln!(
+            "tokengate: no token {name:?} (configured: {})",
+            names.join(", ")
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let client = match crate::upstream::http_client(outbound.timeouts.upstream_connect) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tokengate: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match crate::outbound::source::fetch(&t.source, &client, t.fetch_timeout).await {
+        Err(e) => {
+            println!("token {name} ({}): FAILED: {e}", t.source.kind());
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Ok(fetched) => {
+            let lifetime = fetched
+                .lifetime
+                .map_or("not stated".to_string(), |d| format!("{}s", d.as_secs()));
+            println!(
+                "token {name} ({}): ok, {} bytes, fingerprint {}, lifetime {lifetime}",
+                t.source.kind(),
+                fetched.token.len(),
+                crate::fingerprint(fetched.token.as_bytes())
+            );
+            let decode = |part: &str| -> Option<serde_json::Value> {
+                serde_json::from_slice(
+                    &base64::Engine::decode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        part,
+                    )
+                    .ok()?,
+                )
+                .ok()
+            };
+            let mut parts = fetched.token.split('.');
+            match (parts.next().and_then(decode), parts.next().and_then(decode)) {
+                (Some(header), Some(claims)) => {
+                    println!("header {header}");
+                    println!(
+                        "claims {}",
+                        serde_json::to_string_pretty(&claims).unwrap_or_default()
+                    );
+                }
+                _ => println!("an opaque token (not a JWT): no claims to show"),
+            }
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// Prints each passed check as it happens.

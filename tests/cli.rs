@@ -379,3 +379,53 @@ fn hangup(child: &Child) {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_lifetime_and_claims_never_the_token() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let yaml = format!(
+        "outbound:\n  listen: \"127.0.0.1:0\"\n  routes: [{{ host: \"*\", upstream: \"http://127.0.0.1:9\", token: default }}]\n  tokens:\n    default: {{ kind: client_credentials, token_url: \"{}\", client_id: demo-app, client_secret: demo-app-secret, scopes: [orders:read] }}\n    broken: {{ kind: client_credentials, token_url: \"{}\", client_id: demo-app, client_secret: wrong }}\n",
+        issuer.token_url(),
+        issuer.token_url()
+    );
+    let config = temp_file("token.yaml", &yaml);
+    let path = config.to_str().unwrap().to_string();
+    let p = path.clone();
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || run(&["token", "--config", &p, "--name", "default"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("token default (client_credentials): ok"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("lifetime 3600s"), "{stdout}");
+    assert!(
+        stdout.contains("\"client_id\": \"demo-app\"")
+            && stdout.contains("\"scope\": \"orders:read\""),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("eyJ"),
+        "the token itself is never printed: {stdout}"
+    );
+    let p = path.clone();
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || run(&["token", "--config", &p, "--name", "broken"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("FAILED: token endpoint refused (401): invalid_client"),
+        "{stdout}"
+    );
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || run(&["token", "--config", &path, "--name", "nope"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 64);
+    assert!(stderr.contains("configured: broken, default"), "{stderr}");
+}
