@@ -35,7 +35,7 @@ impl Drop for Provider {
 }
 
 /// Starts the provider, or explains why it cannot (None = skip outside CI).
-fn start_provider() -> Option<Provider> {
+fn start_provider(env: &[(&str, String)]) -> Option<Provider> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let installed = dir.join("node_modules/oidc-provider/package.json").exists();
     let node = Command::new("node")
@@ -56,7 +56,7 @@ fn start_provider() -> Option<Provider> {
     }
     let mut child = Command::new("node")
         .arg(dir.join("provider.js"))
-        .env("TOKEN_TTL", "300")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -134,7 +134,7 @@ fn kid_of(jwt: &str) -> String {
 
 #[tokio::test]
 async fn tokengate_accepts_and_rejects_real_oidc_provider_tokens() {
-    let Some(provider) = start_provider() else {
+    let Some(provider) = start_provider(&[("TOKEN_TTL", "300".into())]) else {
         return;
     };
     let echo = Echo::start().await.unwrap();
@@ -276,5 +276,147 @@ inbound:
     );
 
     app.shutdown().await;
+    drop(provider);
+}
+
+/// An RSA key for the `svc-pkjwt` client: PKCS#8 PEM for tokengate, public JWKS for the provider.
+fn pkjwt_key() -> (std::path::PathBuf, std::path::PathBuf) {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair;
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pair.as_der().unwrap().as_ref())
+    );
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let public = pair.public_key();
+    let jwks = serde_json::json!({ "keys": [{
+        "kty": "RSA", "kid": "orders-pk", "alg": "RS256", "use": "sig",
+        "n": b64(public.modulus().big_endian_without_leading_zero()),
+        "e": b64(public.exponent().big_endian_without_leading_zero()),
+    }]});
+    let dir = std::env::temp_dir();
+    let key = dir.join(format!("tokengate-{}-pkjwt.pem", std::process::id()));
+    let set = dir.join(format!("tokengate-{}-pkjwt.jwks", std::process::id()));
+    std::fs::write(&key, pem).unwrap();
+    std::fs::write(&set, jwks.to_string()).unwrap();
+    (key, set)
+}
+
+/// App → tokengate outbound (client_secret_basic, client_secret_post and
+/// private_key_jwt clients of the real provider, 4-second tokens) → tokengate
+/// inbound (verifying them against the provider's JWKS, no leeway) → echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_obtains_and_renews_real_provider_tokens_through_an_inbound_guard() {
+    let (key, jwks) = pkjwt_key();
+    let Some(provider) = start_provider(&[
+        ("TOKEN_TTL", "4".into()),
+        ("PKJWT_JWKS_FILE", jwks.display().to_string()),
+    ]) else {
+        return;
+    };
+    let echo = Echo::start().await.unwrap();
+    let guard_yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - {{ issuer: "{issuer}", discovery: true, audiences: ["urn:orders"], algorithms: [RS256], require_typ: at+jwt, leeway: 0s }}
+  rules:
+    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
+  forward:
+    claims_to_headers: {{ client_id: x-auth-client-id }}
+"#,
+        echo = echo.addr,
+        issuer = provider.issuer
+    );
+    let guard = tokengate::start(
+        &Config::from_yaml(&guard_yaml, "guard", &|_| None).unwrap(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let guard_url = format!("http://{}", guard.inbound_addr.unwrap());
+    let common = format!(
+        "kind: client_credentials, token_url: \"{}/token\", resource: \"urn:orders\", scopes: [\"orders:read\"], renew_before: 25%",
+        provider.issuer
+    );
+    let out_yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+outbound:
+  listen: "127.0.0.1:0"
+  routes:
+    - {{ host: basic.test, upstream: "{guard_url}", token: basic }}
+    - {{ host: post.test, upstream: "{guard_url}", token: post }}
+    - {{ host: pkjwt.test, upstream: "{guard_url}", token: pkjwt }}
+  tokens:
+    basic: {{ {common}, client_id: svc-basic, client_secret: basic-secret }}
+    post: {{ {common}, client_id: svc-post, client_secret: post-secret, client_auth: client_secret_post }}
+    pkjwt: {{ {common}, client_id: svc-pkjwt, client_auth: private_key_jwt, private_key_file: "{key}", key_id: orders-pk }}
+"#,
+        key = key.display()
+    );
+    let out = tokengate::start(
+        &Config::from_yaml(&out_yaml, "out", &|_| None).unwrap_or_else(|e| panic!("{e}")),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", out.outbound_addr.unwrap());
+    let admin = format!("http://{}", out.admin_addr);
+    let guard_admin = format!("http://{}", guard.admin_addr);
+    for _ in 0..400 {
+        if get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK
+            && get(&format!("{guard_admin}/readyz"), None).await.0 == StatusCode::OK
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let started = std::time::Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        for (host, client) in [
+            ("basic.test", "svc-basic"),
+            ("post.test", "svc-post"),
+            ("pkjwt.test", "svc-pkjwt"),
+        ] {
+            let (status, _, body) = send(
+                Method::GET,
+                &format!("{base}/orders/1"),
+                &[("host", host.to_string())],
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{host}: {body}");
+            assert_eq!(echo.last_headers().unwrap()["x-auth-client-id"], client);
+        }
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = get(&format!("{admin}/metrics"), None).await.2;
+    for token in ["basic", "post", "pkjwt"] {
+        let fetched = metric_value(
+            &metrics,
+            &format!("tokengate_token_refresh_total{{result=\"ok\",token=\"{token}\"}}"),
+        );
+        // 10 seconds of 4-second tokens renewed at 75%: the first token and at least two renewals.
+        assert!(fetched >= 3.0, "{token}: {fetched} fetches");
+        assert!(
+            fetched <= 8.0,
+            "{token}: {fetched} fetches for {requests} requests"
+        );
+        assert_eq!(
+            metric_value(
+                &metrics,
+                &format!("tokengate_token_waits_total{{token=\"{token}\"}}")
+            ),
+            0.0
+        );
+    }
+    out.shutdown().await;
+    guard.shutdown().await;
+    std::fs::remove_file(key).unwrap();
+    std::fs::remove_file(jwks).unwrap();
     drop(provider);
 }
