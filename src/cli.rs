@@ -286,7 +286,10 @@ async fn token(path: &Path, name: &str) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    let client = match crate::upstream::http_client(outbound.timeouts.upstream_connect) {
+    let client = match crate::upstream::http_client(
+        outbound.timeouts.upstream_connect,
+        outbound.tls.as_deref(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tokengate: {e}");
@@ -366,7 +369,7 @@ async fn verify(path: &Path, token: &str, req_path: &str, method: &str, host: &s
         eprintln!("tokengate: not an HTTP method: {method}");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let client = match crate::upstream::http_client(inbound.timeouts.upstream_connect) {
+    let client = match crate::upstream::http_client(inbound.timeouts.upstream_connect, None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tokengate: {e}");

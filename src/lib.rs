@@ -107,7 +107,8 @@ impl App {
                 .reload(&files.cert_file, &files.key_file)
                 .map_err(StartError)?;
         }
-        let client = upstream::http_client(new.timeouts.upstream_connect).map_err(StartError)?;
+        let client =
+            upstream::http_client(new.timeouts.upstream_connect, None).map_err(StartError)?;
         let guard = Inbound::new(new, client, self.metrics.clone()).map_err(StartError)?;
         let work = self.shutdown.child_token();
         guard.jwks().spawn_refreshers(work.clone());
@@ -177,7 +178,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let inbound_work = shutdown.child_token();
     let mut cert_store = None;
     if let Some(cfg) = &config.inbound {
-        let client = upstream::http_client(cfg.timeouts.upstream_connect).map_err(StartError)?;
+        let client =
+            upstream::http_client(cfg.timeouts.upstream_connect, None).map_err(StartError)?;
         let guard = Inbound::new(cfg, client, metrics.clone()).map_err(StartError)?;
         let tls = match &cfg.tls {
             Some(files) => {
@@ -204,7 +206,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let mut outbound_addr = None;
     let mut outbound = None;
     if let Some(cfg) = &config.outbound {
-        let client = upstream::http_client(cfg.timeouts.upstream_connect).map_err(StartError)?;
+        let client = upstream::http_client(cfg.timeouts.upstream_connect, cfg.tls.as_deref())
+            .map_err(StartError)?;
         let proxy = Outbound::start(cfg, client, metrics.clone(), shutdown.child_token())
             .map_err(StartError)?;
         let listener = bind(cfg.listen, "outbound").await?;

@@ -26,21 +26,60 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Either::Right(Full::new(bytes.into()))
 }
 
-/// Builds the pooled client; TLS trusts the bundled web PKI roots.
-pub fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+/// Builds the pooled client. TLS uses `tls` when given (extra CAs, client
+/// certificate), else the bundled web PKI roots.
+pub fn http_client(
+    connect_timeout: Duration,
+    tls: Option<&rustls::ClientConfig>,
+) -> Result<HttpClient, String> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
+    let tls = match tls {
+        Some(config) => config.clone(),
+        None => client_tls(&[], None)?,
+    };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
-        .map_err(|e| format!("TLS client setup: {e}"))?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(https))
+}
+
+/// A TLS client configuration: the bundled web PKI roots plus `extra_roots`,
+/// presenting `identity` (certificate chain and key) when a server asks (mTLS).
+pub fn client_tls(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    identity: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("CA certificate: {e}"))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::aws_lc_rs::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS client setup: {e}"))?
+    .with_root_certificates(roots);
+    // ALPN is left to hyper-rustls, which sets it for the protocols it enables.
+    let config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
 }
 
 /// Headers that describe one hop and never travel further (RFC 9110 §7.6.1).
@@ -303,7 +342,7 @@ mod tests {
 
     #[test]
     fn rewrite_keeps_path_and_query_under_the_base_path() {
-        let client = http_client(Duration::from_secs(1)).unwrap();
+        let client = http_client(Duration::from_secs(1), None).unwrap();
         let up = Upstream::new(
             client.clone(),
             &"http://127.0.0.1:8080".parse().unwrap(),

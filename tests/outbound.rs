@@ -741,3 +741,138 @@ async fn graphql_service_account_login() {
     );
     o.app.shutdown().await;
 }
+
+/// A test CA, a `localhost` server certificate and a client certificate, as PEM files.
+struct Pki {
+    ca: std::path::PathBuf,
+    server: (
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+    client_cert: std::path::PathBuf,
+    client_key: std::path::PathBuf,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["orders.client".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    Pki {
+        ca: temp("ca.pem", &ca_cert.pem()),
+        ca_der: ca_cert.der().clone(),
+        server: (
+            server_cert.der().clone(),
+            rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
+        ),
+        client_cert: temp("client.pem", &client_cert.pem()),
+        client_key: temp("client.key", &client_key.serialize_pem()),
+    }
+}
+
+/// An HTTPS upstream on 127.0.0.1:0 that requires a client certificate signed by the test CA.
+async fn mtls_upstream(pki: &Pki) -> std::net::SocketAddr {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![pki.server.0.clone()], pki.server.1.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |_req: hyper::Request<hyper::body::Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from("mtls ok")),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn upstream_tls_with_an_extra_ca_and_a_client_certificate() {
+    let pki = pki();
+    let upstream = mtls_upstream(&pki).await;
+    for (tls, want) in [
+        (
+            format!(
+                "tls: {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
+                pki.ca.display(),
+                pki.client_cert.display(),
+                pki.client_key.display()
+            ),
+            StatusCode::OK,
+        ),
+        // Trusting the CA is not enough: without a client certificate the handshake is refused.
+        (
+            format!("tls: {{ ca_file: \"{}\" }}", pki.ca.display()),
+            StatusCode::BAD_GATEWAY,
+        ),
+    ] {
+        let (issuer, echo) = parts().await;
+        let yaml = outbound_yaml(
+            &issuer.token_url(),
+            &format!("https://localhost:{}", upstream.port()),
+            "",
+            &tls,
+        );
+        let app = tokengate::start(
+            &Config::from_yaml(&yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}")),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let o = Out {
+            base: format!("http://{}", app.outbound_addr.unwrap()),
+            admin: format!("http://{}", app.admin_addr),
+            issuer,
+            echo,
+            app,
+        };
+        o.ready().await;
+        let (status, body) = o.call("api.test", "/", &[]).await;
+        assert_eq!(status, want, "{tls}: {body}");
+        if want == StatusCode::OK {
+            assert_eq!(body, "mtls ok");
+        }
+        o.app.shutdown().await;
+    }
+    for f in [&pki.ca, &pki.client_cert, &pki.client_key] {
+        std::fs::remove_file(f).unwrap();
+    }
+}

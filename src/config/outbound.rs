@@ -25,6 +25,9 @@ pub struct OutboundConfig {
     /// Largest request body buffered so it can be replayed after a `retry_on`
     /// answer; larger bodies stream and are not retried. Default 64 KiB.
     pub max_retry_body_bytes: usize,
+    /// TLS to upstreams and token servers: extra CAs and a client certificate.
+    /// `None`: the bundled web PKI roots, no client certificate.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// One entry of `outbound.routes`.
@@ -307,6 +310,11 @@ impl Validator<'_> {
             max_header_bytes,
             max_connections,
             max_retry_body_bytes: raw.limits.max_retry_body_bytes.unwrap_or(64 * 1024),
+            tls: raw
+                .tls
+                .as_ref()
+                .and_then(|t| self.client_tls(t))
+                .map(std::sync::Arc::new),
         })
     }
 
@@ -361,6 +369,64 @@ impl Validator<'_> {
             retry_on,
             fetch_timeout,
         })
+    }
+
+    /// `outbound.tls`, loaded now so a bad file fails at start with its path.
+    fn client_tls(&mut self, raw: &super::raw::RawClientTls) -> Option<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs =
+            |this: &mut Self, field: &str, file: &String| -> Option<Vec<CertificateDer<'static>>> {
+                let file = this.text(&format!("outbound.tls.{field}"), file)?;
+                match CertificateDer::pem_file_iter(&file)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                {
+                    Ok(c) if !c.is_empty() => Some(c),
+                    Ok(_) => {
+                        this.error(
+                            format!("outbound.tls.{field}"),
+                            format!("{file} holds no certificate"),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        this.error(format!("outbound.tls.{field}"), format!("{file}: {e}"));
+                        None
+                    }
+                }
+            };
+        let roots = match &raw.ca_file {
+            Some(f) => certs(self, "ca_file", f)?,
+            None => Vec::new(),
+        };
+        let identity = match (&raw.cert_file, &raw.key_file) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let chain = certs(self, "cert_file", c)?;
+                let k = self.text("outbound.tls.key_file", k)?;
+                match PrivateKeyDer::from_pem_file(&k) {
+                    Ok(key) => Some((chain, key)),
+                    Err(e) => {
+                        self.error("outbound.tls.key_file", format!("{k}: {e}"));
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                self.error(
+                    "outbound.tls.cert_file",
+                    "set both cert_file and key_file for a client certificate",
+                );
+                return None;
+            }
+        };
+        match crate::upstream::client_tls(&roots, identity) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                self.error("outbound.tls", e);
+                None
+            }
+        }
     }
 
     /// The kind-specific part of a token source. Each kind lists the fields it

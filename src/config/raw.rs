@@ -134,6 +134,15 @@ pub struct RawOutbound {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub limits: RawOutboundLimits,
+    pub tls: Option<RawClientTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

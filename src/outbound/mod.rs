@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn routes_by_exact_host_then_fallback() {
-        let client = crate::upstream::http_client(Duration::from_secs(1)).unwrap();
+        let client = crate::upstream::http_client(Duration::from_secs(1), None).unwrap();
         let route = |host: Option<&str>, token: usize| Route {
             host: host.map(str::to_string),
             label: host.unwrap_or("*").to_string(),
