@@ -401,6 +401,7 @@ outbound:
             &format!("tokengate_token_refresh_total{{result=\"ok\",token=\"{token}\"}}"),
         );
         // 10 seconds of 4-second tokens renewed at 75%: the first token and at least two renewals.
+        println!("interop renewal: token {token}: {fetched} fetches of 4-second tokens in 10 s, {requests} requests");
         assert!(fetched >= 3.0, "{token}: {fetched} fetches");
         assert!(
             fetched <= 8.0,
