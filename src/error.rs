@@ -67,6 +67,34 @@ pub enum Failure {
 
 const REALM: &str = "tokengate";
 
+/// The one completion point of both directions, on success and on failure: turns
+/// a failure into its response, logs proxy-side failures (auth denials are logged
+/// where they are decided), and records the request metrics.
+pub fn complete(
+    direction: &'static str,
+    route: &str,
+    result: Result<Response<Body>, Failure>,
+    started: std::time::Instant,
+    metrics: &crate::metrics::Metrics,
+    duration: &prometheus::Histogram,
+) -> Response<Body> {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(failure) => {
+            if let Failure::Proxy(e) = &failure {
+                tracing::warn!(direction, route, error = %e, "request failed");
+            }
+            error_response(&failure)
+        }
+    };
+    metrics
+        .requests
+        .with_label_values(&[direction, route, resp.status().as_str()])
+        .inc();
+    duration.observe(started.elapsed().as_secs_f64());
+    resp
+}
+
 /// The one mapping from failure to response.
 pub fn error_response(failure: &Failure) -> Response<Body> {
     let (status, error, challenge) = match failure {

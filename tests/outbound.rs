@@ -63,15 +63,7 @@ async fn start(issuer: DevIssuer, echo: Echo, extra_token: &str, extra: &str) ->
     let app = tokengate::start(&config, CancellationToken::new())
         .await
         .unwrap();
-    let base = format!("http://{}", app.outbound_addr.unwrap());
-    let admin = format!("http://{}", app.admin_addr);
-    Out {
-        issuer,
-        echo,
-        app,
-        base,
-        admin,
-    }
+    Out::from_app(issuer, echo, app)
 }
 
 async fn parts() -> (DevIssuer, Echo) {
@@ -84,6 +76,18 @@ async fn parts() -> (DevIssuer, Echo) {
 }
 
 impl Out {
+    fn from_app(issuer: DevIssuer, echo: Echo, app: tokengate::App) -> Out {
+        let base = format!("http://{}", app.outbound_addr.unwrap());
+        let admin = format!("http://{}", app.admin_addr);
+        Out {
+            issuer,
+            echo,
+            app,
+            base,
+            admin,
+        }
+    }
+
     async fn ready(&self) {
         for _ in 0..400 {
             if get(&format!("{}/readyz", self.admin), None).await.0 == StatusCode::OK {
@@ -334,13 +338,7 @@ outbound:
     let app = tokengate::start(&config, CancellationToken::new())
         .await
         .unwrap();
-    let o = Out {
-        base: format!("http://{}", app.outbound_addr.unwrap()),
-        admin: format!("http://{}", app.admin_addr),
-        issuer,
-        echo,
-        app,
-    };
+    let o = Out::from_app(issuer, echo, app);
     o.ready().await;
     assert_eq!(o.call("anything.test", "/", &[]).await.0, StatusCode::OK);
     assert_eq!(o.seen_authorization(), "Bearer first-token");
@@ -458,13 +456,7 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
     )
     .await
     .unwrap();
-    let o = Out {
-        base: format!("http://{}", app.outbound_addr.unwrap()),
-        admin: format!("http://{}", app.admin_addr),
-        issuer,
-        echo,
-        app,
-    };
+    let o = Out::from_app(issuer, echo, app);
     o.ready().await;
     let waits_before = o
         .metric("tokengate_token_waits_total{token=\"default\"}")
@@ -532,13 +524,7 @@ async fn start_single(issuer: DevIssuer, echo: Echo, token_yaml: &str) -> Out {
     let app = tokengate::start(&config, CancellationToken::new())
         .await
         .unwrap();
-    let o = Out {
-        base: format!("http://{}", app.outbound_addr.unwrap()),
-        admin: format!("http://{}", app.admin_addr),
-        issuer,
-        echo,
-        app,
-    };
+    let o = Out::from_app(issuer, echo, app);
     o.ready().await;
     o
 }
@@ -857,13 +843,7 @@ async fn upstream_tls_with_an_extra_ca_and_a_client_certificate() {
         )
         .await
         .unwrap();
-        let o = Out {
-            base: format!("http://{}", app.outbound_addr.unwrap()),
-            admin: format!("http://{}", app.admin_addr),
-            issuer,
-            echo,
-            app,
-        };
+        let o = Out::from_app(issuer, echo, app);
         o.ready().await;
         let (status, body) = o.call("api.test", "/", &[]).await;
         assert_eq!(status, want, "{tls}: {body}");

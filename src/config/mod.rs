@@ -472,6 +472,28 @@ impl Validator<'_> {
         }
     }
 
+    /// A `timeouts` block under `prefix` (inbound and outbound share the shape).
+    fn timeouts(&mut self, prefix: &str, raw: &RawTimeouts) -> Timeouts {
+        let d = Timeouts::default();
+        let mut field = |name: &str, value: &Option<String>, default| {
+            self.duration(&format!("{prefix}.{name}"), value.as_ref(), default)
+        };
+        Timeouts {
+            header_read: field("header_read", &raw.header_read, d.header_read),
+            upstream_connect: field(
+                "upstream_connect",
+                &raw.upstream_connect,
+                d.upstream_connect,
+            ),
+            upstream_response: field(
+                "upstream_response",
+                &raw.upstream_response,
+                d.upstream_response,
+            ),
+            drain: field("drain", &raw.drain, d.drain),
+        }
+    }
+
     fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
         let value = self.text(path, value)?;
         match value.parse() {
@@ -574,26 +596,7 @@ impl Validator<'_> {
             .filter_map(|(i, r)| self.rule(&format!("inbound.rules[{i}]"), r, &issuers))
             .collect();
         let forward = self.forward(raw.forward);
-        let defaults = Timeouts::default();
-        let t = &raw.timeouts;
-        let timeouts = Timeouts {
-            header_read: self.duration(
-                "inbound.timeouts.header_read",
-                t.header_read.as_ref(),
-                defaults.header_read,
-            ),
-            upstream_connect: self.duration(
-                "inbound.timeouts.upstream_connect",
-                t.upstream_connect.as_ref(),
-                defaults.upstream_connect,
-            ),
-            upstream_response: self.duration(
-                "inbound.timeouts.upstream_response",
-                t.upstream_response.as_ref(),
-                defaults.upstream_response,
-            ),
-            drain: self.duration("inbound.timeouts.drain", t.drain.as_ref(), defaults.drain),
-        };
+        let timeouts = self.timeouts("inbound.timeouts", &raw.timeouts);
         let d = Limits::default();
         let limits = Limits {
             max_header_bytes: raw.limits.max_header_bytes.unwrap_or(d.max_header_bytes),

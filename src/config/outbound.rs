@@ -274,26 +274,7 @@ impl Validator<'_> {
                 });
             }
         }
-        let defaults = Timeouts::default();
-        let t = &raw.timeouts;
-        let timeouts = Timeouts {
-            header_read: self.duration(
-                "outbound.timeouts.header_read",
-                t.header_read.as_ref(),
-                defaults.header_read,
-            ),
-            upstream_connect: self.duration(
-                "outbound.timeouts.upstream_connect",
-                t.upstream_connect.as_ref(),
-                defaults.upstream_connect,
-            ),
-            upstream_response: self.duration(
-                "outbound.timeouts.upstream_response",
-                t.upstream_response.as_ref(),
-                defaults.upstream_response,
-            ),
-            drain: self.duration("outbound.timeouts.drain", t.drain.as_ref(), defaults.drain),
-        };
+        let timeouts = self.timeouts("outbound.timeouts", &raw.timeouts);
         let max_header_bytes = raw.limits.max_header_bytes.unwrap_or(16 * 1024);
         if max_header_bytes < 1024 {
             self.error("outbound.limits.max_header_bytes", "must be at least 1024");

@@ -11,7 +11,7 @@ pub mod policy;
 pub mod verify;
 
 use crate::config::{InboundConfig, Mode};
-use crate::error::{error_response, Denial, Failure, ProxyError};
+use crate::error::{complete, Denial, Failure, ProxyError};
 use crate::metrics::Metrics;
 use crate::server::Handler;
 use crate::upstream::{
@@ -256,21 +256,14 @@ impl Handler for Inbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
         let started = Instant::now();
         let (route, result) = self.process(req, from).await;
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(failure) => {
-                if let Failure::Proxy(e) = &failure {
-                    tracing::warn!(route, error = %e, "request failed");
-                }
-                error_response(&failure)
-            }
-        };
-        self.metrics
-            .requests
-            .with_label_values(&["inbound", route, resp.status().as_str()])
-            .inc();
-        self.duration.observe(started.elapsed().as_secs_f64());
-        resp
+        complete(
+            "inbound",
+            route,
+            result,
+            started,
+            &self.metrics,
+            &self.duration,
+        )
     }
 }
 

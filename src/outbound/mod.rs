@@ -9,7 +9,7 @@ pub mod source;
 pub mod token;
 
 use crate::config::OutboundConfig;
-use crate::error::{error_response, Failure, ProxyError};
+use crate::error::{complete, Failure, ProxyError};
 use crate::metrics::Metrics;
 use crate::server::Handler;
 use crate::upstream::{
@@ -252,19 +252,14 @@ impl Handler for Outbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
         let started = Instant::now();
         let (route, result) = self.process(req, from).await;
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(failure) => {
-                tracing::warn!(route, error = %failure, "outbound request failed");
-                error_response(&failure)
-            }
-        };
-        self.metrics
-            .requests
-            .with_label_values(&["outbound", route, resp.status().as_str()])
-            .inc();
-        self.duration.observe(started.elapsed().as_secs_f64());
-        resp
+        complete(
+            "outbound",
+            route,
+            result,
+            started,
+            &self.metrics,
+            &self.duration,
+        )
     }
 }
 
