@@ -332,11 +332,7 @@ pub fn parse_login_answer(
     };
     let lifetime = match &login.expires_in_pointer {
         Some(p) => match json.pointer(p) {
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .filter(|s| *s >= 0.0)
-                .map(Duration::from_secs_f64),
-            Some(Value::String(s)) => s.trim().parse().ok().map(Duration::from_secs),
+            Some(v @ (Value::Number(_) | Value::String(_))) => seconds(v),
             _ => {
                 return Err(SourceError::Invalid(format!(
                     "no lifetime in seconds at {p}"
@@ -400,23 +396,34 @@ pub fn parse_token_answer(status: u16, body: &[u8], now: u64) -> Result<Fetched,
         .to_string();
     let expires_in = match json.get("expires_in") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|s| *s >= 0.0)
-            .map(Duration::from_secs_f64),
-        Some(Value::String(s)) => s.trim().parse::<u64>().ok().map(Duration::from_secs),
+        Some(v @ (Value::Number(_) | Value::String(_))) => seconds(v),
         Some(_) => return Err(SourceError::Invalid("expires_in is not a number".into())),
     };
     let lifetime = expires_in.or_else(|| jwt_lifetime(&token, now));
     Ok(Fetched { token, lifetime })
 }
 
-/// PURE: seconds until a JWT's `exp` (unverified: only used for scheduling).
+/// Longest lifetime believed: a server saying "forever" (or 1e30 seconds) gets ten years.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// A lifetime in seconds from a JSON number or numeric string; negative, NaN or
+/// non-numeric is `None`, huge is capped at `MAX_LIFETIME`.
+fn seconds(v: &Value) -> Option<Duration> {
+    let secs = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_LIFETIME.as_secs_f64())))
+}
+
+/// PURE: seconds until a JWT's `exp` (unverified: only used for scheduling), capped at `MAX_LIFETIME`.
 pub fn jwt_lifetime(token: &str, now: u64) -> Option<Duration> {
     let payload = token.split('.').nth(1)?;
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
     let exp = claims.get("exp")?.as_u64()?;
-    Some(Duration::from_secs(exp.saturating_sub(now)))
+    Some(Duration::from_secs(exp.saturating_sub(now)).min(MAX_LIFETIME))
 }
 
 fn unix_now() -> u64 {
@@ -854,6 +861,34 @@ mod tests {
                 "no token at /data/authenticateServiceAccount/accessToken".into()
             ))
         );
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_bounded_not_panics() {
+        let cases: Vec<(&str, Option<Duration>)> = vec![
+            (
+                r#"{"access_token":"t","expires_in":1e30}"#,
+                Some(MAX_LIFETIME),
+            ),
+            (
+                r#"{"access_token":"t","expires_in":"99999999999999999999"}"#,
+                Some(MAX_LIFETIME),
+            ),
+            (r#"{"access_token":"t","expires_in":-5}"#, None),
+            (r#"{"access_token":"t","expires_in":"soon"}"#, None),
+            (
+                r#"{"access_token":"t","expires_in":0.5}"#,
+                Some(Duration::from_millis(500)),
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                parse_token_answer(200, body.as_bytes(), 0).map(|f| f.lifetime),
+                Ok(want),
+                "{body}"
+            );
+        }
+        assert_eq!(jwt_lifetime(&jwt(u64::MAX), 0), Some(MAX_LIFETIME));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!   early fetch (at most one per `renew::MIN_INTERVAL`) and wait, bounded, for it.
 
 use super::renew::{backoff, jitter, renew_after, MIN_INTERVAL};
-use super::source::{fetch, Fetched};
+use super::source::{fetch, Fetched, MAX_LIFETIME};
 use crate::config::{TokenConfig, TokenSource};
 use crate::metrics::Metrics;
 use crate::upstream::HttpClient;
@@ -142,13 +142,19 @@ pub fn spawn_renewal(
                 Ok(fetched) if last.as_ref() == Some(&fetched) && is_file => FILE_POLL,
                 Ok(fetched) => match config.inject.render(&fetched.token) {
                     Some(header) => {
-                        let lifetime = fetched.lifetime.unwrap_or(if is_file {
-                            Duration::from_secs(10 * 365 * 86_400)
-                        } else {
-                            DEFAULT_LIFETIME
-                        });
+                        let lifetime = fetched
+                            .lifetime
+                            .unwrap_or(if is_file {
+                                MAX_LIFETIME
+                            } else {
+                                DEFAULT_LIFETIME
+                            })
+                            .min(MAX_LIFETIME);
                         // Counted from when the request started: never later than the server meant.
-                        cell.publish(header, started + lifetime);
+                        let expires_at = started
+                            .checked_add(lifetime)
+                            .unwrap_or(started + DEFAULT_LIFETIME);
+                        cell.publish(header, expires_at);
                         ok.inc();
                         failures = 0;
                         tracing::info!(token = %config.name, lifetime = ?lifetime, fingerprint = %crate::fingerprint(fetched.token.as_bytes()), "token obtained");
