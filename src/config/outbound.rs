@@ -241,14 +241,18 @@ impl Validator<'_> {
             let path = format!("outbound.routes[{i}]");
             let host = match r.host.trim() {
                 "*" => None,
-                h if h.is_empty() || h.contains(['/', ' ']) => {
+                // Requests are matched on the host without port or trailing dot, exactly:
+                // refuse spellings that could never match (and would silently fall back).
+                h if h.is_empty() || h.contains(['/', ' ', ':', '*']) => {
                     self.error(
                         format!("{path}.host"),
-                        format!("expected a host name or \"*\", got {h:?}"),
+                        format!(
+                            "expected a host name without port or wildcard, or \"*\", got {h:?}"
+                        ),
                     );
                     continue;
                 }
-                h => Some(h.to_ascii_lowercase()),
+                h => Some(h.trim_end_matches('.').to_ascii_lowercase()),
             };
             if routes.iter().any(|o| o.host == host) {
                 self.error(format!("{path}.host"), "duplicate host");

@@ -389,6 +389,16 @@ fn outbound_errors_name_their_path() {
             "duplicate host",
         ),
         (
+            OUTBOUND.replace("host: Payments.Internal", "host: payments.internal:15001"),
+            "outbound.routes[0].host",
+            "without port or wildcard",
+        ),
+        (
+            OUTBOUND.replace("host: Payments.Internal", "host: \"*.internal\""),
+            "outbound.routes[0].host",
+            "without port or wildcard",
+        ),
+        (
             OUTBOUND.replace("https://idp/token", "idp/token"),
             "outbound.tokens.cc.token_url",
             "http:// or https://",

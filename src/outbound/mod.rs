@@ -48,6 +48,8 @@ pub struct Outbound {
     metrics: Arc<Metrics>,
     max_header_bytes: usize,
     max_retry_body_bytes: usize,
+    /// Time allowed to receive a body that is kept for a possible replay.
+    body_timeout: Duration,
     duration: Histogram,
 }
 
@@ -102,6 +104,7 @@ impl Outbound {
             metrics,
             max_header_bytes: config.max_header_bytes,
             max_retry_body_bytes: config.max_retry_body_bytes,
+            body_timeout: config.timeouts.upstream_response,
         }))
     }
 
@@ -174,22 +177,20 @@ impl Outbound {
             if let Ok(resp) = &answer {
                 if source.retry_on.contains(&resp.status().as_u16()) {
                     // Cannot replay this body, but the app's own retry should get a new token.
-                    source.cell.request_renewal();
+                    source.cell.request_renewal(token.generation);
                 }
             }
             return (&route.label, answer.map_err(Failure::from));
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.max_retry_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
+        let collect = Limited::new(body, self.max_retry_body_bytes).collect();
+        let body = match tokio::time::timeout(self.body_timeout, collect).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) | Err(_) => {
                 return (
                     &route.label,
                     Err(ProxyError::BadRequest(
-                        "request body ended early or was larger than announced",
+                        "request body ended early, was larger than announced, or stalled",
                     )
                     .into()),
                 )
@@ -290,7 +291,7 @@ fn request_host<B>(req: &Request<B>) -> String {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    host.to_ascii_lowercase()
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 #[cfg(test)]

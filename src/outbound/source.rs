@@ -90,7 +90,20 @@ pub async fn fetch(
     }
 }
 
+/// Largest token file read.
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
 async fn read_token_file(path: &Path) -> Result<String, SourceError> {
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| SourceError::File(format!("{}: {e}", path.display())))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(SourceError::File(format!(
+            "{} is {size} bytes, more than a token",
+            path.display()
+        )));
+    }
     let text = tokio::fs::read_to_string(path)
         .await
         .map_err(|e| SourceError::File(format!("{}: {e}", path.display())))?;
