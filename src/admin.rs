@@ -15,13 +15,16 @@ use std::sync::Arc;
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub inbound: Option<Arc<Swap<Inbound>>>,
-    pub outbound: Option<Arc<Outbound>>,
+    pub outbound: Option<Arc<Swap<Outbound>>>,
 }
 
 impl Admin {
     pub fn is_ready(&self) -> bool {
         self.inbound.as_ref().is_none_or(|i| i.current().is_ready())
-            && self.outbound.as_ref().is_none_or(|o| o.is_ready())
+            && self
+                .outbound
+                .as_ref()
+                .is_none_or(|o| o.current().is_ready())
     }
 }
 
@@ -39,7 +42,7 @@ impl Handler for Admin {
             ),
             (&Method::GET, "/metrics") => {
                 if let Some(o) = &self.outbound {
-                    o.update_expiry_gauges();
+                    o.current().update_expiry_gauges();
                 }
                 (
                     StatusCode::OK,

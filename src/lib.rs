@@ -43,7 +43,9 @@ pub struct App {
     pub inbound_addr: Option<SocketAddr>,
     pub outbound_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    pub outbound: Option<Arc<Outbound>>,
+    outbound: Option<Arc<Swap<Outbound>>>,
+    /// Cancels the current outbound generation's background work (token renewal).
+    outbound_work: CancellationToken,
     inbound: Option<Arc<Swap<Inbound>>>,
     /// Cancels the current inbound generation's background work (JWKS refresh).
     inbound_work: CancellationToken,
@@ -56,6 +58,11 @@ pub struct App {
 }
 
 impl App {
+    /// The outbound proxy currently serving.
+    pub fn outbound(&self) -> Option<Arc<Outbound>> {
+        self.outbound.as_ref().map(|s| s.current())
+    }
+
     /// The inbound guard currently serving.
     pub fn inbound(&self) -> Option<Arc<Inbound>> {
         self.inbound.as_ref().map(|s| s.current())
@@ -72,33 +79,56 @@ impl App {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Replaces the inbound guard with one built from `config` once its keys have
-    /// loaded; requests in flight finish on the old one. Listener changes need a
-    /// restart; on any error the current guard keeps serving.
+    /// Applies a new config without dropping a request: each direction is rebuilt
+    /// from it, and swapped in only once ready (inbound keys loaded, outbound
+    /// tokens fetched, so rotated secret files take effect); requests in flight
+    /// finish on the old one. Listener changes need a restart. On any error
+    /// nothing changes and the running config keeps serving.
     pub async fn reload(&mut self, config: Config) -> Result<(), StartError> {
-        if self.config.outbound.is_some() || config.outbound.is_some() {
-            tracing::warn!(
-                "the outbound section is not reloaded: changes to it take effect on restart"
-            );
+        if self.config.admin.listen != config.admin.listen {
+            return Err(StartError("admin.listen changed: restart to apply".into()));
         }
-        if self.inbound.is_none() && config.inbound.is_none() {
-            self.config = config;
-            return Ok(());
+        let inbound = self.prepare_inbound(&config).await?;
+        let outbound = match self.prepare_outbound(&config).await {
+            Ok(o) => o,
+            Err(e) => {
+                if let Some((_, work)) = &inbound {
+                    work.cancel();
+                }
+                return Err(e);
+            }
+        };
+        if let (Some(swap), Some((guard, work))) = (&self.inbound, inbound) {
+            swap.replace(guard);
+            std::mem::replace(&mut self.inbound_work, work).cancel();
         }
-        let (Some(swap), Some(old), Some(new)) =
-            (&self.inbound, &self.config.inbound, &config.inbound)
-        else {
-            return Err(StartError(
-                "adding or removing the inbound section needs a restart".into(),
-            ));
+        if let (Some(swap), Some((proxy, work))) = (&self.outbound, outbound) {
+            swap.replace(proxy);
+            std::mem::replace(&mut self.outbound_work, work).cancel();
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    async fn prepare_inbound(
+        &self,
+        config: &Config,
+    ) -> Result<Option<(Arc<Inbound>, CancellationToken)>, StartError> {
+        let (old, new) = match (&self.config.inbound, &config.inbound) {
+            (None, None) => return Ok(None),
+            (Some(old), Some(new)) => (old, new),
+            _ => {
+                return Err(StartError(
+                    "adding or removing the inbound section needs a restart".into(),
+                ))
+            }
         };
         if old.listen != new.listen
             || old.tls.is_some() != new.tls.is_some()
-            || self.config.admin.listen != config.admin.listen
             || serve_options(old) != serve_options(new)
         {
             return Err(StartError(
-                "listen addresses, TLS on/off, header_read, drain, max_header_bytes or max_connections changed: restart to apply".into(),
+                "inbound listen, TLS on/off, header_read, drain, max_header_bytes or max_connections changed: restart to apply".into(),
             ));
         }
         // Certificates are re-read even from unchanged paths (rotation in place).
@@ -119,21 +149,66 @@ impl App {
             .max()
             .unwrap_or_default()
             * 3;
-        let started = tokio::time::Instant::now();
-        while !guard.is_ready() {
-            if started.elapsed() > deadline {
-                work.cancel();
-                return Err(StartError(
-                    "the new config's keys did not load; keeping the current one".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if !ready_within(deadline, || guard.is_ready()).await {
+            work.cancel();
+            return Err(StartError(
+                "the new config's issuer keys did not load; keeping the current one".into(),
+            ));
         }
-        swap.replace(guard);
-        std::mem::replace(&mut self.inbound_work, work).cancel();
-        self.config = config;
-        Ok(())
+        Ok(Some((guard, work)))
     }
+
+    async fn prepare_outbound(
+        &self,
+        config: &Config,
+    ) -> Result<Option<(Arc<Outbound>, CancellationToken)>, StartError> {
+        let (old, new) = match (&self.config.outbound, &config.outbound) {
+            (None, None) => return Ok(None),
+            (Some(old), Some(new)) => (old, new),
+            _ => {
+                return Err(StartError(
+                    "adding or removing the outbound section needs a restart".into(),
+                ))
+            }
+        };
+        if old.listen != new.listen || outbound_serve_options(old) != outbound_serve_options(new) {
+            return Err(StartError(
+                "outbound listen, header_read, drain, max_header_bytes or max_connections changed: restart to apply".into(),
+            ));
+        }
+        let client = upstream::http_client(new.timeouts.upstream_connect, new.tls.as_deref())
+            .map_err(StartError)?;
+        let work = self.shutdown.child_token();
+        let proxy =
+            Outbound::start(new, client, self.metrics.clone(), work.clone()).map_err(StartError)?;
+        let deadline = new
+            .tokens
+            .iter()
+            .map(|t| t.fetch_timeout)
+            .max()
+            .unwrap_or_default()
+            * 3;
+        if !ready_within(deadline, || proxy.is_ready()).await {
+            work.cancel();
+            return Err(StartError(
+                "the new config's outbound tokens could not be fetched; keeping the current ones"
+                    .into(),
+            ));
+        }
+        Ok(Some((proxy, work)))
+    }
+}
+
+/// Polls `ready` until it holds or `deadline` passes.
+async fn ready_within(deadline: Duration, ready: impl Fn() -> bool) -> bool {
+    let started = tokio::time::Instant::now();
+    while !ready() {
+        if started.elapsed() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 /// A handler that can be replaced while serving: each request runs on the one
@@ -205,10 +280,11 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     }
     let mut outbound_addr = None;
     let mut outbound = None;
+    let outbound_work = shutdown.child_token();
     if let Some(cfg) = &config.outbound {
         let client = upstream::http_client(cfg.timeouts.upstream_connect, cfg.tls.as_deref())
             .map_err(StartError)?;
-        let proxy = Outbound::start(cfg, client, metrics.clone(), shutdown.child_token())
+        let proxy = Outbound::start(cfg, client, metrics.clone(), outbound_work.clone())
             .map_err(StartError)?;
         let listener = bind(cfg.listen, "outbound").await?;
         outbound_addr = Some(
@@ -216,14 +292,15 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
                 .local_addr()
                 .map_err(|e| StartError(e.to_string()))?,
         );
-        let opts = ServeOptions {
-            header_read_timeout: cfg.timeouts.header_read,
-            max_header_bytes: cfg.max_header_bytes,
-            drain: cfg.timeouts.drain,
-            max_connections: cfg.max_connections,
-        };
-        tasks.spawn(serve(listener, None, opts, proxy.clone(), shutdown.clone()));
-        outbound = Some(proxy);
+        let swap = Arc::new(Swap::new(proxy));
+        tasks.spawn(serve(
+            listener,
+            None,
+            outbound_serve_options(cfg),
+            swap.clone(),
+            shutdown.clone(),
+        ));
+        outbound = Some(swap);
     }
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
@@ -254,6 +331,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         outbound_addr,
         metrics,
         outbound,
+        outbound_work,
         inbound,
         inbound_work,
         cert_store,
@@ -261,6 +339,16 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         shutdown,
         tasks,
     })
+}
+
+/// Listener settings of the outbound port (fixed for the process lifetime).
+fn outbound_serve_options(cfg: &config::OutboundConfig) -> ServeOptions {
+    ServeOptions {
+        header_read_timeout: cfg.timeouts.header_read,
+        max_header_bytes: cfg.max_header_bytes,
+        drain: cfg.timeouts.drain,
+        max_connections: cfg.max_connections,
+    }
 }
 
 /// Listener settings of the inbound port (fixed for the process lifetime).

@@ -856,3 +856,58 @@ async fn upstream_tls_with_an_extra_ca_and_a_client_certificate() {
         std::fs::remove_file(f).unwrap();
     }
 }
+
+#[tokio::test]
+async fn reload_swaps_token_sources_once_the_new_tokens_are_fetched() {
+    let (issuer, echo) = parts().await;
+    let yaml = outbound_yaml(
+        &issuer.token_url(),
+        &format!("http://{}", echo.addr),
+        "",
+        "",
+    );
+    let mut o = start(issuer, echo, "", "").await;
+    o.ready().await;
+    assert_eq!(o.call("api.test", "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(claims_of(&o.seen_authorization())["scope"], "orders:read");
+
+    // A changed token source is fetched first, then swapped in.
+    let changed = yaml.replace("[\"orders:read\"]", "[\"orders:write\"]");
+    o.app
+        .reload(Config::from_yaml(&changed, "test", &|_| None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(o.call("api.test", "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(claims_of(&o.seen_authorization())["scope"], "orders:write");
+
+    // A source whose token server cannot be reached is refused; the current one keeps serving.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let broken = changed
+        .replace(&o.issuer.token_url(), &format!("http://{closed}/token"))
+        .replace("audience:", "fetch_timeout: 200ms\n      audience:");
+    let err = o
+        .app
+        .reload(Config::from_yaml(&broken, "test", &|_| None).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("could not be fetched"), "{err}");
+    assert_eq!(o.call("api.test", "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(claims_of(&o.seen_authorization())["scope"], "orders:write");
+
+    // Listener settings need a restart.
+    let moved = changed.replace(
+        "outbound:\n  listen: \"127.0.0.1:0\"",
+        "outbound:\n  listen: \"127.0.0.1:1\"",
+    );
+    let err = o
+        .app
+        .reload(Config::from_yaml(&moved, "test", &|_| None).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("restart to apply"), "{err}");
+    o.app.shutdown().await;
+}
