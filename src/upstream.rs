@@ -102,30 +102,31 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Returns the `Upgrade` value when the message asks for a protocol upgrade.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut upgrade_requested = false;
-    for value in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if name.eq_ignore_ascii_case("upgrade") {
-                upgrade_requested = true;
-            }
-        }
-    }
-    // Read before removal: `Connection: upgrade` names the Upgrade header itself.
-    let upgrade = headers.get(header::UPGRADE).cloned();
-    let named: Vec<HeaderName> = headers
+    // Headers the client named beyond the standard set: almost always none, so
+    // the common `Connection: keep-alive` costs no allocation.
+    let mut named = Vec::new();
+    let tokens = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+        .map(str::trim);
+    for token in tokens {
+        if token.eq_ignore_ascii_case("upgrade") {
+            upgrade_requested = true;
+        } else if !(token.is_empty()
+            || token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("close"))
+        {
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    let upgrade = headers.remove(header::UPGRADE);
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
     upgrade.filter(|_| upgrade_requested)
 }
 

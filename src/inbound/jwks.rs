@@ -111,11 +111,6 @@ impl Jwks {
         self.snapshot.subscribe()
     }
 
-    /// Every issuer's keys have loaded at least once (requests are served from then on).
-    pub fn is_loaded(&self) -> bool {
-        self.snapshot.borrow().issuers.iter().all(|s| s.is_loaded())
-    }
-
     /// Every issuer has a usable, not-too-stale key set (`/readyz`).
     pub fn is_ready(&self) -> bool {
         let now = unix_now();

@@ -275,3 +275,10 @@ impl KeySet {
 pub struct KeySnapshot {
     pub issuers: Vec<Arc<KeySet>>,
 }
+
+impl KeySnapshot {
+    /// Every issuer's keys have loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.issuers.iter().all(|s| s.is_loaded())
+    }
+}

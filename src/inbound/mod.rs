@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION, HOST};
 use hyper::{Request, Response};
 use jwks::{unix_now, Jwks};
+use keys::KeySnapshot;
 use policy::{canonical_path, find_rule, Access, Requirements, RouteRule, Shortfall};
 use prometheus::{Histogram, IntCounter};
 use std::sync::Arc;
@@ -129,9 +130,11 @@ impl Inbound {
         mut req: Request<Incoming>,
         from: Downstream,
     ) -> (&str, Result<Response<Body>, Failure>) {
+        // One key snapshot per request serves the readiness gate and verification.
         // Until keys first load nothing is served; after that, keys past their stale
         // bound fail only their own issuer's tokens (503 from the verifier).
-        if !self.jwks.is_loaded() {
+        let keys = self.jwks.snapshot();
+        if !keys.is_loaded() {
             return ("none", Err(ProxyError::NotReady.into()));
         }
         if header_bytes(req.headers()) > self.max_header_bytes {
@@ -159,7 +162,7 @@ impl Inbound {
         let route = rule.map_or("none", |r| r.name.as_str());
         let decision = match rule {
             None => Err(Denial::NoRule),
-            Some(r) => self.authorize(&r.access, req.headers()).await,
+            Some(r) => self.authorize(&r.access, req.headers(), &keys).await,
         };
         let admit = match decision {
             Ok((admit, reason)) => {
@@ -210,6 +213,7 @@ impl Inbound {
         &self,
         access: &Access,
         headers: &HeaderMap,
+        keys: &KeySnapshot,
     ) -> Result<(Admit, &'static str), Denial> {
         let Access::Token(requirements) = access else {
             return Ok((Admit::Plain, "anonymous"));
@@ -221,22 +225,25 @@ impl Inbound {
             }
             None => return Err(Denial::MissingToken),
         };
-        let verified = self.verified(token).await?;
+        let verified = self.verified(token, keys).await?;
         check(requirements, &verified)?;
         Ok((Admit::Identified(verified), "valid_token"))
     }
 
     /// A verification of `token`: from the cache, else the pure verifier (after one
     /// key refetch if it names an unknown kid).
-    async fn verified(&self, token: &str) -> Result<Arc<VerifiedToken>, Reject> {
+    async fn verified(
+        &self,
+        token: &str,
+        keys: &KeySnapshot,
+    ) -> Result<Arc<VerifiedToken>, Reject> {
         let now = unix_now();
-        let keys = self.jwks.snapshot();
-        if let Some(hit) = self.cache.get(token, &keys, now) {
+        if let Some(hit) = self.cache.get(token, keys, now) {
             self.cache_hits.inc();
             return Ok(hit);
         }
         self.cache_misses.inc();
-        let verified = match self.verifier.verify(token, &keys, now) {
+        let verified = match self.verifier.verify(token, keys, now) {
             Err(Reject::UnknownKid { issuer, kid }) => {
                 if !self.jwks.refresh_for_unknown_kid(issuer, &kid).await {
                     return Err(Reject::UnknownKid { issuer, kid });

@@ -134,8 +134,8 @@ impl Outbound {
             return ("none", Err(ProxyError::HeadersTooLarge.into()));
         }
         let host = request_host(&req);
-        let Some(route) = find_route(&self.routes, &host) else {
-            return ("none", Err(ProxyError::NoRoute(host).into()));
+        let Some(route) = find_route(&self.routes, host) else {
+            return ("none", Err(ProxyError::NoRoute(host.to_string()).into()));
         };
         let upgrade = strip_hop_by_hop(req.headers_mut());
         // The app's own credentials never travel beside the injected one.
@@ -278,7 +278,7 @@ fn find_route<'a>(routes: &'a [Route], host: &str) -> Option<&'a Route> {
 
 /// Host of the request without port: from an absolute-form target (as `HTTP_PROXY`
 /// clients send), else the `Host` header.
-fn request_host<B>(req: &Request<B>) -> String {
+fn request_host<B>(req: &Request<B>) -> &str {
     let raw = req
         .uri()
         .authority()
@@ -291,7 +291,8 @@ fn request_host<B>(req: &Request<B>) -> String {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    // Matched case-insensitively by `find_route`: no lower-cased copy per request.
+    host.trim_end_matches('.')
 }
 
 #[cfg(test)]
@@ -340,12 +341,13 @@ mod tests {
         let cases = [
             (
                 req("http://API.example:8080/x", Some("ignored")),
-                "api.example",
+                "API.example",
             ),
             (
                 req("/x", Some("Payments.Internal:15001")),
-                "payments.internal",
+                "Payments.Internal",
             ),
+            (req("/x", Some("payments.internal.")), "payments.internal"),
             (req("/x", Some("[::1]:80")), "[::1]"),
             (req("/x", None), ""),
         ];
