@@ -687,10 +687,7 @@ async fn background_refresh_follows_max_age_and_discovery_is_fetched_once() {
             "leeway: 5s",
             "leeway: 5s\n      jwks_cache: { refresh_interval: 1h, min_refresh: 1s }",
         );
-    let config = tokengate::config::Config::from_yaml(&yaml, "test", &|_| None).unwrap();
-    let app = tokengate::start(&config, tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap();
+    let app = start_yaml(&yaml).await;
     let mut refreshes = 0;
     for _ in 0..500 {
         refreshes = issuer.jwks_hits();

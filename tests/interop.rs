@@ -17,9 +17,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::*;
-use tokengate::config::Config;
 use tokengate::demo::Echo;
-use tokio_util::sync::CancellationToken;
 
 /// The provider process; killed (by its pid, via `Child`) when dropped.
 struct Provider {
@@ -158,10 +156,7 @@ inbound:
         echo = echo.addr,
         issuer = provider.issuer
     );
-    let config = Config::from_yaml(&yaml, "interop", &|_| None).unwrap();
-    let app = tokengate::start(&config, CancellationToken::new())
-        .await
-        .unwrap();
+    let app = start_yaml(&yaml).await;
     let base = format!("http://{}", app.inbound_addr.unwrap());
     let admin = format!("http://{}", app.admin_addr);
     for _ in 0..400 {
@@ -281,13 +276,8 @@ inbound:
 
 /// An RSA key for the `svc-pkjwt` client: PKCS#8 PEM for tokengate, public JWKS for the provider.
 fn pkjwt_key() -> (std::path::PathBuf, std::path::PathBuf) {
-    use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair;
-    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(pair.as_der().unwrap().as_ref())
-    );
+    let (pair, pem) = rsa_pkcs8();
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let public = pair.public_key();
     let jwks = serde_json::json!({ "keys": [{
@@ -331,12 +321,7 @@ inbound:
         echo = echo.addr,
         issuer = provider.issuer
     );
-    let guard = tokengate::start(
-        &Config::from_yaml(&guard_yaml, "guard", &|_| None).unwrap(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let guard = start_yaml(&guard_yaml).await;
     let guard_url = format!("http://{}", guard.inbound_addr.unwrap());
     let common = format!(
         "kind: client_credentials, token_url: \"{}/token\", resource: \"urn:orders\", scopes: [\"orders:read\"], renew_before: 25%",
@@ -357,12 +342,7 @@ outbound:
 "#,
         key = key.display()
     );
-    let out = tokengate::start(
-        &Config::from_yaml(&out_yaml, "out", &|_| None).unwrap_or_else(|e| panic!("{e}")),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let out = start_yaml(&out_yaml).await;
     let base = format!("http://{}", out.outbound_addr.unwrap());
     let admin = format!("http://{}", out.admin_addr);
     let guard_admin = format!("http://{}", guard.admin_addr);

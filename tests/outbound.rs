@@ -13,7 +13,6 @@ use support::*;
 use tokengate::config::Config;
 use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 struct Out {
     issuer: DevIssuer,
@@ -26,11 +25,6 @@ struct Out {
 /// Outbound config: route `api.test` → `upstream` with token `default` from the
 /// issuer; `extra_token` is YAML under that token, `extra` under `outbound:`.
 fn outbound_yaml(token_url: &str, upstream: &str, extra_token: &str, extra: &str) -> String {
-    let indent = |text: &str, n: usize| {
-        text.lines()
-            .map(|l| format!("{}{l}\n", " ".repeat(n)))
-            .collect::<String>()
-    };
     format!(
         r#"admin: {{ listen: "127.0.0.1:0" }}
 outbound:
@@ -58,11 +52,7 @@ async fn start(issuer: DevIssuer, echo: Echo, extra_token: &str, extra: &str) ->
         extra_token,
         extra,
     );
-    let config =
-        Config::from_yaml(&yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let app = tokengate::start(&config, CancellationToken::new())
-        .await
-        .unwrap();
+    let app = start_yaml(&yaml).await;
     Out::from_app(issuer, echo, app)
 }
 
@@ -334,10 +324,7 @@ outbound:
         echo.addr,
         file.display()
     );
-    let config = Config::from_yaml(&yaml, "test", &|_| None).unwrap();
-    let app = tokengate::start(&config, CancellationToken::new())
-        .await
-        .unwrap();
+    let app = start_yaml(&yaml).await;
     let o = Out::from_app(issuer, echo, app);
     o.ready().await;
     assert_eq!(o.call("anything.test", "/", &[]).await.0, StatusCode::OK);
@@ -435,12 +422,7 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
     issuer.set_token_delay(Duration::from_millis(300));
     let guard_yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "")
         .replace("leeway: 5s", "leeway: 0s");
-    let guard = tokengate::start(
-        &Config::from_yaml(&guard_yaml, "guard", &|_| None).unwrap(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let guard = start_yaml(&guard_yaml).await;
     let guard_url = format!("http://{}", guard.inbound_addr.unwrap());
     let stable =
         std::env::temp_dir().join(format!("tokengate-{}-stable-token", std::process::id()));
@@ -450,12 +432,7 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
             "  tokens:\n",
             &format!("    - {{ host: stable.test, upstream: \"{guard_url}\", token: stable }}\n  tokens:\n    stable: {{ kind: file, path: \"{}\" }}\n", stable.display()),
         );
-    let app = tokengate::start(
-        &Config::from_yaml(&yaml, "out", &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}")),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let app = start_yaml(&yaml).await;
     let o = Out::from_app(issuer, echo, app);
     o.ready().await;
     let waits_before = o
@@ -505,25 +482,16 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
 
 /// Config with one catch-all route to the echo and one token written as YAML.
 fn single_token_yaml(echo: &Echo, token_yaml: &str) -> String {
-    let indent = |text: &str| {
-        text.lines()
-            .map(|l| format!("      {l}\n"))
-            .collect::<String>()
-    };
     format!(
         "admin: {{ listen: \"127.0.0.1:0\" }}\noutbound:\n  listen: \"127.0.0.1:0\"\n  routes: [{{ host: \"*\", upstream: \"http://{}\", token: t }}]\n  tokens:\n    t:\n{}",
         echo.addr,
-        indent(token_yaml)
+        indent(token_yaml, 6)
     )
 }
 
 async fn start_single(issuer: DevIssuer, echo: Echo, token_yaml: &str) -> Out {
     let yaml = single_token_yaml(&echo, token_yaml);
-    let config =
-        Config::from_yaml(&yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let app = tokengate::start(&config, CancellationToken::new())
-        .await
-        .unwrap();
+    let app = start_yaml(&yaml).await;
     let o = Out::from_app(issuer, echo, app);
     o.ready().await;
     o
@@ -539,12 +507,7 @@ fn temp(name: &str, contents: &str) -> std::path::PathBuf {
 fn rsa_key_file(name: &str) -> (std::path::PathBuf, Vec<u8>) {
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair;
-    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let pkcs8 = pair.as_der().unwrap();
-    let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
-    );
+    let (pair, pem) = rsa_pkcs8();
     let public = pair.public_key().as_der().unwrap().as_ref().to_vec();
     (temp(name, &pem), public)
 }
@@ -837,12 +800,7 @@ async fn upstream_tls_with_an_extra_ca_and_a_client_certificate() {
             "",
             &tls,
         );
-        let app = tokengate::start(
-            &Config::from_yaml(&yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}")),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let app = start_yaml(&yaml).await;
         let o = Out::from_app(issuer, echo, app);
         o.ready().await;
         let (status, body) = o.call("api.test", "/", &[]).await;

@@ -18,7 +18,6 @@ use tokengate::config::Config;
 use tokengate::demo::{DevIssuer, KeyKind, SigningKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 /// A guard in front of an arbitrary upstream URL.
 async fn guard_for(upstream: &str, inbound_extra: &str) -> (DevIssuer, tokengate::App) {
@@ -26,10 +25,7 @@ async fn guard_for(upstream: &str, inbound_extra: &str) -> (DevIssuer, tokengate
         .await
         .unwrap();
     let yaml = config_yaml(&issuer.issuer, upstream, "", inbound_extra);
-    let config = Config::from_yaml(&yaml, "test", &|_| None).unwrap();
-    let app = tokengate::start(&config, CancellationToken::new())
-        .await
-        .unwrap();
+    let app = start_yaml(&yaml).await;
     let guard = app.inbound().unwrap();
     for _ in 0..200 {
         if guard.is_ready() {
@@ -427,10 +423,7 @@ async fn reload_rotates_tls_certificates_and_refuses_listener_changes() {
         key_file.display()
     );
     let yaml = config_yaml(&issuer.issuer, "http://127.0.0.1:9", "", &tls);
-    let config = Config::from_yaml(&yaml, "test", &|_| None).unwrap();
-    let mut app = tokengate::start(&config, CancellationToken::new())
-        .await
-        .unwrap();
+    let mut app = start_yaml(&yaml).await;
     let addr = app.inbound_addr.unwrap();
     let trust = [first.cert.der().clone(), second.cert.der().clone()];
     assert_eq!(

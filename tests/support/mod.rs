@@ -49,11 +49,7 @@ impl Stack {
             issuer_extra,
             inbound_extra,
         );
-        let config =
-            Config::from_yaml(&yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let app = tokengate::start(&config, CancellationToken::new())
-            .await
-            .expect("start");
+        let app = start_yaml(&yaml).await;
         let base = format!("http://{}", app.inbound_addr.unwrap());
         let admin = format!("http://{}", app.admin_addr);
         Stack {
@@ -106,17 +102,39 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Validates `yaml` and starts tokengate on it; a config error panics showing the YAML.
+pub async fn start_yaml(yaml: &str) -> tokengate::App {
+    let config =
+        Config::from_yaml(yaml, "test", &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    tokengate::start(&config, CancellationToken::new())
+        .await
+        .expect("start")
+}
+
+/// Every line of `text` indented by `n` spaces (YAML snippets inside YAML).
+pub fn indent(text: &str, n: usize) -> String {
+    text.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(n)))
+        .collect()
+}
+
+/// A fresh RSA-2048 key pair and its private key as PKCS#8 PEM.
+pub fn rsa_pkcs8() -> (aws_lc_rs::rsa::KeyPair, String) {
+    use aws_lc_rs::encoding::AsDer;
+    let pair =
+        aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA key");
+    let der = pair.as_der().expect("PKCS#8");
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der.as_ref());
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+    (pair, pem)
+}
+
 pub fn config_yaml(
     issuer: &str,
     upstream: &str,
     issuer_extra: &str,
     inbound_extra: &str,
 ) -> String {
-    let indent = |text: &str, n: usize| {
-        text.lines()
-            .map(|l| format!("{}{l}\n", " ".repeat(n)))
-            .collect::<String>()
-    };
     format!(
         r#"admin: {{ listen: "127.0.0.1:0" }}
 inbound:
