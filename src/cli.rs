@@ -242,12 +242,13 @@ fn check(path: &Path) -> ExitCode {
         Some(o) => {
             println!("outbound {}", o.listen);
             for r in &o.routes {
-                let token = &o.tokens[r.token];
+                let token = r
+                    .token
+                    .map_or("none (pass-through)", |i| o.tokens[i].name.as_str());
                 println!(
-                    "  host {}  → {}  token {}",
+                    "  host {}  → {}  token {token}",
                     r.host.as_deref().unwrap_or("*"),
                     r.upstream,
-                    token.name
                 );
             }
             for t in &o.tokens {

@@ -99,6 +99,29 @@ impl SigningKey {
         &self.jwk
     }
 
+    /// The public key as a PEM `PUBLIC KEY` (X.509 SubjectPublicKeyInfo), the form
+    /// other verifiers such as HAProxy's `jwt_verify` load.
+    pub fn public_key_pem(&self) -> String {
+        use aws_lc_rs::encoding::AsDer;
+        // Encoding a key aws-lc generated itself only fails on allocation failure.
+        let der = match &self.signer {
+            Signer::Rsa(pair) => pair.public_key().as_der(),
+            Signer::Ec(pair) => pair.public_key().as_der(),
+            Signer::Ed(pair) => pair.public_key().as_der(),
+        }
+        .expect("public key DER");
+        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
     /// Signs arbitrary bytes with this key's algorithm.
     pub fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
         let rng = SystemRandom::new();

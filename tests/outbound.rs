@@ -869,3 +869,43 @@ async fn reload_swaps_token_sources_once_the_new_tokens_are_fetched() {
     assert!(err.to_string().contains("restart to apply"), "{err}");
     o.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_route_without_a_token_passes_the_request_through() {
+    let (issuer, echo) = parts().await;
+    let upstream = format!("http://{}", echo.addr);
+    let yaml = outbound_yaml(&issuer.token_url(), &upstream, "", "").replace(
+        "  tokens:\n",
+        &format!("    - {{ host: public.test, upstream: \"{upstream}\" }}\n  tokens:\n"),
+    );
+    let o = Out::from_app(issuer, echo, start_yaml(&yaml).await);
+    o.ready().await;
+
+    let own = ("authorization", "Bearer app-own-secret".to_string());
+    let (status, body) = o
+        .call("public.test", "/p", std::slice::from_ref(&own))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(o.seen_authorization(), "Bearer app-own-secret");
+    let (status, _) = o.call("public.test", "/p", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(o
+        .echo
+        .last_headers()
+        .unwrap()
+        .get("authorization")
+        .is_none());
+
+    // The tokened route beside it still replaces the app's credentials.
+    let (status, _) = o.call("api.test", "/t", &[own]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(o.seen_authorization().starts_with("Bearer ey"));
+    assert_eq!(
+        o.metric(
+            "tokengate_requests_total{direction=\"outbound\",route=\"public.test\",status=\"200\"}"
+        )
+        .await,
+        2.0
+    );
+    o.app.shutdown().await;
+}

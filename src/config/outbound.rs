@@ -36,8 +36,9 @@ pub struct OutboundRoute {
     /// Lower-case host without port; `None` is the `*` fallback.
     pub host: Option<String>,
     pub upstream: Uri,
-    /// Index into `OutboundConfig::tokens`.
-    pub token: usize,
+    /// Index into `OutboundConfig::tokens`; `None`: pass-through, nothing injected
+    /// and the app's own `Authorization` kept.
+    pub token: Option<usize>,
 }
 
 /// One entry of `outbound.tokens`.
@@ -258,18 +259,24 @@ impl Validator<'_> {
                 self.error(format!("{path}.host"), "duplicate host");
             }
             let upstream = self.http_uri(&format!("{path}.upstream"), &r.upstream);
-            let token = tokens.iter().position(|t| t.name == r.token);
-            if token.is_none()
-                && !self
-                    .errors
-                    .iter()
-                    .any(|e| e.path.starts_with(&format!("outbound.tokens.{}", r.token)))
-            {
-                self.error(
-                    format!("{path}.token"),
-                    format!("{:?} is not a configured token", r.token),
-                );
-            }
+            let token = match &r.token {
+                None => Some(None),
+                Some(name) => {
+                    let index = tokens.iter().position(|t| &t.name == name);
+                    if index.is_none()
+                        && !self
+                            .errors
+                            .iter()
+                            .any(|e| e.path.starts_with(&format!("outbound.tokens.{name}")))
+                    {
+                        self.error(
+                            format!("{path}.token"),
+                            format!("{name:?} is not a configured token"),
+                        );
+                    }
+                    index.map(Some)
+                }
+            };
             if let (Some(upstream), Some(token)) = (upstream, token) {
                 routes.push(OutboundRoute {
                     host,

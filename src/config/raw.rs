@@ -150,7 +150,8 @@ pub struct RawClientTls {
 pub struct RawRoute {
     pub host: String,
     pub upstream: String,
-    pub token: String,
+    /// Absent: a pass-through route (the request is forwarded as the app sent it).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -238,6 +238,7 @@ outbound:
   routes:
     - { host: Payments.Internal, upstream: "https://payments.internal", token: cc }
     - { host: "*", upstream: "http://127.0.0.1:${PORT}/api", token: file }
+    - { host: public.example, upstream: "https://public.example" }
   tokens:
     cc:
       kind: client_credentials
@@ -261,7 +262,7 @@ fn outbound_routes_and_token_sources() {
     assert_eq!(o.routes[0].host.as_deref(), Some("payments.internal"));
     assert_eq!(o.routes[1].host, None);
     assert_eq!(o.routes[1].upstream, "http://127.0.0.1:8081/api");
-    let cc = &o.tokens[o.routes[0].token];
+    let cc = &o.tokens[o.routes[0].token.unwrap()];
     assert_eq!(cc.name, "cc");
     assert_eq!(cc.renew_before, RenewBefore::Fraction(0.3));
     assert_eq!(cc.retry_on, [401]);
@@ -280,7 +281,7 @@ fn outbound_routes_and_token_sources() {
         }
         other => panic!("{other:?}"),
     }
-    let file = &o.tokens[o.routes[1].token];
+    let file = &o.tokens[o.routes[1].token.unwrap()];
     assert_eq!(
         file.renew_before,
         RenewBefore::Ahead(Duration::from_secs(45))
@@ -289,6 +290,11 @@ fn outbound_routes_and_token_sources() {
     assert_eq!(file.retry_on, [401, 403]);
     assert!(
         matches!(&file.source, TokenSource::File { path } if path.to_str() == Some("/var/run/token"))
+    );
+    assert_eq!(o.routes[2].host.as_deref(), Some("public.example"));
+    assert_eq!(
+        o.routes[2].token, None,
+        "a route without a token is a pass-through"
     );
 }
 

@@ -31,7 +31,8 @@ struct Route {
     /// Metrics label: the configured host.
     label: String,
     upstream: Upstream,
-    token: usize,
+    /// Index into `Outbound::sources`; `None`: pass-through.
+    token: Option<usize>,
 }
 
 /// Per token source: its cell and what the request path needs from its config.
@@ -138,9 +139,16 @@ impl Outbound {
             return ("none", Err(ProxyError::NoRoute(host.to_string()).into()));
         };
         let upgrade = strip_hop_by_hop(req.headers_mut());
+        let Some(source) = route.token.map(|i| &self.sources[i]) else {
+            // A pass-through route: forwarded as the app sent it.
+            let answer = route
+                .upstream
+                .forward(req.map(Either::Left), from, upgrade)
+                .await;
+            return (&route.label, answer.map_err(Failure::from));
+        };
         // The app's own credentials never travel beside the injected one.
         req.headers_mut().remove(AUTHORIZATION);
-        let source = &self.sources[route.token];
         let token = match source.cell.usable() {
             Some(t) => t,
             None => {
@@ -302,7 +310,7 @@ mod tests {
     #[test]
     fn routes_by_exact_host_then_fallback() {
         let client = crate::upstream::http_client(Duration::from_secs(1), None).unwrap();
-        let route = |host: Option<&str>, token: usize| Route {
+        let route = |host: Option<&str>, token: Option<usize>| Route {
             host: host.map(str::to_string),
             label: host.unwrap_or("*").to_string(),
             upstream: Upstream::new(
@@ -314,18 +322,32 @@ mod tests {
             .unwrap(),
             token,
         };
-        let with_fallback = vec![route(Some("payments.internal"), 0), route(None, 1)];
-        let without = vec![route(Some("payments.internal"), 0)];
+        let with_fallback = vec![
+            route(Some("payments.internal"), Some(0)),
+            route(Some("public.example"), None),
+            route(None, Some(1)),
+        ];
+        let without = vec![route(Some("payments.internal"), Some(0))];
         let cases = [
-            (&with_fallback, "payments.internal", Some(0)),
-            (&with_fallback, "PAYMENTS.internal", Some(0)),
-            (&with_fallback, "other.internal", Some(1)),
-            (&with_fallback, "", Some(1)),
-            (&without, "payments.internal", Some(0)),
+            (
+                &with_fallback,
+                "payments.internal",
+                Some("payments.internal"),
+            ),
+            (
+                &with_fallback,
+                "PAYMENTS.internal",
+                Some("payments.internal"),
+            ),
+            (&with_fallback, "public.example", Some("public.example")),
+            (&with_fallback, "other.internal", Some("*")),
+            (&with_fallback, "", Some("*")),
+            (&without, "payments.internal", Some("payments.internal")),
             (&without, "other.internal", None),
         ];
         for (routes, host, want) in cases {
-            assert_eq!(find_route(routes, host).map(|r| r.token), want, "{host}");
+            let label = find_route(routes, host).map(|r| r.label.as_str());
+            assert_eq!(label, want, "{host}");
         }
     }
 
