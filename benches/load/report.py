@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""benches/load/run.sh's results.tsv → BENCHMARKS.md and a PNG chart (gnuplot).
+
+Medians over the interleaved rounds; every ratio compares medians taken in the
+same run of the script. Targets are the ones of issue 4.
+"""
+import argparse
+import csv
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+CASES = [
+    ("direct", "wrk → upstream nginx, no proxy (the ceiling)"),
+    ("nginx", "nginx 1.22 plain reverse proxy, 1 worker, upstream keep-alive"),
+    ("haproxy-pass", "HAProxy 2.6 plain reverse proxy, 1 thread"),
+    ("haproxy-rs256", "HAProxy 2.6 `jwt_verify` RS256 + iss/aud/exp checks (verifies every request)"),
+    ("tg-pass", "tokengate inbound, anonymous rule (its own pass-through)"),
+    ("tg-rs256", "tokengate inbound, the same RS256 token on every request (cache hits), `sub` → header"),
+    ("tg-es256", "tokengate inbound, the same ES256 token on every request (cache hits)"),
+    ("tg-rs256-unique", "tokengate inbound, a different RS256 token on every request (every one a cache miss)"),
+    ("tg-out-pass", "tokengate outbound, a route without a token (its own pass-through)"),
+    ("tg-out-inject", "tokengate outbound, injecting a client_credentials token"),
+]
+MIB = 1024.0
+
+
+def load(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    for r in rows:
+        for k, v in r.items():
+            if k != "case":
+                r[k] = float(v)
+    return rows
+
+
+def median(rows, case, conns, field):
+    values = [r[field] for r in rows if r["case"] == case and r["conns"] == conns]
+    return statistics.median(values) if values else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt_ratio(x):
+    return "—" if x is None else f"{x:.2f}×"
+
+
+def fmt_num(x, unit=""):
+    return "—" if x is None else f"{x:,.0f}{unit}"
+
+
+def cmd_version(args):
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10)
+        text = (out.stdout + out.stderr).strip().splitlines()
+        return text[0] if text else "?"
+    except OSError:
+        return "not found"
+
+
+def machine(root):
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    rev = cmd_version(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    return [
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; tokengate commit `{rev}`",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; kernel {platform.release()}",
+        f"- {cmd_version(['nginx', '-v'])}; {cmd_version(['haproxy', '-v'])}; {cmd_version(['wrk', '-v'])}",
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("markdown")
+    ap.add_argument("chart")
+    ap.add_argument("--duration", default="?")
+    ap.add_argument("--rounds", default="?")
+    a = ap.parse_args()
+    rows = load(a.results)
+    root = os.path.dirname(os.path.abspath(a.markdown))
+    conns_list = sorted({r["conns"] for r in rows})
+    present = [(c, d) for c, d in CASES if any(r["case"] == c for r in rows)]
+
+    bad = [r for r in rows if r["non2xx"] or r["errors"]]
+    out = [
+        "# Load benchmark",
+        "",
+        "Produced by `benches/load/run.sh` (do not edit by hand; rerun it). Loopback only;",
+        "each proxy pinned to one core with `taskset`, wrk (1 thread) and the upstream nginx",
+        "(a fixed `200 ok`) pinned to the other; every case started fresh for each run,",
+        f"warmed up for 1 s, then measured for {a.duration} s; {a.rounds} interleaved rounds",
+        "(A B C … A B C …); the tables show medians, and every ratio compares medians from",
+        "this one run.",
+        "",
+        *machine(root),
+        "",
+        "Cases:",
+        "",
+        *[f"- `{c}`: {d}" for c, d in present],
+        "",
+    ]
+    if bad:
+        out += ["**Runs with non-2xx answers or socket errors (their numbers are suspect):**", ""]
+        out += [f"- {r['case']} c{r['conns']:.0f} round {r['round']:.0f}: {r['non2xx']:.0f} non-2xx, {r['errors']:.0f} errors" for r in bad]
+        out.append("")
+
+    for conns in conns_list:
+        tg_pass = median(rows, "tg-pass", conns, "rps")
+        out_pass = median(rows, "tg-out-pass", conns, "rps")
+        hap = median(rows, "haproxy-rs256", conns, "rps")
+        out += [
+            f"## 1 thread × {conns:.0f} connections",
+            "",
+            "| case | req/s | p50 | p99 | ÷ tokengate pass-through | ÷ HAProxy jwt_verify |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for case, _ in present:
+            rps = median(rows, case, conns, "rps")
+            base = out_pass if case.startswith("tg-out") else tg_pass
+            out.append(
+                f"| `{case}` | {fmt_num(rps)} | {fmt_num(median(rows, case, conns, 'p50_us'), ' µs')} "
+                f"| {fmt_num(median(rows, case, conns, 'p99_us'), ' µs')} | {fmt_ratio(ratio(rps, base))} "
+                f"| {fmt_ratio(ratio(rps, hap))} |"
+            )
+        out += ["", "(outbound cases are divided by the outbound pass-through, the rest by the inbound one)", ""]
+
+    # Targets, evaluated on these medians.
+    targets = []
+
+    def target(name, value, ok, shown):
+        targets.append(f"| {name} | {shown} | {'met' if ok else '**missed**'} |")
+
+    for conns in conns_list:
+        c = f"c{conns:.0f}"
+        tp, hit, uniq = (median(rows, k, conns, "rps") for k in ("tg-pass", "tg-rs256", "tg-rs256-unique"))
+        tp99, hit99 = median(rows, "tg-pass", conns, "p99_us"), median(rows, "tg-rs256", conns, "p99_us")
+        hap, ngx = median(rows, "haproxy-rs256", conns, "rps"), median(rows, "nginx", conns, "rps")
+        op, oi = median(rows, "tg-out-pass", conns, "rps"), median(rows, "tg-out-inject", conns, "rps")
+        if hit and tp:
+            r = hit / tp
+            target(f"{c}: RS256 cache hits ≥ 95% of pass-through req/s", r, r >= 0.95, f"{r:.1%}")
+        if hit99 and tp99:
+            r = hit99 / tp99
+            target(f"{c}: RS256 cache hits p99 ≤ 110% of pass-through p99", r, r <= 1.10, f"{r:.1%}")
+        if hit and hap:
+            r = hit / hap
+            target(f"{c}: RS256 cache hits ≥ 2.5× HAProxy jwt_verify", r, r >= 2.5, f"{r:.2f}×")
+        if uniq and hap:
+            r = uniq / hap
+            target(f"{c}: RS256 unique tokens ≥ 1.4× HAProxy jwt_verify", r, r >= 1.4, f"{r:.2f}×")
+        if tp and ngx:
+            r = tp / ngx
+            target(f"{c}: tokengate pass-through ≥ nginx reverse proxy", r, r >= 1.0, f"{r:.2f}×")
+        if oi and op:
+            r = oi / op
+            target(f"{c}: outbound injection ≥ 97% of outbound pass-through", r, r >= 0.97, f"{r:.1%}")
+
+    tg_cases = [c for c, _ in present if c.startswith("tg-")]
+    idle = [median(rows, c, conns, "rss_idle_kb") for c in tg_cases for conns in conns_list]
+    idle = [x for x in idle if x]
+    top = max(conns_list) if conns_list else 0
+    peak = {c: median(rows, c, top, "rss_peak_kb") for c in tg_cases}
+    peak = {c: v for c, v in peak.items() if v}
+    if idle:
+        worst = max(idle) / MIB
+        target("idle RSS ≤ 15 MiB (largest median over tokengate cases)", worst, worst <= 15, f"{worst:.1f} MiB")
+    if peak:
+        case, kb = max(peak.items(), key=lambda kv: kv[1])
+        target(f"RSS under {top:.0f} connections ≤ 40 MiB (peak, worst case `{case}`)", kb / MIB, kb / MIB <= 40, f"{kb / MIB:.1f} MiB")
+    if targets:
+        out += ["## Targets (issue 4)", "", "| target | measured | |", "|---|---:|---|", *targets, ""]
+
+    # Memory.
+    if tg_cases:
+        out += [
+            "## tokengate memory",
+            "",
+            "| case | idle RSS | RSS mid-run | peak RSS (VmHWM) | RSS after the run |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for case in tg_cases:
+            for conns in conns_list:
+                vals = [median(rows, case, conns, f) for f in ("rss_idle_kb", "rss_load_kb", "rss_peak_kb", "rss_after_kb")]
+                out.append(f"| `{case}` c{conns:.0f} | " + " | ".join("—" if v is None else f"{v / MIB:.1f} MiB" for v in vals) + " |")
+        out.append("")
+        for conns in conns_list:
+            full = median(rows, "tg-rs256-unique", conns, "rss_after_kb")
+            one = median(rows, "tg-rs256", conns, "rss_after_kb")
+            misses = median(rows, "tg-rs256-unique", conns, "cache_misses")
+            if full and one and misses:
+                entries = min(misses, 10000)  # token_cache.max_entries in the bench config (the default)
+                per = (full - one) * 1024 / entries
+                out.append(
+                    f"- verified-token cache, c{conns:.0f}: RSS after the unique-token run minus after the "
+                    f"repeated-token run, over {entries:,.0f} entries (the cache's bound): **{per:,.0f} bytes per entry** "
+                    f"(RS256 tokens of {token_len(a.results)} bytes, a 10 000-entry cache ≈ {per * 10000 / 1024 / MIB:.1f} MiB)."
+                )
+        uniq = [r for r in rows if r["case"] == "tg-rs256-unique"]
+        if uniq:
+            most = max(r["requests"] for r in uniq)
+            tokens = max(r["tokens"] for r in uniq)
+            hits = sum(r["cache_hits"] for r in uniq)
+            wrapped = most > tokens
+            out.append(
+                f"- unique-token runs: at most {most:,.0f} requests per run from {tokens:,.0f} distinct tokens; "
+                f"cache hits during those runs: {hits:,.0f}"
+                + (" — **the token list wrapped, raise UNIQUE**" if wrapped else " (no token was sent twice).")
+            )
+        out.append("")
+
+    out += ["![throughput and p99 per case](docs/benchmarks.png)", ""]
+    with open(a.markdown, "w") as f:
+        f.write("\n".join(out))
+    chart(rows, present, conns_list, a.chart)
+
+
+def token_len(results):
+    path = os.path.join(os.path.dirname(results), "token-rs256")
+    try:
+        with open(path) as f:
+            return len(f.read().strip())
+    except OSError:
+        return "?"
+
+
+def chart(rows, present, conns_list, png):
+    os.makedirs(os.path.dirname(png), exist_ok=True)
+    data = png + ".dat"
+    with open(data, "w") as f:
+        for case, _ in present:
+            vals = []
+            for conns in conns_list:
+                vals += [median(rows, case, conns, "rps") or 0, (median(rows, case, conns, "p99_us") or 0) / 1000]
+            f.write(case + " " + " ".join(f"{v:.3f}" for v in vals) + "\n")
+    rps_cols = ", ".join(
+        f"'{data}' using {2 + 2 * i}:xtic(1) title '1×{c:.0f} conns'" for i, c in enumerate(conns_list)
+    )
+    p99_cols = ", ".join(
+        f"'{data}' using {3 + 2 * i}:xtic(1) title '1×{c:.0f} conns'" for i, c in enumerate(conns_list)
+    )
+    script = f"""
+set terminal pngcairo size 1200,900 font ',10'
+set output '{png}'
+set multiplot layout 2,1
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set grid ytics
+set xtics rotate by -30
+set key top right
+set title 'Throughput (median req/s, higher is better)'
+set ylabel 'req/s'
+set yrange [0:*]
+plot {rps_cols}
+set title 'p99 latency (median of runs, lower is better)'
+set ylabel 'ms'
+plot {p99_cols}
+unset multiplot
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    os.remove(data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

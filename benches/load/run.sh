@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# Load benchmark: tokengate against its own pass-through, nginx and HAProxy 2.6,
+# on loopback only, each proxy pinned to one core (taskset), wrk and the
+# upstream nginx pinned to the other. Runs are interleaved (every case once per
+# round, ROUNDS rounds) and the report takes medians.
+#
+#   benches/load/run.sh            # writes BENCHMARKS.md and docs/benchmarks.png
+#
+# Environment (defaults in brackets):
+#   DURATION [5]     seconds per measured run (after a 1 s warm-up)
+#   ROUNDS [3]       interleaved rounds
+#   CONNS ["32 256"] connection counts, each with 1 wrk thread
+#   CASES [all]      space-separated subset of the case names below
+#   UNIQUE [250000]  unique tokens for the cache-miss case (must exceed its
+#                    requests per run; the report flags a run that wrapped)
+#   BASE_PORT [18080] first of 7 loopback ports used
+#   PROXY_CPU [0] / LOAD_CPU [1]
+# Installs wrk, nginx, haproxy, gnuplot and curl with apt-get when missing.
+# Everything it starts is stopped by pid on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+HERE="$ROOT/benches/load"
+WORK="$ROOT/target/load"
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-3}"
+CONNS="${CONNS:-32 256}"
+UNIQUE="${UNIQUE:-250000}"
+BASE="${BASE_PORT:-18080}"
+PROXY_CPU="${PROXY_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
+ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-rs256 tg-es256 tg-rs256-unique tg-out-pass tg-out-inject"
+CASES="${CASES:-$ALL_CASES}"
+
+UP=$BASE NGINX=$((BASE + 1)) HAP_PASS=$((BASE + 2)) HAP_JWT=$((BASE + 3))
+TG_IN=$((BASE + 4)) TG_OUT=$((BASE + 5)) TG_ADMIN=$((BASE + 6))
+
+log() { echo "load: $*" >&2; }
+
+# --- tools -------------------------------------------------------------------
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v gnuplot >/dev/null || need+=(gnuplot-nox)
+command -v curl >/dev/null || need+=(curl)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+mkdir -p "$WORK"
+log "building tokengate and the fixtures generator"
+(cd "$ROOT" && cargo build --release --locked --bin tokengate --example load-fixtures) >&2
+TG="$ROOT/target/release/tokengate"
+
+# Fixtures are reused while their tokens have more than 12 hours left.
+if [ ! -f "$WORK/tokens-rs256-unique" ] || [ -n "$(find "$WORK/tokens-rs256-unique" -mmin +720)" ] \
+  || [ "$(wc -l <"$WORK/tokens-rs256-unique")" -lt "$UNIQUE" ]; then
+  log "generating keys and $UNIQUE unique RS256 tokens"
+  "$ROOT/target/release/examples/load-fixtures" "$WORK" "$UNIQUE" >&2
+fi
+
+# --- process bookkeeping ---------------------------------------------------
+STARTED=()
+stop_pid() { # stops a pid this script started and forgets it
+  local pid=$1 kept=() p
+  for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  STARTED=("${kept[@]+"${kept[@]}"}")
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() { for pid in "${STARTED[@]+"${STARTED[@]}"}"; do stop_pid "$pid"; done; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() { # port [path]
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$1${2:-/}" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "nothing answered on port $1${2:-/}"; return 1
+}
+
+rss_kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# --- configs ---------------------------------------------------------------
+nginx_conf() { # name port body
+  mkdir -p "$WORK/$1"
+  cat >"$WORK/$1/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/$1/nginx.pid;
+error_log $WORK/$1/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1; fastcgi_temp_path $WORK/$1;
+  uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
+  keepalive_requests 10000000;
+  keepalive_timeout 60s;
+  $3
+}
+EOF
+}
+
+TOKEN_ANSWER="$(cat "$WORK/token-answer.json")"
+nginx_conf upstream "$UP" "
+  server {
+    listen 127.0.0.1:$UP;
+    location / { default_type text/plain; return 200 \"ok\\n\"; }
+    location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
+    location = /token { default_type application/json; return 200 '$TOKEN_ANSWER'; }
+  }"
+nginx_conf nginx-proxy "$NGINX" "
+  upstream app { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
+
+# HAProxy 2.6's jwt_verify as its documentation and blog configure it: RS256
+# signature, then iss, aud and exp from the payload.
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend pass
+  bind 127.0.0.1:$HAP_PASS
+  default_backend app
+frontend jwt
+  bind 127.0.0.1:$HAP_JWT
+  http-request deny status 401 unless { req.hdr(authorization) -m beg "Bearer " }
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request deny status 401 unless { var(txn.alg) -m str RS256 }
+  http-request deny status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$WORK/rs256.pub.pem") -m int 1 }
+  http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('\$.iss')
+  http-request deny status 401 unless { var(txn.iss) -m str "https://issuer.bench.local" }
+  http-request set-var(txn.aud) var(txn.bearer),jwt_payload_query('\$.aud')
+  http-request deny status 401 unless { var(txn.aud) -m str bench-api }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  http-request set-header x-auth-subject %[var(txn.bearer),jwt_payload_query('\$.sub')]
+  default_backend app
+backend app
+  server up 127.0.0.1:$UP
+EOF
+
+cat >"$WORK/tokengate-in.yaml" <<EOF
+admin: { listen: "127.0.0.1:$TG_ADMIN" }
+inbound:
+  listen: "127.0.0.1:$TG_IN"
+  upstream: "http://127.0.0.1:$UP"
+  issuers:
+    - issuer: https://issuer.bench.local
+      jwks_uri: "http://127.0.0.1:$UP/jwks.json"
+      audiences: [bench-api]
+      algorithms: [RS256, ES256]
+  rules:
+    - { path: /public, allow: anonymous }
+    - { path: /, scopes: ["bench:read"] }
+  forward:
+    claims_to_headers: { sub: x-auth-subject }
+EOF
+cat >"$WORK/tokengate-out.yaml" <<EOF
+admin: { listen: "127.0.0.1:$TG_ADMIN" }
+outbound:
+  listen: "127.0.0.1:$TG_OUT"
+  routes:
+    - { host: inject.bench, upstream: "http://127.0.0.1:$UP", token: bench }
+    - { host: pass.bench, upstream: "http://127.0.0.1:$UP" }
+  tokens:
+    bench:
+      kind: client_credentials
+      token_url: "http://127.0.0.1:$UP/token"
+      client_id: bench
+      client_secret: bench-secret-bench-secret-bench-secret
+EOF
+
+# --- one case ----------------------------------------------------------------
+# case → "what to start|URL|extra wrk environment"
+describe() {
+  case "$1" in
+    direct) echo "none|http://127.0.0.1:$UP/|" ;;
+    nginx) echo "nginx|http://127.0.0.1:$NGINX/|" ;;
+    haproxy-pass) echo "haproxy|http://127.0.0.1:$HAP_PASS/|" ;;
+    haproxy-rs256) echo "haproxy|http://127.0.0.1:$HAP_JWT/|TOKEN=$(cat "$WORK/token-rs256")" ;;
+    tg-pass) echo "tg-in|http://127.0.0.1:$TG_IN/public|" ;;
+    tg-rs256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-rs256")" ;;
+    tg-es256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-es256")" ;;
+    tg-rs256-unique) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
+    tg-out-pass) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=pass.bench" ;;
+    tg-out-inject) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=inject.bench" ;;
+    *) log "unknown case $1"; exit 64 ;;
+  esac
+}
+
+PID=0
+start_proxy() { # kind → PID (0: nothing started)
+  PID=0
+  case "$1" in
+    none) return ;;
+    nginx) taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx-proxy" -c "$WORK/nginx-proxy/nginx.conf" -e "$WORK/nginx-proxy/error.log" >/dev/null 2>&1 & ;;
+    haproxy) taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 & ;;
+    tg-in) RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" run --config "$WORK/tokengate-in.yaml" >/dev/null 2>>"$WORK/tokengate.log" & ;;
+    tg-out) RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" run --config "$WORK/tokengate-out.yaml" >/dev/null 2>>"$WORK/tokengate.log" & ;;
+  esac
+  PID=$!
+  STARTED+=("$PID")
+}
+
+ready_proxy() { # kind
+  case "$1" in
+    nginx) wait_port "$NGINX" ;;
+    haproxy) wait_port "$HAP_PASS" ;;
+    tg-in | tg-out) wait_port "$TG_ADMIN" /readyz ;;
+  esac
+}
+
+metric() { # name → value summed over label sets
+  curl -fsS "http://127.0.0.1:$TG_ADMIN/metrics" | awk -v m="$1" '$1 ~ "^"m"([{]|$)" {s += $2} END {print s + 0}'
+}
+
+RESULTS="$WORK/results.tsv"
+printf 'case\tconns\tround\trps\tp50_us\tp99_us\trequests\tnon2xx\terrors\ttokens\trss_idle_kb\trss_load_kb\trss_peak_kb\trss_after_kb\tcache_hits\tcache_misses\n' >"$RESULTS"
+
+run_case() { # case conns round
+  local name=$1 conns=$2 round=$3 kind url envs pid out
+  IFS='|' read -r kind url envs <<<"$(describe "$name")"
+  start_proxy "$kind"
+  pid=$PID
+  local idle=0
+  if [ "$pid" != 0 ]; then
+    ready_proxy "$kind"
+    idle=$(rss_kb "$pid" VmRSS)
+  fi
+  # Warm-up: connections and pools; the unique-token case warms with one repeated token.
+  local warm_envs=${envs/TOKENS_FILE=*/TOKEN=$(cat "$WORK/token-rs256")}
+  # shellcheck disable=SC2086
+  env $warm_envs taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d1s -s "$HERE/wrk.lua" "$url" >/dev/null
+  local hits0=0 miss0=0
+  if [[ $kind == tg-* ]]; then hits0=$(metric tokengate_verify_cache_hits_total); miss0=$(metric tokengate_verify_cache_misses_total); fi
+  # RSS under load: sampled half-way through the measured run.
+  local load_rss_file="$WORK/rss.sample" sampler=""
+  echo 0 >"$load_rss_file"
+  if [ "$pid" != 0 ]; then
+    (sleep "$(awk "BEGIN {print $DURATION / 2}")"; rss_kb "$pid" VmRSS >"$load_rss_file") &
+    sampler=$!
+  fi
+  # shellcheck disable=SC2086 # envs is a list of NAME=value words
+  out=$(env $envs taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s -s "$HERE/wrk.lua" "$url")
+  if [ -n "$sampler" ]; then wait "$sampler"; fi
+  local peak=0 after=0 hits=0 miss=0
+  if [ "$pid" != 0 ]; then
+    peak=$(rss_kb "$pid" VmHWM)
+    sleep 0.5
+    after=$(rss_kb "$pid" VmRSS)
+  fi
+  if [[ $kind == tg-* ]]; then
+    hits=$(( $(metric tokengate_verify_cache_hits_total) - hits0 ))
+    miss=$(( $(metric tokengate_verify_cache_misses_total) - miss0 ))
+  fi
+  if [ "$pid" != 0 ]; then stop_pid "$pid"; fi
+  local line
+  line=$(grep '^RESULT' <<<"$out") || { log "$name c$conns: wrk printed no result: $out"; exit 1; }
+  local rps p50_us p99_us requests non2xx errors tokens
+  eval "$(sed 's/^RESULT //; s/ /; /g' <<<"$line")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$conns" "$round" \
+    "$rps" "$p50_us" "$p99_us" "$requests" "$non2xx" "$errors" "$tokens" "$idle" "$(cat "$load_rss_file")" "$peak" "$after" "$hits" "$miss" >>"$RESULTS"
+  rm -f "$load_rss_file"
+  log "round $round  $(printf '%-16s' "$name") c$conns  $rps req/s  p99 ${p99_us}us  non2xx $non2xx  errors $errors"
+}
+
+# --- run ---------------------------------------------------------------------
+taskset -c "$LOAD_CPU" nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" &
+STARTED+=($!)
+wait_port "$UP"
+: >"$WORK/tokengate.log"
+
+for round in $(seq "$ROUNDS"); do
+  for name in $CASES; do
+    for conns in $CONNS; do
+      run_case "$name" "$conns" "$round"
+    done
+  done
+done
+
+python3 "$HERE/report.py" "$RESULTS" "$ROOT/BENCHMARKS.md" "$ROOT/docs/benchmarks.png" \
+  --duration "$DURATION" --rounds "$ROUNDS"
+log "wrote BENCHMARKS.md and docs/benchmarks.png"

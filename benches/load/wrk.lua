@@ -1,0 +1,43 @@
+-- wrk script for benches/load/run.sh. Environment:
+--   HOST_HEADER   Host header to send (outbound routes are chosen by it)
+--   TOKEN         a bearer token sent on every request (the cache-hit cases)
+--   TOKENS_FILE   one token per line, a different one per request (cache misses);
+--                 `tokens=` in the result says how many there were, so the
+--                 report can tell whether the run had to wrap around
+-- Prints one line: RESULT rps=… p50_us=… p99_us=… requests=… non2xx=… errors=… tokens=…
+
+local host = os.getenv("HOST_HEADER")
+local token = os.getenv("TOKEN")
+local file = os.getenv("TOKENS_FILE")
+
+if host and host ~= "" then
+  wrk.headers["Host"] = host
+end
+if token and token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
+
+local tokens, n, i = {}, 0, 0
+if file and file ~= "" then
+  for line in io.lines(file) do
+    n = n + 1
+    tokens[n] = "Bearer " .. line
+  end
+  function request()
+    i = i + 1
+    if i > n then
+      i = 1
+    end
+    wrk.headers["Authorization"] = tokens[i]
+    return wrk.format()
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d non2xx=%d errors=%d tokens=%d\n",
+    summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99),
+    summary.requests, e.status, e.connect + e.read + e.write + e.timeout, n))
+end
