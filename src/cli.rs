@@ -27,6 +27,10 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Worker threads; default: the CPUs this process may use (its affinity mask
+    /// and cgroup quota). With 1 the proxy runs on a single-threaded scheduler.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +80,24 @@ enum Command {
 }
 
 impl Cli {
+    /// The async runtime for this command: single-threaded for one worker (a
+    /// work-stealing pool would have nothing to steal and only add cross-thread
+    /// wake-ups, which is why linkerd2-proxy does the same), multi-threaded otherwise.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let workers = self.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        );
+        let mut builder = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(workers);
+            b
+        };
+        builder.enable_all().build()
+    }
+
     pub fn init_logging(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

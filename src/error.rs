@@ -71,26 +71,21 @@ const REALM: &str = "tokengate";
 /// a failure into its response, logs proxy-side failures (auth denials are logged
 /// where they are decided), and records the request metrics.
 pub fn complete(
-    direction: &'static str,
-    route: &str,
+    route: &crate::metrics::RouteCounters,
     result: Result<Response<Body>, Failure>,
     started: std::time::Instant,
-    metrics: &crate::metrics::Metrics,
     duration: &prometheus::Histogram,
 ) -> Response<Body> {
     let resp = match result {
         Ok(resp) => resp,
         Err(failure) => {
             if let Failure::Proxy(e) = &failure {
-                tracing::warn!(direction, route, error = %e, "request failed");
+                tracing::warn!(direction = route.direction, route = %route.route, error = %e, "request failed");
             }
             error_response(&failure)
         }
     };
-    metrics
-        .requests
-        .with_label_values(&[direction, route, resp.status().as_str()])
-        .inc();
+    route.inc(resp.status());
     duration.observe(started.elapsed().as_secs_f64());
     resp
 }

@@ -1,16 +1,25 @@
-//! Thin binary: arguments → logging → command. Exit codes: 0 ok, 1 start-up
-//! failure (or a rejected token for `verify`), 64 bad config or usage.
+//! Thin binary: arguments → logging → runtime → command. Exit codes: 0 ok, 1
+//! start-up failure (or a rejected token for `verify`), 64 bad config or usage.
 
 use clap::Parser;
 use std::process::ExitCode;
+use tokengate::cli::{Cli, EXIT_CONFIG};
 
 fn main() -> ExitCode {
-    let cli = tokengate::cli::Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors are 64.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     cli.init_logging();
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match cli.runtime() {
         Ok(rt) => rt.block_on(cli.run()),
         Err(e) => {
             eprintln!("tokengate: cannot start the runtime: {e}");

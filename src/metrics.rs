@@ -1,10 +1,12 @@
 //! Prometheus metrics in an owned registry. Label values come from config or
 //! enums, never from request input.
 
+use hyper::StatusCode;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::RwLock;
 
 pub struct Metrics {
     registry: Registry,
@@ -132,6 +134,16 @@ impl Metrics {
         self.request_duration.with_label_values(&[direction])
     }
 
+    /// Request counters of one route, for the request path.
+    pub fn route(&self, direction: &'static str, route: &str) -> RouteCounters {
+        RouteCounters {
+            direction,
+            route: route.to_string(),
+            family: self.requests.clone(),
+            by_status: RwLock::default(),
+        }
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -144,5 +156,61 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// `tokengate_requests_total` for one (direction, route): each status's counter is
+/// resolved once, then found by a short scan under a read lock, so the request
+/// path neither hashes label strings nor allocates.
+pub struct RouteCounters {
+    pub direction: &'static str,
+    pub route: String,
+    family: IntCounterVec,
+    by_status: RwLock<Vec<(StatusCode, IntCounter)>>,
+}
+
+impl RouteCounters {
+    pub fn inc(&self, status: StatusCode) {
+        // A poisoned lock only means a panic elsewhere mid-push; the list is still valid.
+        let seen = self.by_status.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counter)) = seen.iter().find(|(s, _)| *s == status) {
+            counter.inc();
+            return;
+        }
+        drop(seen);
+        let mut seen = self.by_status.write().unwrap_or_else(|e| e.into_inner());
+        if !seen.iter().any(|(s, _)| *s == status) {
+            let counter =
+                self.family
+                    .with_label_values(&[self.direction, &self.route, status.as_str()]);
+            seen.push((status, counter));
+        }
+        if let Some((_, counter)) = seen.iter().find(|(s, _)| *s == status) {
+            counter.inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_counters_count_per_status_in_the_shared_family() {
+        let m = Metrics::new();
+        let a = m.route("inbound", "/a");
+        let a_again = m.route("inbound", "/a");
+        for status in [200, 200, 404, 200] {
+            a.inc(StatusCode::from_u16(status).unwrap());
+        }
+        a_again.inc(StatusCode::OK);
+        let count = |status: &str| {
+            m.requests
+                .with_label_values(&["inbound", "/a", status])
+                .get()
+        };
+        assert_eq!(count("200"), 4);
+        assert_eq!(count("404"), 1);
+        assert_eq!(count("500"), 0);
     }
 }

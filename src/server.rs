@@ -141,10 +141,7 @@ pub async fn serve<H: Handler>(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let from = Downstream {
-            peer,
-            tls: tls.is_some(),
-        };
+        let from = Downstream::new(peer, tls.is_some());
         // Set by the first request; a connection that sends none within the
         // header-read timeout (idle TCP, idle TLS, silent h2) is closed.
         let active = Arc::new(AtomicBool::new(false));
@@ -153,6 +150,7 @@ pub async fn serve<H: Handler>(
         let service = hyper::service::service_fn(move |req| {
             seen.store(true, Ordering::Relaxed);
             let handler = handler.clone();
+            let from = from.clone();
             async move { Ok::<_, std::convert::Infallible>(handler.handle(req, from).await) }
         });
         let builder = builder.clone();

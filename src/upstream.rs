@@ -100,7 +100,23 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// Returns the `Upgrade` value when the message asks for a protocol upgrade.
+/// Runs twice per proxied request (request and response), so it first looks for
+/// hop-by-hop names in one pass over the (few) header names, and only removes, by
+/// hashed lookup, what is there.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        } else if name == header::UPGRADE {
+            any = true;
+        }
+    }
+    if !any {
+        return None;
+    }
     let mut upgrade_requested = false;
     // Headers the client named beyond the standard set: almost always none, so
     // the common `Connection: keep-alive` costs no allocation.
@@ -124,7 +140,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         }
     }
     let upgrade = headers.remove(header::UPGRADE);
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let standard = HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p);
+    for name in named.iter().chain(standard.map(|(h, _)| h)) {
         headers.remove(name);
     }
     upgrade.filter(|_| upgrade_requested)
@@ -151,11 +168,23 @@ pub enum Direction {
     Outbound,
 }
 
-/// Facts about the downstream connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+/// Facts about the downstream connection a request arrived on, worked out once
+/// per connection.
+#[derive(Debug, Clone)]
 pub struct Downstream {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's IP, ready for `X-Forwarded-For`.
+    peer_ip: HeaderValue,
+}
+
+impl Downstream {
+    pub fn new(peer: SocketAddr, tls: bool) -> Downstream {
+        // An IP address always formats to a valid header value.
+        let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Downstream { peer, tls, peer_ip }
+    }
 }
 
 impl Upstream {
@@ -186,7 +215,7 @@ impl Upstream {
     pub async fn forward(
         &self,
         req: Request<Body>,
-        from: Downstream,
+        from: &Downstream,
         upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
@@ -204,7 +233,7 @@ impl Upstream {
         }
         match self.direction {
             Direction::Inbound => {
-                append_forwarded_for(&mut parts.headers, from.peer);
+                append_forwarded_for(&mut parts.headers, &from.peer_ip);
                 parts.headers.insert(
                     X_FORWARDED_PROTO.clone(),
                     HeaderValue::from_static(if from.tls { "https" } else { "http" }),
@@ -255,13 +284,16 @@ impl Upstream {
     }
 
     fn rewrite(&self, uri: &Uri) -> Result<Uri, ProxyError> {
-        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let path_and_query = if self.base_path.is_empty() {
-            PathAndQuery::try_from(pq)
-        } else {
-            PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
-        }
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        let path_and_query = match uri.path_and_query() {
+            // The common case shares the request's bytes instead of re-validating them.
+            Some(pq) if self.base_path.is_empty() => pq.clone(),
+            pq => PathAndQuery::try_from(format!(
+                "{}{}",
+                self.base_path,
+                pq.map_or("/", PathAndQuery::as_str)
+            ))
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
+        };
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -271,15 +303,17 @@ impl Upstream {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.is_empty() => {
+            HeaderValue::try_from(format!("{prior}, {}", ip.to_str().unwrap_or_default())).ok()
+        }
+        _ => None,
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(
+        X_FORWARDED_FOR.clone(),
+        appended.unwrap_or_else(|| ip.clone()),
+    );
 }
 
 /// Total bytes of header names and values, the measure `max_header_bytes` limits.
@@ -320,6 +354,20 @@ mod tests {
     }
 
     #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let before = h.clone();
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h, before);
+        // Only the Connection header itself: removed, nothing else touched.
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h, before);
+    }
+
+    #[test]
     fn upgrade_is_reported_when_connection_asks_for_it() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -334,11 +382,13 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        let peer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
-        append_forwarded_for(&mut h, peer);
+        let ip = |peer: &str| Downstream::new(peer.parse().unwrap(), false).peer_ip;
+        append_forwarded_for(&mut h, &ip("10.1.2.3:5000"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
-        append_forwarded_for(&mut h, "127.0.0.1:1".parse().unwrap());
+        append_forwarded_for(&mut h, &ip("127.0.0.1:1"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3, 127.0.0.1");
+        append_forwarded_for(&mut h, &ip("[2001:db8::1]:443"));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3, 127.0.0.1, 2001:db8::1");
     }
 
     #[test]

@@ -82,6 +82,24 @@ fn check_exits_64_and_names_the_typo() {
 }
 
 #[test]
+fn bad_usage_exits_64_and_workers_is_a_global_option() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+    let (code, _, stderr) = run(&["--workers", "0", "check", "--config", example]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("--workers"), "{stderr}");
+    let (code, _, stderr) = run(&["check", "--config", example, "--bogus"]);
+    assert_eq!(code, 64, "{stderr}");
+    for workers in ["1", "3"] {
+        let (code, stdout, stderr) = run(&["--workers", workers, "check", "--config", example]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("OK"), "{stdout}");
+    }
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--workers"), "{stdout}");
+}
+
+#[test]
 fn check_summarizes_both_directions() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
     let (code, stdout, _) = run(&["check", "--config", example]);

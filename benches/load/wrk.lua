@@ -4,6 +4,7 @@
 --   TOKENS_FILE   one token per line, a different one per request (cache misses);
 --                 `tokens=` in the result says how many there were, so the
 --                 report can tell whether the run had to wrap around
+--   LIMIT         stop after this many responses (instruction-count profiles)
 -- Prints one line: RESULT rps=… p50_us=… p99_us=… requests=… non2xx=… errors=… tokens=…
 
 local host = os.getenv("HOST_HEADER")
@@ -30,6 +31,16 @@ if file and file ~= "" then
     end
     wrk.headers["Authorization"] = tokens[i]
     return wrk.format()
+  end
+end
+
+local limit, seen = tonumber(os.getenv("LIMIT") or ""), 0
+if limit then
+  function response()
+    seen = seen + 1
+    if seen >= limit then
+      wrk.thread:stop()
+    end
   end
 end
 

@@ -12,7 +12,7 @@ pub mod verify;
 
 use crate::config::{InboundConfig, Mode};
 use crate::error::{complete, Denial, Failure, ProxyError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteCounters};
 use crate::server::Handler;
 use crate::upstream::{
     header_bytes, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
@@ -44,6 +44,11 @@ pub struct Inbound {
     keep_authorization: bool,
     max_header_bytes: usize,
     duration: Histogram,
+    /// Request counters per rule (same order as `rules`), and for requests no rule took.
+    rule_counters: Vec<RouteCounters>,
+    unrouted: RouteCounters,
+    /// `allow` decisions per reason, resolved once.
+    allowed: [(&'static str, IntCounter); 3],
     cache_hits: IntCounter,
     cache_misses: IntCounter,
 }
@@ -102,6 +107,16 @@ impl Inbound {
             keep_authorization: config.forward.keep_authorization,
             max_header_bytes: config.limits.max_header_bytes,
             duration: metrics.duration_for("inbound"),
+            rule_counters: config
+                .rules
+                .iter()
+                .map(|r| metrics.route("inbound", &r.name))
+                .collect(),
+            unrouted: metrics.route("inbound", "none"),
+            allowed: ["anonymous", "valid_token", "no_token_permissive"].map(|reason| {
+                let counter = metrics.auth_decisions.with_label_values(&["allow", reason]);
+                (reason, counter)
+            }),
             cache_hits: metrics.verify_cache_hits.clone(),
             cache_misses: metrics.verify_cache_misses.clone(),
             metrics,
@@ -129,47 +144,52 @@ impl Inbound {
         &self,
         mut req: Request<Incoming>,
         from: Downstream,
-    ) -> (&str, Result<Response<Body>, Failure>) {
+    ) -> (&RouteCounters, Result<Response<Body>, Failure>) {
         // One key snapshot per request serves the readiness gate and verification.
         // Until keys first load nothing is served; after that, keys past their stale
         // bound fail only their own issuer's tokens (503 from the verifier).
         let keys = self.jwks.snapshot();
         if !keys.is_loaded() {
-            return ("none", Err(ProxyError::NotReady.into()));
+            return (&self.unrouted, Err(ProxyError::NotReady.into()));
         }
         if header_bytes(req.headers()) > self.max_header_bytes {
-            return ("none", Err(ProxyError::HeadersTooLarge.into()));
+            return (&self.unrouted, Err(ProxyError::HeadersTooLarge.into()));
         }
         if req.headers().get_all(HOST).iter().nth(1).is_some() {
             return (
-                "none",
+                &self.unrouted,
                 Err(ProxyError::BadRequest("more than one Host header").into()),
             );
         }
         if let Err(why) = canonical_path(req.uri().path()) {
-            return ("none", Err(ProxyError::BadRequest(why).into()));
+            return (&self.unrouted, Err(ProxyError::BadRequest(why).into()));
         }
         // Hop-by-hop first: nothing added below can then be named away by `Connection`.
         let upgrade = strip_hop_by_hop(req.headers_mut());
         strip_identity_headers(req.headers_mut(), &self.identity_headers);
-        let rule = find_rule(
+        let found = find_rule(
             &self.rules,
             req.method(),
             request_host(&req),
             req.uri().path(),
-        )
-        .map(|(_, r)| r);
-        let route = rule.map_or("none", |r| r.name.as_str());
+        );
+        let rule = found.map(|(_, r)| r);
+        let counters = found.map_or(&self.unrouted, |(i, _)| &self.rule_counters[i]);
+        let route = counters.route.as_str();
         let decision = match rule {
             None => Err(Denial::NoRule),
             Some(r) => self.authorize(&r.access, req.headers(), &keys).await,
         };
         let admit = match decision {
             Ok((admit, reason)) => {
-                self.metrics
-                    .auth_decisions
-                    .with_label_values(&["allow", reason])
-                    .inc();
+                match self.allowed.iter().find(|(r, _)| *r == reason) {
+                    Some((_, counter)) => counter.inc(),
+                    None => self
+                        .metrics
+                        .auth_decisions
+                        .with_label_values(&["allow", reason])
+                        .inc(),
+                }
                 admit
             }
             Err(denial) if self.mode == Mode::Audit => {
@@ -188,7 +208,7 @@ impl Inbound {
                 // debug: rejections are counted in metrics; logging each at info would
                 // let any caller flood the logs.
                 tracing::debug!(route, reason = denial.reason(), detail = %denial, "request rejected");
-                return (route, Err(denial.into()));
+                return (counters, Err(denial.into()));
             }
         };
         if let Admit::Identified(token) = &admit {
@@ -200,9 +220,9 @@ impl Inbound {
             req.headers_mut().remove(AUTHORIZATION);
         }
         (
-            route,
+            counters,
             self.upstream
-                .forward(req.map(Either::Left), from, upgrade)
+                .forward(req.map(Either::Left), &from, upgrade)
                 .await
                 .map_err(Failure::from),
         )
@@ -263,14 +283,7 @@ impl Handler for Inbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
         let started = Instant::now();
         let (route, result) = self.process(req, from).await;
-        complete(
-            "inbound",
-            route,
-            result,
-            started,
-            &self.metrics,
-            &self.duration,
-        )
+        complete(route, result, started, &self.duration)
     }
 }
 

@@ -10,7 +10,7 @@ pub mod token;
 
 use crate::config::OutboundConfig;
 use crate::error::{complete, Failure, ProxyError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteCounters};
 use crate::server::Handler;
 use crate::upstream::{
     header_bytes, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 struct Route {
     /// Lower-case host; `None` for the `*` fallback.
     host: Option<String>,
-    /// Metrics label: the configured host.
-    label: String,
+    /// Request counters, labelled with the configured host (`*` for the fallback).
+    counters: RouteCounters,
     upstream: Upstream,
     /// Index into `Outbound::sources`; `None`: pass-through.
     token: Option<usize>,
@@ -52,6 +52,8 @@ pub struct Outbound {
     /// Time allowed to receive a body that is kept for a possible replay.
     body_timeout: Duration,
     duration: Histogram,
+    /// Request counters for requests no route took.
+    unrouted: RouteCounters,
 }
 
 impl Outbound {
@@ -87,7 +89,7 @@ impl Outbound {
             .map(|r| {
                 Ok(Route {
                     host: r.host.clone(),
-                    label: r.host.clone().unwrap_or_else(|| "*".into()),
+                    counters: metrics.route("outbound", r.host.as_deref().unwrap_or("*")),
                     upstream: Upstream::new(
                         client.clone(),
                         &r.upstream,
@@ -102,6 +104,7 @@ impl Outbound {
             routes,
             sources,
             duration: metrics.duration_for("outbound"),
+            unrouted: metrics.route("outbound", "none"),
             metrics,
             max_header_bytes: config.max_header_bytes,
             max_retry_body_bytes: config.max_retry_body_bytes,
@@ -130,22 +133,25 @@ impl Outbound {
         &self,
         mut req: Request<Incoming>,
         from: Downstream,
-    ) -> (&str, Result<Response<Body>, Failure>) {
+    ) -> (&RouteCounters, Result<Response<Body>, Failure>) {
         if header_bytes(req.headers()) > self.max_header_bytes {
-            return ("none", Err(ProxyError::HeadersTooLarge.into()));
+            return (&self.unrouted, Err(ProxyError::HeadersTooLarge.into()));
         }
         let host = request_host(&req);
         let Some(route) = find_route(&self.routes, host) else {
-            return ("none", Err(ProxyError::NoRoute(host.to_string()).into()));
+            return (
+                &self.unrouted,
+                Err(ProxyError::NoRoute(host.to_string()).into()),
+            );
         };
         let upgrade = strip_hop_by_hop(req.headers_mut());
         let Some(source) = route.token.map(|i| &self.sources[i]) else {
             // A pass-through route: forwarded as the app sent it.
             let answer = route
                 .upstream
-                .forward(req.map(Either::Left), from, upgrade)
+                .forward(req.map(Either::Left), &from, upgrade)
                 .await;
-            return (&route.label, answer.map_err(Failure::from));
+            return (&route.counters, answer.map_err(Failure::from));
         };
         // The app's own credentials never travel beside the injected one.
         req.headers_mut().remove(AUTHORIZATION);
@@ -162,7 +168,10 @@ impl Outbound {
                     Some(t) => t,
                     None => {
                         let name = source.cell.name.clone();
-                        return (&route.label, Err(ProxyError::TokenUnavailable(name).into()));
+                        return (
+                            &route.counters,
+                            Err(ProxyError::TokenUnavailable(name).into()),
+                        );
                     }
                 }
             }
@@ -180,7 +189,7 @@ impl Outbound {
         if !replayable {
             let answer = route
                 .upstream
-                .forward(req.map(Either::Left), from, upgrade)
+                .forward(req.map(Either::Left), &from, upgrade)
                 .await;
             if let Ok(resp) = &answer {
                 if source.retry_on.contains(&resp.status().as_u16()) {
@@ -188,7 +197,7 @@ impl Outbound {
                     source.cell.request_renewal(token.generation);
                 }
             }
-            return (&route.label, answer.map_err(Failure::from));
+            return (&route.counters, answer.map_err(Failure::from));
         }
         let (parts, body) = req.into_parts();
         let collect = Limited::new(body, self.max_retry_body_bytes).collect();
@@ -196,7 +205,7 @@ impl Outbound {
             Ok(Ok(b)) => b.to_bytes(),
             Ok(Err(_)) | Err(_) => {
                 return (
-                    &route.label,
+                    &route.counters,
                     Err(ProxyError::BadRequest(
                         "request body ended early, was larger than announced, or stalled",
                     )
@@ -215,14 +224,14 @@ impl Outbound {
         };
         let first = route
             .upstream
-            .forward(copy(&token.header), from, None)
+            .forward(copy(&token.header), &from, None)
             .await;
         match first {
             Ok(resp) if source.retry_on.contains(&resp.status().as_u16()) => (
-                &route.label,
-                self.retry(route, source, &token, resp, copy, from).await,
+                &route.counters,
+                self.retry(route, source, &token, resp, copy, &from).await,
             ),
-            other => (&route.label, other.map_err(Failure::from)),
+            other => (&route.counters, other.map_err(Failure::from)),
         }
     }
 
@@ -236,7 +245,7 @@ impl Outbound {
         rejected: &Token,
         answer: Response<Body>,
         copy: impl Fn(&HeaderValue) -> Request<Body>,
-        from: Downstream,
+        from: &Downstream,
     ) -> Result<Response<Body>, Failure> {
         match source
             .cell
@@ -261,14 +270,7 @@ impl Handler for Outbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
         let started = Instant::now();
         let (route, result) = self.process(req, from).await;
-        complete(
-            "outbound",
-            route,
-            result,
-            started,
-            &self.metrics,
-            &self.duration,
-        )
+        complete(route, result, started, &self.duration)
     }
 }
 
@@ -310,9 +312,10 @@ mod tests {
     #[test]
     fn routes_by_exact_host_then_fallback() {
         let client = crate::upstream::http_client(Duration::from_secs(1), None).unwrap();
+        let metrics = Metrics::new();
         let route = |host: Option<&str>, token: Option<usize>| Route {
             host: host.map(str::to_string),
-            label: host.unwrap_or("*").to_string(),
+            counters: metrics.route("outbound", host.unwrap_or("*")),
             upstream: Upstream::new(
                 client.clone(),
                 &"http://127.0.0.1:1".parse().unwrap(),
@@ -346,7 +349,7 @@ mod tests {
             (&without, "other.internal", None),
         ];
         for (routes, host, want) in cases {
-            let label = find_route(routes, host).map(|r| r.label.as_str());
+            let label = find_route(routes, host).map(|r| r.counters.route.as_str());
             assert_eq!(label, want, "{host}");
         }
     }
