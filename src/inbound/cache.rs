@@ -1,34 +1,47 @@
-//! Verified-token cache: full token text → `VerifiedToken`, bounded, entries
-//! expiring at the token's own `exp`. Keyed by the whole token, so a hit is only
-//! possible for the exact bytes that verified; a hit is re-checked for expiry
-//! and for its key still being published.
+//! Verified-token cache: token → `VerifiedToken`, bounded, entries expiring at
+//! the token's own `exp`. A hit is only possible for the exact bytes that
+//! verified (the whole token is compared), and is re-checked for expiry and for
+//! its key still being published.
+//!
+//! Keyed by a 64-bit hash of the token under a per-cache random key, with the
+//! token kept in the entry: moka then hashes 8 bytes instead of a ~1 KiB token
+//! on every lookup, insert, eviction and table resize (with a unique token per
+//! request, re-hashing whole tokens was a fifth of the CPU time). A hash
+//! collision can only cost a miss, never a wrong hit.
 
 use super::keys::KeySnapshot;
 use super::verify::VerifiedToken;
 use moka::sync::Cache;
 use moka::Expiry;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub struct TokenCache {
-    inner: Option<Cache<Box<str>, Arc<VerifiedToken>>>,
+pub struct TokenCache<S = RandomState> {
+    inner: Option<Cache<u64, Arc<Entry>>>,
+    /// Keyed hasher for tokens; random per cache, so collisions cannot be chosen.
+    hasher: S,
+}
+
+struct Entry {
+    token: Box<str>,
+    verified: Arc<VerifiedToken>,
 }
 
 /// Evicts each entry once its verification no longer holds (`valid_until`).
 struct UntilExp;
 
-impl Expiry<Box<str>, Arc<VerifiedToken>> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _: &Box<str>,
-        token: &Arc<VerifiedToken>,
-        _: Instant,
-    ) -> Option<Duration> {
+impl Expiry<u64, Arc<Entry>> for UntilExp {
+    fn expire_after_create(&self, _: &u64, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Some(Duration::from_secs(
-            token.valid_until.saturating_sub(now).saturating_add(1),
+            entry
+                .verified
+                .valid_until
+                .saturating_sub(now)
+                .saturating_add(1),
         ))
     }
 }
@@ -36,13 +49,19 @@ impl Expiry<Box<str>, Arc<VerifiedToken>> for UntilExp {
 impl TokenCache {
     /// `max_entries == 0` disables caching.
     pub fn new(max_entries: u64) -> Self {
+        TokenCache::with_hasher(max_entries, RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> TokenCache<S> {
+    fn with_hasher(max_entries: u64, hasher: S) -> Self {
         let inner = (max_entries > 0).then(|| {
             Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(UntilExp)
                 .build()
         });
-        TokenCache { inner }
+        TokenCache { inner, hasher }
     }
 
     /// A verification of exactly `token` that still holds at `now`: not past its
@@ -50,21 +69,121 @@ impl TokenCache {
     /// stale bound in `keys`.
     pub fn get(&self, token: &str, keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
         let cache = self.inner.as_ref()?;
-        let hit = cache.get(token)?;
+        let key = self.hasher.hash_one(token);
+        let entry = cache.get(&key)?;
+        if *entry.token != *token {
+            return None;
+        }
+        let hit = &entry.verified;
         if !hit.is_current(now) {
-            cache.invalidate(token);
+            cache.invalidate(&key);
             return None;
         }
         // Stale keys may come back; keep the entry but do not use it meanwhile.
         keys.issuers
             .get(hit.issuer)
             .is_some_and(|s| s.is_usable(now))
-            .then_some(hit)
+            .then(|| hit.clone())
     }
 
     pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {
         if let Some(cache) = &self.inner {
-            cache.insert(token.into(), verified);
+            let entry = Entry {
+                token: token.into(),
+                verified,
+            };
+            cache.insert(self.hasher.hash_one(token), Arc::new(entry));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::demo::sign_with_header;
+    use crate::inbound::verify::Verifier;
+    use serde_json::json;
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-cache";
+
+    /// Every token hashes to 0: each lookup lands on a colliding entry.
+    #[derive(Default)]
+    struct Collide;
+    impl Hasher for Collide {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    fn verified(sub: &str, now: u64) -> (String, Arc<VerifiedToken>) {
+        let yaml = format!(
+            "inbound:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  issuers:\n    - {{ issuer: peer, audiences: [api], algorithms: [HS256], shared_secret: \"{SECRET}\" }}\n  rules: [{{ path: / }}]\n"
+        );
+        let issuers = Config::from_yaml(&yaml, "test", &|_| None)
+            .unwrap()
+            .inbound
+            .unwrap()
+            .issuers;
+        let verifier = Verifier::new(&issuers, 4096, vec![], vec![]);
+        let claims = json!({"iss": "peer", "aud": "api", "sub": sub, "exp": now + 60});
+        let token = sign_with_header(&json!({"alg": "HS256"}), &claims, |m| {
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+            aws_lc_rs::hmac::sign(&key, m).as_ref().to_vec()
+        });
+        let keys = KeySnapshot {
+            issuers: vec![Arc::default()],
+        };
+        let v = verifier.verify(&token, &keys, now).unwrap();
+        (token, Arc::new(v))
+    }
+
+    fn usable() -> KeySnapshot {
+        KeySnapshot {
+            issuers: vec![Arc::new(super::super::keys::KeySet {
+                keys: vec![],
+                usable_until: u64::MAX,
+            })],
+        }
+    }
+
+    #[test]
+    fn hits_only_the_exact_token_even_when_hashes_collide() {
+        let now = 1_800_000_000;
+        let cache = TokenCache::with_hasher(100, BuildHasherDefault::<Collide>::default());
+        let (alice, alice_v) = verified("alice", now);
+        let (bob, _) = verified("bob", now);
+        cache.insert(&alice, alice_v);
+        let keys = usable();
+        assert!(cache.get(&alice, &keys, now).is_some());
+        assert!(
+            cache.get(&bob, &keys, now).is_none(),
+            "same hash, other token"
+        );
+        assert!(
+            cache.get(&alice[..alice.len() - 1], &keys, now).is_none(),
+            "a prefix is another token"
+        );
+        assert!(
+            cache.get(&alice, &keys, now + 60 + 31).is_none(),
+            "expired (30 s default leeway)"
+        );
+    }
+
+    #[test]
+    fn random_keyed_cache_hits_and_can_be_disabled() {
+        let now = 1_800_000_000;
+        let (alice, alice_v) = verified("alice", now);
+        let (bob, _) = verified("bob", now);
+        let keys = usable();
+        let cache = TokenCache::new(100);
+        cache.insert(&alice, alice_v.clone());
+        assert!(cache.get(&alice, &keys, now).is_some());
+        assert!(cache.get(&bob, &keys, now).is_none());
+        let off = TokenCache::new(0);
+        off.insert(&alice, alice_v);
+        assert!(off.get(&alice, &keys, now).is_none());
     }
 }
