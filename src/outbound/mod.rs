@@ -15,6 +15,7 @@ use crate::server::Handler;
 use crate::upstream::{
     header_bytes, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
 };
+use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
@@ -200,10 +201,20 @@ impl Outbound {
             return (&route.counters, answer.map_err(Failure::from));
         }
         let (parts, body) = req.into_parts();
-        let collect = Limited::new(body, self.max_retry_body_bytes).collect();
-        let body = match tokio::time::timeout(self.body_timeout, collect).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(_)) | Err(_) => {
+        // Most requests a token route sees (GET, HEAD) have no body: nothing to wait for.
+        let collect = async {
+            if body.is_end_stream() {
+                return Ok(Bytes::new());
+            }
+            let collect = Limited::new(body, self.max_retry_body_bytes).collect();
+            match tokio::time::timeout(self.body_timeout, collect).await {
+                Ok(Ok(b)) => Ok(b.to_bytes()),
+                Ok(Err(_)) | Err(_) => Err(()),
+            }
+        };
+        let body = match collect.await {
+            Ok(b) => b,
+            Err(()) => {
                 return (
                     &route.counters,
                     Err(ProxyError::BadRequest(
