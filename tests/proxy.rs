@@ -454,3 +454,70 @@ async fn reload_rotates_tls_certificates_and_refuses_listener_changes() {
     let _ = std::fs::remove_file(key_file);
     app.shutdown().await;
 }
+
+/// An HTTP/1.1 upstream that answers `per_connection` requests on each
+/// connection, then closes it (as servers with a keep-alive request limit do).
+/// Returns its address and a count of accepted connections.
+async fn counting_upstream(
+    per_connection: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for _ in 0..per_connection {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 1024];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if conn.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_them() {
+    let (addr, accepted) = counting_upstream(usize::MAX).await;
+    let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
+    let url = format!("http://{}/public/x", app.inbound_addr.unwrap());
+    for _ in 0..5 {
+        assert_eq!(get(&url, None).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sequential requests share one pooled connection"
+    );
+    app.shutdown().await;
+
+    let (addr, accepted) = counting_upstream(2).await;
+    let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
+    let url = format!("http://{}/public/x", app.inbound_addr.unwrap());
+    for _ in 0..6 {
+        assert_eq!(get(&url, None).await.0, StatusCode::OK);
+        // Let the pool see the close (a request racing a close is retried only
+        // when it was never written; otherwise it is a 502, as with any proxy).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    app.shutdown().await;
+}
