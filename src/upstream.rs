@@ -1,5 +1,6 @@
-//! The one pooled HTTP client and the forwarding step shared by both directions:
-//! URI rewrite, hop-by-hop removal, `X-Forwarded-*`, timeouts, upgrades.
+//! HTTP clients and the forwarding step shared by both directions: a pooled
+//! client for token and JWKS fetches, a connection pool per upstream, URI
+//! rewrite, hop-by-hop removal, `X-Forwarded-*`, timeouts, upgrades.
 
 use crate::error::ProxyError;
 use bytes::Bytes;
