@@ -3,11 +3,14 @@
 //! verified (the whole token is compared), and is re-checked for expiry and for
 //! its key still being published.
 //!
-//! Keyed by a 64-bit hash of the token under a per-cache random key, with the
-//! token kept in the entry: moka then hashes 8 bytes instead of a ~1 KiB token
-//! on every lookup, insert, eviction and table resize (with a unique token per
-//! request, re-hashing whole tokens was a fifth of the CPU time). A hash
-//! collision can only cost a miss, never a wrong hit.
+//! Keyed by a 64-bit hash, under a per-cache random key, of the token's last
+//! `HASHED_SUFFIX` bytes (signature bytes, which differ between any two tokens an
+//! issuer signs), with the token kept in the entry: moka then hashes 8 bytes
+//! instead of a ~1 KiB token on every lookup, insert, eviction and table resize
+//! (with a unique token per request, re-hashing whole tokens was a fifth of the
+//! CPU time), and a lookup costs the same whatever the token's size. A collision,
+//! even a crafted one, can only cost a miss, never a wrong hit: the whole token
+//! is compared, and a token that fails verification is never inserted.
 
 use super::keys::KeySnapshot;
 use super::verify::VerifiedToken;
@@ -16,6 +19,14 @@ use moka::Expiry;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How much of the token's end is hashed for its key.
+const HASHED_SUFFIX: usize = 32;
+
+fn key_bytes(token: &str) -> &[u8] {
+    let bytes = token.as_bytes();
+    &bytes[bytes.len().saturating_sub(HASHED_SUFFIX)..]
+}
 
 pub struct TokenCache<S = RandomState> {
     inner: Option<Cache<u64, Arc<Entry>>>,
@@ -69,7 +80,7 @@ impl<S: BuildHasher> TokenCache<S> {
     /// stale bound in `keys`.
     pub fn get(&self, token: &str, keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
         let cache = self.inner.as_ref()?;
-        let key = self.hasher.hash_one(token);
+        let key = self.hasher.hash_one(key_bytes(token));
         let entry = cache.get(&key)?;
         if *entry.token != *token {
             return None;
@@ -92,7 +103,7 @@ impl<S: BuildHasher> TokenCache<S> {
                 token: token.into(),
                 verified,
             };
-            cache.insert(self.hasher.hash_one(token), Arc::new(entry));
+            cache.insert(self.hasher.hash_one(key_bytes(token)), Arc::new(entry));
         }
     }
 }
@@ -182,6 +193,13 @@ mod tests {
         cache.insert(&alice, alice_v.clone());
         assert!(cache.get(&alice, &keys, now).is_some());
         assert!(cache.get(&bob, &keys, now).is_none());
+        // Same signature bytes, so the same key, but not the token that verified.
+        let (bob_input, _) = bob.rsplit_once('.').unwrap();
+        let (_, alice_sig) = alice.rsplit_once('.').unwrap();
+        let spliced = format!("{bob_input}.{alice_sig}");
+        assert_eq!(key_bytes(&spliced), key_bytes(&alice));
+        assert!(cache.get(&spliced, &keys, now).is_none());
+        assert!(cache.get(&format!("x{alice}"), &keys, now).is_none());
         let off = TokenCache::new(0);
         off.insert(&alice, alice_v);
         assert!(off.get(&alice, &keys, now).is_none());
