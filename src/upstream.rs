@@ -120,6 +120,11 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// A header that describes one hop: the standard set and `Upgrade`.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -349,6 +354,7 @@ struct Pool {
 
 struct Pooled {
     sender: http1::SendRequest<Body>,
+    /// When its last request was sent.
     last_used: Instant,
 }
 
@@ -358,7 +364,8 @@ impl Pool {
     /// connection.
     async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
         let mut req = req;
-        let mut pooled = self.checkout();
+        let now = Instant::now();
+        let mut pooled = self.checkout(now);
         loop {
             let fresh = pooled.is_none();
             let mut sender = match pooled.take() {
@@ -366,7 +373,7 @@ impl Pool {
                 None => self.connect().await?,
             };
             let sending = sender.try_send_request(req);
-            self.checkin(sender);
+            self.checkin(sender, now);
             match sending.await {
                 Ok(resp) => return Ok(resp),
                 Err(mut e) => match e.take_message() {
@@ -378,30 +385,31 @@ impl Pool {
     }
 
     /// The least recently used connection that is free; drops closed ones and
-    /// those idle past `IDLE_TIMEOUT`.
-    fn checkout(&self) -> Option<http1::SendRequest<Body>> {
-        let now = Instant::now();
+    /// free ones idle past `IDLE_TIMEOUT` (a busy one is kept, however long its
+    /// request takes).
+    fn checkout(&self, now: Instant) -> Option<http1::SendRequest<Body>> {
         // A poisoned lock only means a panic elsewhere between two queue operations.
         let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..connections.len() {
             let c = connections.pop_front()?;
-            if c.sender.is_closed() || now.duration_since(c.last_used) > IDLE_TIMEOUT {
+            if c.sender.is_closed() {
                 continue;
             }
-            if c.sender.is_ready() {
+            if !c.sender.is_ready() {
+                connections.push_back(c);
+            } else if now.duration_since(c.last_used) <= IDLE_TIMEOUT {
                 return Some(c.sender);
             }
-            connections.push_back(c);
         }
         None
     }
 
-    fn checkin(&self, sender: http1::SendRequest<Body>) {
+    fn checkin(&self, sender: http1::SendRequest<Body>, now: Instant) {
         if !sender.is_closed() {
             let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
             connections.push_back(Pooled {
                 sender,
-                last_used: Instant::now(),
+                last_used: now,
             });
         }
     }

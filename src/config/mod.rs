@@ -937,20 +937,11 @@ pub fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-/// Headers that the proxy itself owns and must not be overwritten with claims.
+/// Headers that the proxy itself owns, or that never reach the app (hop-by-hop),
+/// and so cannot carry claims.
 fn is_reserved_header(h: &HeaderName) -> bool {
     use hyper::header::*;
-    [
-        AUTHORIZATION,
-        HOST,
-        CONTENT_LENGTH,
-        TRANSFER_ENCODING,
-        CONNECTION,
-        UPGRADE,
-        TE,
-        COOKIE,
-    ]
-    .contains(h)
+    crate::upstream::is_hop_by_hop(h) || [AUTHORIZATION, HOST, CONTENT_LENGTH, COOKIE].contains(h)
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {

@@ -100,6 +100,11 @@ fn field_errors_name_their_path() {
             "inbound.forward.claims_to_headers.sub",
             "cannot carry identity",
         ),
+        (
+            format!("{MINIMAL}  forward:\n    claims_to_headers: {{ sub: keep-alive }}\n"),
+            "inbound.forward.claims_to_headers.sub",
+            "cannot carry identity",
+        ),
         (format!("{MINIMAL}  forward:\n    authorization: drop\n"), "inbound.forward.authorization", "strip or keep"),
         (MINIMAL.replace("127.0.0.1:8443", "localhost"), "inbound.listen", "host:port"),
     ];

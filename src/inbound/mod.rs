@@ -47,10 +47,34 @@ pub struct Inbound {
     /// Request counters per rule (same order as `rules`), and for requests no rule took.
     rule_counters: Vec<RouteCounters>,
     unrouted: RouteCounters,
-    /// `allow` decisions per reason, resolved once.
-    allowed: [(&'static str, IntCounter); 3],
+    /// `allow` decisions, indexed by `Allowed`, resolved once.
+    allowed: [IntCounter; 3],
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+}
+
+/// Why a request was allowed: the `reason` label of its `allow` decision.
+#[derive(Debug, Clone, Copy)]
+enum Allowed {
+    Anonymous,
+    ValidToken,
+    NoTokenPermissive,
+}
+
+impl Allowed {
+    const ALL: [Allowed; 3] = [
+        Allowed::Anonymous,
+        Allowed::ValidToken,
+        Allowed::NoTokenPermissive,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Allowed::Anonymous => "anonymous",
+            Allowed::ValidToken => "valid_token",
+            Allowed::NoTokenPermissive => "no_token_permissive",
+        }
+    }
 }
 
 /// What the auth phases decided for a request that may proceed.
@@ -113,9 +137,10 @@ impl Inbound {
                 .map(|r| metrics.route("inbound", &r.name))
                 .collect(),
             unrouted: metrics.route("inbound", "none"),
-            allowed: ["anonymous", "valid_token", "no_token_permissive"].map(|reason| {
-                let counter = metrics.auth_decisions.with_label_values(&["allow", reason]);
-                (reason, counter)
+            allowed: Allowed::ALL.map(|a| {
+                metrics
+                    .auth_decisions
+                    .with_label_values(&["allow", a.label()])
             }),
             cache_hits: metrics.verify_cache_hits.clone(),
             cache_misses: metrics.verify_cache_misses.clone(),
@@ -181,15 +206,8 @@ impl Inbound {
             Some(r) => self.authorize(&r.access, req.headers(), &keys).await,
         };
         let admit = match decision {
-            Ok((admit, reason)) => {
-                match self.allowed.iter().find(|(r, _)| *r == reason) {
-                    Some((_, counter)) => counter.inc(),
-                    None => self
-                        .metrics
-                        .auth_decisions
-                        .with_label_values(&["allow", reason])
-                        .inc(),
-                }
+            Ok((admit, why)) => {
+                self.allowed[why as usize].inc();
                 admit
             }
             Err(denial) if self.mode == Mode::Audit => {
@@ -234,20 +252,20 @@ impl Inbound {
         access: &Access,
         headers: &HeaderMap,
         keys: &KeySnapshot,
-    ) -> Result<(Admit, &'static str), Denial> {
+    ) -> Result<(Admit, Allowed), Denial> {
         let Access::Token(requirements) = access else {
-            return Ok((Admit::Plain, "anonymous"));
+            return Ok((Admit::Plain, Allowed::Anonymous));
         };
         let token = match bearer_token(headers)? {
             Some(token) => token,
             None if self.mode == Mode::Permissive => {
-                return Ok((Admit::Plain, "no_token_permissive"))
+                return Ok((Admit::Plain, Allowed::NoTokenPermissive))
             }
             None => return Err(Denial::MissingToken),
         };
         let verified = self.verified(token, keys).await?;
         check(requirements, &verified)?;
-        Ok((Admit::Identified(verified), "valid_token"))
+        Ok((Admit::Identified(verified), Allowed::ValidToken))
     }
 
     /// A verification of `token`: from the cache, else the pure verifier (after one
@@ -366,6 +384,13 @@ fn strip_port(host: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn allowed_reasons_index_their_counters() {
+        for (i, why) in super::Allowed::ALL.iter().enumerate() {
+            assert_eq!(*why as usize, i, "{}", why.label());
+        }
+    }
+
     use super::*;
     use hyper::header::HeaderValue;
 
