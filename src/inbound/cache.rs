@@ -111,9 +111,8 @@ impl<S: BuildHasher> TokenCache<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::demo::sign_with_header;
-    use crate::inbound::verify::Verifier;
+    use crate::inbound::verify::tests::verifier_for;
     use serde_json::json;
     use std::hash::{BuildHasherDefault, Hasher};
 
@@ -130,15 +129,9 @@ mod tests {
     }
 
     fn verified(sub: &str, now: u64) -> (String, Arc<VerifiedToken>) {
-        let yaml = format!(
-            "inbound:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  issuers:\n    - {{ issuer: peer, audiences: [api], algorithms: [HS256], shared_secret: \"{SECRET}\" }}\n  rules: [{{ path: / }}]\n"
-        );
-        let issuers = Config::from_yaml(&yaml, "test", &|_| None)
-            .unwrap()
-            .inbound
-            .unwrap()
-            .issuers;
-        let verifier = Verifier::new(&issuers, 4096, vec![], vec![]);
+        let verifier = verifier_for(&format!(
+            "issuer: peer, audiences: [api], algorithms: [HS256], shared_secret: \"{SECRET}\""
+        ));
         let claims = json!({"iss": "peer", "aud": "api", "sub": sub, "exp": now + 60});
         let token = sign_with_header(&json!({"alg": "HS256"}), &claims, |m| {
             let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());

@@ -529,4 +529,4 @@ pub fn header_value(v: &Value) -> Option<HeaderValue> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -580,9 +580,13 @@ mod tests {
         .unwrap()
     }
 
-    async fn form_of(
-        req: Request<crate::upstream::Body>,
+    /// The Authorization header and form fields of the token request for `grant`.
+    async fn sent(
+        grant_type: Grant,
+        auth: Option<ClientAuth>,
+        now: u64,
     ) -> (Option<String>, std::collections::HashMap<String, String>) {
+        let req = oauth_request(&grant(grant_type, auth), now).await.unwrap();
         let auth = req
             .headers()
             .get(AUTHORIZATION)
@@ -610,16 +614,10 @@ mod tests {
     async fn oauth_requests_for_each_grant_and_client_auth() {
         let now = 1_000;
         let secret = || Secret::new(b"p@ss:word".to_vec());
-        let (auth, form) = form_of(
-            oauth_request(
-                &grant(
-                    Grant::ClientCredentials,
-                    Some(ClientAuth::SecretBasic(secret())),
-                ),
-                now,
-            )
-            .await
-            .unwrap(),
+        let (auth, form) = sent(
+            Grant::ClientCredentials,
+            Some(ClientAuth::SecretBasic(secret())),
+            now,
         )
         .await;
         // RFC 6749 §2.3.1: id and secret form-encoded before base64.
@@ -633,16 +631,10 @@ mod tests {
         assert_eq!(form["tenant"], "acme");
         assert!(!form.contains_key("client_secret"));
 
-        let (auth, form) = form_of(
-            oauth_request(
-                &grant(
-                    Grant::ClientCredentials,
-                    Some(ClientAuth::SecretPost(secret())),
-                ),
-                now,
-            )
-            .await
-            .unwrap(),
+        let (auth, form) = sent(
+            Grant::ClientCredentials,
+            Some(ClientAuth::SecretPost(secret())),
+            now,
         )
         .await;
         assert!(auth.is_none());
@@ -651,16 +643,10 @@ mod tests {
             ("svc a", "p@ss:word")
         );
 
-        let (_, form) = form_of(
-            oauth_request(
-                &grant(
-                    Grant::ClientCredentials,
-                    Some(ClientAuth::PrivateKeyJwt(rsa_key())),
-                ),
-                now,
-            )
-            .await
-            .unwrap(),
+        let (_, form) = sent(
+            Grant::ClientCredentials,
+            Some(ClientAuth::PrivateKeyJwt(rsa_key())),
+            now,
         )
         .await;
         assert_eq!(
@@ -676,16 +662,10 @@ mod tests {
             (c["iat"].as_u64(), c["exp"].as_u64()),
             (Some(now), Some(now + 60))
         );
-        let (_, again) = form_of(
-            oauth_request(
-                &grant(
-                    Grant::ClientCredentials,
-                    Some(ClientAuth::PrivateKeyJwt(rsa_key())),
-                ),
-                now,
-            )
-            .await
-            .unwrap(),
+        let (_, again) = sent(
+            Grant::ClientCredentials,
+            Some(ClientAuth::PrivateKeyJwt(rsa_key())),
+            now,
         )
         .await;
         assert_ne!(
@@ -699,12 +679,7 @@ mod tests {
             issuer: "svc".into(),
             subject: "user-7".into(),
         };
-        let (auth, form) = form_of(
-            oauth_request(&grant(Grant::JwtBearer(signed), None), now)
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (auth, form) = sent(Grant::JwtBearer(signed), None, now).await;
         assert!(auth.is_none());
         assert_eq!(
             form["grant_type"],
@@ -719,16 +694,10 @@ mod tests {
         let dir = std::env::temp_dir();
         let file = dir.join(format!("tokengate-{}-subject", std::process::id()));
         std::fs::write(&file, "subject.jwt.value\n").unwrap();
-        let (_, form) = form_of(
-            oauth_request(
-                &grant(
-                    Grant::JwtBearer(Assertion::File(file.clone())),
-                    Some(ClientAuth::None),
-                ),
-                now,
-            )
-            .await
-            .unwrap(),
+        let (_, form) = sent(
+            Grant::JwtBearer(Assertion::File(file.clone())),
+            Some(ClientAuth::None),
+            now,
         )
         .await;
         assert_eq!(form["assertion"], "subject.jwt.value");
@@ -740,7 +709,7 @@ mod tests {
             subject_token_file: file.clone(),
             subject_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
         };
-        let (_, form) = form_of(oauth_request(&grant(exchange, None), now).await.unwrap()).await;
+        let (_, form) = sent(exchange, None, now).await;
         assert_eq!(
             form["grant_type"],
             "urn:ietf:params:oauth:grant-type:token-exchange"

@@ -71,6 +71,20 @@ fn verifier_with(extra: &str) -> Verifier {
     )
 }
 
+/// A verifier for one issuer, given as the YAML flow mapping of its fields; no
+/// identity headers or rule claims.
+pub(crate) fn verifier_for(issuer: &str) -> Verifier {
+    let yaml = format!(
+        "inbound:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  issuers:\n    - {{ {issuer} }}\n  rules: [{{ path: / }}]\n"
+    );
+    let issuers = Config::from_yaml(&yaml, "test", &|_| None)
+        .unwrap()
+        .inbound
+        .unwrap()
+        .issuers;
+    Verifier::new(&issuers, 4096, vec![], vec![])
+}
+
 fn snapshot() -> KeySnapshot {
     let f = fixture();
     let jwks = json!({ "keys": [f.rsa.jwk(), f.ec.jwk(), f.ed.jwk()] }).to_string();
@@ -593,19 +607,9 @@ fn every_supported_algorithm_verifies_and_is_bound_to_its_key_type() {
         })],
     };
     let list = "[RS256, RS384, RS512, PS256, PS384, PS512, ES384]";
-    let yaml = format!(
-        "inbound:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  issuers:\n    - {{ issuer: \"{ISS}\", jwks_uri: \"{ISS}/j\", audiences: [api], algorithms: {list} }}\n  rules: [{{ path: / }}]\n"
-    );
-    let verifier = Verifier::new(
-        &Config::from_yaml(&yaml, "t", &|_| None)
-            .unwrap()
-            .inbound
-            .unwrap()
-            .issuers,
-        4096,
-        vec![],
-        vec![],
-    );
+    let verifier = verifier_for(&format!(
+        "issuer: \"{ISS}\", jwks_uri: \"{ISS}/j\", audiences: [api], algorithms: {list}"
+    ));
     let (rsa, rng) = (&rsa, &rng);
     let rsa_sign = |params: &'static dyn aws_lc_rs::signature::RsaEncoding| {
         move |m: &[u8]| {
@@ -681,19 +685,9 @@ fn every_supported_algorithm_verifies_and_is_bound_to_its_key_type() {
 
 #[test]
 fn hmac_variants_verify_with_the_shared_secret() {
-    let yaml = format!(
-        "inbound:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  issuers:\n    - {{ issuer: hs, audiences: [api], algorithms: [HS256, HS384, HS512], shared_secret: \"{SECRET}\" }}\n  rules: [{{ path: / }}]\n"
-    );
-    let verifier = Verifier::new(
-        &Config::from_yaml(&yaml, "t", &|_| None)
-            .unwrap()
-            .inbound
-            .unwrap()
-            .issuers,
-        4096,
-        vec![],
-        vec![],
-    );
+    let verifier = verifier_for(&format!(
+        "issuer: hs, audiences: [api], algorithms: [HS256, HS384, HS512], shared_secret: \"{SECRET}\""
+    ));
     let snap = KeySnapshot {
         issuers: vec![Arc::new(KeySet {
             keys: vec![],
