@@ -70,7 +70,7 @@ fn write_all(dir: &Path, unique: usize) -> std::io::Result<()> {
     // RSA signing dominates; spread it over the cores.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_thread = unique.div_ceil(threads.max(1));
-    let chunks: Vec<String> = std::thread::scope(|scope| {
+    let chunks: Option<Vec<String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (rsa, claims) = (&rsa, &claims);
@@ -88,11 +88,10 @@ fn write_all(dir: &Path, unique: usize) -> std::io::Result<()> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
+        handles.into_iter().map(|h| h.join().ok()).collect()
     });
+    // A signing thread that panicked would leave the file short: refuse instead.
+    let chunks = chunks.ok_or_else(|| std::io::Error::other("a signing thread failed"))?;
     std::fs::write(dir.join("tokens-rs256-unique"), chunks.concat())?;
     println!(
         "load-fixtures: {} unique RS256 tokens and keys in {}",
