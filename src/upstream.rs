@@ -259,6 +259,44 @@ impl Upstream {
         from: &Downstream,
         upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, ProxyError> {
+        // The rewrite is synchronous and kept out of this future: every request's
+        // future is moved (copied) by hyper, and state held here would add to it.
+        let mut req = self.upstream_request(req, from, upgrade.as_ref())?;
+        let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let mut resp = match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await
+        {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(resp)) => resp,
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(downstream) = downstream_upgrade {
+                let upstream = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(down),
+                            &mut TokioIo::new(up),
+                        )
+                        .await;
+                    }
+                });
+                return Ok(resp.map(Either::Left));
+            }
+        }
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(Either::Left))
+    }
+
+    /// `req` as this upstream gets it: Host and `X-Forwarded-*` for the direction,
+    /// the upgrade asked for, and an origin-form target under the base path.
+    fn upstream_request(
+        &self,
+        req: Request<Body>,
+        from: &Downstream,
+        upgrade: Option<&HeaderValue>,
+    ) -> Result<Request<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -266,7 +304,7 @@ impl Upstream {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        if let Some(proto) = &upgrade {
+        if let Some(proto) = upgrade {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -294,33 +332,7 @@ impl Upstream {
             .or_insert_with(|| self.host.clone());
         parts.uri = self.rewrite(&parts.uri)?;
         parts.version = Version::HTTP_11;
-        let mut req = Request::from_parts(parts, body);
-        let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-
-        let mut resp = match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await
-        {
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(resp)) => resp,
-        };
-
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(downstream) = downstream_upgrade {
-                let upstream = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(down),
-                            &mut TokioIo::new(up),
-                        )
-                        .await;
-                    }
-                });
-                return Ok(resp.map(Either::Left));
-            }
-        }
-        strip_hop_by_hop(resp.headers_mut());
-        Ok(resp.map(Either::Left))
+        Ok(Request::from_parts(parts, body))
     }
 
     fn rewrite(&self, uri: &Uri) -> Result<Uri, ProxyError> {
@@ -370,7 +382,9 @@ impl Pool {
             let fresh = pooled.is_none();
             let mut sender = match pooled.take() {
                 Some(sender) => sender,
-                None => self.connect().await?,
+                // Boxed: dialling is rare, and inline its state would add
+                // to every request's future.
+                None => Box::pin(self.connect()).await?,
             };
             let sending = sender.try_send_request(req);
             self.checkin(sender, now);
@@ -462,6 +476,25 @@ pub fn header_bytes(headers: &HeaderMap) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each request's future is copied whole into its connection's task, so state
+    /// it carries costs every request. The header rewrite is synchronous and
+    /// dialling is boxed; with both inline this future was 2.3 KiB (1.4 KiB now).
+    #[test]
+    fn forward_future_stays_small() {
+        let client = http_client(Duration::from_secs(1), None).unwrap();
+        let url = Uri::from_static("http://127.0.0.1:1/base");
+        let up = Upstream::new(client, &url, Duration::from_secs(1), Direction::Inbound).unwrap();
+        let from = Downstream::new(([127, 0, 0, 1], 1).into(), false);
+        let forward = up.forward(Request::new(full("")), &from, None);
+        let send = up.pool.send(Request::new(full("")));
+        eprintln!(
+            "forward {} B, pool.send {} B",
+            std::mem::size_of_val(&forward),
+            std::mem::size_of_val(&send)
+        );
+        assert!(std::mem::size_of_val(&forward) <= 2048);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_connection_named_ones_are_removed() {
