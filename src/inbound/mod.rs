@@ -420,6 +420,15 @@ mod tests {
             }
             assert_eq!(bearer_token(&h), want, "{values:?}");
         }
+        let mut h = HeaderMap::new();
+        h.append(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer ab\xffc").unwrap(),
+        );
+        assert_eq!(
+            bearer_token(&h),
+            Err(Reject::Malformed("Authorization header is not ASCII"))
+        );
     }
 
     #[test]
