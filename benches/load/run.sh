@@ -177,6 +177,9 @@ inbound:
     - { path: /, scopes: ["bench:read"] }
   forward:
     claims_to_headers: { sub: x-auth-subject }
+    # The default, spelled out: nginx and HAProxy forward it too, so every proxy
+    # sends the upstream the same bytes.
+    authorization: keep
 EOF
 cat >"$WORK/tokengate-out.yaml" <<EOF
 admin: { listen: "127.0.0.1:$TG_ADMIN" }
@@ -196,13 +199,17 @@ EOF
 # --- one case ----------------------------------------------------------------
 # case → "what to start|URL|extra wrk environment"
 describe() {
+  # Every inbound case sends the same request, a 598-byte RS256 bearer token
+  # included, and every proxy forwards it: the pass-through cases then differ
+  # from the verifying ones only in the verification.
+  local rs256="TOKEN=$(cat "$WORK/token-rs256")"
   case "$1" in
-    direct) echo "none|http://127.0.0.1:$UP/|" ;;
-    nginx) echo "nginx|http://127.0.0.1:$NGINX/|" ;;
-    haproxy-pass) echo "haproxy|http://127.0.0.1:$HAP_PASS/|" ;;
-    haproxy-rs256) echo "haproxy|http://127.0.0.1:$HAP_JWT/|TOKEN=$(cat "$WORK/token-rs256")" ;;
-    tg-pass) echo "tg-in|http://127.0.0.1:$TG_IN/public|" ;;
-    tg-rs256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-rs256")" ;;
+    direct) echo "none|http://127.0.0.1:$UP/|$rs256" ;;
+    nginx) echo "nginx|http://127.0.0.1:$NGINX/|$rs256" ;;
+    haproxy-pass) echo "haproxy|http://127.0.0.1:$HAP_PASS/|$rs256" ;;
+    haproxy-rs256) echo "haproxy|http://127.0.0.1:$HAP_JWT/|$rs256" ;;
+    tg-pass) echo "tg-in|http://127.0.0.1:$TG_IN/public|$rs256" ;;
+    tg-rs256) echo "tg-in|http://127.0.0.1:$TG_IN/api|$rs256" ;;
     tg-es256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-es256")" ;;
     tg-rs256-unique) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
     tg-out-pass) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=pass.bench" ;;
