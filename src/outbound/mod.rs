@@ -165,7 +165,9 @@ impl Outbound {
                     .token_waits
                     .with_label_values(&[&source.cell.name])
                     .inc();
-                match source.cell.newer_than(0, source.fetch_timeout).await {
+                // Boxed, as the retry below: rare, and inline its state would add
+                // to every request's future.
+                match Box::pin(source.cell.newer_than(0, source.fetch_timeout)).await {
                     Some(t) => t,
                     None => {
                         let name = source.cell.name.clone();
@@ -240,7 +242,7 @@ impl Outbound {
         match first {
             Ok(resp) if source.retry_on.contains(&resp.status().as_u16()) => (
                 &route.counters,
-                self.retry(route, source, &token, resp, copy, &from).await,
+                Box::pin(self.retry(route, source, &token, resp, copy, &from)).await,
             ),
             other => (&route.counters, other.map_err(Failure::from)),
         }
