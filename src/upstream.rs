@@ -298,38 +298,38 @@ impl Upstream {
         upgrade: Option<&HeaderValue>,
     ) -> Result<Request<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
         if let Some(proto) = upgrade {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
-        match self.direction {
+        let host = match self.direction {
             Direction::Inbound => {
                 append_forwarded_for(&mut parts.headers, &from.peer_ip);
                 parts.headers.insert(
                     X_FORWARDED_PROTO.clone(),
                     HeaderValue::from_static(if from.tls { "https" } else { "http" }),
                 );
-                if let Some(host) = original_host {
-                    parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-                    parts.headers.entry(header::HOST).or_insert(host);
+                // The caller's Host (or an absolute-form target's authority) goes
+                // on; the upstream's only when the caller named none.
+                let caller = parts.headers.get(header::HOST).cloned().or_else(|| {
+                    parts
+                        .uri
+                        .authority()
+                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                });
+                match caller {
+                    Some(host) => {
+                        parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+                        host
+                    }
+                    None => self.host.clone(),
                 }
             }
-            Direction::Outbound => {
-                parts.headers.insert(header::HOST, self.host.clone());
-            }
-        }
-        parts
-            .headers
-            .entry(header::HOST)
-            .or_insert_with(|| self.host.clone());
+            Direction::Outbound => self.host.clone(),
+        };
+        parts.headers.insert(header::HOST, host);
         parts.uri = self.rewrite(&parts.uri)?;
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
