@@ -204,26 +204,21 @@ impl Outbound {
         }
         let (parts, body) = req.into_parts();
         // Most requests a token route sees (GET, HEAD) have no body: nothing to wait for.
-        let collect = async {
-            if body.is_end_stream() {
-                return Ok(Bytes::new());
-            }
+        let body = if body.is_end_stream() {
+            Bytes::new()
+        } else {
             let collect = Limited::new(body, self.max_retry_body_bytes).collect();
             match tokio::time::timeout(self.body_timeout, collect).await {
-                Ok(Ok(b)) => Ok(b.to_bytes()),
-                Ok(Err(_)) | Err(_) => Err(()),
-            }
-        };
-        let body = match collect.await {
-            Ok(b) => b,
-            Err(()) => {
-                return (
-                    &route.counters,
-                    Err(ProxyError::BadRequest(
-                        "request body ended early, was larger than announced, or stalled",
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(_)) | Err(_) => {
+                    return (
+                        &route.counters,
+                        Err(ProxyError::BadRequest(
+                            "request body ended early, was larger than announced, or stalled",
+                        )
+                        .into()),
                     )
-                    .into()),
-                )
+                }
             }
         };
         let copy = |auth: &HeaderValue| {
