@@ -5,8 +5,7 @@ mod support;
 
 use hyper::StatusCode;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -14,10 +13,15 @@ use tokengate::demo::{unix_now, DevIssuer, Echo, KeyKind, SigningKey};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
 
-fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("tokengate-{}-{name}", std::process::id()));
-    std::fs::write(&path, contents).unwrap();
-    path
+/// A file holding `contents`, removed when the returned path is dropped.
+fn temp_file(name: &str, contents: &str) -> tempfile::TempPath {
+    let mut file = tempfile::Builder::new()
+        .prefix("tokengate-")
+        .suffix(&format!("-{name}"))
+        .tempfile()
+        .unwrap();
+    file.write_all(contents.as_bytes()).unwrap();
+    file.into_temp_path()
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {

@@ -311,8 +311,7 @@ async fn an_upstream_401_causes_one_refetch_and_one_retry() {
 #[tokio::test]
 async fn a_file_token_is_reread_when_it_changes() {
     let (issuer, echo) = parts().await;
-    let file = std::env::temp_dir().join(format!("tokengate-{}-file-token", std::process::id()));
-    std::fs::write(&file, "first-token\n").unwrap();
+    let file = temp("file-token", "first-token\n");
     let yaml = format!(
         r#"admin: {{ listen: "127.0.0.1:0" }}
 outbound:
@@ -343,7 +342,6 @@ outbound:
         seen, "Bearer second-token",
         "the changed file is picked up without a restart"
     );
-    std::fs::remove_file(&file).unwrap();
     o.app.shutdown().await;
 }
 
@@ -424,9 +422,10 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
         .replace("leeway: 5s", "leeway: 0s");
     let guard = start_yaml(&guard_yaml).await;
     let guard_url = format!("http://{}", guard.inbound_addr.unwrap());
-    let stable =
-        std::env::temp_dir().join(format!("tokengate-{}-stable-token", std::process::id()));
-    std::fs::write(&stable, issuer.mint(json!({ "scope": "orders:read" }))).unwrap();
+    let stable = temp(
+        "stable-token",
+        &issuer.mint(json!({ "scope": "orders:read" })),
+    );
     let yaml = outbound_yaml(&issuer.token_url(), &guard_url, "", "")
         .replace(
             "  tokens:\n",
@@ -475,7 +474,6 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
         "renewal: {requests} requests per route, {fetches} token fetches, max latency renewing {renewing_max:?} vs stable {stable_max:?} (ratio {:.2})",
         renewing_max.as_secs_f64() / stable_max.as_secs_f64()
     );
-    std::fs::remove_file(&stable).unwrap();
     o.app.shutdown().await;
     guard.shutdown().await;
 }
@@ -497,14 +495,19 @@ async fn start_single(issuer: DevIssuer, echo: Echo, token_yaml: &str) -> Out {
     o
 }
 
-fn temp(name: &str, contents: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("tokengate-{}-{name}", std::process::id()));
-    std::fs::write(&path, contents).unwrap();
-    path
+/// A file holding `contents`, removed when the returned path is dropped.
+fn temp(name: &str, contents: &str) -> tempfile::TempPath {
+    let mut file = tempfile::Builder::new()
+        .prefix("tokengate-")
+        .suffix(&format!("-{name}"))
+        .tempfile()
+        .unwrap();
+    std::io::Write::write_all(&mut file, contents.as_bytes()).unwrap();
+    file.into_temp_path()
 }
 
 /// A PKCS#8 PEM RSA key in a temp file, and its public key in DER (SubjectPublicKeyInfo).
-fn rsa_key_file(name: &str) -> (std::path::PathBuf, Vec<u8>) {
+fn rsa_key_file(name: &str) -> (tempfile::TempPath, Vec<u8>) {
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair;
     let (pair, pem) = rsa_pkcs8();
@@ -546,8 +549,6 @@ async fn jwt_bearer_with_a_projected_token_file_and_token_exchange() {
         (claims["sub"].as_str(), claims["aud"].as_str()),
         (Some("user-42"), Some(AUD))
     );
-    std::fs::remove_file(projected).unwrap();
-    std::fs::remove_file(subject).unwrap();
     o.app.shutdown().await;
 }
 
@@ -563,7 +564,6 @@ async fn jwt_bearer_with_a_self_signed_assertion() {
     let o = start_single(issuer, echo, &token_yaml).await;
     assert_eq!(o.call("x.test", "/", &[]).await.0, StatusCode::OK);
     assert_eq!(claims_of(&o.seen_authorization())["sub"], "batch-job");
-    std::fs::remove_file(key).unwrap();
     o.app.shutdown().await;
 }
 
@@ -652,7 +652,6 @@ async fn dcos_service_login() {
             .await
             > 3000.0
     );
-    std::fs::remove_file(key).unwrap();
     o.app.shutdown().await;
 }
 
@@ -693,14 +692,14 @@ async fn graphql_service_account_login() {
 
 /// A test CA, a `localhost` server certificate and a client certificate, as PEM files.
 struct Pki {
-    ca: std::path::PathBuf,
+    ca: tempfile::TempPath,
     server: (
         rustls::pki_types::CertificateDer<'static>,
         rustls::pki_types::PrivateKeyDer<'static>,
     ),
     ca_der: rustls::pki_types::CertificateDer<'static>,
-    client_cert: std::path::PathBuf,
-    client_key: std::path::PathBuf,
+    client_cert: tempfile::TempPath,
+    client_key: tempfile::TempPath,
 }
 
 fn pki() -> Pki {
@@ -809,9 +808,6 @@ async fn upstream_tls_with_an_extra_ca_and_a_client_certificate() {
             assert_eq!(body, "mtls ok");
         }
         o.app.shutdown().await;
-    }
-    for f in [&pki.ca, &pki.client_cert, &pki.client_key] {
-        std::fs::remove_file(f).unwrap();
     }
 }
 
