@@ -10,8 +10,10 @@ use base64::Engine;
 use hyper::header::{HeaderName, HeaderValue};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
-use serde_json::{Map, Value};
-use std::borrow::Cow;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::{Borrow, Cow};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -298,19 +300,17 @@ impl Verifier {
         let payload = URL_SAFE_NO_PAD
             .decode(payload_b64)
             .map_err(|_| Reject::Malformed("payload is not base64url"))?;
-        let claims: Map<String, Value> = serde_json::from_slice(&payload)
-            .map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
+        let claims = Claims::parse(&payload)?;
 
-        let iss = match claims.get("iss") {
-            Some(Value::String(s)) => s.as_str(),
-            None => return Err(Reject::MissingIssuer),
-            Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
-        };
+        let iss = claims
+            .string("iss")
+            .ok_or(Reject::MissingIssuer)?
+            .ok_or_else(|| Reject::BadClaim("iss".into(), "string"))?;
         let (idx, policy) = self
             .issuers
             .iter()
             .enumerate()
-            .find(|(_, p)| p.issuer == iss)
+            .find(|(_, p)| p.issuer == *iss)
             .ok_or_else(|| Reject::UnknownIssuer(iss.to_string()))?;
         trace.pass("iss", format_args!("{iss} is a configured issuer"));
 
@@ -396,7 +396,7 @@ impl Verifier {
         }
 
         let leeway = policy.leeway;
-        let exp = numeric_date(&claims, "exp")?.ok_or(Reject::MissingExp)?;
+        let exp = claims.numeric_date("exp")?.ok_or(Reject::MissingExp)?;
         if now > exp.saturating_add(leeway) {
             return Err(Reject::Expired { exp, now });
         }
@@ -404,7 +404,7 @@ impl Verifier {
             "exp",
             format_args!("{exp} is after now {now} (leeway {leeway}s)"),
         );
-        if let Some(nbf) = numeric_date(&claims, "nbf")? {
+        if let Some(nbf) = claims.numeric_date("nbf")? {
             if nbf > now.saturating_add(leeway) {
                 return Err(Reject::NotYetValid { nbf, now });
             }
@@ -413,7 +413,7 @@ impl Verifier {
                 format_args!("{nbf} is not after now {now} (leeway {leeway}s)"),
             );
         }
-        let iat = numeric_date(&claims, "iat")?;
+        let iat = claims.numeric_date("iat")?;
         if let Some(iat) = iat {
             if iat > now.saturating_add(leeway) {
                 return Err(Reject::IssuedInFuture { iat, now });
@@ -433,12 +433,13 @@ impl Verifier {
             );
         }
 
-        let aud_ok = match claims.get("aud") {
-            Some(Value::String(a)) => policy.audiences.iter().any(|w| w == a),
-            Some(Value::Array(list)) => list.iter().any(|a| {
-                a.as_str()
-                    .is_some_and(|a| policy.audiences.iter().any(|w| w == a))
-            }),
+        let wanted = |aud: &str| policy.audiences.iter().any(|w| w == aud);
+        let aud_ok = match claims.string_or_list("aud") {
+            Some(Ok(StringOrList::String(aud))) => wanted(&aud),
+            // Members that are not strings match nothing.
+            Some(Ok(StringOrList::List(list))) => list
+                .iter()
+                .any(|a| parse::<JsonStr>(a).is_some_and(|a| wanted(&a.0))),
             _ => false,
         };
         if !aud_ok {
@@ -446,12 +447,12 @@ impl Verifier {
         }
         trace.pass("aud", format_args!("intersects {:?}", policy.audiences));
 
-        let scopes = read_scopes(&claims, &policy.scope_claim)?;
+        let scopes = claims.scopes(&policy.scope_claim)?;
         trace.pass("scopes", format_args!("{} granted", scopes.len()));
         let identity = self
             .identity
             .iter()
-            .filter_map(|(claim, header)| claims.get(claim).map(|v| (claim, header, v)))
+            .filter_map(|(claim, header)| claims.raw(claim).map(|v| (claim, header, v)))
             .map(|(claim, header, v)| {
                 header_value(v)
                     .map(|hv| (header.clone(), hv))
@@ -461,7 +462,7 @@ impl Verifier {
         let rule_claims = self
             .rule_claims
             .iter()
-            .filter_map(|name| claims.get(name).map(|v| (name.as_str().into(), v.clone())))
+            .filter_map(|name| Some((name.as_str().into(), parse::<Value>(claims.raw(name)?)?)))
             .collect();
         Ok(VerifiedToken {
             issuer: idx,
@@ -475,55 +476,112 @@ impl Verifier {
     }
 }
 
-/// NumericDate claim as whole seconds (fractions truncated); negative or non-numeric is malformed.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, Reject> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| *f >= 0.0 && f.is_finite())
-                    .map(|f| f as u64)
-            })
-            .map(Some)
-            .ok_or_else(|| Reject::BadClaim(name.into(), "NumericDate")),
-        Some(_) => Err(Reject::BadClaim(name.into(), "NumericDate")),
+/// A JSON string, borrowed from the input unless it has escapes.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct JsonStr<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl Borrow<str> for JsonStr<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
-/// Scopes from a space-separated string (`scope`) or an array of strings (`scp`, `permissions`).
-pub fn read_scopes(claims: &Map<String, Value>, claim: &str) -> Result<Box<[Box<str>]>, Reject> {
-    match claims.get(claim) {
-        None => Ok(Box::new([])),
-        Some(Value::String(s)) => Ok(s.split_ascii_whitespace().map(Into::into).collect()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(Into::into)
-                    .ok_or_else(|| Reject::BadClaim(claim.into(), "scope list"))
+/// `raw` parsed as a `T`, or `None` when it is not one.
+fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A claim that may be one string or a list (`aud`, `scp`).
+enum StringOrList<'a> {
+    String(Cow<'a, str>),
+    List(Vec<&'a RawValue>),
+}
+
+/// The payload's claims, each value still raw JSON: a check parses only the
+/// claim it reads, and strings borrow from the payload, so a token's claims cost
+/// one allocation rather than one per name and value. Duplicate names keep the
+/// last value, as RFC 7519 §4 allows.
+struct Claims<'a>(BTreeMap<JsonStr<'a>, &'a RawValue>);
+
+impl<'a> Claims<'a> {
+    fn parse(payload: &'a [u8]) -> Result<Self, Reject> {
+        serde_json::from_slice(payload)
+            .map(Claims)
+            .map_err(|_| Reject::Malformed("payload is not a JSON object"))
+    }
+
+    fn raw(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.get(name).copied()
+    }
+
+    /// `None` when absent, `Some(None)` when present but not a string.
+    fn string(&self, name: &str) -> Option<Option<Cow<'a, str>>> {
+        self.raw(name).map(|raw| parse::<JsonStr>(raw).map(|s| s.0))
+    }
+
+    /// `None` when absent, `Some(Err(()))` when neither a string nor a list.
+    fn string_or_list(&self, name: &str) -> Option<Result<StringOrList<'a>, ()>> {
+        let raw = self.raw(name)?;
+        Some(match raw.get().as_bytes().first() {
+            Some(b'"') => parse::<JsonStr>(raw)
+                .map(|s| StringOrList::String(s.0))
+                .ok_or(()),
+            Some(b'[') => parse(raw).map(StringOrList::List).ok_or(()),
+            _ => Err(()),
+        })
+    }
+
+    /// NumericDate claim as whole seconds (fractions truncated); negative or
+    /// non-numeric is malformed.
+    fn numeric_date(&self, name: &'static str) -> Result<Option<u64>, Reject> {
+        let Some(raw) = self.raw(name) else {
+            return Ok(None);
+        };
+        parse::<serde_json::Number>(raw)
+            .and_then(|n| {
+                n.as_u64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| *f >= 0.0 && f.is_finite())
+                        .map(|f| f as u64)
+                })
             })
-            .collect(),
-        Some(_) => Err(Reject::BadClaim(claim.into(), "scope list")),
+            .map(Some)
+            .ok_or_else(|| Reject::BadClaim(name.into(), "NumericDate"))
+    }
+
+    /// Scopes from a space-separated string (`scope`) or an array of strings
+    /// (`scp`, `permissions`).
+    fn scopes(&self, claim: &str) -> Result<Box<[Box<str>]>, Reject> {
+        let bad = || Reject::BadClaim(claim.into(), "scope list");
+        match self.string_or_list(claim) {
+            None => Ok(Box::new([])),
+            Some(Ok(StringOrList::String(s))) => {
+                Ok(s.split_ascii_whitespace().map(Into::into).collect())
+            }
+            Some(Ok(StringOrList::List(items))) => items
+                .iter()
+                .map(|v| parse::<JsonStr>(v).map(|s| s.0.into()).ok_or_else(bad))
+                .collect(),
+            Some(Err(())) => Err(bad()),
+        }
     }
 }
 
 /// Claim → header value: strings as-is, arrays joined with `,`, anything else compact JSON.
-pub fn header_value(v: &Value) -> Option<HeaderValue> {
-    let text: Cow<'_, str> = match v {
-        Value::String(s) => Cow::Borrowed(s),
-        Value::Array(items) => Cow::Owned(
-            items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        other => Cow::Owned(other.to_string()),
+fn header_value(raw: &RawValue) -> Option<HeaderValue> {
+    if let Some(s) = parse::<JsonStr>(raw) {
+        return HeaderValue::from_str(&s.0).ok();
+    }
+    let text = match parse::<Value>(raw)? {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
     };
     HeaderValue::from_str(&text).ok()
 }

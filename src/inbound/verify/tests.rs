@@ -484,6 +484,46 @@ fn verified_token_carries_scopes_identity_and_rule_claims() {
     assert!(!v.is_current(NOW + 331));
 }
 
+/// An RS256 token over `payload` exactly as written (duplicate names, escapes).
+fn rs_raw(payload: &str) -> String {
+    let key = &fixture().rsa;
+    let header = json!({ "alg": "RS256", "kid": key.kid, "typ": "at+jwt" });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let sig = URL_SAFE_NO_PAD.encode(key.sign_raw(input.as_bytes()));
+    format!("{input}.{sig}")
+}
+
+#[test]
+fn claims_are_read_as_written_duplicates_escapes_and_mixed_lists() {
+    let times = format!("\"iat\": {}, \"exp\": {}", NOW - 10, NOW + 300);
+    let cases = [
+        // The last of duplicate names counts (RFC 7519 §4).
+        (format!("{{\"iss\": \"{ISS}\", \"aud\": \"other\", \"aud\": \"api\", {times}}}"), Ok("")),
+        (format!("{{\"iss\": \"{ISS}\", \"aud\": \"api\", \"aud\": \"other\", {times}}}"), Err(Reject::WrongAudience)),
+        // Escaped names and values are unescaped before comparing.
+        (format!("{{\"\\u0069ss\": \"{}\", \"aud\": \"\\u0061pi\", \"sub\": \"al\\u0069ce\", {times}}}", ISS.replace('/', "\\/")), Ok("alice")),
+        // Members of an audience list that are not strings match nothing.
+        (format!("{{\"iss\": \"{ISS}\", \"aud\": [1, null, \"api\"], {times}}}"), Ok("")),
+        (format!("{{\"iss\": \"{ISS}\", \"aud\": [1, {{\"api\": 1}}], {times}}}"), Err(Reject::WrongAudience)),
+        (format!("{{\"iss\": 7, \"aud\": \"api\", {times}}}"), Err(Reject::BadClaim("iss".into(), "string"))),
+        // Fractional NumericDates are truncated.
+        (format!("{{\"iss\": \"{ISS}\", \"aud\": \"api\", \"exp\": {}.75}}", NOW + 300), Ok("")),
+        (format!("{{\"iss\": \"{ISS}\", \"aud\": \"api\", \"exp\": null}}"), Err(Reject::BadClaim("exp".into(), "NumericDate"))),
+    ];
+    for (payload, want) in cases {
+        let got = check(&rs_raw(&payload)).map(|v| {
+            v.identity
+                .first()
+                .map_or(String::new(), |(_, sub)| sub.to_str().unwrap().to_string())
+        });
+        assert_eq!(got, want.map(String::from), "{payload}");
+    }
+}
+
 #[test]
 fn array_scope_claims() {
     let v = verifier_with("scope_claim: scp");
