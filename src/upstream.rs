@@ -16,12 +16,64 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tower_service::Service;
 
 /// Body of every request and response tokengate produces: streamed through, or a small local answer.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<Streamed, Full<Bytes>>;
+
+/// A body streamed through from a peer. An upstream response's body also holds
+/// the connection it came on, and gives it back to its pool once read to the end
+/// (a body dropped part-way leaves the connection to close).
+pub struct Streamed {
+    body: Incoming,
+    /// Boxed: every request and response moves its body several times, and this
+    /// keeps it one word larger than hyper's `Incoming` instead of five.
+    lease: Option<Box<Lease>>,
+}
+
+/// A body streamed through, with no connection to give back.
+pub fn streamed(body: Incoming) -> Body {
+    Either::Left(Streamed { body, lease: None })
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx));
+        // A chunked body's end shows only here, as the last (empty) poll.
+        if frame.is_none() {
+            if let Some(lease) = self.lease.take() {
+                lease.give_back();
+            }
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if hyper::body::Body::is_end_stream(&self.body) {
+                lease.give_back();
+            }
+        }
+    }
+}
 
 /// Plain TCP or TLS (per the URI's scheme) to an upstream or a token server.
 pub type Connector = HttpsConnector<HttpConnector>;
@@ -266,7 +318,7 @@ impl Upstream {
             pool: Pool {
                 connector: client.connector,
                 origin,
-                connections: Mutex::default(),
+                idle: Arc::default(),
             },
             direction,
             host: HeaderValue::from_str(authority.as_str())
@@ -290,12 +342,12 @@ impl Upstream {
         // future is moved (copied) by hyper, and state held here would add to it.
         let mut req = self.upstream_request(req, from, upgrade.as_ref())?;
         let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let mut resp = match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await
-        {
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(resp)) => resp,
-        };
+        let (mut resp, lease) =
+            match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(answer)) => answer,
+            };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(downstream) = downstream_upgrade {
@@ -309,11 +361,17 @@ impl Upstream {
                         .await;
                     }
                 });
-                return Ok(resp.map(Either::Left));
+                // The connection now carries the upgraded protocol.
+                return Ok(resp.map(streamed));
             }
         }
         strip_hop_by_hop(resp.headers_mut());
-        Ok(resp.map(Either::Left))
+        Ok(resp.map(|body| {
+            Either::Left(Streamed {
+                body,
+                lease: Some(Box::new(lease)),
+            })
+        }))
     }
 
     /// `req` as this upstream gets it: Host and `X-Forwarded-*` for the direction,
@@ -379,32 +437,97 @@ impl Upstream {
 }
 
 /// Connections to one upstream. HTTP/1.1 has one request in flight per
-/// connection, so a connection is free again once hyper's dispatcher asks for
-/// the next request (`is_ready`); the pool keeps every connection, busy or not,
-/// in use order and hands out the first free one. One host, so no keyed map, no
+/// connection: a connection is lent out with each request, its response body
+/// gives it back once read to the end, and the pool holds only idle ones. The
+/// most recently returned is lent first, so after a burst the surplus sits
+/// unused and is closed after `IDLE_TIMEOUT`. One host, so no keyed map, no
 /// per-request task and no boxed checkout future (hyper-util's legacy pool cost
 /// about a fifth of a pass-through request's instructions).
 struct Pool {
     connector: Connector,
     /// `scheme://authority/` of the upstream, what the connector dials.
     origin: Uri,
-    connections: Mutex<VecDeque<Pooled>>,
+    idle: Arc<Idle>,
 }
+
+/// Idle connections, oldest first.
+#[derive(Default)]
+struct Idle(Mutex<VecDeque<Pooled>>);
 
 struct Pooled {
     sender: http1::SendRequest<Body>,
-    /// When its last request was sent.
-    last_used: Instant,
+    /// When it was given back: the queue is in this order.
+    since: Instant,
+}
+
+/// A connection lent out with a request.
+struct Lease {
+    sender: http1::SendRequest<Body>,
+    idle: Arc<Idle>,
+}
+
+impl Lease {
+    /// Back into the pool, closing what has been idle too long.
+    fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock();
+        while idle
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) > IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        idle.push_back(Pooled {
+            sender: self.sender,
+            since: now,
+        });
+    }
+}
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pooled>> {
+        // A poisoned lock only means a panic elsewhere between two queue operations.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently returned connection that is ready for a request. Drops
+    /// closed ones, and every one idle past `IDLE_TIMEOUT` (those below the first
+    /// expired one are older still). One not yet ready (its response was read,
+    /// but hyper has still to finish with it) stays for a later checkout.
+    fn checkout(&self, now: Instant) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.lock();
+        let mut finishing = Vec::new();
+        let mut found = None;
+        while let Some(c) = idle.pop_back() {
+            if now.saturating_duration_since(c.since) > IDLE_TIMEOUT {
+                idle.clear();
+                break;
+            }
+            if c.sender.is_ready() {
+                found = Some(c.sender);
+                break;
+            }
+            if !c.sender.is_closed() {
+                finishing.push(c);
+            }
+        }
+        if !finishing.is_empty() {
+            idle.extend(finishing.into_iter().rev());
+        }
+        found
+    }
 }
 
 impl Pool {
-    /// Sends `req` on a free pooled connection or a new one. A request a pooled
+    /// Sends `req` on an idle pooled connection or a new one. A request a pooled
     /// connection could not take (it closed meanwhile) goes once more, on a new
     /// connection.
-    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send(&self, req: Request<Body>) -> Result<(Response<Incoming>, Lease), ProxyError> {
         let mut req = req;
-        let now = Instant::now();
-        let mut pooled = self.checkout(now);
+        let mut pooled = self.idle.checkout(Instant::now());
         loop {
             let fresh = pooled.is_none();
             let mut sender = match pooled.take() {
@@ -413,45 +536,19 @@ impl Pool {
                 // to every request's future.
                 None => Box::pin(self.connect()).await?,
             };
-            let sending = sender.try_send_request(req);
-            self.checkin(sender, now);
-            match sending.await {
-                Ok(resp) => return Ok(resp),
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        sender,
+                        idle: self.idle.clone(),
+                    };
+                    return Ok((resp, lease));
+                }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !fresh => req = unsent,
                     _ => return Err(ProxyError::UpstreamFailed(e.into_error().to_string())),
                 },
             }
-        }
-    }
-
-    /// The least recently used connection that is free; drops closed ones and
-    /// free ones idle past `IDLE_TIMEOUT` (a busy one is kept, however long its
-    /// request takes).
-    fn checkout(&self, now: Instant) -> Option<http1::SendRequest<Body>> {
-        // A poisoned lock only means a panic elsewhere between two queue operations.
-        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..connections.len() {
-            let c = connections.pop_front()?;
-            if c.sender.is_closed() {
-                continue;
-            }
-            if !c.sender.is_ready() {
-                connections.push_back(c);
-            } else if now.duration_since(c.last_used) <= IDLE_TIMEOUT {
-                return Some(c.sender);
-            }
-        }
-        None
-    }
-
-    fn checkin(&self, sender: http1::SendRequest<Body>, now: Instant) {
-        if !sender.is_closed() {
-            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-            connections.push_back(Pooled {
-                sender,
-                last_used: now,
-            });
         }
     }
 

@@ -521,3 +521,94 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     app.shutdown().await;
 }
+
+/// An HTTP/1.1 upstream that numbers its connections and answers each request
+/// with its connection's number, with a content-length or chunked body; requests
+/// under `/public/slow` wait 200 ms first.
+async fn numbering_upstream(chunked: bool) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut number = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            number += 1;
+            let name = format!("c{number}");
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 1024];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    if buf.starts_with(b"GET /public/slow") {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    buf.drain(..end);
+                    let answer = if chunked {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{name}\r\n0\r\n\r\n",
+                            name.len()
+                        )
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
+                            name.len()
+                        )
+                    };
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn after_a_burst_light_traffic_reuses_the_most_recent_upstream_connection() {
+    for chunked in [false, true] {
+        let addr = numbering_upstream(chunked).await;
+        let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
+        let base = format!("http://{}", app.inbound_addr.unwrap());
+        // Four requests at once: four upstream connections.
+        let burst = (0..4).map(|_| get_body(format!("{base}/public/slow")));
+        let mut served: Vec<String> = all_at_once(burst).await;
+        served.sort();
+        assert_eq!(served, ["c1", "c2", "c3", "c4"], "chunked: {chunked}");
+        // Then one at a time: each goes on the connection the last one gave
+        // back, so the other three stay idle and age out (handing out the least
+        // recently used instead would cycle through all four and keep them open).
+        let mut light = Vec::new();
+        for _ in 0..6 {
+            light.push(get_body(format!("{base}/public/fast")).await);
+        }
+        assert!(
+            light.iter().all(|c| *c == light[0]),
+            "chunked: {chunked}: {light:?}"
+        );
+        app.shutdown().await;
+    }
+}
+
+async fn get_body(url: String) -> String {
+    let (status, _, body) = get(&url, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Runs the futures concurrently and collects their outputs in order.
+async fn all_at_once<F: std::future::Future<Output = String> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<String> {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}

@@ -15,10 +15,9 @@ use crate::error::{complete, Denial, Failure, ProxyError};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::server::Handler;
 use crate::upstream::{
-    header_bytes, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
+    header_bytes, streamed, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
 };
 use cache::TokenCache;
-use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION, HOST};
 use hyper::{Request, Response};
@@ -240,7 +239,7 @@ impl Inbound {
         (
             counters,
             self.upstream
-                .forward(req.map(Either::Left), &from, upgrade)
+                .forward(req.map(streamed), &from, upgrade)
                 .await
                 .map_err(Failure::from),
         )

@@ -13,7 +13,7 @@ use crate::error::{complete, Failure, ProxyError};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::server::Handler;
 use crate::upstream::{
-    header_bytes, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
+    header_bytes, streamed, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
@@ -150,7 +150,7 @@ impl Outbound {
             // A pass-through route: forwarded as the app sent it.
             let answer = route
                 .upstream
-                .forward(req.map(Either::Left), &from, upgrade)
+                .forward(req.map(streamed), &from, upgrade)
                 .await;
             return (&route.counters, answer.map_err(Failure::from));
         };
@@ -192,7 +192,7 @@ impl Outbound {
         if !replayable {
             let answer = route
                 .upstream
-                .forward(req.map(Either::Left), &from, upgrade)
+                .forward(req.map(streamed), &from, upgrade)
                 .await;
             if let Ok(resp) = &answer {
                 if source.retry_on.contains(&resp.status().as_u16()) {
