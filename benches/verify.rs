@@ -129,13 +129,13 @@ fn bench(c: &mut Criterion) {
     };
     let (_, rs_token, _) = &tokens[0];
     cache.insert(
-        rs_token,
+        rs_token.as_bytes(),
         Arc::new(verifier.verify(rs_token, &snapshot, now).expect("valid")),
     );
     c.bench_function("hit/RS256", |b| {
         b.iter(|| {
             let v = cache
-                .get(black_box(rs_token), &snapshot, now)
+                .get(black_box(rs_token.as_bytes()), &snapshot, now)
                 .expect("cached");
             requirements.check(&v).expect("scope");
             v

@@ -182,6 +182,7 @@ async fn every_bad_token_is_401_and_never_reaches_the_upstream() {
             "no key with kid",
         ),
         ("garbage", "not-a-jwt".to_string(), "malformed token"),
+        ("not ASCII", "ab\u{e9}c.d.e".to_string(), "not ASCII"),
     ];
     for (name, token, description) in cases {
         let (status, headers, body) = s.get("/orders/1", Some(&token)).await;

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How much of the token's end is hashed for its key.
 const HASHED_SUFFIX: usize = 32;
 
-fn key_bytes(token: &str) -> &[u8] {
-    let bytes = token.as_bytes();
-    &bytes[bytes.len().saturating_sub(HASHED_SUFFIX)..]
+fn key_bytes(token: &[u8]) -> &[u8] {
+    &token[token.len().saturating_sub(HASHED_SUFFIX)..]
 }
 
 pub struct TokenCache<S = RandomState> {
@@ -35,7 +34,7 @@ pub struct TokenCache<S = RandomState> {
 }
 
 struct Entry {
-    token: Box<str>,
+    token: Box<[u8]>,
     verified: Arc<VerifiedToken>,
 }
 
@@ -101,7 +100,9 @@ impl<S: BuildHasher> TokenCache<S> {
     /// A verification of exactly `token` that still holds at `now`: not past its
     /// `valid_until`, its key still published, and its issuer's keys not past their
     /// stale bound in `keys`.
-    pub fn get(&self, token: &str, keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
+    /// `token` is the header's bytes as sent: an entry only holds a token that
+    /// verified, so a hit needs no check of its characters.
+    pub fn get(&self, token: &[u8], keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
         let cache = self.inner.as_ref()?;
         let key = self.hasher.hash_one(key_bytes(token));
         let entry = cache.get(&key)?;
@@ -120,7 +121,7 @@ impl<S: BuildHasher> TokenCache<S> {
             .then(|| hit.clone())
     }
 
-    pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {
+    pub fn insert(&self, token: &[u8], verified: Arc<VerifiedToken>) {
         if let Some(cache) = &self.inner {
             let entry = Entry {
                 token: token.into(),
@@ -181,19 +182,21 @@ mod tests {
         let cache = TokenCache::with_hasher(100, BuildHasherDefault::<Collide>::default());
         let (alice, alice_v) = verified("alice", now);
         let (bob, _) = verified("bob", now);
-        cache.insert(&alice, alice_v);
+        cache.insert(alice.as_bytes(), alice_v);
         let keys = usable();
-        assert!(cache.get(&alice, &keys, now).is_some());
+        assert!(cache.get(alice.as_bytes(), &keys, now).is_some());
         assert!(
-            cache.get(&bob, &keys, now).is_none(),
+            cache.get(bob.as_bytes(), &keys, now).is_none(),
             "same hash, other token"
         );
         assert!(
-            cache.get(&alice[..alice.len() - 1], &keys, now).is_none(),
+            cache
+                .get(&alice.as_bytes()[..alice.len() - 1], &keys, now)
+                .is_none(),
             "a prefix is another token"
         );
         assert!(
-            cache.get(&alice, &keys, now + 60 + 31).is_none(),
+            cache.get(alice.as_bytes(), &keys, now + 60 + 31).is_none(),
             "expired (30 s default leeway)"
         );
     }
@@ -205,18 +208,20 @@ mod tests {
         let (bob, _) = verified("bob", now);
         let keys = usable();
         let cache = TokenCache::new(100);
-        cache.insert(&alice, alice_v.clone());
-        assert!(cache.get(&alice, &keys, now).is_some());
-        assert!(cache.get(&bob, &keys, now).is_none());
+        cache.insert(alice.as_bytes(), alice_v.clone());
+        assert!(cache.get(alice.as_bytes(), &keys, now).is_some());
+        assert!(cache.get(bob.as_bytes(), &keys, now).is_none());
         // Same signature bytes, so the same key, but not the token that verified.
         let (bob_input, _) = bob.rsplit_once('.').unwrap();
         let (_, alice_sig) = alice.rsplit_once('.').unwrap();
         let spliced = format!("{bob_input}.{alice_sig}");
-        assert_eq!(key_bytes(&spliced), key_bytes(&alice));
-        assert!(cache.get(&spliced, &keys, now).is_none());
-        assert!(cache.get(&format!("x{alice}"), &keys, now).is_none());
+        assert_eq!(key_bytes(spliced.as_bytes()), key_bytes(alice.as_bytes()));
+        assert!(cache.get(spliced.as_bytes(), &keys, now).is_none());
+        assert!(cache
+            .get(format!("x{alice}").as_bytes(), &keys, now)
+            .is_none());
         let off = TokenCache::new(0);
-        off.insert(&alice, alice_v);
-        assert!(off.get(&alice, &keys, now).is_none());
+        off.insert(alice.as_bytes(), alice_v);
+        assert!(off.get(alice.as_bytes(), &keys, now).is_none());
     }
 }

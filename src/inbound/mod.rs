@@ -271,7 +271,7 @@ impl Inbound {
     /// key refetch if it names an unknown kid).
     async fn verified(
         &self,
-        token: &str,
+        token: &[u8],
         keys: &KeySnapshot,
     ) -> Result<Arc<VerifiedToken>, Reject> {
         let now = unix_now();
@@ -280,13 +280,14 @@ impl Inbound {
             return Ok(hit);
         }
         self.cache_misses.inc();
-        let verified = match self.verifier.verify(token, keys, now) {
+        let text = token_text(token)?;
+        let verified = match self.verifier.verify(text, keys, now) {
             Err(Reject::UnknownKid { issuer, kid }) => {
                 if !self.jwks.refresh_for_unknown_kid(issuer, &kid).await {
                     return Err(Reject::UnknownKid { issuer, kid });
                 }
                 self.verifier
-                    .verify(token, &self.jwks.snapshot(), unix_now())?
+                    .verify(text, &self.jwks.snapshot(), unix_now())?
             }
             other => other?,
         };
@@ -337,9 +338,11 @@ fn check(requirements: &Requirements, token: &VerifiedToken) -> Result<(), Denia
     })
 }
 
-/// PURE: the bearer token of a request. `Ok(None)` when there is no `Authorization`
-/// header or it uses another scheme; several `Authorization` headers are malformed.
-pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Reject> {
+/// PURE: the bearer token of a request, as the header's bytes: a cache hit
+/// needs nothing more (see [`token_text`]). `Ok(None)` when there is no
+/// `Authorization` header or it uses another scheme; several `Authorization`
+/// headers are malformed.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&[u8]>, Reject> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -347,18 +350,30 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Reject> {
     if values.next().is_some() {
         return Err(Reject::Malformed("more than one Authorization header"));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| Reject::Malformed("Authorization header is not ASCII"))?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let value = value.as_bytes();
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+        Some(space) => (&value[..space], &value[space + 1..]),
+        None => (value, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Ok(None);
     }
-    let token = rest.trim();
+    let token = rest.trim_ascii();
     if token.is_empty() {
         return Err(Reject::Malformed("empty bearer token"));
     }
     Ok(Some(token))
+}
+
+/// PURE: a token to verify as text: visible ASCII, as `HeaderValue::to_str`
+/// requires. Checked only on a cache miss; the cache holds only tokens that
+/// passed it.
+pub fn token_text(token: &[u8]) -> Result<&str, Reject> {
+    let visible = |b: &u8| *b == b'\t' || (b' '..=b'~').contains(b);
+    match std::str::from_utf8(token) {
+        Ok(text) if token.iter().all(visible) => Ok(text),
+        _ => Err(Reject::Malformed("Authorization header is not ASCII")),
+    }
 }
 
 /// Host the request was sent to, without port (`Host` header, else the URI authority).
@@ -395,12 +410,12 @@ mod tests {
 
     #[test]
     fn bearer_token_extraction() {
-        type Case = (Vec<&'static str>, Result<Option<&'static str>, Reject>);
+        type Case = (Vec<&'static str>, Result<Option<&'static [u8]>, Reject>);
         let cases: Vec<Case> = vec![
             (vec![], Ok(None)),
-            (vec!["Bearer abc.def.ghi"], Ok(Some("abc.def.ghi"))),
-            (vec!["bearer abc"], Ok(Some("abc"))),
-            (vec!["BEARER   abc  "], Ok(Some("abc"))),
+            (vec!["Bearer abc.def.ghi"], Ok(Some(b"abc.def.ghi"))),
+            (vec!["bearer abc"], Ok(Some(b"abc"))),
+            (vec!["BEARER   abc  "], Ok(Some(b"abc"))),
             (vec!["Basic dXNlcjpwYXNz"], Ok(None)),
             (vec!["Bearer"], Err(Reject::Malformed("empty bearer token"))),
             (
@@ -419,15 +434,27 @@ mod tests {
             }
             assert_eq!(bearer_token(&h), want, "{values:?}");
         }
+    }
+
+    #[test]
+    fn tokens_are_verified_only_as_visible_ascii() {
+        let not_ascii = Err(Reject::Malformed("Authorization header is not ASCII"));
+        let cases: [(&[u8], _); 4] = [
+            (b"abc.def.ghi", Ok("abc.def.ghi")),
+            (b"ab c\td", Ok("ab c\td")),
+            (b"ab\xffc", not_ascii.clone()),
+            ("ab\u{e9}c".as_bytes(), not_ascii.clone()),
+        ];
+        for (token, want) in cases {
+            assert_eq!(token_text(token), want, "{token:?}");
+        }
         let mut h = HeaderMap::new();
         h.append(
             AUTHORIZATION,
             HeaderValue::from_bytes(b"Bearer ab\xffc").unwrap(),
         );
-        assert_eq!(
-            bearer_token(&h),
-            Err(Reject::Malformed("Authorization header is not ASCII"))
-        );
+        let token = bearer_token(&h).unwrap().unwrap();
+        assert_eq!(token_text(token), not_ascii);
     }
 
     #[test]
