@@ -5,24 +5,13 @@ mod support;
 
 use hyper::StatusCode;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 use tokengate::demo::{unix_now, DevIssuer, Echo, KeyKind, SigningKey};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
-
-/// A file holding `contents`, removed when the returned path is dropped.
-fn temp_file(name: &str, contents: &str) -> tempfile::TempPath {
-    let mut file = tempfile::Builder::new()
-        .prefix("tokengate-")
-        .suffix(&format!("-{name}"))
-        .tempfile()
-        .unwrap();
-    file.write_all(contents.as_bytes()).unwrap();
-    file.into_temp_path()
-}
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)

@@ -275,7 +275,7 @@ inbound:
 }
 
 /// An RSA key for the `svc-pkjwt` client: PKCS#8 PEM for tokengate, public JWKS for the provider.
-fn pkjwt_key() -> (std::path::PathBuf, std::path::PathBuf) {
+fn pkjwt_key() -> (tempfile::TempPath, tempfile::TempPath) {
     use aws_lc_rs::signature::KeyPair;
     let (pair, pem) = rsa_pkcs8();
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
@@ -285,12 +285,10 @@ fn pkjwt_key() -> (std::path::PathBuf, std::path::PathBuf) {
         "n": b64(public.modulus().big_endian_without_leading_zero()),
         "e": b64(public.exponent().big_endian_without_leading_zero()),
     }]});
-    let dir = std::env::temp_dir();
-    let key = dir.join(format!("tokengate-{}-pkjwt.pem", std::process::id()));
-    let set = dir.join(format!("tokengate-{}-pkjwt.jwks", std::process::id()));
-    std::fs::write(&key, pem).unwrap();
-    std::fs::write(&set, jwks.to_string()).unwrap();
-    (key, set)
+    (
+        temp_file("pkjwt.pem", &pem),
+        temp_file("pkjwt.jwks", &jwks.to_string()),
+    )
 }
 
 /// App → tokengate outbound (client_secret_basic, client_secret_post and
@@ -397,7 +395,5 @@ outbound:
     }
     out.shutdown().await;
     guard.shutdown().await;
-    std::fs::remove_file(key).unwrap();
-    std::fs::remove_file(jwks).unwrap();
     drop(provider);
 }

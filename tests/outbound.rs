@@ -311,7 +311,7 @@ async fn an_upstream_401_causes_one_refetch_and_one_retry() {
 #[tokio::test]
 async fn a_file_token_is_reread_when_it_changes() {
     let (issuer, echo) = parts().await;
-    let file = temp("file-token", "first-token\n");
+    let file = temp_file("file-token", "first-token\n");
     let yaml = format!(
         r#"admin: {{ listen: "127.0.0.1:0" }}
 outbound:
@@ -422,7 +422,7 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
         .replace("leeway: 5s", "leeway: 0s");
     let guard = start_yaml(&guard_yaml).await;
     let guard_url = format!("http://{}", guard.inbound_addr.unwrap());
-    let stable = temp(
+    let stable = temp_file(
         "stable-token",
         &issuer.mint(json!({ "scope": "orders:read" })),
     );
@@ -495,30 +495,19 @@ async fn start_single(issuer: DevIssuer, echo: Echo, token_yaml: &str) -> Out {
     o
 }
 
-/// A file holding `contents`, removed when the returned path is dropped.
-fn temp(name: &str, contents: &str) -> tempfile::TempPath {
-    let mut file = tempfile::Builder::new()
-        .prefix("tokengate-")
-        .suffix(&format!("-{name}"))
-        .tempfile()
-        .unwrap();
-    std::io::Write::write_all(&mut file, contents.as_bytes()).unwrap();
-    file.into_temp_path()
-}
-
 /// A PKCS#8 PEM RSA key in a temp file, and its public key in DER (SubjectPublicKeyInfo).
 fn rsa_key_file(name: &str) -> (tempfile::TempPath, Vec<u8>) {
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair;
     let (pair, pem) = rsa_pkcs8();
     let public = pair.public_key().as_der().unwrap().as_ref().to_vec();
-    (temp(name, &pem), public)
+    (temp_file(name, &pem), public)
 }
 
 #[tokio::test]
 async fn jwt_bearer_with_a_projected_token_file_and_token_exchange() {
     let (issuer, echo) = parts().await;
-    let projected = temp(
+    let projected = temp_file(
         "projected",
         &issuer.mint(json!({ "sub": "system:serviceaccount:shop:orders" })),
     );
@@ -536,7 +525,7 @@ async fn jwt_bearer_with_a_projected_token_file_and_token_exchange() {
     o.app.shutdown().await;
 
     let (issuer, echo) = parts().await;
-    let subject = temp("subject", &issuer.mint(json!({ "sub": "user-42" })));
+    let subject = temp_file("subject", &issuer.mint(json!({ "sub": "user-42" })));
     let token_yaml = format!(
         "kind: token_exchange\ntoken_url: \"{}\"\nsubject_token_file: \"{}\"\naudience: {AUD}",
         issuer.token_url(),
@@ -720,14 +709,14 @@ fn pki() -> Pki {
         .signed_by(&client_key, &issuer)
         .unwrap();
     Pki {
-        ca: temp("ca.pem", &ca_cert.pem()),
+        ca: temp_file("ca.pem", &ca_cert.pem()),
         ca_der: ca_cert.der().clone(),
         server: (
             server_cert.der().clone(),
             rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
         ),
-        client_cert: temp("client.pem", &client_cert.pem()),
-        client_key: temp("client.key", &client_key.serialize_pem()),
+        client_cert: temp_file("client.pem", &client_cert.pem()),
+        client_key: temp_file("client.key", &client_key.serialize_pem()),
     }
 }
 

@@ -226,11 +226,8 @@ async fn tls_listener_serves_h2_and_http1_via_alpn() {
     use std::sync::Arc;
 
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir();
-    let cert_file = dir.join(format!("tokengate-{}-tls.crt", std::process::id()));
-    let key_file = dir.join(format!("tokengate-{}-tls.key", std::process::id()));
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let cert_file = temp_file("tls.crt", &cert.cert.pem());
+    let key_file = temp_file("tls.key", &cert.signing_key.serialize_pem());
     let s = Stack::start(
         vec![SigningKey::generate(KeyKind::Rs256, "k")],
         "",
@@ -285,8 +282,6 @@ async fn tls_listener_serves_h2_and_http1_via_alpn() {
         "plaintext must not be served on the TLS port"
     );
     assert_eq!(s.echo.hits(), 2);
-    let _ = std::fs::remove_file(cert_file);
-    let _ = std::fs::remove_file(key_file);
     s.stop().await;
 }
 
@@ -409,11 +404,8 @@ async fn presented_cert(
 async fn reload_rotates_tls_certificates_and_refuses_listener_changes() {
     let first = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let second = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir();
-    let cert_file = dir.join(format!("tokengate-{}-rotate.crt", std::process::id()));
-    let key_file = dir.join(format!("tokengate-{}-rotate.key", std::process::id()));
-    std::fs::write(&cert_file, first.cert.pem()).unwrap();
-    std::fs::write(&key_file, first.signing_key.serialize_pem()).unwrap();
+    let cert_file = temp_file("rotate.crt", &first.cert.pem());
+    let key_file = temp_file("rotate.key", &first.signing_key.serialize_pem());
     let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k")], AUD)
         .await
         .unwrap();
@@ -450,16 +442,17 @@ async fn reload_rotates_tls_certificates_and_refuses_listener_changes() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("restart to apply"), "{err}");
-    let _ = std::fs::remove_file(cert_file);
-    let _ = std::fs::remove_file(key_file);
     app.shutdown().await;
 }
 
-/// An HTTP/1.1 upstream that answers `per_connection` requests on each
-/// connection, then closes it (as servers with a keep-alive request limit do).
-/// Returns its address and a count of accepted connections.
-async fn counting_upstream(
+/// An HTTP/1.1 upstream that numbers its connections and answers each request
+/// with its connection's number (`c1`, `c2`, …), in a content-length or a
+/// chunked body; requests under `/public/slow` wait 200 ms first. It closes a
+/// connection after `per_connection` requests, as servers with a keep-alive
+/// request limit do. Returns its address and a count of accepted connections.
+async fn numbering_upstream(
     per_connection: usize,
+    chunked: bool,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -470,72 +463,11 @@ async fn counting_upstream(
     let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                for _ in 0..per_connection {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let mut chunk = [0u8; 1024];
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if conn.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, accepted)
-}
-
-#[tokio::test]
-async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_them() {
-    let (addr, accepted) = counting_upstream(usize::MAX).await;
-    let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
-    let url = format!("http://{}/public/x", app.inbound_addr.unwrap());
-    for _ in 0..5 {
-        assert_eq!(get(&url, None).await.0, StatusCode::OK);
-    }
-    assert_eq!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "sequential requests share one pooled connection"
-    );
-    app.shutdown().await;
-
-    let (addr, accepted) = counting_upstream(2).await;
-    let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
-    let url = format!("http://{}/public/x", app.inbound_addr.unwrap());
-    for _ in 0..6 {
-        assert_eq!(get(&url, None).await.0, StatusCode::OK);
-        // Let the pool see the close (a request racing a close is retried only
-        // when it was never written; otherwise it is a 502, as with any proxy).
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
-    app.shutdown().await;
-}
-
-/// An HTTP/1.1 upstream that numbers its connections and answers each request
-/// with its connection's number, with a content-length or chunked body; requests
-/// under `/public/slow` wait 200 ms first.
-async fn numbering_upstream(chunked: bool) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut number = 0;
-        while let Ok((mut conn, _)) = listener.accept().await {
-            number += 1;
+            let number = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let name = format!("c{number}");
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                loop {
+                for _ in 0..per_connection {
                     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                         let mut chunk = [0u8; 1024];
                         match conn.read(&mut chunk).await {
@@ -566,13 +498,41 @@ async fn numbering_upstream(chunked: bool) -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_them() {
+    let (addr, accepted) = numbering_upstream(usize::MAX, false).await;
+    let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
+    let url = format!("http://{}/public/x", app.inbound_addr.unwrap());
+    for _ in 0..5 {
+        assert_eq!(get(&url, None).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sequential requests share one pooled connection"
+    );
+    app.shutdown().await;
+
+    let (addr, accepted) = numbering_upstream(2, false).await;
+    let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
+    let url = format!("http://{}/public/x", app.inbound_addr.unwrap());
+    for _ in 0..6 {
+        assert_eq!(get(&url, None).await.0, StatusCode::OK);
+        // Let the pool see the close (a request racing a close is retried only
+        // when it was never written; otherwise it is a 502, as with any proxy).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn after_a_burst_light_traffic_reuses_the_most_recent_upstream_connection() {
     for chunked in [false, true] {
-        let addr = numbering_upstream(chunked).await;
+        let (addr, _) = numbering_upstream(usize::MAX, chunked).await;
         let (_issuer, app) = guard_for(&format!("http://{addr}"), "").await;
         let base = format!("http://{}", app.inbound_addr.unwrap());
         // Four requests at once: four upstream connections.

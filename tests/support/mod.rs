@@ -118,6 +118,18 @@ pub fn indent(text: &str, n: usize) -> String {
         .collect()
 }
 
+/// A file holding `contents`, removed when the returned path is dropped (even
+/// when the test fails).
+pub fn temp_file(name: &str, contents: &str) -> tempfile::TempPath {
+    let mut file = tempfile::Builder::new()
+        .prefix("tokengate-")
+        .suffix(&format!("-{name}"))
+        .tempfile()
+        .expect("temp file");
+    std::io::Write::write_all(&mut file, contents.as_bytes()).expect("write temp file");
+    file.into_temp_path()
+}
+
 /// A fresh RSA-2048 key pair and its private key as PKCS#8 PEM.
 pub fn rsa_pkcs8() -> (aws_lc_rs::rsa::KeyPair, String) {
     use aws_lc_rs::encoding::AsDer;
