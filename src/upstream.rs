@@ -5,7 +5,7 @@
 use crate::error::ProxyError;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{PathAndQuery, Scheme};
@@ -16,7 +16,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tower_service::Service;
 
@@ -43,24 +45,24 @@ impl hyper::body::Body for Streamed {
     type Error = hyper::Error;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let frame = std::task::ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx));
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
         // A chunked body's end shows only here, as the last (empty) poll.
         if frame.is_none() {
             if let Some(lease) = self.lease.take() {
                 lease.give_back();
             }
         }
-        std::task::Poll::Ready(frame)
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
     }
 
-    fn size_hint(&self) -> hyper::body::SizeHint {
+    fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
 }
@@ -68,7 +70,7 @@ impl hyper::body::Body for Streamed {
 impl Drop for Streamed {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            if hyper::body::Body::is_end_stream(&self.body) {
+            if self.body.is_end_stream() {
                 lease.give_back();
             }
         }
@@ -494,30 +496,27 @@ impl Idle {
     }
 
     /// The most recently returned connection that is ready for a request. Drops
-    /// closed ones, and every one idle past `IDLE_TIMEOUT` (those below the first
-    /// expired one are older still). One not yet ready (its response was read,
-    /// but hyper has still to finish with it) stays for a later checkout.
+    /// closed ones, and the first one idle past `IDLE_TIMEOUT` with all below it
+    /// (older still). One not yet ready (its response was read, but hyper has
+    /// still to finish with it) stays where it is for a later checkout.
     fn checkout(&self, now: Instant) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.lock();
-        let mut finishing = Vec::new();
-        let mut found = None;
-        while let Some(c) = idle.pop_back() {
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let c = &idle[i];
             if now.saturating_duration_since(c.since) > IDLE_TIMEOUT {
-                idle.clear();
-                break;
+                idle.drain(..=i);
+                return None;
             }
             if c.sender.is_ready() {
-                found = Some(c.sender);
-                break;
+                return idle.remove(i).map(|c| c.sender);
             }
-            if !c.sender.is_closed() {
-                finishing.push(c);
+            if c.sender.is_closed() {
+                idle.remove(i);
             }
         }
-        if !finishing.is_empty() {
-            idle.extend(finishing.into_iter().rev());
-        }
-        found
+        None
     }
 }
 

@@ -302,10 +302,11 @@ impl Verifier {
             .map_err(|_| Reject::Malformed("payload is not base64url"))?;
         let claims = Claims::parse(&payload)?;
 
-        let iss = claims
-            .string("iss")
-            .ok_or(Reject::MissingIssuer)?
-            .ok_or_else(|| Reject::BadClaim("iss".into(), "string"))?;
+        let iss = match claims.get("iss") {
+            Some(Claim::String(s)) => s,
+            None => return Err(Reject::MissingIssuer),
+            Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
+        };
         let (idx, policy) = self
             .issuers
             .iter()
@@ -434,10 +435,10 @@ impl Verifier {
         }
 
         let wanted = |aud: &str| policy.audiences.iter().any(|w| w == aud);
-        let aud_ok = match claims.string_or_list("aud") {
-            Some(Ok(StringOrList::String(aud))) => wanted(&aud),
+        let aud_ok = match claims.get("aud") {
+            Some(Claim::String(aud)) => wanted(&aud),
             // Members that are not strings match nothing.
-            Some(Ok(StringOrList::List(list))) => list
+            Some(Claim::List(list)) => list
                 .iter()
                 .any(|a| parse::<JsonStr>(a).is_some_and(|a| wanted(&a.0))),
             _ => false,
@@ -491,10 +492,12 @@ fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
     serde_json::from_str(raw.get()).ok()
 }
 
-/// A claim that may be one string or a list (`aud`, `scp`).
-enum StringOrList<'a> {
+/// A claim value as the checks tell them apart: a string, a list (members
+/// still raw), or anything else.
+enum Claim<'a> {
     String(Cow<'a, str>),
     List(Vec<&'a RawValue>),
+    Other,
 }
 
 /// The payload's claims, each value still raw JSON: a check parses only the
@@ -514,20 +517,13 @@ impl<'a> Claims<'a> {
         self.0.get(name).copied()
     }
 
-    /// `None` when absent, `Some(None)` when present but not a string.
-    fn string(&self, name: &str) -> Option<Option<Cow<'a, str>>> {
-        self.raw(name).map(|raw| parse::<JsonStr>(raw).map(|s| s.0))
-    }
-
-    /// `None` when absent, `Some(Err(()))` when neither a string nor a list.
-    fn string_or_list(&self, name: &str) -> Option<Result<StringOrList<'a>, ()>> {
+    /// `name`'s value, `None` when absent.
+    fn get(&self, name: &str) -> Option<Claim<'a>> {
         let raw = self.raw(name)?;
         Some(match raw.get().as_bytes().first() {
-            Some(b'"') => parse::<JsonStr>(raw)
-                .map(|s| StringOrList::String(s.0))
-                .ok_or(()),
-            Some(b'[') => parse(raw).map(StringOrList::List).ok_or(()),
-            _ => Err(()),
+            Some(b'"') => parse::<JsonStr>(raw).map_or(Claim::Other, |s| Claim::String(s.0)),
+            Some(b'[') => parse(raw).map_or(Claim::Other, Claim::List),
+            _ => Claim::Other,
         })
     }
 
@@ -553,16 +549,14 @@ impl<'a> Claims<'a> {
     /// (`scp`, `permissions`).
     fn scopes(&self, claim: &str) -> Result<Box<[Box<str>]>, Reject> {
         let bad = || Reject::BadClaim(claim.into(), "scope list");
-        match self.string_or_list(claim) {
+        match self.get(claim) {
             None => Ok(Box::new([])),
-            Some(Ok(StringOrList::String(s))) => {
-                Ok(s.split_ascii_whitespace().map(Into::into).collect())
-            }
-            Some(Ok(StringOrList::List(items))) => items
+            Some(Claim::String(s)) => Ok(s.split_ascii_whitespace().map(Into::into).collect()),
+            Some(Claim::List(items)) => items
                 .iter()
                 .map(|v| parse::<JsonStr>(v).map(|s| s.0.into()).ok_or_else(bad))
                 .collect(),
-            Some(Err(())) => Err(bad()),
+            Some(Claim::Other) => Err(bad()),
         }
     }
 }
