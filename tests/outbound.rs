@@ -273,12 +273,24 @@ async fn an_upstream_401_causes_one_refetch_and_one_retry() {
     // The upstream no longer accepts that token (revoked, or expired early).
     o.echo.refuse(first.parse().unwrap());
     let hits = o.echo.hits();
-    let (status, body) = o.call("api.test", "/again", &[]).await;
+    // A small body is kept: the retry is the same request with the new token.
+    let (status, _, body) = send_body(
+        Method::POST,
+        &format!("{}/again?x=1", o.base),
+        &[("host", "api.test".into()), ("x-kept", "yes".into())],
+        bytes::Bytes::from(vec![b'y'; 100]),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(o.echo.hits(), hits + 2, "one refused attempt, one retry");
     assert_eq!(o.issuer.token_calls().len(), 2, "exactly one refetch");
     let second = o.seen_authorization();
     assert_ne!(first, second);
+    let echo = &json(&body)["echo"];
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/again?x=1");
+    assert_eq!(echo["body_bytes"], 100);
+    assert_eq!(echo["headers"]["x-kept"], "yes");
 
     // A body too large to keep is not replayed: the 401 goes back to the app, and
     // a renewal is requested so the app's own retry gets a new token.
