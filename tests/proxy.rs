@@ -329,6 +329,43 @@ async fn connections_that_never_send_a_request_are_closed() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sent_a_request_outlives_the_first_request_deadline() {
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "k")],
+        "",
+        "timeouts: { header_read: 300ms }",
+    )
+    .await;
+    s.ready().await;
+    let tcp = TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut conn, driver) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    // Requests 100 ms apart for 800 ms on the one connection: each wait is within
+    // `header_read`, the whole well past the deadline for a first request.
+    for round in 0..8 {
+        let req = Request::get("/public/x")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = conn.send_request(req).await;
+        let status = resp.as_ref().map(|r| r.status());
+        assert_eq!(
+            status.ok(),
+            Some(StatusCode::OK),
+            "request {round}: {resp:?}"
+        );
+        resp.unwrap().into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.echo.hits(), 8);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn max_connections_bounds_concurrent_connections() {
     let s = Stack::start(
         vec![SigningKey::generate(KeyKind::Rs256, "k")],
