@@ -545,6 +545,8 @@ pub struct Echo {
 struct EchoState {
     hits: AtomicU64,
     last: Mutex<Option<hyper::HeaderMap>>,
+    /// The peer of each request, in order: one address per connection.
+    peers: Mutex<Vec<SocketAddr>>,
     /// `Authorization` values answered with 401.
     refused: Mutex<Vec<HeaderValue>>,
 }
@@ -574,6 +576,16 @@ impl Echo {
         }
     }
 
+    /// The peer address of each request received, in order: requests that came
+    /// on one connection share it.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.state
+            .peers
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
     /// Headers of the last request received.
     pub fn last_headers(&self) -> Option<hyper::HeaderMap> {
         self.state.last.lock().ok().and_then(|l| l.clone())
@@ -587,8 +599,11 @@ impl Drop for Echo {
 }
 
 impl Handler for EchoState {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, _: Downstream) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
         self.hits.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.push(from.peer);
+        }
         let refused = req
             .headers()
             .get(hyper::header::AUTHORIZATION)

@@ -291,6 +291,9 @@ async fn an_upstream_401_causes_one_refetch_and_one_retry() {
     assert_eq!(echo["path"], "/again?x=1");
     assert_eq!(echo["body_bytes"], 100);
     assert_eq!(echo["headers"]["x-kept"], "yes");
+    // The refusal was read to its end, so the replay went on the same connection.
+    let peers = o.echo.peers();
+    assert_eq!(peers[peers.len() - 2], peers[peers.len() - 1]);
 
     // A body too large to keep is not replayed: the 401 goes back to the app, and
     // a renewal is requested so the app's own retry gets a new token.
@@ -317,6 +320,26 @@ async fn an_upstream_401_causes_one_refetch_and_one_retry() {
         "a renewal followed the refused streamed request"
     );
     assert_eq!(o.call("api.test", "/after", &[]).await.0, StatusCode::OK);
+    o.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refusal_goes_back_to_the_app_when_no_newer_token_comes() {
+    let (issuer, echo) = parts().await;
+    let o = start(issuer, echo, "fetch_timeout: 1s", "").await;
+    o.ready().await;
+    assert_eq!(o.call("api.test", "/first", &[]).await.0, StatusCode::OK);
+    o.echo.refuse(o.seen_authorization().parse().unwrap());
+    o.issuer.set_token_failing(true);
+    let hits = o.echo.hits();
+    let (status, body) = o.call("api.test", "/again", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json(&body)["error"],
+        "invalid_token",
+        "the upstream's own answer"
+    );
+    assert_eq!(o.echo.hits(), hits + 1, "not replayed");
     o.app.shutdown().await;
 }
 

@@ -264,13 +264,15 @@ impl Outbound {
         replay: impl Fn(&HeaderValue) -> Request<Body>,
         from: &Downstream,
     ) -> Result<Response<Body>, Failure> {
+        let status = answer.status().as_u16();
+        let answer = self.read_small(answer).await;
         match source
             .cell
             .newer_than(rejected.generation, source.fetch_timeout)
             .await
         {
             Some(fresh) => {
-                tracing::info!(token = %source.cell.name, status = answer.status().as_u16(), "upstream refused the token; retrying once with a new one");
+                tracing::info!(token = %source.cell.name, status, "upstream refused the token; retrying once with a new one");
                 drop(answer);
                 route
                     .upstream
@@ -278,7 +280,27 @@ impl Outbound {
                     .await
                     .map_err(Failure::from)
             }
-            None => Ok(answer),
+            None => answer.map_err(Failure::from),
+        }
+    }
+
+    /// A refusal whose body is announced small enough to keep, read to its end:
+    /// its connection then goes back to the pool (the replay may take it) instead
+    /// of closing with the body unread. Other answers are left as they are.
+    async fn read_small(&self, answer: Response<Body>) -> Result<Response<Body>, ProxyError> {
+        let small = answer
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= self.max_retry_body_bytes as u64);
+        if !small {
+            return Ok(answer);
+        }
+        let (parts, body) = answer.into_parts();
+        match tokio::time::timeout(self.body_timeout, body.collect()).await {
+            Ok(Ok(body)) => Ok(Response::from_parts(parts, full(body.to_bytes()))),
+            Ok(Err(e)) => Err(ProxyError::UpstreamFailed(e.to_string())),
+            Err(_) => Err(ProxyError::UpstreamTimeout),
         }
     }
 }
