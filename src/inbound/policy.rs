@@ -122,12 +122,13 @@ pub fn canonical_path(path: &str) -> Result<(), &'static str> {
         }
         i += 1;
     }
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    for (n, segment) in segments.iter().enumerate() {
-        if *segment == "." || *segment == ".." {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment == "." || segment == ".." {
             return Err("dot segment in path");
         }
-        if segment.is_empty() && n + 1 < segments.len() {
+        // Only the last segment may be empty (a trailing slash).
+        if segment.is_empty() && segments.peek().is_some() {
             return Err("empty path segment (//)");
         }
     }
