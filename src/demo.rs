@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -541,12 +542,15 @@ pub struct Echo {
     shutdown: CancellationToken,
 }
 
+const RECENT_PEERS: usize = 16;
+
 #[derive(Default)]
 struct EchoState {
     hits: AtomicU64,
     last: Mutex<Option<hyper::HeaderMap>>,
-    /// The peer of each request, in order: one address per connection.
-    peers: Mutex<Vec<SocketAddr>>,
+    /// The peers of the latest requests, oldest first (at most `RECENT_PEERS`:
+    /// the demo's echo runs for as long as anyone likes).
+    peers: Mutex<VecDeque<SocketAddr>>,
     /// `Authorization` values answered with 401.
     refused: Mutex<Vec<HeaderValue>>,
 }
@@ -576,13 +580,13 @@ impl Echo {
         }
     }
 
-    /// The peer address of each request received, in order: requests that came
-    /// on one connection share it.
-    pub fn peers(&self) -> Vec<SocketAddr> {
+    /// The peer addresses of the latest requests, oldest first:
+    /// requests that came on one connection share it.
+    pub fn recent_peers(&self) -> Vec<SocketAddr> {
         self.state
             .peers
             .lock()
-            .map(|p| p.clone())
+            .map(|p| p.iter().copied().collect())
             .unwrap_or_default()
     }
 
@@ -602,7 +606,10 @@ impl Handler for EchoState {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
         self.hits.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut peers) = self.peers.lock() {
-            peers.push(from.peer);
+            if peers.len() == RECENT_PEERS {
+                peers.pop_front();
+            }
+            peers.push_back(from.peer);
         }
         let refused = req
             .headers()

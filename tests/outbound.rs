@@ -292,7 +292,7 @@ async fn an_upstream_401_causes_one_refetch_and_one_retry() {
     assert_eq!(echo["body_bytes"], 100);
     assert_eq!(echo["headers"]["x-kept"], "yes");
     // The refusal was read to its end, so the replay went on the same connection.
-    let peers = o.echo.peers();
+    let peers = o.echo.recent_peers();
     assert_eq!(peers[peers.len() - 2], peers[peers.len() - 1]);
 
     // A body too large to keep is not replayed: the 401 goes back to the app, and
