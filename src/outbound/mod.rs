@@ -51,7 +51,8 @@ pub struct Outbound {
     metrics: Arc<Metrics>,
     max_header_bytes: usize,
     max_retry_body_bytes: usize,
-    /// Time allowed to receive a body that is kept for a possible replay.
+    /// Time allowed to receive a body kept for a retry: the request to replay,
+    /// or the refusal read before replaying.
     body_timeout: Duration,
     duration: Histogram,
     /// Request counters for requests no route took.
@@ -208,10 +209,9 @@ impl Outbound {
         let body = if body.is_end_stream() {
             Bytes::new()
         } else {
-            let collect = Limited::new(body, self.max_retry_body_bytes).collect();
-            match tokio::time::timeout(self.body_timeout, collect).await {
-                Ok(Ok(b)) => b.to_bytes(),
-                Ok(Err(_)) | Err(_) => {
+            match self.read_kept(body).await {
+                Some(body) => body,
+                None => {
                     return (
                         &route.counters,
                         Err(ProxyError::BadRequest(
@@ -297,10 +297,25 @@ impl Outbound {
             return Ok(answer);
         }
         let (parts, body) = answer.into_parts();
-        match tokio::time::timeout(self.body_timeout, body.collect()).await {
-            Ok(Ok(body)) => Ok(Response::from_parts(parts, full(body.to_bytes()))),
-            Ok(Err(e)) => Err(ProxyError::UpstreamFailed(e.to_string())),
-            Err(_) => Err(ProxyError::UpstreamTimeout),
+        match self.read_kept(body).await {
+            Some(body) => Ok(Response::from_parts(parts, full(body))),
+            None => Err(ProxyError::UpstreamFailed(
+                "the refusal's body ended early or stalled".into(),
+            )),
+        }
+    }
+
+    /// A body kept in memory for a retry, read to its end: `None` when it
+    /// fails, outgrows `max_retry_body_bytes` or stalls past `body_timeout`.
+    async fn read_kept<B>(&self, body: B) -> Option<Bytes>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let read = Limited::new(body, self.max_retry_body_bytes).collect();
+        match tokio::time::timeout(self.body_timeout, read).await {
+            Ok(Ok(body)) => Some(body.to_bytes()),
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 }
