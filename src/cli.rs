@@ -439,12 +439,17 @@ async fn verify(path: &Path, token: &str, req_path: &str, method: &str, host: &s
         scopes.join(" ")
     );
     match find_rule(guard.rules(), &method, host, req_path) {
-        None => {
+        Err(why) => {
+            println!("  FAIL  {:<14} {why}", "rule");
+            println!("result: REJECTED with 400 bad_request");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Ok(None) => {
             println!("  FAIL  {:<14} no rule matches {method} {req_path}", "rule");
             println!("result: REJECTED with 403 access_denied");
             ExitCode::from(EXIT_FAILURE)
         }
-        Some((n, rule)) => match &rule.access {
+        Ok(Some((n, rule))) => match &rule.access {
             Access::Anonymous => {
                 println!(
                     "  ok    {:<14} rules[{n}] {} allows anonymous access",

@@ -143,7 +143,10 @@ pub async fn serve<H: Handler>(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let from = Downstream::new(peer, tls.is_some());
+        // The slot goes with the connection's facts: the service holds it for
+        // as long as the connection is served, and a tunnel the connection
+        // becomes holds it until the tunnel closes.
+        let from = Downstream::new(peer, tls.is_some()).holding(slot);
         // Set by the first request; a connection that sends none within the
         // header-read timeout (idle TCP, idle TLS, silent h2) is closed.
         let active = Arc::new(AtomicBool::new(false));
@@ -160,7 +163,6 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         let first_request = opts.header_read_timeout;
         tokio::spawn(async move {
-            let _slot = slot;
             let deadline = tokio::time::Instant::now() + first_request;
             let result = match tls {
                 None => {

@@ -1,6 +1,7 @@
 //! HTTP clients and the forwarding step shared by both directions: a pooled
 //! client for token and JWKS fetches, a connection pool per upstream, URI
-//! rewrite, hop-by-hop removal, `X-Forwarded-*`, timeouts, upgrades.
+//! rewrite, hop-by-hop removal, `X-Forwarded-*` and `Forwarded`, timeouts,
+//! WebSocket upgrades and their tunnels.
 
 use crate::error::ProxyError;
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{PathAndQuery, Scheme};
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -17,9 +18,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tower_service::Service;
 
 /// Body of every request and response tokengate produces: streamed through, or a small local answer.
@@ -204,6 +208,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// Returns the `Upgrade` value when the message asks for a protocol upgrade.
@@ -259,6 +264,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade.filter(|_| upgrade_requested)
 }
 
+/// PURE: whether a request offering `upgrade` (the `Upgrade` value
+/// [`strip_hop_by_hop`] returned) may switch to WebSocket (RFC 6455: an HTTP/1.1
+/// GET), the one protocol tokengate splices. Every other offer is dropped and
+/// the request goes on as plain HTTP, as RFC 9110 §7.8 lets a server ignore
+/// `Upgrade`: an h2c tunnel would carry HTTP/2 requests no rule ever saw, and an
+/// unknown protocol is a tunnel nobody checked. A list naming WebSocket among
+/// others (`websocket, h2c`) is offered as WebSocket alone.
+pub fn offers_websocket(method: &Method, version: Version, upgrade: Option<&HeaderValue>) -> bool {
+    version == Version::HTTP_11
+        && method == Method::GET
+        && upgrade.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
+}
+
+/// PURE: a 101 switches to WebSocket: exactly one `Upgrade`, naming it. A 101
+/// naming another protocol or none would open a tunnel that was never asked for.
+fn switched_to_websocket(headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    let first = upgrades.next();
+    upgrades.next().is_none()
+        && first
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
+
 /// Where requests are forwarded.
 pub struct Upstream {
     pool: Pool,
@@ -268,12 +302,16 @@ pub struct Upstream {
     /// Path prefix of the upstream URL without a trailing slash ("" for none).
     base_path: String,
     response_timeout: Duration,
+    /// An upgraded connection with no traffic either way this long is closed.
+    tunnel_idle: Duration,
 }
 
 /// Which side of the app a forward serves; decides Host and `X-Forwarded-*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
-    /// To the app on loopback: keep the caller's Host, add `X-Forwarded-For/Proto/Host`.
+    /// To the app on loopback: keep the Host the guard settled on, and set
+    /// `X-Forwarded-For/Proto/Host` and `Forwarded`, which tokengate owns (the
+    /// caller's were removed before the rules ran).
     Inbound,
     /// From the app to an API: Host becomes the upstream's, and nothing about the
     /// app's network is added.
@@ -288,14 +326,38 @@ pub struct Downstream {
     pub tls: bool,
     /// The peer's IP, ready for `X-Forwarded-For`.
     peer_ip: HeaderValue,
+    /// `for=…;proto=…`, ready for `Forwarded` (RFC 7239).
+    forwarded: HeaderValue,
+    /// The connection's place under `limits.max_connections`, held for as long
+    /// as the connection or a tunnel it became is open.
+    slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl Downstream {
     pub fn new(peer: SocketAddr, tls: bool) -> Downstream {
+        let proto = if tls { "https" } else { "http" };
+        // RFC 7239 §6: an IPv6 address is bracketed and quoted.
+        let forwarded = match peer.ip() {
+            std::net::IpAddr::V4(ip) => format!("for={ip};proto={proto}"),
+            std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto={proto}"),
+        };
         // An IP address always formats to a valid header value.
-        let peer_ip = HeaderValue::try_from(peer.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"));
-        Downstream { peer, tls, peer_ip }
+        let valid = |text: String| {
+            HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("unknown"))
+        };
+        Downstream {
+            peer,
+            tls,
+            peer_ip: valid(peer.ip().to_string()),
+            forwarded: valid(forwarded),
+            slot: None,
+        }
+    }
+
+    /// This connection holds `slot` (and so does any tunnel it becomes).
+    pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Downstream {
+        self.slot = Some(Arc::new(slot));
+        self
     }
 }
 
@@ -304,6 +366,7 @@ impl Upstream {
         client: HttpClient,
         url: &Uri,
         response_timeout: Duration,
+        tunnel_idle: Duration,
         direction: Direction,
     ) -> Result<Self, String> {
         let authority = url
@@ -327,23 +390,27 @@ impl Upstream {
                 .map_err(|e| format!("upstream URL: {e}"))?,
             base_path: url.path().trim_end_matches('/').to_string(),
             response_timeout,
+            tunnel_idle,
         })
     }
 
     /// Sends `req` upstream and returns the answer (streamed). The caller has
     /// already removed hop-by-hop headers with [`strip_hop_by_hop`] (before adding
     /// any header of its own, so `Connection` cannot name those away) and passes
-    /// the requested `upgrade`, which is spliced through on a 101.
+    /// the `Upgrade` it returned: a WebSocket upgrade ([`offers_websocket`]) is
+    /// asked of the upstream, and spliced through if it switches to WebSocket.
+    /// Any other 101 is a 502.
     pub async fn forward(
         &self,
         req: Request<Body>,
         from: &Downstream,
         upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, ProxyError> {
+        let websocket = offers_websocket(req.method(), req.version(), upgrade.as_ref());
         // The rewrite is synchronous and kept out of this future: every request's
         // future is moved (copied) by hyper, and state held here would add to it.
-        let mut req = self.upstream_request(req, from, upgrade.as_ref())?;
-        let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let mut req = self.upstream_request(req, from, websocket)?;
+        let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut resp, lease) =
             match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await {
                 Err(_) => return Err(ProxyError::UpstreamTimeout),
@@ -352,20 +419,23 @@ impl Upstream {
             };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(downstream) = downstream_upgrade {
-                let upstream = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(down),
-                            &mut TokioIo::new(up),
-                        )
-                        .await;
-                    }
-                });
-                // The connection now carries the upgraded protocol.
-                return Ok(resp.map(streamed));
-            }
+            let Some(downstream) =
+                downstream_upgrade.filter(|_| switched_to_websocket(resp.headers()))
+            else {
+                return Err(ProxyError::UpstreamFailed(
+                    "switched protocols without the WebSocket upgrade asked for".into(),
+                ));
+            };
+            let upstream = hyper::upgrade::on(&mut resp);
+            let (slot, idle) = (from.slot.clone(), self.tunnel_idle);
+            tokio::spawn(async move {
+                if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
+                    tunnel(TokioIo::new(down), TokioIo::new(up), idle).await;
+                }
+                drop(slot);
+            });
+            // The connection now carries the upgraded protocol.
+            return Ok(resp.map(streamed));
         }
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(|body| {
@@ -376,42 +446,42 @@ impl Upstream {
         }))
     }
 
-    /// `req` as this upstream gets it: Host and `X-Forwarded-*` for the direction,
-    /// the upgrade asked for, and an origin-form target under the base path.
+    /// `req` as this upstream gets it: Host, `X-Forwarded-*` and `Forwarded` for
+    /// the direction, the WebSocket upgrade if it is one, and an origin-form
+    /// target under the base path.
     fn upstream_request(
         &self,
         req: Request<Body>,
         from: &Downstream,
-        upgrade: Option<&HeaderValue>,
+        websocket: bool,
     ) -> Result<Request<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        if let Some(proto) = upgrade {
+        if websocket {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto.clone());
+            parts.headers.insert(header::UPGRADE, WEBSOCKET.clone());
         }
         let host = match self.direction {
             Direction::Inbound => {
-                append_forwarded_for(&mut parts.headers, &from.peer_ip);
-                parts.headers.insert(
+                let headers = &mut parts.headers;
+                headers.insert(X_FORWARDED_FOR.clone(), from.peer_ip.clone());
+                headers.insert(
                     X_FORWARDED_PROTO.clone(),
                     HeaderValue::from_static(if from.tls { "https" } else { "http" }),
                 );
-                // The caller's Host (or an absolute-form target's authority) goes
-                // on; the upstream's only when the caller named none.
-                let caller = parts.headers.get(header::HOST).cloned().or_else(|| {
-                    parts
-                        .uri
-                        .authority()
-                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                });
-                match caller {
+                headers.insert(FORWARDED.clone(), from.forwarded.clone());
+                // The guard put the canonical host in Host; without one the
+                // upstream's own goes, and no forwarded host at all.
+                match headers.get(header::HOST).cloned() {
                     Some(host) => {
-                        parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+                        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
                         host
                     }
-                    None => self.host.clone(),
+                    None => {
+                        headers.remove(&X_FORWARDED_HOST);
+                        self.host.clone()
+                    }
                 }
             }
             Direction::Outbound => self.host.clone(),
@@ -435,6 +505,81 @@ impl Upstream {
         };
         // Origin-form: the connection already goes to this upstream.
         Ok(Uri::from(path_and_query))
+    }
+}
+
+/// Copies both ways until either side closes or nothing has moved either way
+/// for `idle`.
+async fn tunnel<D, U>(down: D, up: U, idle: Duration)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = tokio::time::Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut down = Noted::new(down, start, last.clone());
+    let mut up = Noted::new(up, start, last.clone());
+    let idle_out = async {
+        loop {
+            let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+            if deadline <= tokio::time::Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+        () = idle_out => tracing::debug!(idle = ?idle, "tunnel idle; closed"),
+    }
+}
+
+/// A tunnel's end that notes when it last read anything, in milliseconds since
+/// the tunnel opened (shared by both ends: traffic either way counts).
+struct Noted<T> {
+    io: T,
+    start: tokio::time::Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<T> Noted<T> {
+    fn new(io: T, start: tokio::time::Instant, last: Arc<AtomicU64>) -> Self {
+        Noted { io, start, last }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Noted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = ready!(Pin::new(&mut self.io).poll_read(cx, buf));
+        if buf.filled().len() > before {
+            let ms = self.start.elapsed().as_millis();
+            self.last
+                .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Noted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -575,19 +720,6 @@ impl Pool {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => {
-            HeaderValue::try_from(format!("{prior}, {}", ip.to_str().unwrap_or_default())).ok()
-        }
-        _ => None,
-    };
-    headers.insert(
-        X_FORWARDED_FOR.clone(),
-        appended.unwrap_or_else(|| ip.clone()),
-    );
-}
-
 /// Total bytes of header names and values, the measure `max_header_bytes` limits.
 pub fn header_bytes(headers: &HeaderMap) -> usize {
     headers
@@ -607,7 +739,8 @@ mod tests {
     fn forward_future_stays_small() {
         let client = http_client(Duration::from_secs(1), None).unwrap();
         let url = Uri::from_static("http://127.0.0.1:1/base");
-        let up = Upstream::new(client, &url, Duration::from_secs(1), Direction::Inbound).unwrap();
+        let second = Duration::from_secs(1);
+        let up = Upstream::new(client, &url, second, second, Direction::Inbound).unwrap();
         let from = Downstream::new(([127, 0, 0, 1], 1).into(), false);
         let forward = up.forward(Request::new(full("")), &from, None);
         let size = std::mem::size_of_val(&forward);
@@ -683,15 +816,115 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends() {
-        let mut h = HeaderMap::new();
-        let ip = |peer: &str| Downstream::new(peer.parse().unwrap(), false).peer_ip;
-        append_forwarded_for(&mut h, &ip("10.1.2.3:5000"));
-        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
-        append_forwarded_for(&mut h, &ip("127.0.0.1:1"));
-        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3, 127.0.0.1");
-        append_forwarded_for(&mut h, &ip("[2001:db8::1]:443"));
-        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3, 127.0.0.1, 2001:db8::1");
+    fn forwarding_values_are_worked_out_per_connection() {
+        for (peer, tls, ip, forwarded) in [
+            (
+                "10.1.2.3:5000",
+                false,
+                "10.1.2.3",
+                "for=10.1.2.3;proto=http",
+            ),
+            (
+                "127.0.0.1:1",
+                true,
+                "127.0.0.1",
+                "for=127.0.0.1;proto=https",
+            ),
+            (
+                "[2001:db8::1]:443",
+                false,
+                "2001:db8::1",
+                "for=\"[2001:db8::1]\";proto=http",
+            ),
+        ] {
+            let from = Downstream::new(peer.parse().unwrap(), tls);
+            assert_eq!(from.peer_ip, ip);
+            assert_eq!(from.forwarded, forwarded);
+        }
+    }
+
+    #[test]
+    fn only_websocket_upgrades_on_an_http11_get() {
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        let v = |s: &'static str| Some(HeaderValue::from_static(s));
+        let cases = [
+            (Method::GET, HTTP_11, v("websocket"), true),
+            (Method::GET, HTTP_11, v("WebSocket"), true),
+            (Method::GET, HTTP_11, v("h2c, websocket"), true),
+            (Method::GET, HTTP_11, v("h2c"), false),
+            (Method::GET, HTTP_11, v("H2C"), false),
+            (Method::GET, HTTP_11, v("echo"), false),
+            (Method::GET, HTTP_11, v("websocketx"), false),
+            (Method::GET, HTTP_11, v("TLS/1.2"), false),
+            (Method::GET, HTTP_11, None, false),
+            (Method::POST, HTTP_11, v("websocket"), false),
+            (Method::GET, HTTP_10, v("websocket"), false),
+            (Method::GET, HTTP_2, v("websocket"), false),
+        ];
+        for (method, version, upgrade, want) in cases {
+            assert_eq!(
+                offers_websocket(&method, version, upgrade.as_ref()),
+                want,
+                "{method} {version:?} {upgrade:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_101_must_name_websocket_alone() {
+        let cases: [(&[&str], bool); 6] = [
+            (&["websocket"], true),
+            (&["WebSocket"], true),
+            (&[], false),
+            (&["h2c"], false),
+            (&["websocket, h2c"], false),
+            (&["websocket", "h2c"], false),
+        ];
+        for (upgrades, want) in cases {
+            let mut h = HeaderMap::new();
+            for u in upgrades {
+                h.append(header::UPGRADE, HeaderValue::from_static(u));
+            }
+            assert_eq!(switched_to_websocket(&h), want, "{upgrades:?}");
+        }
+    }
+
+    /// A tunnel closes once nothing has moved for its idle time, and not before:
+    /// traffic either way keeps it open (paused clock: no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn tunnels_close_when_idle() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, down) = tokio::io::duplex(64);
+        let (up, mut app) = tokio::io::duplex(64);
+        let idle = Duration::from_secs(10);
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(tunnel(down, up, idle));
+        let mut buf = [0u8; 4];
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client.write_all(b"ping").await.unwrap();
+            app.read_exact(&mut buf).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            app.write_all(b"pong").await.unwrap();
+            client.read_exact(&mut buf).await.unwrap();
+        }
+        assert!(
+            !task.is_finished(),
+            "traffic every 6 s keeps a 10 s tunnel open"
+        );
+        task.await.unwrap();
+        let lived = started.elapsed();
+        assert!(
+            lived >= Duration::from_secs(46) && lived < Duration::from_secs(47),
+            "closed {lived:?} after opening: 10 s after the last traffic at 36 s"
+        );
+        assert_eq!(
+            client.read(&mut buf).await.unwrap(),
+            0,
+            "the caller's end is closed"
+        );
     }
 
     #[test]
@@ -700,6 +933,7 @@ mod tests {
         let up = Upstream::new(
             client.clone(),
             &"http://127.0.0.1:8080".parse().unwrap(),
+            Duration::from_secs(1),
             Duration::from_secs(1),
             Direction::Inbound,
         )
@@ -711,6 +945,7 @@ mod tests {
         let up = Upstream::new(
             client,
             &"https://app.local/base/".parse().unwrap(),
+            Duration::from_secs(1),
             Duration::from_secs(1),
             Direction::Outbound,
         )

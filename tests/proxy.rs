@@ -146,7 +146,7 @@ async fn request_bodies_stream_through() {
     s.stop().await;
 }
 
-/// An upstream that accepts `Upgrade: echo`, answers 101 and echoes raw bytes.
+/// An upstream that accepts `Upgrade: websocket`, answers 101 and echoes raw bytes.
 async fn upgrade_upstream() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -170,7 +170,7 @@ async fn upgrade_upstream() -> std::net::SocketAddr {
                         let resp = hyper::Response::builder()
                             .status(StatusCode::SWITCHING_PROTOCOLS)
                             .header("connection", "upgrade")
-                            .header("upgrade", "echo")
+                            .header("upgrade", "websocket")
                             .body(Full::new(Bytes::new()))
                             .unwrap();
                         Ok::<_, std::convert::Infallible>(resp)
@@ -187,12 +187,12 @@ async fn upgrade_upstream() -> std::net::SocketAddr {
 }
 
 #[tokio::test]
-async fn protocol_upgrades_pass_through() {
+async fn websocket_upgrades_pass_through() {
     let upstream = upgrade_upstream().await;
     let (_issuer, app) = guard_for(&format!("http://{upstream}"), "").await;
     let mut conn = TcpStream::connect(app.inbound_addr.unwrap()).await.unwrap();
     conn.write_all(
-        b"GET /public/ws HTTP/1.1\r\nHost: guard\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        b"GET /public/ws HTTP/1.1\r\nHost: guard\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await
     .unwrap();
@@ -208,7 +208,7 @@ async fn protocol_upgrades_pass_through() {
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: echo"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
     conn.write_all(b"ping over the tunnel").await.unwrap();
     let mut echoed = [0u8; 20];
     tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut echoed))

@@ -146,6 +146,9 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// In-flight drain on SIGTERM; default 20s.
     pub drain: Duration,
+    /// An upgraded (WebSocket) connection with no traffic either way for this
+    /// long is closed; default 5m (Envoy's stream idle timeout).
+    pub tunnel_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -155,6 +158,7 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(2),
             upstream_response: Duration::from_secs(30),
             drain: Duration::from_secs(20),
+            tunnel_idle: Duration::from_secs(300),
         }
     }
 }
@@ -478,7 +482,7 @@ impl Validator<'_> {
         let mut field = |name: &str, value: &Option<String>, default| {
             self.duration(&format!("{prefix}.{name}"), value.as_ref(), default)
         };
-        Timeouts {
+        let timeouts = Timeouts {
             header_read: field("header_read", &raw.header_read, d.header_read),
             upstream_connect: field(
                 "upstream_connect",
@@ -491,7 +495,12 @@ impl Validator<'_> {
                 d.upstream_response,
             ),
             drain: field("drain", &raw.drain, d.drain),
+            tunnel_idle: field("tunnel_idle", &raw.tunnel_idle, d.tunnel_idle),
+        };
+        if timeouts.tunnel_idle.is_zero() {
+            self.error(format!("{prefix}.tunnel_idle"), "must be greater than zero");
         }
+        timeouts
     }
 
     fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {

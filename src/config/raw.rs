@@ -106,6 +106,7 @@ pub struct RawTimeouts {
     pub upstream_connect: Option<String>,
     pub upstream_response: Option<String>,
     pub drain: Option<String>,
+    pub tunnel_idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,13 +1,17 @@
 //! The inbound guard. Each request runs these phases in order:
-//! ready? → limits and shape (header size, one Host, canonical path) → strip
-//! hop-by-hop and identity headers → match rule → extract token → verify (cache,
-//! then the pure verifier, refetching keys once for an unknown kid) → authorize →
-//! set identity headers → forward → record.
+//! ready? → limits and shape (header size; method spelling, one canonical host,
+//! canonical path) → strip hop-by-hop headers, then every header a caller may not
+//! send (identity, `X-Forwarded-*`, `Forwarded`, method and path overrides) →
+//! match rule (every common reading of the request agreeing) → extract token →
+//! verify (cache, then the pure verifier, refetching keys once for an unknown
+//! kid) → authorize → set identity headers and the canonical Host → forward →
+//! record.
 
 pub mod cache;
 pub mod jwks;
 pub mod keys;
 pub mod policy;
+pub mod shape;
 pub mod verify;
 
 use crate::config::{InboundConfig, Mode};
@@ -25,6 +29,7 @@ use jwks::{unix_now, Jwks};
 use keys::KeySnapshot;
 use policy::{canonical_path, find_rule, Access, Requirements, RouteRule, Shortfall};
 use prometheus::{Histogram, IntCounter};
+use shape::{method_spelling, request_host, strip_caller_headers, Host};
 use std::sync::Arc;
 use std::time::Instant;
 use verify::{Reject, VerifiedToken, Verifier};
@@ -38,7 +43,8 @@ pub struct Inbound {
     jwks: Arc<Jwks>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
-    /// Identity headers, removed from every incoming request.
+    /// Identity headers, removed from every incoming request (with the other
+    /// headers a caller may not send, [`strip_caller_headers`]).
     identity_headers: Vec<HeaderName>,
     keep_authorization: bool,
     max_header_bytes: usize,
@@ -112,6 +118,7 @@ impl Inbound {
             client,
             &config.upstream,
             config.timeouts.upstream_response,
+            config.timeouts.tunnel_idle,
             Direction::Inbound,
         )?;
         Ok(Arc::new(Inbound {
@@ -179,24 +186,22 @@ impl Inbound {
         if header_bytes(req.headers()) > self.max_header_bytes {
             return (&self.unrouted, Err(ProxyError::HeadersTooLarge.into()));
         }
-        if req.headers().get_all(HOST).iter().nth(1).is_some() {
-            return (
-                &self.unrouted,
-                Err(ProxyError::BadRequest("more than one Host header").into()),
-            );
-        }
-        if let Err(why) = canonical_path(req.uri().path()) {
-            return (&self.unrouted, Err(ProxyError::BadRequest(why).into()));
-        }
+        let host = match shape(&req) {
+            Ok(host) => host,
+            Err(why) => return (&self.unrouted, Err(ProxyError::BadRequest(why).into())),
+        };
         // Hop-by-hop first: nothing added below can then be named away by `Connection`.
         let upgrade = strip_hop_by_hop(req.headers_mut());
-        strip_identity_headers(req.headers_mut(), &self.identity_headers);
-        let found = find_rule(
+        strip_caller_headers(req.headers_mut(), &self.identity_headers);
+        let found = match find_rule(
             &self.rules,
             req.method(),
-            request_host(&req),
+            host.as_ref().map_or("", Host::name),
             req.uri().path(),
-        );
+        ) {
+            Ok(found) => found,
+            Err(why) => return (&self.unrouted, Err(ProxyError::BadRequest(why).into())),
+        };
         let rule = found.map(|(_, r)| r);
         let counters = found.map_or(&self.unrouted, |(i, _)| &self.rule_counters[i]);
         let route = counters.route.as_str();
@@ -236,6 +241,12 @@ impl Inbound {
         if !self.keep_authorization {
             req.headers_mut().remove(AUTHORIZATION);
         }
+        // The app reads the host the rules matched, in its one spelling (or,
+        // when the caller named none, the upstream's own: see `Upstream`).
+        match host {
+            Some(host) => req.headers_mut().insert(HOST, host.into_value()),
+            None => req.headers_mut().remove(HOST),
+        };
         (
             counters,
             self.upstream
@@ -305,29 +316,13 @@ impl Handler for Inbound {
     }
 }
 
-/// PURE: removes the identity headers a caller may have sent, including
-/// underscore spellings (`X_Auth_Subject`) that CGI-style servers read as the same name.
-fn strip_identity_headers(headers: &mut HeaderMap, identity: &[HeaderName]) {
-    for h in identity {
-        headers.remove(h);
-    }
-    if headers.keys().any(|k| k.as_str().contains('_')) {
-        let same = |k: &HeaderName, h: &HeaderName| {
-            k.as_str().len() == h.as_str().len()
-                && k.as_str()
-                    .bytes()
-                    .zip(h.as_str().bytes())
-                    .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
-        };
-        let spoofs: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| identity.iter().any(|h| same(k, h)))
-            .cloned()
-            .collect();
-        for s in spoofs {
-            headers.remove(s);
-        }
-    }
+/// PURE: the request's shape, or why it has no one meaning (a 400): the
+/// method's spelling, its one canonical host, and its path.
+fn shape<B>(req: &Request<B>) -> Result<Option<Host>, &'static str> {
+    method_spelling(req.method())?;
+    let host = request_host(req.version(), req.uri(), req.headers())?;
+    canonical_path(req.uri().path())?;
+    Ok(host)
 }
 
 /// PURE: maps a rule's shortfall to the denial the caller sees.
@@ -341,7 +336,12 @@ fn check(requirements: &Requirements, token: &VerifiedToken) -> Result<(), Denia
 /// PURE: the bearer token of a request, as the header's bytes: a cache hit
 /// needs nothing more (see [`token_text`]). `Ok(None)` when there is no
 /// `Authorization` header or it uses another scheme; several `Authorization`
-/// headers are malformed.
+/// headers are malformed. A value an app could read as a bearer token is one,
+/// verified or refused, however its scheme is spelled or separated: anything
+/// starting with `bearer` in any case must go on with white space (space or
+/// tab) and a token, or it is malformed (`Bearer:x`, `Bearer=x`, `Bearerx`).
+/// Otherwise permissive mode, which lets a request without a token through,
+/// would carry a token nobody verified to an app that reads it.
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&[u8]>, Reject> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
@@ -351,14 +351,18 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&[u8]>, Reject> {
         return Err(Reject::Malformed("more than one Authorization header"));
     }
     let value = value.as_bytes();
-    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
-        Some(space) => (&value[..space], &value[space + 1..]),
-        None => (value, &b""[..]),
-    };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Ok(None);
+    match value.get(..6) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer") => {}
+        _ => return Ok(None),
     }
-    let token = rest.trim_ascii();
+    let after_scheme = &value[6..];
+    let token = after_scheme.trim_ascii_start();
+    if token.len() == after_scheme.len() && !token.is_empty() {
+        return Err(Reject::Malformed(
+            "the Bearer scheme must be followed by white space",
+        ));
+    }
+    let token = token.trim_ascii_end();
     if token.is_empty() {
         return Err(Reject::Malformed("empty bearer token"));
     }
@@ -374,26 +378,6 @@ pub fn token_text(token: &[u8]) -> Result<&str, Reject> {
         Ok(text) if token.iter().all(visible) => Ok(text),
         _ => Err(Reject::Malformed("Authorization header is not ASCII")),
     }
-}
-
-/// Host the request was sent to, without port (`Host` header, else the URI authority).
-fn request_host<B>(req: &Request<B>) -> &str {
-    let raw = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    strip_port(raw)
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(h, _)| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 #[cfg(test)]
@@ -416,7 +400,41 @@ mod tests {
             (vec!["Bearer abc.def.ghi"], Ok(Some(b"abc.def.ghi"))),
             (vec!["bearer abc"], Ok(Some(b"abc"))),
             (vec!["BEARER   abc  "], Ok(Some(b"abc"))),
+            (vec!["Bearer\tabc"], Ok(Some(b"abc"))),
+            (vec!["bearer \t abc"], Ok(Some(b"abc"))),
             (vec!["Basic dXNlcjpwYXNz"], Ok(None)),
+            (vec!["Token abc"], Ok(None)),
+            (vec!["Beare abc"], Ok(None)),
+            (
+                vec!["Bearer:abc"],
+                Err(Reject::Malformed(
+                    "the Bearer scheme must be followed by white space",
+                )),
+            ),
+            (
+                vec!["Bearer=abc"],
+                Err(Reject::Malformed(
+                    "the Bearer scheme must be followed by white space",
+                )),
+            ),
+            (
+                vec!["bearer,abc"],
+                Err(Reject::Malformed(
+                    "the Bearer scheme must be followed by white space",
+                )),
+            ),
+            (
+                vec!["Bearerabc"],
+                Err(Reject::Malformed(
+                    "the Bearer scheme must be followed by white space",
+                )),
+            ),
+            (
+                vec!["Bearer: abc"],
+                Err(Reject::Malformed(
+                    "the Bearer scheme must be followed by white space",
+                )),
+            ),
             (vec!["Bearer"], Err(Reject::Malformed("empty bearer token"))),
             (
                 vec!["Bearer   "],
@@ -455,43 +473,5 @@ mod tests {
         );
         let token = bearer_token(&h).unwrap().unwrap();
         assert_eq!(token_text(token), not_ascii);
-    }
-
-    #[test]
-    fn identity_headers_and_their_underscore_spellings_are_stripped() {
-        let identity = [
-            HeaderName::from_static("x-auth-subject"),
-            HeaderName::from_static("x-auth-roles"),
-        ];
-        let mut h = HeaderMap::new();
-        for (k, v) in [
-            ("x-auth-subject", "a"),
-            ("x_auth_subject", "b"),
-            ("x_auth-roles", "c"),
-            ("x_other", "d"),
-            ("x-auth-subjectx", "e"),
-        ] {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_static(v),
-            );
-        }
-        strip_identity_headers(&mut h, &identity);
-        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        left.sort();
-        assert_eq!(left, ["x-auth-subjectx", "x_other"]);
-    }
-
-    #[test]
-    fn host_without_port() {
-        for (raw, want) in [
-            ("api.local", "api.local"),
-            ("api.local:8443", "api.local"),
-            ("[::1]:80", "[::1]"),
-            ("[::1]", "[::1]"),
-            ("", ""),
-        ] {
-            assert_eq!(strip_port(raw), want, "{raw}");
-        }
     }
 }

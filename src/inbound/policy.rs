@@ -1,9 +1,12 @@
-//! PURE: compiled route rules. `RuleSet::find` picks the first rule matching
-//! method, host and path (prefix by segment); `Requirements::check` decides whether
-//! a verified token satisfies it.
+//! PURE: compiled route rules. [`find_rule`] picks the first rule matching
+//! method, host and path (prefix by segment), checking that the readings apps
+//! commonly give a request agree; [`canonical_path`] refuses the path spellings
+//! an app could read as another path; `Requirements::check` decides whether a
+//! verified token satisfies a rule.
 
 use super::verify::VerifiedToken;
 use hyper::Method;
+use unicode_normalization::UnicodeNormalization;
 
 /// One entry of `inbound.rules`, validated.
 #[derive(Debug, Clone)]
@@ -15,6 +18,8 @@ pub struct RouteRule {
     methods: Option<Vec<Method>>,
     host: Option<String>,
     pub access: Access,
+    /// The prefix has upper-case letters: case-folded readings must be checked.
+    prefix_has_upper: bool,
 }
 
 /// What a matching request needs.
@@ -55,6 +60,7 @@ impl RouteRule {
     ) -> Self {
         let trimmed = prefix.trim_end_matches('/');
         RouteRule {
+            prefix_has_upper: trimmed.bytes().any(|b| b.is_ascii_uppercase()),
             name,
             prefix: if trimmed.is_empty() {
                 "/".into()
@@ -69,7 +75,15 @@ impl RouteRule {
 
     /// `host` is the request authority without port (compared case-insensitively).
     pub fn matches(&self, method: &Method, host: &str, path: &str) -> bool {
-        path_has_prefix(path, &self.prefix)
+        self.matches_as(method, host, path, Case::Exact)
+    }
+
+    fn matches_as(&self, method: &Method, host: &str, path: &str, case: Case) -> bool {
+        let prefix = match case {
+            Case::Exact => path_has_prefix(path, &self.prefix),
+            Case::Folded => path_has_prefix_folded(path, &self.prefix),
+        };
+        prefix
             && self.methods.as_ref().is_none_or(|ms| ms.contains(method))
             && self
                 .host
@@ -89,36 +103,71 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
     }
 }
 
+/// [`path_has_prefix`], ignoring ASCII case.
+fn path_has_prefix_folded(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let (path, prefix) = (path.as_bytes(), prefix.as_bytes());
+    path.len() >= prefix.len()
+        && path[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && path.get(prefix.len()).is_none_or(|&b| b == b'/')
+}
+
+/// How a path is compared with a rule's prefix.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    Exact,
+    /// As apps that route case-insensitively read it (Express and ASP.NET by
+    /// default, IIS, anything on a case-insensitive file system).
+    Folded,
+}
+
 /// PURE: accepts only paths whose meaning cannot differ between tokengate and
-/// the app behind it, so a rule cannot be sidestepped by spelling: no dot
-/// segments, no empty segments (`//`), no `\\` or `;` (path parameters), no
-/// percent-encoded unreserved characters, slashes, backslashes or NUL.
+/// the app behind it, so a rule cannot be sidestepped by spelling. Refused:
+/// - dot segments and empty segments (`//`), `\\` and `;` (path parameters);
+/// - percent-encoded unreserved characters, slashes, backslashes, `?`, `#`,
+///   control characters, and a `%25` that starts another escape (`%252e`:
+///   decoded twice, a dot);
+/// - a segment ending in a dot or encoded white space (`/admin.`, `/admin%20`:
+///   IIS and Windows drop them);
+/// - encoded bytes that are not UTF-8 (`%c0%ae`, an overlong dot), and
+///   characters apps fold to ASCII (fullwidth `．` and `ａ`, the Kelvin sign,
+///   `ı`, ligatures: anything with an ASCII compatibility decomposition or case
+///   mapping).
+///
+/// ASCII case is left to [`find_rule`], which checks the folded reading.
 pub fn canonical_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("request target is not an absolute path");
     }
     let bytes = path.as_bytes();
+    let mut beyond_ascii = false;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => return Err("backslash in path"),
             b';' => return Err("path parameters (;) are not accepted"),
             b'%' => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                let (Some(hi), Some(lo)) = (
-                    bytes.get(i + 1).and_then(|b| hex(*b)),
-                    bytes.get(i + 2).and_then(|b| hex(*b)),
-                ) else {
-                    return Err("bad percent-encoding in path");
-                };
-                let decoded = (hi * 16 + lo) as u8;
-                if decoded.is_ascii_alphanumeric() || b"-._~/\\\0".contains(&decoded) {
+                let decoded = percent_decoded(bytes, i).ok_or("bad percent-encoding in path")?;
+                if decoded.is_ascii_alphanumeric() || b"-._~/\\".contains(&decoded) {
                     return Err("percent-encoded character that must be sent literally (or never)");
                 }
+                if decoded.is_ascii_control() {
+                    return Err("percent-encoded control character in path");
+                }
+                if decoded == b'?' || decoded == b'#' {
+                    return Err("percent-encoded ? or # in path");
+                }
+                let hex_at = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if decoded == b'%' && hex_at(i + 3) && hex_at(i + 4) {
+                    return Err("double percent-encoding in path");
+                }
+                beyond_ascii |= !decoded.is_ascii();
                 i += 3;
                 continue;
             }
-            _ => {}
+            b => beyond_ascii |= !b.is_ascii(),
         }
         i += 1;
     }
@@ -131,21 +180,95 @@ pub fn canonical_path(path: &str) -> Result<(), &'static str> {
         if segment.is_empty() && segments.peek().is_some() {
             return Err("empty path segment (//)");
         }
+        if segment.ends_with('.') || segment.ends_with("%20") || segment.ends_with("%09") {
+            return Err("path segment ending in a dot or white space");
+        }
+    }
+    if beyond_ascii {
+        no_ascii_lookalikes(path)?;
     }
     Ok(())
 }
 
-/// First rule that matches, or `None` (deny).
+/// The byte `%XY` at `at` encodes, if `bytes[at..]` starts with one.
+fn percent_decoded(bytes: &[u8], at: usize) -> Option<u8> {
+    let hex = |i: usize| bytes.get(i).and_then(|b| (*b as char).to_digit(16));
+    match bytes.get(at) {
+        Some(b'%') => Some((hex(at + 1)? * 16 + hex(at + 2)?) as u8),
+        _ => None,
+    }
+}
+
+/// The decoded path is UTF-8 with no character that an app could fold into
+/// ASCII: by compatibility normalisation (NFKC, as Python's and Java's
+/// normalisers do) or by Unicode case mapping (`ı` upper-cases to `I`).
+/// Only paths with non-ASCII bytes get here, so the decode's allocation is rare.
+fn no_ascii_lookalikes(path: &str) -> Result<(), &'static str> {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match percent_decoded(bytes, i) {
+            Some(b) => {
+                decoded.push(b);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    let text =
+        std::str::from_utf8(&decoded).map_err(|_| "percent-encoded bytes that are not UTF-8")?;
+    let folds_to_ascii = |c: char| {
+        std::iter::once(c).nfkc().any(|d| d.is_ascii())
+            || c.to_lowercase().any(|d| d.is_ascii())
+            || c.to_uppercase().any(|d| d.is_ascii())
+    };
+    match text.chars().filter(|c| !c.is_ascii()).any(folds_to_ascii) {
+        true => {
+            Err("character in path that apps may read as ASCII (fullwidth or compatibility form)")
+        }
+        false => Ok(()),
+    }
+}
+
+/// PURE: the first rule that matches, or `None` (deny), once the other common
+/// readings of the request agree with it: the path with its ASCII case folded
+/// (apps that route case-insensitively), and for `HEAD` the same request as
+/// `GET` (frameworks answer HEAD with the GET handler). A reading that selects
+/// a rule with other requirements would let a spelling choose the weaker rule,
+/// so the request is refused instead (`Err`, a 400).
 pub fn find_rule<'a>(
     rules: &'a [RouteRule],
     method: &Method,
     host: &str,
     path: &str,
-) -> Option<(usize, &'a RouteRule)> {
-    rules
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.matches(method, host, path))
+) -> Result<Option<(usize, &'a RouteRule)>, &'static str> {
+    let first = |method: &Method, case: Case| {
+        rules
+            .iter()
+            .position(|r| r.matches_as(method, host, path, case))
+    };
+    let exact = first(method, Case::Exact);
+    let agrees = |other: Option<usize>| match (exact, other) {
+        (e, o) if e == o => true,
+        (Some(e), Some(o)) => rules[e].access == rules[o].access,
+        _ => false,
+    };
+    let case_matters =
+        path.bytes().any(|b| b.is_ascii_uppercase()) || rules.iter().any(|r| r.prefix_has_upper);
+    if case_matters && !agrees(first(method, Case::Folded)) {
+        return Err("the path falls under another rule when its case is ignored");
+    }
+    if method == Method::HEAD
+        && !(agrees(first(&Method::GET, Case::Exact))
+            && (!case_matters || agrees(first(&Method::GET, Case::Folded))))
+    {
+        return Err("HEAD falls under another rule than GET");
+    }
+    Ok(exact.map(|i| (i, &rules[i])))
 }
 
 impl Requirements {
@@ -226,6 +349,13 @@ mod tests {
             "/.well-known/x",
             "/a..b",
             "/v1.2/x",
+            "/50%25",
+            "/a%25zz",
+            "/%E2%82%AC",
+            "/\u{20ac}",
+            "/\u{e9}t\u{e9}",
+            "/ADMIN/x",
+            "/a%20b/c",
         ];
         for path in ok {
             assert_eq!(canonical_path(path), Ok(()), "{path}");
@@ -252,6 +382,33 @@ mod tests {
             "/a%",
             "/a%4",
             "/a%zz",
+            // Spellings apps fold onto another path.
+            "/admin.",
+            "/admin./x",
+            "/admin%20",
+            "/admin%20/x",
+            "/admin%09",
+            "/admin%0a",
+            "/admin%7f",
+            "/admin%3fx",
+            "/admin%3Fx",
+            "/admin%23x",
+            "/%252e%252e/admin",
+            "/%2561dmin",
+            "/%25%32%65",
+            "/%c0%ae%c0%ae/admin",
+            "/%e0%80%ae",
+            "/%ff",
+            "/%c3",
+            "/%ef%bc%8e%ef%bc%8e/admin",
+            "/\u{ff0e}\u{ff0e}/admin",
+            "/%ef%bd%81dmin",
+            "/..%ef%bc%8fadmin",
+            "/\u{212a}ey",
+            "/adm\u{131}n",
+            "/\u{17f}ecret",
+            "/\u{fb01}le",
+            "/a%c2%a0",
         ];
         for path in bad {
             assert!(canonical_path(path).is_err(), "{path} must be rejected");
@@ -274,19 +431,77 @@ mod tests {
             rule("/orders", None, None),
             rule("/health", None, None),
         ];
-        assert_eq!(
-            find_rule(&rules, &Method::GET, "h", "/orders/1").map(|r| r.0),
-            Some(0)
-        );
-        assert_eq!(
-            find_rule(&rules, &Method::POST, "h", "/orders/1").map(|r| r.0),
-            Some(1)
-        );
-        assert_eq!(
-            find_rule(&rules, &Method::GET, "h", "/healthz").map(|r| r.0),
-            None
-        );
-        assert_eq!(find_rule(&rules, &Method::GET, "h", "/").map(|r| r.0), None);
+        let found = |method: Method, path: &str| {
+            find_rule(&rules, &method, "h", path).map(|r| r.map(|(i, _)| i))
+        };
+        assert_eq!(found(Method::GET, "/orders/1"), Ok(Some(0)));
+        assert_eq!(found(Method::POST, "/orders/1"), Ok(Some(1)));
+        assert_eq!(found(Method::GET, "/healthz"), Ok(None));
+        assert_eq!(found(Method::GET, "/"), Ok(None));
+    }
+
+    fn token_rule(prefix: &str, methods: Option<&[&str]>, scope: &str) -> RouteRule {
+        let mut r = rule(prefix, methods, None);
+        r.access = Access::Token(Requirements {
+            scopes: vec![scope.to_string()],
+            ..Requirements::default()
+        });
+        r
+    }
+
+    #[test]
+    fn readings_apps_give_a_request_must_select_the_same_requirements() {
+        let rules = vec![
+            rule("/public", None, None),
+            token_rule("/admin", None, "admin"),
+            token_rule("/reports", Some(&["GET"]), "admin"),
+            token_rule("/Docs", None, "read"),
+            token_rule("/", None, "read"),
+        ];
+        let folded = Err("the path falls under another rule when its case is ignored");
+        let head = Err("HEAD falls under another rule than GET");
+        let cases = [
+            (Method::GET, "/admin/x", Ok(Some(1))),
+            (Method::GET, "/items/ABC", Ok(Some(4))),
+            // Folded, `/ADMIN` is `/admin`: a case-insensitive app serves it as admin.
+            (Method::GET, "/ADMIN/x", folded),
+            (Method::GET, "/Admin", folded),
+            (Method::GET, "/adminx", Ok(Some(4))),
+            // Folded, `/PUBLIC` is anonymous while exactly it needs `read`.
+            (Method::GET, "/PUBLIC/x", folded),
+            // A different rule, with the same requirements: no matter.
+            (Method::GET, "/docs/x", Ok(Some(4))),
+            (Method::GET, "/DOCS", Ok(Some(4))),
+            (Method::GET, "/Docs/x", Ok(Some(3))),
+            // HEAD is served by GET's handler.
+            (Method::HEAD, "/reports/1", head),
+            (Method::HEAD, "/admin/x", Ok(Some(1))),
+            (Method::HEAD, "/items", Ok(Some(4))),
+            (Method::GET, "/reports/1", Ok(Some(2))),
+            (Method::POST, "/reports/1", Ok(Some(4))),
+        ];
+        for (method, path, want) in cases {
+            let got = find_rule(&rules, &method, "h", path).map(|r| r.map(|(i, _)| i));
+            assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn folded_prefix_matches_by_segment() {
+        for (prefix, path, want) in [
+            ("/admin", "/ADMIN", true),
+            ("/admin", "/Admin/x", true),
+            ("/admin", "/ADMINX", false),
+            ("/Admin", "/admin/", true),
+            ("/", "/X", true),
+            ("/admin", "/adm", false),
+        ] {
+            assert_eq!(
+                path_has_prefix_folded(path, prefix),
+                want,
+                "{prefix} {path}"
+            );
+        }
     }
 
     #[test]

@@ -97,6 +97,7 @@ impl Outbound {
                         client.clone(),
                         &r.upstream,
                         config.timeouts.upstream_response,
+                        config.timeouts.tunnel_idle,
                         Direction::Outbound,
                     )?,
                     token: r.token,
@@ -373,6 +374,7 @@ mod tests {
             upstream: Upstream::new(
                 client.clone(),
                 &"http://127.0.0.1:1".parse().unwrap(),
+                Duration::from_secs(1),
                 Duration::from_secs(1),
                 Direction::Outbound,
             )

@@ -1,0 +1,705 @@
+//! The guard cannot be walked around: each test sends raw bytes on a socket (a
+//! client library would normalise the attack away) and judges by what a logging
+//! upstream actually received. The upstream speaks h2c and WebSocket whenever
+//! asked, as a real app (hypercorn, a WebSocket server) would.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+use tokengate::demo::{DevIssuer, KeyKind, SigningKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the app received: one entry per request head (its raw text, lower-cased),
+/// `h2c tunnel` when it switched a connection to HTTP/2, one `h2 <path> <headers>`
+/// per request spoken over it, and `raw <bytes>` for bytes read on a tunnel it
+/// opened without naming a protocol.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn push(&self, entry: String) {
+        self.0.lock().unwrap().push(entry);
+    }
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+    fn heads(&self) -> Vec<String> {
+        self.entries()
+            .into_iter()
+            .filter(|e| !e.starts_with("h2") && !e.starts_with("raw"))
+            .collect()
+    }
+    fn last_head(&self) -> String {
+        self.heads().pop().expect("the app received a request")
+    }
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+/// Reads one request or response head (through the blank line), byte by byte so
+/// that nothing after it is consumed. `None` when the peer closed first.
+async fn read_head(conn: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return None,
+        }
+        if head.len() > 64 * 1024 {
+            return None;
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The value of header `name` in a lower-cased head, if present.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim() == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The logging app. `Upgrade: h2c` gets a 101 and HTTP/2 on the connection;
+/// `Upgrade: websocket` a 101 and an echo; a path containing `bare101` a 101
+/// with no `Upgrade` header (then it logs what arrives); anything else `200 ok`.
+async fn logging_app() -> (std::net::SocketAddr, Log) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Log::default();
+    let app_log = log.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(serve_app_connection(conn, app_log.clone()));
+        }
+    });
+    (addr, log)
+}
+
+async fn serve_app_connection(mut conn: TcpStream, log: Log) {
+    while let Some(raw) = read_head(&mut conn).await {
+        let head = raw.to_lowercase();
+        log.push(head.clone());
+        let length: usize = header(&head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if conn.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let upgrade = header(&head, "upgrade").unwrap_or("");
+        if upgrade.contains("h2c") {
+            let _ = conn
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+                .await;
+            log.push("h2c tunnel".into());
+            let h2_log = log.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                h2_log.push(format!("h2 {} {:?}", req.uri(), req.headers()));
+                async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                        "admin data",
+                    ))))
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(conn), service)
+                .await;
+            return;
+        }
+        if head.contains("bare101") {
+            let _ = conn
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .await;
+            let mut buf = [0u8; 256];
+            while let Ok(n) = conn.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+                log.push(format!("raw {}", String::from_utf8_lossy(&buf[..n])));
+            }
+            return;
+        }
+        if upgrade == "websocket" {
+            let _ = conn
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .await;
+            let mut buf = [0u8; 256];
+            while let Ok(n) = conn.read(&mut buf).await {
+                if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        if conn
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A guard in front of the logging app, with host-, path- and method-scoped rules.
+struct Guard {
+    issuer: DevIssuer,
+    app: Option<tokengate::App>,
+    log: Log,
+}
+
+impl Guard {
+    async fn start(inbound_extra: &str) -> Guard {
+        let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k")], AUD)
+            .await
+            .unwrap();
+        let (upstream, log) = logging_app().await;
+        let yaml = format!(
+            r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{upstream}"
+  issuers:
+    - issuer: "{iss}"
+      jwks_uri: "{iss}/jwks.json"
+      audiences: [{AUD}]
+  rules:
+    - {{ path: /public, allow: anonymous }}
+    - {{ path: /, host: admin.internal, scopes: [admin] }}
+    - {{ path: /admin, scopes: [admin] }}
+    - {{ path: /orders, methods: [POST, DELETE], scopes: ["orders:write"] }}
+    - {{ path: /reports, methods: [GET], scopes: [admin] }}
+    - {{ path: /, scopes: [read] }}
+  forward:
+    claims_to_headers: {{ sub: x-auth-subject }}
+{extra}"#,
+            iss = issuer.issuer,
+            extra = indent(inbound_extra, 2),
+        );
+        let app = start_yaml(&yaml).await;
+        let guard = app.inbound().unwrap();
+        for _ in 0..400 {
+            if guard.is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(guard.is_ready());
+        Guard {
+            issuer,
+            app: Some(app),
+            log,
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.app.as_ref().unwrap().inbound_addr.unwrap()
+    }
+
+    /// A token with scope `read` only.
+    fn read_token(&self) -> String {
+        self.issuer
+            .mint(json!({ "sub": "reader", "scope": "read" }))
+    }
+
+    /// Sends `raw` on a new connection and returns the response (the head, and
+    /// the body up to the connection's end).
+    async fn exchange(&self, raw: &str) -> String {
+        let mut conn = TcpStream::connect(self.addr()).await.unwrap();
+        conn.write_all(raw.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The status code `raw` gets.
+    async fn status(&self, raw: &str) -> u16 {
+        status_of(&self.exchange(raw).await)
+    }
+
+    async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// An HTTP/2 connection preface and an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn h2c_upgrades_never_reach_the_app() {
+    let g = Guard::start("").await;
+    let token = g.read_token();
+    let upgrades = [
+        ("/public/x", "", "Upgrade: h2c\r\n"),
+        ("/public/x", "", "Upgrade: H2C\r\n"),
+        ("/public/x", "", "Upgrade: websocket, h2c\r\n"),
+        ("/public/x", "", "Upgrade: h2c\r\nUpgrade: websocket\r\n"),
+        ("/items/1", "auth", "Upgrade: h2c\r\n"),
+    ];
+    for (pipelined, (path, auth, upgrade)) in [false, true]
+        .into_iter()
+        .flat_map(|p| upgrades.iter().map(move |u| (p, u)))
+    {
+        let auth = if auth.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {token}\r\n")
+        };
+        let mut conn = TcpStream::connect(g.addr()).await.unwrap();
+        let mut request = format!(
+            "GET {path} HTTP/1.1\r\nHost: app\r\n{auth}Connection: Upgrade, HTTP2-Settings\r\n{upgrade}HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+        )
+        .into_bytes();
+        if pipelined {
+            request.extend_from_slice(H2_PREFACE);
+        }
+        conn.write_all(&request).await.unwrap();
+        let head = read_head(&mut conn).await.unwrap_or_default();
+        if head.starts_with("HTTP/1.1 101") && !pipelined {
+            // The tunnel is open: speak HTTP/2 through it, as the attacker would.
+            if let Ok((mut sender, driver)) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(conn))
+                    .await
+            {
+                tokio::spawn(driver);
+                let req = Request::get("http://app/admin/users")
+                    .header("x-auth-subject", "root")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), sender.send_request(req)).await;
+            }
+        } else {
+            drop(conn);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let entries = g.log.entries();
+        assert!(
+            !entries.iter().any(|e| e.starts_with("h2")),
+            "{upgrade:?} pipelined={pipelined}: the app switched to h2c: {entries:?}"
+        );
+        assert!(
+            !entries.iter().any(|e| e.contains("h2c")),
+            "{upgrade:?}: the app was offered h2c: {entries:?}"
+        );
+        // `websocket, h2c` may become a WebSocket tunnel; nothing else may.
+        assert!(
+            !head.starts_with("HTTP/1.1 101")
+                || header(&head.to_lowercase(), "upgrade") == Some("websocket"),
+            "{upgrade:?}: the caller got a 101: {head}"
+        );
+        g.log.clear();
+    }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_trailing_dot_or_other_host_spelling_does_not_escape_a_host_rule() {
+    let g = Guard::start("").await;
+    let token = g.read_token();
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    // With a read-only token, the admin host is out of reach however it is spelled.
+    for (target, host) in [
+        ("/x", "admin.internal"),
+        ("/x", "admin.internal."),
+        ("/x", "ADMIN.Internal."),
+        ("/x", "admin.internal.:443"),
+        ("http://admin.internal./x", "admin.internal."),
+        ("http://admin.internal./x", "other"),
+        ("/x", "admin.internal, other"),
+        ("/x", "admin.internal:443:443"),
+        ("/x", "admin.internal.."),
+        ("/x", "admin%2einternal"),
+    ] {
+        let status = g
+            .status(&format!(
+                "GET {target} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+            ))
+            .await;
+        assert!(
+            status == 400 || status == 403,
+            "{target} Host: {host} got {status}"
+        );
+    }
+    // HTTP/2's :authority, with and without the dot.
+    for authority in ["admin.internal", "admin.internal.", "Admin.Internal.:80"] {
+        let tcp = TcpStream::connect(g.addr()).await.unwrap();
+        let (mut sender, driver) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(driver);
+        let req = Request::get(format!("http://{authority}/x"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let status = sender.send_request(req).await.unwrap().status().as_u16();
+        assert!(
+            status == 400 || status == 403,
+            "h2 {authority} got {status}"
+        );
+    }
+    assert_eq!(g.log.heads(), Vec::<String>::new());
+
+    // An allowed host reaches the app in its one canonical spelling.
+    let status = g
+        .status(&format!(
+            "GET /x HTTP/1.1\r\nHost: Orders.Example.:8080\r\n{auth}Connection: close\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let head = g.log.last_head();
+    assert_eq!(header(&head, "host"), Some("orders.example:8080"), "{head}");
+    assert_eq!(
+        header(&head, "x-forwarded-host"),
+        Some("orders.example:8080"),
+        "{head}"
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_the_guards_own() {
+    let g = Guard::start("").await;
+    let spoofs = "X-Forwarded-Host: admin.internal\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX_Forwarded_Host: admin.internal\r\nForwarded: for=203.0.113.9;host=admin.internal;proto=https\r\nX-Real-IP: 203.0.113.9\r\n";
+    for (label, request) in [
+        (
+            "HTTP/1.0 without Host",
+            format!("GET /public/x HTTP/1.0\r\n{spoofs}\r\n"),
+        ),
+        (
+            "Connection: host",
+            format!("GET /public/x HTTP/1.1\r\nHost: app.example\r\nConnection: close, host\r\n{spoofs}\r\n"),
+        ),
+        (
+            "Host named",
+            format!("GET /public/x HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n{spoofs}\r\n"),
+        ),
+    ] {
+        g.log.clear();
+        assert_eq!(g.status(&request).await, 200, "{label}");
+        let head = g.log.last_head();
+        assert!(!head.contains("admin.internal"), "{label}: {head}");
+        assert!(!head.contains("203.0.113.9"), "{label}: {head}");
+        assert!(!head.contains("x_forwarded"), "{label}: {head}");
+        assert!(!head.contains("x-forwarded-port"), "{label}: {head}");
+        assert!(!head.contains("x-real-ip"), "{label}: {head}");
+        assert_eq!(header(&head, "x-forwarded-for"), Some("127.0.0.1"), "{label}");
+        assert_eq!(header(&head, "x-forwarded-proto"), Some("http"), "{label}");
+        assert_eq!(
+            header(&head, "forwarded"),
+            Some("for=127.0.0.1;proto=http"),
+            "{label}"
+        );
+        let host = header(&head, "host");
+        if label == "HTTP/1.0 without Host" {
+            assert_eq!(header(&head, "x-forwarded-host"), None, "{label}: {head}");
+            assert_ne!(host, Some("admin.internal"));
+        } else {
+            assert_eq!(host, Some("app.example"), "{label}: {head}");
+            assert_eq!(header(&head, "x-forwarded-host"), Some("app.example"), "{label}");
+        }
+    }
+    // HTTP/1.1 requires a Host (RFC 9112 §3.2): without one there is nothing to match a host rule on.
+    g.log.clear();
+    let status = g
+        .status("GET /public/x HTTP/1.1\r\nX-Forwarded-Host: admin.internal\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(status, 400);
+    assert!(g.log.heads().is_empty());
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn path_spellings_an_app_folds_do_not_escape_a_rule() {
+    let g = Guard::start("").await;
+    let auth = format!("Authorization: Bearer {}\r\n", g.read_token());
+    for path in [
+        "/ADMIN/x",
+        "/Admin",
+        "/admin./x",
+        "/admin.",
+        "/admin%20/x",
+        "/admin%09",
+        "/admin%3fx",
+        "/admin%3Fx",
+        "/admin%23x",
+        "/public/%252e%252e/admin",
+        "/%2561dmin",
+        "/public/%c0%ae%c0%ae/admin",
+        "/public/%e0%80%ae%e0%80%ae/admin",
+        "/public/%ef%bc%8e%ef%bc%8e/admin",
+        "/public/\u{ff0e}\u{ff0e}/admin",
+        "/%ef%bd%81dmin",
+        "/public/..%ef%bc%8fadmin",
+    ] {
+        let status = g
+            .status(&format!(
+                "GET {path} HTTP/1.1\r\nHost: app\r\n{auth}Connection: close\r\n\r\n"
+            ))
+            .await;
+        assert!(status == 400 || status == 403, "{path} got {status}");
+    }
+    assert_eq!(g.log.heads(), Vec::<String>::new());
+    // Ordinary paths, upper case where no other rule claims them, still pass.
+    for path in ["/items/ABC-42", "/a%20b", "/caf%C3%A9", "/v1.2/x"] {
+        let status = g
+            .status(&format!(
+                "GET {path} HTTP/1.1\r\nHost: app\r\n{auth}Connection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(status, 200, "{path}");
+    }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn method_spellings_and_overrides_do_not_escape_a_rule() {
+    let g = Guard::start("").await;
+    let auth = format!("Authorization: Bearer {}\r\n", g.read_token());
+    for method in ["post", "Post", "delete", "DeLeTe"] {
+        let status = g
+            .status(&format!(
+                "{method} /orders/1 HTTP/1.1\r\nHost: app\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert!(status == 400 || status == 403, "{method} got {status}");
+    }
+    assert!(g.log.heads().is_empty(), "{:?}", g.log.heads());
+    for name in [
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+        "X_HTTP_Method_Override",
+        "X-Original-URL",
+        "X-Rewrite-URL",
+        "X_Original_URL",
+    ] {
+        g.log.clear();
+        let value = if name.contains("URL") {
+            "/admin"
+        } else {
+            "DELETE"
+        };
+        let status = g
+            .status(&format!(
+                "POST /public/x HTTP/1.1\r\nHost: app\r\n{name}: {value}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(status, 200, "{name}");
+        let head = g.log.last_head();
+        assert!(
+            !head.contains(&name.to_lowercase()),
+            "{name} reached the app: {head}"
+        );
+        assert!(!head.contains(value.to_lowercase().as_str()), "{head}");
+    }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_request_takes_the_rule_its_get_would() {
+    let g = Guard::start("").await;
+    // Apps answer HEAD with their GET handler: GET /reports needs `admin`, so a
+    // HEAD for it cannot fall to the weaker catch-all rule.
+    let auth = format!("Authorization: Bearer {}\r\n", g.read_token());
+    let status = g
+        .status(&format!(
+            "HEAD /reports/x HTTP/1.1\r\nHost: app\r\n{auth}Connection: close\r\n\r\n"
+        ))
+        .await;
+    assert!(status == 400 || status == 403, "HEAD got {status}");
+    assert!(g.log.heads().is_empty());
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn an_app_switching_protocols_unasked_or_to_another_protocol_gets_no_tunnel() {
+    let g = Guard::start("").await;
+    for request in [
+        // Asked for WebSocket, answered with a bare 101.
+        "GET /public/bare101 HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        // Not asked at all.
+        "GET /public/bare101 HTTP/1.1\r\nHost: app\r\n\r\n",
+    ] {
+        g.log.clear();
+        let mut conn = TcpStream::connect(g.addr()).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let head = read_head(&mut conn).await.unwrap_or_default();
+        assert!(!head.starts_with("HTTP/1.1 101"), "{request:?}: {head}");
+        assert!(head.starts_with("HTTP/1.1 502"), "{request:?}: {head}");
+        let _ = conn
+            .write_all(b"GET /admin HTTP/1.1\r\nHost: app\r\n\r\n")
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let entries = g.log.entries();
+        assert!(
+            !entries.iter().any(|e| e.starts_with("raw")),
+            "{request:?}: bytes went through a tunnel: {entries:?}"
+        );
+    }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn permissive_mode_verifies_every_bearer_spelling() {
+    let g = Guard::start("mode: permissive").await;
+    let forged = {
+        let rogue = SigningKey::generate(KeyKind::Rs256, "k");
+        rogue.sign_jwt(&json!({
+            "iss": g.issuer.issuer, "aud": AUD, "sub": "root", "scope": "admin read",
+            "exp": tokengate::demo::unix_now() + 600,
+        }))
+    };
+    for scheme in [
+        "Bearer ",
+        "Bearer\t",
+        "Bearer:",
+        "Bearer:  ",
+        "Bearer=",
+        "bearer,",
+        "BEARER\t ",
+        "Bearer",
+    ] {
+        let status = g
+            .status(&format!(
+                "GET /items/1 HTTP/1.1\r\nHost: app\r\nAuthorization: {scheme}{forged}\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(status, 401, "{scheme:?}");
+    }
+    assert!(g.log.heads().is_empty(), "{:?}", g.log.heads());
+    // Without a token at all, permissive mode still lets the request through.
+    assert_eq!(
+        g.status("GET /items/1 HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+            .await,
+        200
+    );
+    g.stop().await;
+}
+
+/// Opens a WebSocket tunnel through the guard; returns the connection after the 101.
+async fn websocket(addr: std::net::SocketAddr, path: &str, auth: &str) -> (TcpStream, String) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: app\r\n{auth}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut conn).await.unwrap_or_default();
+    (conn, head)
+}
+
+#[tokio::test]
+async fn websocket_passes_on_a_checked_request_and_only_websocket() {
+    let g = Guard::start("").await;
+    let (_, head) = websocket(g.addr(), "/items/ws", "").await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(g.log.heads().is_empty());
+
+    let auth = format!("Authorization: Bearer {}\r\n", g.read_token());
+    let (mut conn, head) = websocket(g.addr(), "/items/ws", &auth).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(header(&head.to_lowercase(), "upgrade"), Some("websocket"));
+    let sent = g.log.last_head();
+    assert_eq!(header(&sent, "upgrade"), Some("websocket"), "{sent}");
+    assert_eq!(header(&sent, "x-auth-subject"), Some("reader"), "{sent}");
+    conn.write_all(b"frame").await.unwrap();
+    let mut echoed = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"frame");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn tunnels_hold_a_connection_slot_and_close_when_idle() {
+    let g = Guard::start("limits: { max_connections: 2 }\ntimeouts: { tunnel_idle: 1s }").await;
+    let (mut busy, head) = websocket(g.addr(), "/public/ws", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (mut idle, head) = websocket(g.addr(), "/public/ws", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Both slots are held by tunnels: a third connection waits in the backlog.
+    let mut third = TcpStream::connect(g.addr()).await.unwrap();
+    third
+        .write_all(b"GET /public/x HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), third.read_exact(&mut buf))
+            .await
+            .is_err(),
+        "a third connection was served while two tunnels held both slots"
+    );
+    // Traffic keeps one tunnel open past the idle timeout, while the other idles out…
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        busy.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), busy.read_exact(&mut echoed))
+            .await
+            .expect("the busy tunnel stays open")
+            .unwrap();
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle tunnel was closed");
+    // …which freed its slot for the waiting connection.
+    tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut buf))
+        .await
+        .expect("the waiting connection is served once a slot is free")
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    g.stop().await;
+}
+
+/// Without an idle timeout in play, tunnels still count against `max_connections`.
+#[tokio::test]
+async fn tunnels_count_against_max_connections() {
+    let g = Guard::start("limits: { max_connections: 1 }").await;
+    let (tunnel, head) = websocket(g.addr(), "/public/ws", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut next = TcpStream::connect(g.addr()).await.unwrap();
+    next.write_all(b"GET /public/x HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next.read_exact(&mut buf))
+            .await
+            .is_err(),
+        "a second connection was served while a tunnel held the only slot"
+    );
+    drop(tunnel);
+    tokio::time::timeout(Duration::from_secs(5), next.read_exact(&mut buf))
+        .await
+        .expect("served once the tunnel closed")
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    g.stop().await;
+}
