@@ -162,6 +162,11 @@ struct Guard {
 
 impl Guard {
     async fn start(inbound_extra: &str) -> Guard {
+        Self::start_with("", inbound_extra).await
+    }
+
+    /// `forward_extra` goes under `forward:`, `inbound_extra` under `inbound:`.
+    async fn start_with(forward_extra: &str, inbound_extra: &str) -> Guard {
         let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k")], AUD)
             .await
             .unwrap();
@@ -184,8 +189,9 @@ inbound:
     - {{ path: /, scopes: [read] }}
   forward:
     claims_to_headers: {{ sub: x-auth-subject }}
-{extra}"#,
+{forward}{extra}"#,
             iss = issuer.issuer,
+            forward = indent(forward_extra, 4),
             extra = indent(inbound_extra, 2),
         );
         let app = start_yaml(&yaml).await;
@@ -422,6 +428,28 @@ async fn forwarding_headers_are_the_guards_own() {
             assert_eq!(header(&head, "x-forwarded-host"), Some("app.example"), "{label}");
         }
     }
+    // HTTP/2 without :authority: no forwarded host, and not the caller's.
+    g.log.clear();
+    let tcp = TcpStream::connect(g.addr()).await.unwrap();
+    let (mut sender, driver) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(driver);
+    let req = Request::get("/public/x")
+        .header("x-forwarded-host", "admin.internal")
+        .header("forwarded", "host=admin.internal")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let status = sender.send_request(req).await.unwrap().status();
+    assert_eq!(status, 200);
+    let head = g.log.last_head();
+    assert!(
+        !head.contains("admin.internal"),
+        "h2 without :authority: {head}"
+    );
+    assert_eq!(header(&head, "x-forwarded-host"), None, "{head}");
+
     // HTTP/1.1 requires a Host (RFC 9112 §3.2): without one there is nothing to match a host rule on.
     g.log.clear();
     let status = g
@@ -516,6 +544,58 @@ async fn method_spellings_and_overrides_do_not_escape_a_rule() {
         );
         assert!(!head.contains(value.to_lowercase().as_str()), "{head}");
     }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn kept_overrides_reach_the_app_only_when_the_rules_agree_on_them() {
+    let g = Guard::start_with("override_headers: keep", "").await;
+    let auth = format!("Authorization: Bearer {}\r\n", g.read_token());
+    // The overridden request falls under a rule asking the same: it goes on, header and all.
+    for (target, name, value) in [
+        ("/public/x", "X-HTTP-Method-Override", "DELETE"),
+        ("/items/1", "X-HTTP-Method-Override", "DELETE"),
+        ("/items/1", "X-Original-URL", "/other/2"),
+    ] {
+        g.log.clear();
+        let status = g
+            .status(&format!(
+                "POST {target} HTTP/1.1\r\nHost: app\r\n{auth}{name}: {value}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(status, 200, "{target} {name}: {value}");
+        let head = g.log.last_head();
+        assert_eq!(
+            header(&head, &name.to_lowercase()),
+            Some(value.to_lowercase().as_str())
+        );
+    }
+    // Under another rule, or in another spelling: refused, the app sees nothing.
+    g.log.clear();
+    for (target, name, value) in [
+        ("/items/1", "X-HTTP-Method-Override", "delete"),
+        ("/orders/1", "X-HTTP-Method-Override", "DELETE"),
+        ("/orders/1", "X-Method-Override", "POST"),
+        ("/public/x", "X-Original-URL", "/admin"),
+        ("/public/x", "X-Rewrite-URL", "/items"),
+        ("/items/1", "X-Original-URL", "/ADMIN"),
+    ] {
+        let status = g
+            .status(&format!(
+                "PUT {target} HTTP/1.1\r\nHost: app\r\n{auth}{name}: {value}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(status, 400, "{target} {name}: {value}");
+    }
+    // An underscore spelling is not kept: the app could read it, the rules never did.
+    let status = g
+        .status(
+            "GET /public/x HTTP/1.1\r\nHost: app\r\nX_Original_URL: /admin\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let head = g.log.last_head();
+    assert!(!head.contains("/admin"), "{head}");
     g.stop().await;
 }
 

@@ -134,6 +134,11 @@ pub struct ForwardConfig {
     pub claims_to_headers: Vec<(String, HeaderName)>,
     /// Forward the caller's `Authorization` header; default true (`keep`).
     pub keep_authorization: bool,
+    /// Forward method and path override headers (`X-HTTP-Method-Override`,
+    /// `X-Original-URL`, …); default false (`strip`). Dangerous: kept, they are
+    /// another way to name a request, and the rules must then agree on every
+    /// reading they give it.
+    pub keep_override_headers: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -935,9 +940,21 @@ impl Validator<'_> {
                 true
             }
         };
+        let keep_override_headers = match raw.override_headers.as_deref() {
+            None | Some("strip") => false,
+            Some("keep") => true,
+            Some(other) => {
+                self.error(
+                    "inbound.forward.override_headers",
+                    format!("expected strip or keep, got {other:?}"),
+                );
+                false
+            }
+        };
         ForwardConfig {
             claims_to_headers,
             keep_authorization,
+            keep_override_headers,
         }
     }
 }
@@ -946,11 +963,19 @@ pub fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-/// Headers that the proxy itself owns, or that never reach the app (hop-by-hop),
-/// and so cannot carry claims.
+/// Headers that the proxy itself owns (Host, the forwarding headers it sets),
+/// or that never reach the app (hop-by-hop), and so cannot carry claims.
 fn is_reserved_header(h: &HeaderName) -> bool {
     use hyper::header::*;
-    crate::upstream::is_hop_by_hop(h) || [AUTHORIZATION, HOST, CONTENT_LENGTH, COOKIE].contains(h)
+    const FORWARDING: [&str; 4] = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+    ];
+    crate::upstream::is_hop_by_hop(h)
+        || [AUTHORIZATION, HOST, CONTENT_LENGTH, COOKIE].contains(h)
+        || FORWARDING.contains(&h.as_str())
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {

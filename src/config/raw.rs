@@ -97,6 +97,7 @@ pub struct RawForward {
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
     pub authorization: Option<String>,
+    pub override_headers: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -40,6 +40,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(i.issuers[0].scope_claim, "scope");
     assert_eq!(i.issuers[0].jwks_cache, JwksCachePolicy::default());
     assert!(i.forward.keep_authorization);
+    assert!(!i.forward.keep_override_headers);
     assert_eq!(i.rules.len(), 2);
     assert_eq!(
         i.rules[1].access,
@@ -105,7 +106,23 @@ fn field_errors_name_their_path() {
             "inbound.forward.claims_to_headers.sub",
             "cannot carry identity",
         ),
+        (
+            format!("{MINIMAL}  forward:\n    claims_to_headers: {{ sub: X-Forwarded-Host }}\n"),
+            "inbound.forward.claims_to_headers.sub",
+            "cannot carry identity",
+        ),
+        (
+            format!("{MINIMAL}  forward:\n    claims_to_headers: {{ sub: forwarded }}\n"),
+            "inbound.forward.claims_to_headers.sub",
+            "cannot carry identity",
+        ),
+        (
+            format!("{MINIMAL}  timeouts:\n    tunnel_idle: 0s\n"),
+            "inbound.timeouts.tunnel_idle",
+            "greater than zero",
+        ),
         (format!("{MINIMAL}  forward:\n    authorization: drop\n"), "inbound.forward.authorization", "strip or keep"),
+        (format!("{MINIMAL}  forward:\n    override_headers: yes\n"), "inbound.forward.override_headers", "strip or keep"),
         (MINIMAL.replace("127.0.0.1:8443", "localhost"), "inbound.listen", "host:port"),
     ];
     for (yaml, path, fragment) in cases {

@@ -27,7 +27,9 @@ use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION, HOST};
 use hyper::{Request, Response};
 use jwks::{unix_now, Jwks};
 use keys::KeySnapshot;
-use policy::{canonical_path, find_rule, Access, Requirements, RouteRule, Shortfall};
+use policy::{
+    canonical_path, find_rule, overrides_agree, Access, Requirements, RouteRule, Shortfall,
+};
 use prometheus::{Histogram, IntCounter};
 use shape::{method_spelling, request_host, strip_caller_headers, Host};
 use std::sync::Arc;
@@ -47,6 +49,9 @@ pub struct Inbound {
     /// headers a caller may not send, [`strip_caller_headers`]).
     identity_headers: Vec<HeaderName>,
     keep_authorization: bool,
+    /// `forward.override_headers: keep`: method and path override headers go on,
+    /// and the rules must agree on every reading they give a request.
+    keep_override_headers: bool,
     max_header_bytes: usize,
     duration: Histogram,
     /// Request counters per rule (same order as `rules`), and for requests no rule took.
@@ -135,6 +140,7 @@ impl Inbound {
                 .map(|(_, h)| h.clone())
                 .collect(),
             keep_authorization: config.forward.keep_authorization,
+            keep_override_headers: config.forward.keep_override_headers,
             max_header_bytes: config.limits.max_header_bytes,
             duration: metrics.duration_for("inbound"),
             rule_counters: config
@@ -192,13 +198,23 @@ impl Inbound {
         };
         // Hop-by-hop first: nothing added below can then be named away by `Connection`.
         let upgrade = strip_hop_by_hop(req.headers_mut());
-        strip_caller_headers(req.headers_mut(), &self.identity_headers);
-        let found = match find_rule(
-            &self.rules,
+        strip_caller_headers(
+            req.headers_mut(),
+            &self.identity_headers,
+            self.keep_override_headers,
+        );
+        let request = (
             req.method(),
             host.as_ref().map_or("", Host::name),
             req.uri().path(),
-        ) {
+        );
+        let found = find_rule(&self.rules, request.0, request.1, request.2).and_then(|found| {
+            if self.keep_override_headers {
+                overrides_agree(&self.rules, request, found.map(|(i, _)| i), req.headers())?;
+            }
+            Ok(found)
+        });
+        let found = match found {
             Ok(found) => found,
             Err(why) => return (&self.unrouted, Err(ProxyError::BadRequest(why).into())),
         };

@@ -4,7 +4,9 @@
 //! an app could read as another path; `Requirements::check` decides whether a
 //! verified token satisfies a rule.
 
+use super::shape::{method_spelling, METHOD_OVERRIDES, PATH_OVERRIDES};
 use super::verify::VerifiedToken;
+use hyper::header::HeaderMap;
 use hyper::Method;
 use unicode_normalization::UnicodeNormalization;
 
@@ -252,11 +254,7 @@ pub fn find_rule<'a>(
             .position(|r| r.matches_as(method, host, path, case))
     };
     let exact = first(method, Case::Exact);
-    let agrees = |other: Option<usize>| match (exact, other) {
-        (e, o) if e == o => true,
-        (Some(e), Some(o)) => rules[e].access == rules[o].access,
-        _ => false,
-    };
+    let agrees = |other: Option<usize>| same_requirements(rules, exact, other);
     let case_matters =
         path.bytes().any(|b| b.is_ascii_uppercase()) || rules.iter().any(|r| r.prefix_has_upper);
     if case_matters && !agrees(first(method, Case::Folded)) {
@@ -269,6 +267,57 @@ pub fn find_rule<'a>(
         return Err("HEAD falls under another rule than GET");
     }
     Ok(exact.map(|i| (i, &rules[i])))
+}
+
+/// Two rule choices (indexes into `rules`; `None` is a deny) ask the same of a request.
+fn same_requirements(rules: &[RouteRule], a: Option<usize>, b: Option<usize>) -> bool {
+    match (a, b) {
+        (a, b) if a == b => true,
+        (Some(a), Some(b)) => rules[a].access == rules[b].access,
+        _ => false,
+    }
+}
+
+/// PURE: with `forward.override_headers: keep`, an app may run the method an
+/// override header names or route the path one names instead of the request's
+/// own. Every such reading (each override method and path, alone and together)
+/// must fall under rules asking what `found`, the request's own rule, asks;
+/// otherwise the request is refused, as are override values that are not an
+/// upper-case method or a canonical path.
+pub fn overrides_agree(
+    rules: &[RouteRule],
+    request: (&Method, &str, &str),
+    found: Option<usize>,
+    headers: &HeaderMap,
+) -> Result<(), &'static str> {
+    let (method, host, path) = request;
+    let values =
+        |names: &'static [&'static str]| names.iter().flat_map(|n| headers.get_all(*n).iter());
+    let mut methods = vec![method.clone()];
+    for value in values(&METHOD_OVERRIDES) {
+        let named = Method::from_bytes(value.as_bytes().trim_ascii())
+            .map_err(|_| "a method override header does not name a method")?;
+        method_spelling(&named)?;
+        methods.push(named);
+    }
+    let mut paths = vec![path];
+    for value in values(&PATH_OVERRIDES) {
+        let target = value
+            .to_str()
+            .map_err(|_| "a path override header is not ASCII")?;
+        let named = target.split_once('?').map_or(target, |(p, _)| p);
+        canonical_path(named)?;
+        paths.push(named);
+    }
+    for m in &methods {
+        for p in &paths {
+            let reading = find_rule(rules, m, host, p)?.map(|(i, _)| i);
+            if !same_requirements(rules, found, reading) {
+                return Err("an override header names a request under another rule");
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Requirements {
@@ -483,6 +532,128 @@ mod tests {
         for (method, path, want) in cases {
             let got = find_rule(&rules, &method, "h", path).map(|r| r.map(|(i, _)| i));
             assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn kept_overrides_must_name_requests_under_the_same_requirements() {
+        use hyper::header::HeaderValue;
+        let rules = vec![
+            rule("/public", None, None),
+            token_rule("/admin", None, "admin"),
+            token_rule("/orders", Some(&["DELETE"]), "orders:admin"),
+            token_rule("/orders", Some(&["POST", "PUT"]), "orders:write"),
+            token_rule("/", None, "read"),
+        ];
+        let other = Err("an override header names a request under another rule");
+        type Headers = Vec<(&'static str, &'static str)>;
+        let cases: Vec<(Method, &str, Headers, Result<(), &str>)> = vec![
+            (Method::POST, "/orders/1", vec![], Ok(())),
+            (
+                Method::POST,
+                "/orders/1",
+                vec![("x-http-method-override", "PUT")],
+                Ok(()),
+            ),
+            (
+                Method::POST,
+                "/orders/1",
+                vec![("x-http-method-override", "DELETE")],
+                other,
+            ),
+            (
+                Method::POST,
+                "/orders/1",
+                vec![("x-http-method", "DELETE")],
+                other,
+            ),
+            (
+                Method::POST,
+                "/orders/1",
+                vec![("x-method-override", "GET")],
+                other,
+            ),
+            (
+                Method::POST,
+                "/orders/1",
+                vec![("x-http-method-override", "delete")],
+                Err("a standard method must be spelled in upper case"),
+            ),
+            (
+                Method::POST,
+                "/orders/1",
+                vec![("x-http-method-override", "PU T")],
+                Err("a method override header does not name a method"),
+            ),
+            (
+                Method::GET,
+                "/items",
+                vec![("x-original-url", "/other?q=1")],
+                Ok(()),
+            ),
+            (
+                Method::GET,
+                "/items",
+                vec![("x-original-url", "/admin")],
+                other,
+            ),
+            (
+                Method::GET,
+                "/public/x",
+                vec![("x-rewrite-url", "/items")],
+                other,
+            ),
+            (
+                Method::GET,
+                "/items",
+                vec![("x-original-url", "/ADMIN")],
+                Err("the path falls under another rule when its case is ignored"),
+            ),
+            (
+                Method::GET,
+                "/items",
+                vec![("x-original-url", "/public/../admin")],
+                Err("dot segment in path"),
+            ),
+            (
+                Method::GET,
+                "/items",
+                vec![("x-original-url", "http://h/admin")],
+                Err("request target is not an absolute path"),
+            ),
+            // Method and path together.
+            (
+                Method::POST,
+                "/orders/1",
+                vec![
+                    ("x-http-method-override", "PUT"),
+                    ("x-original-url", "/orders/2"),
+                ],
+                Ok(()),
+            ),
+            (
+                Method::PUT,
+                "/orders/1",
+                vec![
+                    ("x-http-method-override", "POST"),
+                    ("x-original-url", "/items"),
+                ],
+                other,
+            ),
+        ];
+        for (method, path, overrides, want) in cases {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &overrides {
+                headers.append(*name, HeaderValue::from_str(value).unwrap());
+            }
+            let found = find_rule(&rules, &method, "h", path)
+                .unwrap()
+                .map(|(i, _)| i);
+            assert_eq!(
+                overrides_agree(&rules, (&method, "h", path), found, &headers),
+                want,
+                "{method} {path} {overrides:?}"
+            );
         }
     }
 

@@ -155,28 +155,35 @@ fn canonical_host(raw: &[u8], sent: Option<&HeaderValue>) -> Result<Option<Host>
     }))
 }
 
-/// Headers only tokengate sets (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`), and
-/// overrides that make frameworks run another method or route another path
-/// than the one the rules matched (Symfony, Laravel, IIS, Zend, ASP.NET).
-const RESERVED: [&str; 7] = [
-    "forwarded",
-    "x-real-ip",
+/// Headers only tokengate sets, besides the `X-Forwarded-*` family.
+const OWNED: [&str; 2] = ["forwarded", "x-real-ip"];
+const FORWARDED_FAMILY: &str = "x-forwarded-";
+
+/// Headers with which frameworks run another method than the request's
+/// (Symfony, Laravel, Rails, ASP.NET, Google's APIs).
+pub const METHOD_OVERRIDES: [&str; 3] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
 ];
-const FORWARDED_FAMILY: &str = "x-forwarded-";
+/// Headers with which frameworks route another path than the request's (IIS
+/// rewrite, older Symfony and Zend).
+pub const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
-/// PURE: removes what a caller may not send: the reserved headers above, any
-/// `X-Forwarded-*`, and the identity headers tokengate sets from a verified
-/// token, each also in the underscore spelling (`X_Forwarded_Host`) that
-/// CGI-style servers read as the same name.
-pub fn strip_caller_headers(headers: &mut HeaderMap, identity: &[HeaderName]) {
+/// PURE: removes what a caller may not send: any `X-Forwarded-*`, `Forwarded`
+/// and `X-Real-IP` (tokengate sets its own), the identity headers tokengate sets
+/// from a verified token, and, unless `keep_overrides`, the method and path
+/// override headers. Each also in the underscore spelling (`X_Forwarded_Host`)
+/// that CGI-style servers read as the same name; kept overrides keep only
+/// their own spelling, the one [`super::policy::overrides_agree`] checks.
+pub fn strip_caller_headers(
+    headers: &mut HeaderMap,
+    identity: &[HeaderName],
+    keep_overrides: bool,
+) {
     let mut found: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
-        if is_reserved(name.as_str(), identity) && !found.contains(name) {
+        if is_reserved(name.as_str(), identity, keep_overrides) && !found.contains(name) {
             found.push(name.clone());
         }
     }
@@ -185,11 +192,15 @@ pub fn strip_caller_headers(headers: &mut HeaderMap, identity: &[HeaderName]) {
     }
 }
 
-fn is_reserved(name: &str, identity: &[HeaderName]) -> bool {
+fn is_reserved(name: &str, identity: &[HeaderName], keep_overrides: bool) -> bool {
+    let overrides = METHOD_OVERRIDES.iter().chain(&PATH_OVERRIDES);
     name.get(..FORWARDED_FAMILY.len())
         .is_some_and(|start| same_name(start, FORWARDED_FAMILY))
-        || RESERVED.iter().any(|r| same_name(name, r))
+        || OWNED.iter().any(|r| same_name(name, r))
         || identity.iter().any(|h| same_name(name, h.as_str()))
+        || overrides
+            .into_iter()
+            .any(|o| same_name(name, o) && !(keep_overrides && name == *o))
 }
 
 /// `name` is `reserved`, reading `_` as `-`.
@@ -394,16 +405,34 @@ mod tests {
                 HeaderValue::from_static(v),
             );
         }
-        strip_caller_headers(&mut h, &identity);
-        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        left.sort();
+        let left = |keep_overrides: bool| {
+            let mut h = h.clone();
+            strip_caller_headers(&mut h, &identity, keep_overrides);
+            let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+            left.sort();
+            left
+        };
         assert_eq!(
-            left,
+            left(false),
             [
                 "forwarded-x",
                 "host",
                 "x-auth-subjectx",
                 "x-forwarded",
+                "x_other"
+            ]
+        );
+        // Kept overrides keep their own spelling only.
+        assert_eq!(
+            left(true),
+            [
+                "forwarded-x",
+                "host",
+                "x-auth-subjectx",
+                "x-forwarded",
+                "x-http-method-override",
+                "x-method-override",
+                "x-original-url",
                 "x_other"
             ]
         );
