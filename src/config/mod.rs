@@ -896,11 +896,23 @@ impl Validator<'_> {
                 return None;
             }
         };
+        let host = raw.host.map(|h| {
+            // Requests are matched on their canonical host: compare like with like.
+            let host = h.to_ascii_lowercase();
+            let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+            if !is_host_name(&host) {
+                self.error(
+                    format!("{path}.host"),
+                    format!("expected a host name without port, got {h:?}"),
+                );
+            }
+            host
+        });
         Some(RouteRule::new(
             raw.name.unwrap_or_else(|| prefix.clone()),
             &prefix,
             methods,
-            raw.host.map(|h| h.to_ascii_lowercase()),
+            host,
             access,
         ))
     }
@@ -956,6 +968,25 @@ impl Validator<'_> {
             keep_authorization,
             keep_override_headers,
         }
+    }
+}
+
+/// A host name as requests' canonical hosts are written: dot-separated labels of
+/// letters, digits, `-` and `_`, or a bracketed IPv6 address; no port.
+fn is_host_name(host: &str) -> bool {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => {
+            !v6.is_empty()
+                && v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }
+        None => host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }),
     }
 }
 

@@ -123,6 +123,16 @@ fn field_errors_name_their_path() {
         ),
         (format!("{MINIMAL}  forward:\n    authorization: drop\n"), "inbound.forward.authorization", "strip or keep"),
         (format!("{MINIMAL}  forward:\n    override_headers: yes\n"), "inbound.forward.override_headers", "strip or keep"),
+        (
+            MINIMAL.replace("{ path: /health, allow: anonymous }", "{ path: /health, host: \"a:80\", allow: anonymous }"),
+            "inbound.rules[0].host",
+            "without port",
+        ),
+        (
+            MINIMAL.replace("{ path: /health, allow: anonymous }", "{ path: /health, host: \"*.example\", allow: anonymous }"),
+            "inbound.rules[0].host",
+            "without port",
+        ),
         (MINIMAL.replace("127.0.0.1:8443", "localhost"), "inbound.listen", "host:port"),
     ];
     for (yaml, path, fragment) in cases {
@@ -479,4 +489,15 @@ fn private_key_jwt_loads_the_assertion_key() {
         "{errors:?}"
     );
     std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn rule_hosts_are_written_as_requests_are_matched() {
+    let yaml = MINIMAL.replace(
+        "{ path: /health, allow: anonymous }",
+        "{ path: /health, host: Admin.Internal., allow: anonymous }",
+    );
+    let config = load(&yaml).unwrap();
+    let rule = &config.inbound.unwrap().rules[0];
+    assert!(rule.matches(&hyper::Method::GET, "admin.internal", "/health"));
 }

@@ -203,14 +203,15 @@ impl Inbound {
             &self.identity_headers,
             self.keep_override_headers,
         );
-        let request = (
+        let (method, host_name, path) = (
             req.method(),
             host.as_ref().map_or("", Host::name),
             req.uri().path(),
         );
-        let found = find_rule(&self.rules, request.0, request.1, request.2).and_then(|found| {
+        let found = find_rule(&self.rules, method, host_name, path).and_then(|found| {
             if self.keep_override_headers {
-                overrides_agree(&self.rules, request, found.map(|(i, _)| i), req.headers())?;
+                let own = found.map(|(i, _)| i);
+                overrides_agree(&self.rules, (method, host_name, path), own, req.headers())?;
             }
             Ok(found)
         });
