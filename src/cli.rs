@@ -438,7 +438,7 @@ async fn verify(path: &Path, token: &str, req_path: &str, method: &str, host: &s
         guard.verifier().issuer_name(verified.issuer),
         scopes.join(" ")
     );
-    match find_rule(guard.rules(), &method, host, req_path) {
+    match find_rule(guard.rules(), &method, host.as_bytes(), req_path) {
         Err(why) => {
             println!("  FAIL  {:<14} {why}", "rule");
             println!("result: REJECTED with 400 bad_request");

@@ -146,7 +146,7 @@ pub async fn serve<H: Handler>(
         // The slot goes with the connection's facts: the service holds it for
         // as long as the connection is served, and a tunnel the connection
         // becomes holds it until the tunnel closes.
-        let from = Downstream::new(peer, tls.is_some()).holding(slot);
+        let from = Downstream::holding(peer, tls.is_some(), Some(slot));
         // Set by the first request; a connection that sends none within the
         // header-read timeout (idle TCP, idle TLS, silent h2) is closed.
         let active = Arc::new(AtomicBool::new(false));

@@ -319,22 +319,35 @@ pub enum Direction {
 }
 
 /// Facts about the downstream connection a request arrived on, worked out once
-/// per connection.
+/// per connection. Small on purpose: every request's future holds a copy, and
+/// hyper moves those futures several times.
 #[derive(Debug, Clone)]
 pub struct Downstream {
     pub peer: SocketAddr,
     pub tls: bool,
+    facts: Arc<ConnectionFacts>,
+}
+
+/// What every request on a connection shares: the forwarding header values,
+/// and the connection's place under `limits.max_connections`, held for as long
+/// as the connection, or a tunnel it became, is open.
+#[derive(Debug)]
+struct ConnectionFacts {
     /// The peer's IP, ready for `X-Forwarded-For`.
     peer_ip: HeaderValue,
     /// `for=…;proto=…`, ready for `Forwarded` (RFC 7239).
     forwarded: HeaderValue,
-    /// The connection's place under `limits.max_connections`, held for as long
-    /// as the connection or a tunnel it became is open.
-    slot: Option<Arc<OwnedSemaphorePermit>>,
+    /// Held, never read: released when the last request or tunnel lets go.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Downstream {
     pub fn new(peer: SocketAddr, tls: bool) -> Downstream {
+        Self::holding(peer, tls, None)
+    }
+
+    /// A connection that holds `slot` (and so does any tunnel it becomes).
+    pub fn holding(peer: SocketAddr, tls: bool, slot: Option<OwnedSemaphorePermit>) -> Downstream {
         let proto = if tls { "https" } else { "http" };
         // RFC 7239 §6: an IPv6 address is bracketed and quoted.
         let forwarded = match peer.ip() {
@@ -348,16 +361,12 @@ impl Downstream {
         Downstream {
             peer,
             tls,
-            peer_ip: valid(peer.ip().to_string()),
-            forwarded: valid(forwarded),
-            slot: None,
+            facts: Arc::new(ConnectionFacts {
+                peer_ip: valid(peer.ip().to_string()),
+                forwarded: valid(forwarded),
+                _slot: slot,
+            }),
         }
-    }
-
-    /// This connection holds `slot` (and so does any tunnel it becomes).
-    pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Downstream {
-        self.slot = Some(Arc::new(slot));
-        self
     }
 }
 
@@ -399,17 +408,19 @@ impl Upstream {
     /// any header of its own, so `Connection` cannot name those away) and passes
     /// the `Upgrade` it returned: a WebSocket upgrade ([`offers_websocket`]) is
     /// asked of the upstream, and spliced through if it switches to WebSocket.
-    /// Any other 101 is a 502.
+    /// Any other 101 is a 502. Inbound, `host` is the Host the app receives (the
+    /// guard's canonical host; `None`: the upstream's own); outbound ignores it.
     pub async fn forward(
         &self,
         req: Request<Body>,
         from: &Downstream,
         upgrade: Option<HeaderValue>,
+        host: Option<HeaderValue>,
     ) -> Result<Response<Body>, ProxyError> {
         let websocket = offers_websocket(req.method(), req.version(), upgrade.as_ref());
         // The rewrite is synchronous and kept out of this future: every request's
         // future is moved (copied) by hyper, and state held here would add to it.
-        let mut req = self.upstream_request(req, from, websocket)?;
+        let mut req = self.upstream_request(req, from, websocket, host)?;
         let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut resp, lease) =
             match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await {
@@ -427,12 +438,13 @@ impl Upstream {
                 ));
             };
             let upstream = hyper::upgrade::on(&mut resp);
-            let (slot, idle) = (from.slot.clone(), self.tunnel_idle);
+            // The tunnel keeps the connection's facts, and so its slot.
+            let (facts, idle) = (from.facts.clone(), self.tunnel_idle);
             tokio::spawn(async move {
                 if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
                     tunnel(TokioIo::new(down), TokioIo::new(up), idle).await;
                 }
-                drop(slot);
+                drop(facts);
             });
             // The connection now carries the upgraded protocol.
             return Ok(resp.map(streamed));
@@ -454,6 +466,7 @@ impl Upstream {
         req: Request<Body>,
         from: &Downstream,
         websocket: bool,
+        host: Option<HeaderValue>,
     ) -> Result<Request<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         if websocket {
@@ -465,15 +478,14 @@ impl Upstream {
         let host = match self.direction {
             Direction::Inbound => {
                 let headers = &mut parts.headers;
-                headers.insert(X_FORWARDED_FOR.clone(), from.peer_ip.clone());
+                let facts = &from.facts;
+                headers.insert(X_FORWARDED_FOR.clone(), facts.peer_ip.clone());
                 headers.insert(
                     X_FORWARDED_PROTO.clone(),
                     HeaderValue::from_static(if from.tls { "https" } else { "http" }),
                 );
-                headers.insert(FORWARDED.clone(), from.forwarded.clone());
-                // The guard put the canonical host in Host; without one the
-                // upstream's own goes, and no forwarded host at all.
-                match headers.get(header::HOST).cloned() {
+                headers.insert(FORWARDED.clone(), facts.forwarded.clone());
+                match host {
                     Some(host) => {
                         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
                         host
@@ -742,7 +754,7 @@ mod tests {
         let second = Duration::from_secs(1);
         let up = Upstream::new(client, &url, second, second, Direction::Inbound).unwrap();
         let from = Downstream::new(([127, 0, 0, 1], 1).into(), false);
-        let forward = up.forward(Request::new(full("")), &from, None);
+        let forward = up.forward(Request::new(full("")), &from, None, None);
         let size = std::mem::size_of_val(&forward);
         assert!(size <= 2048, "forward's future is {size} bytes");
     }
@@ -838,8 +850,8 @@ mod tests {
             ),
         ] {
             let from = Downstream::new(peer.parse().unwrap(), tls);
-            assert_eq!(from.peer_ip, ip);
-            assert_eq!(from.forwarded, forwarded);
+            assert_eq!(from.facts.peer_ip, ip);
+            assert_eq!(from.facts.forwarded, forwarded);
         }
     }
 

@@ -499,5 +499,5 @@ fn rule_hosts_are_written_as_requests_are_matched() {
     );
     let config = load(&yaml).unwrap();
     let rule = &config.inbound.unwrap().rules[0];
-    assert!(rule.matches(&hyper::Method::GET, "admin.internal", "/health"));
+    assert!(rule.matches(&hyper::Method::GET, b"admin.internal", "/health"));
 }

@@ -23,7 +23,7 @@ use crate::upstream::{
 };
 use cache::TokenCache;
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION, HOST};
+use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use hyper::{Request, Response};
 use jwks::{unix_now, Jwks};
 use keys::KeySnapshot;
@@ -205,7 +205,7 @@ impl Inbound {
         );
         let (method, host_name, path) = (
             req.method(),
-            host.as_ref().map_or("", Host::name),
+            host.as_ref().map_or(&b""[..], Host::name),
             req.uri().path(),
         );
         let found = find_rule(&self.rules, method, host_name, path).and_then(|found| {
@@ -219,6 +219,9 @@ impl Inbound {
             Ok(found) => found,
             Err(why) => return (&self.unrouted, Err(ProxyError::BadRequest(why).into())),
         };
+        // What the app will read as Host: the host the rules matched, in its one
+        // spelling (or, when the caller named none, the upstream's own).
+        let host = host.map(Host::into_value);
         let rule = found.map(|(_, r)| r);
         let counters = found.map_or(&self.unrouted, |(i, _)| &self.rule_counters[i]);
         let route = counters.route.as_str();
@@ -258,16 +261,10 @@ impl Inbound {
         if !self.keep_authorization {
             req.headers_mut().remove(AUTHORIZATION);
         }
-        // The app reads the host the rules matched, in its one spelling (or,
-        // when the caller named none, the upstream's own: see `Upstream`).
-        match host {
-            Some(host) => req.headers_mut().insert(HOST, host.into_value()),
-            None => req.headers_mut().remove(HOST),
-        };
         (
             counters,
             self.upstream
-                .forward(req.map(streamed), &from, upgrade)
+                .forward(req.map(streamed), &from, upgrade, host)
                 .await
                 .map_err(Failure::from),
         )

@@ -75,12 +75,12 @@ impl RouteRule {
         }
     }
 
-    /// `host` is the request authority without port (compared case-insensitively).
-    pub fn matches(&self, method: &Method, host: &str, path: &str) -> bool {
+    /// `host` is the request's host name without port (compared case-insensitively).
+    pub fn matches(&self, method: &Method, host: &[u8], path: &str) -> bool {
         self.matches_as(method, host, path, Case::Exact)
     }
 
-    fn matches_as(&self, method: &Method, host: &str, path: &str, case: Case) -> bool {
+    fn matches_as(&self, method: &Method, host: &[u8], path: &str, case: Case) -> bool {
         let prefix = match case {
             Case::Exact => path_has_prefix(path, &self.prefix),
             Case::Folded => path_has_prefix_folded(path, &self.prefix),
@@ -90,7 +90,7 @@ impl RouteRule {
             && self
                 .host
                 .as_deref()
-                .is_none_or(|h| h.eq_ignore_ascii_case(host))
+                .is_none_or(|h| h.as_bytes().eq_ignore_ascii_case(host))
     }
 }
 
@@ -143,11 +143,21 @@ pub fn canonical_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("request target is not an absolute path");
     }
+    // One pass: bytes, escapes and each segment as its end is reached.
     let bytes = path.as_bytes();
     let mut beyond_ascii = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    let mut segment_start = 1;
+    let mut i = 1;
+    loop {
+        let Some(&b) = bytes.get(i) else {
+            segment(&bytes[segment_start..], true)?;
+            break;
+        };
+        match b {
+            b'/' => {
+                segment(&bytes[segment_start..i], false)?;
+                segment_start = i + 1;
+            }
             b'\\' => return Err("backslash in path"),
             b';' => return Err("path parameters (;) are not accepted"),
             b'%' => {
@@ -173,23 +183,24 @@ pub fn canonical_path(path: &str) -> Result<(), &'static str> {
         }
         i += 1;
     }
-    let mut segments = path[1..].split('/').peekable();
-    while let Some(segment) = segments.next() {
-        if segment == "." || segment == ".." {
-            return Err("dot segment in path");
-        }
-        // Only the last segment may be empty (a trailing slash).
-        if segment.is_empty() && segments.peek().is_some() {
-            return Err("empty path segment (//)");
-        }
-        if segment.ends_with('.') || segment.ends_with("%20") || segment.ends_with("%09") {
-            return Err("path segment ending in a dot or white space");
-        }
-    }
     if beyond_ascii {
         no_ascii_lookalikes(path)?;
     }
     Ok(())
+}
+
+/// One path segment: not a dot segment, empty only as the last (a trailing
+/// slash), and not ending in a dot or encoded white space.
+fn segment(segment: &[u8], last: bool) -> Result<(), &'static str> {
+    match segment {
+        b"." | b".." => Err("dot segment in path"),
+        b"" if !last => Err("empty path segment (//)"),
+        [.., b'.'] => Err("path segment ending in a dot or white space"),
+        _ if segment.ends_with(b"%20") || segment.ends_with(b"%09") => {
+            Err("path segment ending in a dot or white space")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The byte `%XY` at `at` encodes, if `bytes[at..]` starts with one.
@@ -245,7 +256,7 @@ fn no_ascii_lookalikes(path: &str) -> Result<(), &'static str> {
 pub fn find_rule<'a>(
     rules: &'a [RouteRule],
     method: &Method,
-    host: &str,
+    host: &[u8],
     path: &str,
 ) -> Result<Option<(usize, &'a RouteRule)>, &'static str> {
     let first = |method: &Method, case: Case| {
@@ -286,7 +297,7 @@ fn same_requirements(rules: &[RouteRule], a: Option<usize>, b: Option<usize>) ->
 /// upper-case method or a canonical path.
 pub fn overrides_agree(
     rules: &[RouteRule],
-    request: (&Method, &str, &str),
+    request: (&Method, &[u8], &str),
     found: Option<usize>,
     headers: &HeaderMap,
 ) -> Result<(), &'static str> {
@@ -378,7 +389,7 @@ mod tests {
         for (prefix, path, want) in cases {
             let r = rule(prefix, None, None);
             assert_eq!(
-                r.matches(&Method::GET, "h", path),
+                r.matches(&Method::GET, b"h", path),
                 want,
                 "prefix {prefix} path {path}"
             );
@@ -467,10 +478,10 @@ mod tests {
     #[test]
     fn methods_and_host_narrow_a_rule() {
         let r = rule("/orders", Some(&["GET", "HEAD"]), Some("api.local"));
-        assert!(r.matches(&Method::GET, "api.local", "/orders"));
-        assert!(r.matches(&Method::HEAD, "api.local", "/orders/1"));
-        assert!(!r.matches(&Method::POST, "api.local", "/orders"));
-        assert!(!r.matches(&Method::GET, "other.local", "/orders"));
+        assert!(r.matches(&Method::GET, b"api.local", "/orders"));
+        assert!(r.matches(&Method::HEAD, b"API.local", "/orders/1"));
+        assert!(!r.matches(&Method::POST, b"api.local", "/orders"));
+        assert!(!r.matches(&Method::GET, b"other.local", "/orders"));
     }
 
     #[test]
@@ -481,7 +492,7 @@ mod tests {
             rule("/health", None, None),
         ];
         let found = |method: Method, path: &str| {
-            find_rule(&rules, &method, "h", path).map(|r| r.map(|(i, _)| i))
+            find_rule(&rules, &method, b"h", path).map(|r| r.map(|(i, _)| i))
         };
         assert_eq!(found(Method::GET, "/orders/1"), Ok(Some(0)));
         assert_eq!(found(Method::POST, "/orders/1"), Ok(Some(1)));
@@ -530,7 +541,7 @@ mod tests {
             (Method::POST, "/reports/1", Ok(Some(4))),
         ];
         for (method, path, want) in cases {
-            let got = find_rule(&rules, &method, "h", path).map(|r| r.map(|(i, _)| i));
+            let got = find_rule(&rules, &method, b"h", path).map(|r| r.map(|(i, _)| i));
             assert_eq!(got, want, "{method} {path}");
         }
     }
@@ -646,11 +657,11 @@ mod tests {
             for (name, value) in &overrides {
                 headers.append(*name, HeaderValue::from_str(value).unwrap());
             }
-            let found = find_rule(&rules, &method, "h", path)
+            let found = find_rule(&rules, &method, b"h", path)
                 .unwrap()
                 .map(|(i, _)| i);
             assert_eq!(
-                overrides_agree(&rules, (&method, "h", path), found, &headers),
+                overrides_agree(&rules, (&method, b"h", path), found, &headers),
                 want,
                 "{method} {path} {overrides:?}"
             );

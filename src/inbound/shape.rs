@@ -38,10 +38,9 @@ pub struct Host {
 }
 
 impl Host {
-    /// The host name without port, as rules match it.
-    pub fn name(&self) -> &str {
-        // Checked to be ASCII when the host was parsed.
-        std::str::from_utf8(&self.value.as_bytes()[..self.name_len]).unwrap_or_default()
+    /// The host name without port, as rules match it (ASCII, lower case).
+    pub fn name(&self) -> &[u8] {
+        &self.value.as_bytes()[..self.name_len]
     }
 
     /// `name[:port]`, the `Host` the app receives.
@@ -98,65 +97,69 @@ const BAD_HOST: &str = "malformed host";
 /// separated by single dots (percent-encoding, commas, spaces, user info and
 /// anything else an app could read in more than one way are refused); a port
 /// is up to five digits. `sent` is the header value `raw` came from, reused
-/// when it is canonical already (no allocation on the common path).
+/// when it is canonical already (no allocation on the common path). One pass
+/// over the name: this runs for every request.
 fn canonical_host(raw: &[u8], sent: Option<&HeaderValue>) -> Result<Option<Host>, &'static str> {
-    if raw.is_empty() {
+    let Some(&first) = raw.first() else {
         return Ok(None);
-    }
-    let (name, port) = if raw[0] == b'[' {
+    };
+    let mut upper = false;
+    let name_end = if first == b'[' {
         let end = raw.iter().position(|&b| b == b']').ok_or(BAD_HOST)?;
         let literal = &raw[1..end];
-        if literal.is_empty()
-            || !literal
-                .iter()
-                .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.')
-        {
+        let v6 = |b: &u8| b.is_ascii_hexdigit() || *b == b':' || *b == b'.';
+        if literal.is_empty() || !literal.iter().all(v6) {
             return Err(BAD_HOST);
         }
-        raw.split_at(end + 1)
+        upper = literal.iter().any(u8::is_ascii_uppercase);
+        end + 1
     } else {
-        raw.split_at(raw.iter().position(|&b| b == b':').unwrap_or(raw.len()))
-    };
-    if let Some(digits) = port.strip_prefix(b":") {
-        if digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        let mut label = 0;
+        let mut i = 0;
+        while let Some(&b) = raw.get(i) {
+            match b {
+                b':' => break,
+                b'.' if label == 0 => return Err(BAD_HOST),
+                b'.' => label = 0,
+                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+                b'A'..=b'Z' => {
+                    upper = true;
+                    label += 1;
+                }
+                _ => return Err(BAD_HOST),
+            }
+            i += 1;
+        }
+        if i == 0 {
             return Err(BAD_HOST);
         }
-    } else if !port.is_empty() {
-        return Err(BAD_HOST);
-    }
-    let trimmed = match name {
-        [b'[', ..] => name,
-        _ => {
-            let trimmed = name.strip_suffix(b".").unwrap_or(name);
-            let label_ok = |l: &[u8]| {
-                !l.is_empty()
-                    && l.iter()
-                        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-            };
-            if !trimmed.split(|&b| b == b'.').all(label_ok) {
-                return Err(BAD_HOST);
-            }
-            trimmed
-        }
+        i
     };
-    let canonical = trimmed.len() == name.len() && !trimmed.iter().any(u8::is_ascii_uppercase);
+    let port = &raw[name_end..];
+    match port.split_first() {
+        None => {}
+        Some((b':', digits)) if digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit) => {}
+        _ => return Err(BAD_HOST),
+    }
+    // A fully qualified name's trailing dot (the loop refused a dot after a dot).
+    let name_len = match raw[name_end - 1] {
+        b'.' => name_end - 1,
+        _ => name_end,
+    };
     let value = match sent {
-        Some(sent) if canonical => sent.clone(),
+        Some(sent) if !upper && name_len == name_end => sent.clone(),
         _ => {
-            let mut bytes = Vec::with_capacity(trimmed.len() + port.len());
-            bytes.extend(trimmed.iter().map(u8::to_ascii_lowercase));
+            let mut bytes = Vec::with_capacity(name_len + port.len());
+            bytes.extend(raw[..name_len].iter().map(u8::to_ascii_lowercase));
             bytes.extend_from_slice(port);
             HeaderValue::from_bytes(&bytes).map_err(|_| BAD_HOST)?
         }
     };
-    Ok(Some(Host {
-        value,
-        name_len: trimmed.len(),
-    }))
+    Ok(Some(Host { value, name_len }))
 }
 
-/// Headers only tokengate sets, besides the `X-Forwarded-*` family.
-const OWNED: [&str; 2] = ["forwarded", "x-real-ip"];
+/// Headers only tokengate sets: the `X-Forwarded-*` family, `Forwarded` and
+/// `X-Real-IP` ([`is_reserved`] checks these names).
 const FORWARDED_FAMILY: &str = "x-forwarded-";
 
 /// Headers with which frameworks run another method than the request's
@@ -193,14 +196,24 @@ pub fn strip_caller_headers(
 }
 
 fn is_reserved(name: &str, identity: &[HeaderName], keep_overrides: bool) -> bool {
-    let overrides = METHOD_OVERRIDES.iter().chain(&PATH_OVERRIDES);
+    if identity.iter().any(|h| same_name(name, h.as_str())) {
+        return true;
+    }
+    // Every other reserved name starts with `x` or `f`: most headers need no more.
+    match name.as_bytes().first() {
+        Some(b'x') => {}
+        Some(b'f') => return same_name(name, "forwarded"),
+        _ => return false,
+    }
+    let is_override = |list: &[&str]| {
+        list.iter()
+            .any(|o| same_name(name, o) && !(keep_overrides && name == *o))
+    };
     name.get(..FORWARDED_FAMILY.len())
         .is_some_and(|start| same_name(start, FORWARDED_FAMILY))
-        || OWNED.iter().any(|r| same_name(name, r))
-        || identity.iter().any(|h| same_name(name, h.as_str()))
-        || overrides
-            .into_iter()
-            .any(|o| same_name(name, o) && !(keep_overrides && name == *o))
+        || same_name(name, "x-real-ip")
+        || is_override(&METHOD_OVERRIDES)
+        || is_override(&PATH_OVERRIDES)
 }
 
 /// `name` is `reserved`, reading `_` as `-`.
@@ -260,7 +273,7 @@ mod tests {
         request_host(version, &uri, &headers).map(|h| {
             h.map(|h| {
                 (
-                    h.name().to_string(),
+                    String::from_utf8(h.name().to_vec()).unwrap(),
                     h.value().to_str().unwrap().to_string(),
                 )
             })
@@ -369,7 +382,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(host.value(), headers[HOST]);
-        assert_eq!(host.name(), "api.local");
+        assert_eq!(host.name(), b"api.local");
     }
 
     #[test]

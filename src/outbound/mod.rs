@@ -153,7 +153,7 @@ impl Outbound {
             // A pass-through route: forwarded as the app sent it.
             let answer = route
                 .upstream
-                .forward(req.map(streamed), &from, upgrade)
+                .forward(req.map(streamed), &from, upgrade, None)
                 .await;
             return (&route.counters, answer.map_err(Failure::from));
         };
@@ -195,7 +195,7 @@ impl Outbound {
         if !replayable {
             let answer = route
                 .upstream
-                .forward(req.map(streamed), &from, upgrade)
+                .forward(req.map(streamed), &from, upgrade, None)
                 .await;
             if let Ok(resp) = &answer {
                 if source.retry_on.contains(&resp.status().as_u16()) {
@@ -242,7 +242,7 @@ impl Outbound {
         };
         let first = route
             .upstream
-            .forward(Request::from_parts(parts, full(body)), &from, None)
+            .forward(Request::from_parts(parts, full(body)), &from, None, None)
             .await;
         match first {
             Ok(resp) if source.retry_on.contains(&resp.status().as_u16()) => (
@@ -277,7 +277,7 @@ impl Outbound {
                 drop(answer);
                 route
                     .upstream
-                    .forward(replay(&fresh.header), from, None)
+                    .forward(replay(&fresh.header), from, None, None)
                     .await
                     .map_err(Failure::from)
             }
