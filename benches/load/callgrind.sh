@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Instructions per proxied inbound request, counted by callgrind (deterministic
+# on a shared, noisy machine, unlike req/s). Each binary given serves wrk under
+# valgrind twice, for about N1 and N2 requests on 8 connections (wrk stops at
+# its LIMIT but waits out its duration, SECONDS_PER_RUN); the count per request
+# is the difference of the two totals over the difference of the requests wrk
+# counted, so start-up, JWKS loading and shutdown cancel out. KEEP=1 keeps the
+# work directory, with each run's callgrind output, for callgrind_annotate. Cases, all sending the same request with the same
+# RS256 bearer token (as benches/load/run.sh does):
+#   pass  an anonymous route: the proxy path without verification
+#   hit   a token route: the token verified once, then served from the cache
+#
+#   benches/load/callgrind.sh [tokengate binary …]   (default target/release/tokengate)
+#
+# Needs valgrind, wrk and nginx (the upstream); loopback only; every process it
+# starts is stopped by pid.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BINS=("$@")
+[ ${#BINS[@]} -gt 0 ] || BINS=(target/release/tokengate)
+N1=${N1:-2000}
+N2=${N2:-12000}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
+for tool in valgrind wrk; do
+  command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is required" >&2; exit 1; }
+done
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX_BIN" ] || { echo "callgrind.sh: nginx is required" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/tokengate-callgrind.XXXXXX)
+chmod 755 "$WORK" # nginx's workers serve the JWKS from it
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet --example load-fixtures
+target/release/examples/load-fixtures "$WORK" 1 >/dev/null
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "callgrind.sh: nothing listens on $1" >&2
+  exit 1
+}
+
+UP=$(free_port)
+mkdir -p "$WORK/upstream"
+cat >"$WORK/upstream/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/upstream/nginx.pid;
+error_log $WORK/upstream/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/upstream; proxy_temp_path $WORK/upstream; fastcgi_temp_path $WORK/upstream;
+  uwsgi_temp_path $WORK/upstream; scgi_temp_path $WORK/upstream;
+  keepalive_requests 10000000;
+  server {
+    listen 127.0.0.1:$UP;
+    location / { default_type text/plain; return 200 "ok\n"; }
+    location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
+  }
+}
+EOF
+"$NGINX_BIN" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" &
+PIDS+=($!)
+wait_port "$UP"
+
+IN=$(free_port)
+ADMIN=$(free_port)
+cat >"$WORK/tokengate.yaml" <<EOF
+admin: { listen: "127.0.0.1:$ADMIN" }
+inbound:
+  listen: "127.0.0.1:$IN"
+  upstream: "http://127.0.0.1:$UP"
+  issuers:
+    - issuer: https://issuer.bench.local
+      jwks_uri: "http://127.0.0.1:$UP/jwks.json"
+      audiences: [bench-api]
+      algorithms: [RS256, ES256]
+  rules:
+    - { path: /public, allow: anonymous }
+    - { path: /, scopes: ["bench:read"] }
+  forward:
+    claims_to_headers: { sub: x-auth-subject }
+EOF
+
+# One run of $1 serving about $3 requests to path $2; writes "instructions
+# requests" to $WORK/result. Runs in this shell, so cleanup sees its pid.
+run() {
+  local out="$WORK/callgrind.out.$(basename "$1").${2//\//_}.$3"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --workers 1 run --config "$WORK/tokengate.yaml" \
+    >"$WORK/tokengate.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port "$IN"
+  # Until the keys are loaded the guard answers 503 (readiness).
+  local ready=no
+  for _ in $(seq 1 600); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN/readyz")" = 200 ] && ready=yes && break
+    sleep 0.1
+  done
+  [ "$ready" = yes ] || { cat "$WORK/tokengate.log" >&2; exit 1; }
+  TOKEN=$(cat "$WORK/token-rs256") LIMIT=$3 wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" -s benches/load/wrk.lua \
+    "http://127.0.0.1:$IN$2" >"$WORK/wrk.log"
+  grep -q "non2xx=0 errors=0" "$WORK/wrk.log" || { cat "$WORK/wrk.log" "$WORK/tokengate.log" >&2; exit 1; }
+  kill -TERM "$pid"
+  wait "$pid" || true
+  local requests
+  requests=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' "$WORK/wrk.log")
+  [ "$requests" -ge "$3" ] || { echo "callgrind.sh: only $requests of $3 requests in ${SECONDS_PER_RUN}s" >&2; exit 1; }
+  echo "$(grep '^totals:' "$out" | awk '{print $2}') $requests" >"$WORK/result"
+}
+
+printf '%-40s %12s %12s\n' binary pass hit
+for bin in "${BINS[@]}"; do
+  row=()
+  for path in /public/x /items/x; do
+    run "$bin" "$path" "$N1"
+    read -r ia ra <"$WORK/result"
+    run "$bin" "$path" "$N2"
+    read -r ib rb <"$WORK/result"
+    row+=("$(( (ib - ia) / (rb - ra) ))")
+  done
+  printf '%-40s %12s %12s\n' "$bin" "${row[0]}" "${row[1]}"
+done
