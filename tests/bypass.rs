@@ -186,6 +186,8 @@ inbound:
     - {{ path: /admin, scopes: [admin] }}
     - {{ path: /orders, methods: [POST, DELETE], scopes: ["orders:write"] }}
     - {{ path: /reports, methods: [GET], scopes: [admin] }}
+    - {{ path: /cache, methods: [PURGE], scopes: [admin] }}
+    - {{ path: "/v1/reports:export", scopes: [admin] }}
     - {{ path: /, scopes: [read] }}
   forward:
     claims_to_headers: {{ sub: x-auth-subject }}
@@ -397,7 +399,7 @@ async fn a_trailing_dot_or_other_host_spelling_does_not_escape_a_host_rule() {
 #[tokio::test]
 async fn forwarding_headers_are_the_guards_own() {
     let g = Guard::start("").await;
-    let spoofs = "X-Forwarded-Host: admin.internal\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX_Forwarded_Host: admin.internal\r\nForwarded: for=203.0.113.9;host=admin.internal;proto=https\r\nX-Real-IP: 203.0.113.9\r\n";
+    let spoofs = "X-Forwarded-Host: admin.internal\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX_Forwarded_Host: admin.internal\r\nForwarded: for=203.0.113.9;host=admin.internal;proto=https\r\nX-Real-IP: 203.0.113.9\r\nTrue-Client-IP: 203.0.113.9\r\nX-Client-IP: 203.0.113.9\r\nClient-IP: 203.0.113.9\r\nCF-Connecting-IP: 203.0.113.9\r\nFastly-Client-IP: 203.0.113.9\r\nX-Cluster-Client-IP: 203.0.113.9\r\nX-Forwarded: for=203.0.113.9\r\nForwarded-For: 203.0.113.9\r\nX-Original-Host: admin.internal\r\nX-Host: admin.internal\r\n";
     for (label, request) in [
         (
             "HTTP/1.0 without Host",
@@ -490,6 +492,15 @@ async fn path_spellings_an_app_folds_do_not_escape_a_rule() {
         "/public/\u{ff0e}\u{ff0e}/admin",
         "/%ef%bd%81dmin",
         "/public/..%ef%bc%8fadmin",
+        // A format suffix (Rails' `(.:format)`, Spring's suffix match): /admin.json is /admin.
+        "/admin.json",
+        "/Admin.json",
+        "/reports.csv",
+        // Encoded characters an app decodes before routing.
+        "/v1/reports%3Aexport",
+        "/v1/reports%3aexport",
+        "/admin%3b/x",
+        "/admin%3Bx",
     ] {
         let status = g
             .status(&format!(
@@ -515,13 +526,23 @@ async fn path_spellings_an_app_folds_do_not_escape_a_rule() {
 async fn method_spellings_and_overrides_do_not_escape_a_rule() {
     let g = Guard::start("").await;
     let auth = format!("Authorization: Bearer {}\r\n", g.read_token());
-    for method in ["post", "Post", "delete", "DeLeTe"] {
+    for (method, path) in [
+        ("post", "/orders/1"),
+        ("Post", "/orders/1"),
+        ("delete", "/orders/1"),
+        ("DeLeTe", "/orders/1"),
+        ("purge", "/cache/x"),
+        ("Purge", "/cache/x"),
+    ] {
         let status = g
             .status(&format!(
-                "{method} /orders/1 HTTP/1.1\r\nHost: app\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                "{method} {path} HTTP/1.1\r\nHost: app\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
             ))
             .await;
-        assert!(status == 400 || status == 403, "{method} got {status}");
+        assert!(
+            status == 400 || status == 403,
+            "{method} {path} got {status}"
+        );
     }
     assert!(g.log.heads().is_empty(), "{:?}", g.log.heads());
     for name in [
@@ -587,6 +608,9 @@ async fn kept_overrides_reach_the_app_only_when_the_rules_agree_on_them() {
         ("/public/x", "X-Original-URL", "/admin"),
         ("/public/x", "X-Rewrite-URL", "/items"),
         ("/items/1", "X-Original-URL", "/ADMIN"),
+        ("/items/1", "X-Original-URL", "/admin#"),
+        ("/items/1", "X-Original-URL", "/admin#x"),
+        ("/items/1", "X-Rewrite-URL", "/admin.json"),
     ] {
         let status = g
             .status(&format!(
@@ -595,6 +619,7 @@ async fn kept_overrides_reach_the_app_only_when_the_rules_agree_on_them() {
             .await;
         assert_eq!(status, 400, "{target} {name}: {value}");
     }
+    assert!(g.log.heads().is_empty(), "{:?}", g.log.heads());
     // An underscore spelling is not kept: the app could read it, the rules never did.
     let status = g
         .status(
@@ -638,14 +663,24 @@ async fn an_app_switching_protocols_unasked_or_to_another_protocol_gets_no_tunne
         let head = read_head(&mut conn).await.unwrap_or_default();
         assert!(!head.starts_with("HTTP/1.1 101"), "{request:?}: {head}");
         assert!(head.starts_with("HTTP/1.1 502"), "{request:?}: {head}");
+        // The next request, on this connection or a new one, reaches the app as
+        // a request: never as bytes into the connection it half switched.
         let _ = conn
-            .write_all(b"GET /admin HTTP/1.1\r\nHost: app\r\n\r\n")
+            .write_all(b"GET /public/next HTTP/1.1\r\nHost: app\r\n\r\n")
             .await;
+        let next = g
+            .status("GET /public/next HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+            .await;
+        assert_eq!(next, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let entries = g.log.entries();
         assert!(
             !entries.iter().any(|e| e.starts_with("raw")),
             "{request:?}: bytes went through a tunnel: {entries:?}"
+        );
+        assert!(
+            entries.iter().any(|e| e.starts_with("get /public/next")),
+            "{entries:?}"
         );
     }
     g.stop().await;

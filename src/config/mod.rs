@@ -923,6 +923,15 @@ impl Validator<'_> {
             .into_iter()
             .filter_map(
                 |(claim, header)| match HeaderName::from_bytes(header.as_bytes()) {
+                    // CGI-style servers read `_` and `-` alike; the guard strips
+                    // callers' spellings of `-` names in both forms.
+                    Ok(h) if h.as_str().contains('_') => {
+                        self.error(
+                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("{h}: write identity header names with '-', not '_'"),
+                        );
+                        None
+                    }
                     Ok(h) if !is_reserved_header(&h) => Some((claim, h)),
                     Ok(h) => {
                         self.error(

@@ -117,6 +117,11 @@ fn field_errors_name_their_path() {
             "cannot carry identity",
         ),
         (
+            format!("{MINIMAL}  forward:\n    claims_to_headers: {{ sub: x_auth_subject }}\n"),
+            "inbound.forward.claims_to_headers.sub",
+            "not '_'",
+        ),
+        (
             format!("{MINIMAL}  timeouts:\n    tunnel_idle: 0s\n"),
             "inbound.timeouts.tunnel_idle",
             "greater than zero",

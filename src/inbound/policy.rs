@@ -7,6 +7,7 @@
 use super::shape::{method_spelling, METHOD_OVERRIDES, PATH_OVERRIDES};
 use super::verify::VerifiedToken;
 use hyper::header::HeaderMap;
+use hyper::http::uri::PathAndQuery;
 use hyper::Method;
 use unicode_normalization::UnicodeNormalization;
 
@@ -127,7 +128,8 @@ enum Case {
 
 /// PURE: accepts only paths whose meaning cannot differ between tokengate and
 /// the app behind it, so a rule cannot be sidestepped by spelling. Refused:
-/// - dot segments and empty segments (`//`), `\\` and `;` (path parameters);
+/// - dot segments and empty segments (`//`), `\\` and `;` (path parameters),
+///   also percent-encoded (`%3B`: decoded, Spring strips what follows);
 /// - percent-encoded unreserved characters, slashes, backslashes, `?`, `#`,
 ///   control characters, and a `%25` that starts another escape (`%252e`:
 ///   decoded twice, a dot);
@@ -170,6 +172,9 @@ pub fn canonical_path(path: &str) -> Result<(), &'static str> {
                 }
                 if decoded == b'?' || decoded == b'#' {
                     return Err("percent-encoded ? or # in path");
+                }
+                if decoded == b';' {
+                    return Err("path parameters (;) are not accepted");
                 }
                 let hex_at = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
                 if decoded == b'%' && hex_at(i + 3) && hex_at(i + 4) {
@@ -217,23 +222,7 @@ fn percent_decoded(bytes: &[u8], at: usize) -> Option<u8> {
 /// normalisers do) or by Unicode case mapping (`ı` upper-cases to `I`).
 /// Only paths with non-ASCII bytes get here, so the decode's allocation is rare.
 fn no_ascii_lookalikes(path: &str) -> Result<(), &'static str> {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match percent_decoded(bytes, i) {
-            Some(b) => {
-                decoded.push(b);
-                i += 3;
-            }
-            None => {
-                decoded.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    let text =
-        std::str::from_utf8(&decoded).map_err(|_| "percent-encoded bytes that are not UTF-8")?;
+    let text = percent_decoded_text(path).ok_or("percent-encoded bytes that are not UTF-8")?;
     let folds_to_ascii = |c: char| {
         std::iter::once(c).nfkc().any(|d| d.is_ascii())
             || c.to_lowercase().any(|d| d.is_ascii())
@@ -248,36 +237,127 @@ fn no_ascii_lookalikes(path: &str) -> Result<(), &'static str> {
 }
 
 /// PURE: the first rule that matches, or `None` (deny), once the other common
-/// readings of the request agree with it: the path with its ASCII case folded
-/// (apps that route case-insensitively), and for `HEAD` the same request as
-/// `GET` (frameworks answer HEAD with the GET handler). A reading that selects
-/// a rule with other requirements would let a spelling choose the weaker rule,
-/// so the request is refused instead (`Err`, a 400).
+/// readings of the request agree with it. Apps route:
+/// - the path percent-decoded (`/v1/reports%3Aexport` is `/v1/reports:export`);
+/// - without a format suffix on its last segment (Rails' `(.:format)`, Spring's
+///   suffix match: `/admin.json` is `/admin`);
+/// - with its ASCII case folded (Express and ASP.NET by default);
+/// - for `HEAD`, as `GET` (frameworks answer HEAD with the GET handler).
+///
+/// A reading, or a combination of them, that selects a rule with other
+/// requirements would let a spelling choose the weaker rule, so the request is
+/// refused instead (`Err`, a 400). A plain request (no `%`, no `.` in its last
+/// segment, no upper case anywhere, not HEAD) costs one pass over the rules.
 pub fn find_rule<'a>(
     rules: &'a [RouteRule],
     method: &Method,
     host: &[u8],
     path: &str,
 ) -> Result<Option<(usize, &'a RouteRule)>, &'static str> {
-    let first = |method: &Method, case: Case| {
+    let first = |method: &Method, path: &str, case: Case| {
         rules
             .iter()
             .position(|r| r.matches_as(method, host, path, case))
     };
-    let exact = first(method, Case::Exact);
-    let agrees = |other: Option<usize>| same_requirements(rules, exact, other);
+    let exact = first(method, path, Case::Exact);
+    let decoded = path
+        .contains('%')
+        .then(|| percent_decoded_text(path))
+        .flatten();
+    let paths = [
+        (Some(path), Reading::AsSent),
+        (decoded.as_deref(), Reading::Decoded),
+        (without_format_suffix(path), Reading::FormatSuffix),
+        (
+            decoded.as_deref().and_then(without_format_suffix),
+            Reading::FormatSuffix,
+        ),
+    ];
+    let methods = [
+        (Some(method), Reading::AsSent),
+        (
+            (method == Method::HEAD).then_some(&Method::GET),
+            Reading::HeadAsGet,
+        ),
+    ];
     let case_matters =
         path.bytes().any(|b| b.is_ascii_uppercase()) || rules.iter().any(|r| r.prefix_has_upper);
-    if case_matters && !agrees(first(method, Case::Folded)) {
-        return Err("the path falls under another rule when its case is ignored");
-    }
-    if method == Method::HEAD
-        && !(agrees(first(&Method::GET, Case::Exact))
-            && (!case_matters || agrees(first(&Method::GET, Case::Folded))))
-    {
-        return Err("HEAD falls under another rule than GET");
+    let cases = [
+        (Some(Case::Exact), Reading::AsSent),
+        (case_matters.then_some(Case::Folded), Reading::CaseFolded),
+    ];
+    for (p, path_reading) in paths {
+        let Some(p) = p else { continue };
+        for (m, method_reading) in methods {
+            let Some(m) = m else { continue };
+            for (case, case_reading) in cases {
+                let Some(case) = case else { continue };
+                let readings = [path_reading, method_reading, case_reading];
+                if readings.iter().all(|r| *r == Reading::AsSent) {
+                    continue; // `exact` itself
+                }
+                if !same_requirements(rules, exact, first(m, p, case)) {
+                    // Name the reading that differs, the most specific first.
+                    let why = readings.into_iter().max().unwrap_or(Reading::AsSent);
+                    return Err(why.disagreement());
+                }
+            }
+        }
     }
     Ok(exact.map(|i| (i, &rules[i])))
+}
+
+/// A way apps read a request that [`find_rule`] checks; ordered from the least
+/// to the most specific, for naming the one a refused request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reading {
+    AsSent,
+    CaseFolded,
+    HeadAsGet,
+    Decoded,
+    FormatSuffix,
+}
+
+impl Reading {
+    fn disagreement(self) -> &'static str {
+        match self {
+            Reading::AsSent => "the request falls under another rule",
+            Reading::CaseFolded => "the path falls under another rule when its case is ignored",
+            Reading::HeadAsGet => "HEAD falls under another rule than GET",
+            Reading::Decoded => "the path falls under another rule once percent-decoded",
+            Reading::FormatSuffix => "the path falls under another rule without its format suffix",
+        }
+    }
+}
+
+/// `path` percent-decoded, if that is UTF-8 ([`canonical_path`] has refused
+/// anything else by the time rules are matched).
+fn percent_decoded_text(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match percent_decoded(bytes, i) {
+            Some(d) => {
+                decoded.push(d);
+                i += 3;
+            }
+            None => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+/// `path` without the format suffix of its last segment (`/a/b.json` → `/a/b`,
+/// `/b.tar.gz` → `/b`); `None` when that segment has none (`/.well-known` is a
+/// name, not a suffix).
+fn without_format_suffix(path: &str) -> Option<&str> {
+    let last = path.rfind('/').map_or(0, |i| i + 1);
+    let dot = path[last..].find('.').filter(|&d| d > 0)?;
+    Some(&path[..last + dot])
 }
 
 /// Two rule choices (indexes into `rules`; `None` is a deny) ask the same of a request.
@@ -313,9 +393,14 @@ pub fn overrides_agree(
     }
     let mut paths = vec![path];
     for value in values(&PATH_OVERRIDES) {
+        // An app parses the value as a URL: a fragment or a character a
+        // request target cannot hold has no one meaning.
         let target = value
             .to_str()
-            .map_err(|_| "a path override header is not ASCII")?;
+            .ok()
+            .filter(|t| !t.contains('#'))
+            .and_then(|t| PathAndQuery::try_from(t).ok().map(|_| t))
+            .ok_or("a path override header is not a request target")?;
         let named = target.split_once('?').map_or(target, |(p, _)| p);
         canonical_path(named)?;
         paths.push(named);
@@ -469,6 +554,8 @@ mod tests {
             "/\u{17f}ecret",
             "/\u{fb01}le",
             "/a%c2%a0",
+            "/admin%3bx",
+            "/admin%3B/x",
         ];
         for path in bad {
             assert!(canonical_path(path).is_err(), "{path} must be rejected");
@@ -520,6 +607,8 @@ mod tests {
         ];
         let folded = Err("the path falls under another rule when its case is ignored");
         let head = Err("HEAD falls under another rule than GET");
+        let suffix = Err("the path falls under another rule without its format suffix");
+        let decoded = Err("the path falls under another rule once percent-decoded");
         let cases = [
             (Method::GET, "/admin/x", Ok(Some(1))),
             (Method::GET, "/items/ABC", Ok(Some(4))),
@@ -539,6 +628,18 @@ mod tests {
             (Method::HEAD, "/items", Ok(Some(4))),
             (Method::GET, "/reports/1", Ok(Some(2))),
             (Method::POST, "/reports/1", Ok(Some(4))),
+            // Format suffixes: `/admin.json` is `/admin` to Rails.
+            (Method::GET, "/admin.json", suffix),
+            (Method::GET, "/Admin.json", suffix),
+            (Method::GET, "/admin/x.json", Ok(Some(1))),
+            (Method::GET, "/items/42.json", Ok(Some(4))),
+            (Method::GET, "/public.json", suffix),
+            (Method::GET, "/.well-known/x", Ok(Some(4))),
+            (Method::GET, "/v1.2/x", Ok(Some(4))),
+            // Percent-decoded: `%61` is refused by canonical_path, but these are read too.
+            (Method::GET, "/ad%6Din", decoded),
+            (Method::GET, "/items/a%3Ab", Ok(Some(4))),
+            (Method::GET, "/caf%C3%A9", Ok(Some(4))),
         ];
         for (method, path, want) in cases {
             let got = find_rule(&rules, &method, b"h", path).map(|r| r.map(|(i, _)| i));
@@ -588,7 +689,7 @@ mod tests {
                 Method::POST,
                 "/orders/1",
                 vec![("x-http-method-override", "delete")],
-                Err("a standard method must be spelled in upper case"),
+                Err("a method must be spelled in upper case"),
             ),
             (
                 Method::POST,
@@ -630,7 +731,7 @@ mod tests {
                 Method::GET,
                 "/items",
                 vec![("x-original-url", "http://h/admin")],
-                Err("request target is not an absolute path"),
+                Err("a path override header is not a request target"),
             ),
             // Method and path together.
             (

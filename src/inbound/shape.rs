@@ -6,25 +6,20 @@
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Method, Uri, Version};
 
-/// PURE: refuses a case variant of a standard method (`post`, `Delete`): apps
-/// that upper-case the method (Symfony, Rails' Rack, many CGI stacks) would run
-/// a POST handler behind a rule written for POST. Extension methods pass as
-/// they are. `CONNECT` asks for a tunnel that no rule could look inside.
+/// PURE: refuses a method with a lower-case letter (`post`, `Delete`, `purge`):
+/// apps that upper-case the method (Symfony, Rails' Rack, many CGI stacks) would
+/// run a POST or PURGE handler behind a rule written for `POST` or `PURGE`, while
+/// rules (whose methods are upper-cased when loaded) never matched it. Real
+/// methods, standard or extension (`PROPFIND`), are upper case. `CONNECT` asks
+/// for a tunnel that no rule could look inside.
 pub fn method_spelling(method: &Method) -> Result<(), &'static str> {
-    const STANDARD: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
     if method == Method::CONNECT {
         return Err("CONNECT is not accepted");
     }
-    let text = method.as_str();
-    if STANDARD.contains(&text) {
-        return Ok(());
+    match method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        true => Err("a method must be spelled in upper case"),
+        false => Ok(()),
     }
-    if STANDARD.iter().any(|s| s.eq_ignore_ascii_case(text)) {
-        return Err("a standard method must be spelled in upper case");
-    }
-    Ok(())
 }
 
 /// The request's host in its one canonical spelling: lower case, without the
@@ -158,8 +153,25 @@ fn canonical_host(raw: &[u8], sent: Option<&HeaderValue>) -> Result<Option<Host>
     Ok(Some(Host { value, name_len }))
 }
 
-/// Headers only tokengate sets: the `X-Forwarded-*` family, `Forwarded` and
-/// `X-Real-IP` ([`is_reserved`] checks these names).
+/// Headers that tell an app who the client is or which host it asked for:
+/// tokengate sets its own `X-Forwarded-*` and `Forwarded`, and no caller may
+/// send these or any other `X-Forwarded-*` (apps and their middleware trust
+/// them: Go's chi reads `True-Client-IP`, npm's request-ip `X-Client-IP`, Rails
+/// `Client-IP`, CDN-aware apps `CF-Connecting-IP` and `Fastly-Client-IP`).
+const OWNED: [&str; 12] = [
+    "forwarded",
+    "forwarded-for",
+    "x-forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-host",
+    "x-host",
+];
 const FORWARDED_FAMILY: &str = "x-forwarded-";
 
 /// Headers with which frameworks run another method than the request's
@@ -174,7 +186,7 @@ pub const METHOD_OVERRIDES: [&str; 3] = [
 pub const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
 /// PURE: removes what a caller may not send: any `X-Forwarded-*`, `Forwarded`
-/// and `X-Real-IP` (tokengate sets its own), the identity headers tokengate sets
+/// and the other client and host headers above (tokengate sets its own), the identity headers tokengate sets
 /// from a verified token, and, unless `keep_overrides`, the method and path
 /// override headers. Each also in the underscore spelling (`X_Forwarded_Host`)
 /// that CGI-style servers read as the same name; kept overrides keep only
@@ -199,11 +211,9 @@ fn is_reserved(name: &str, identity: &[HeaderName], keep_overrides: bool) -> boo
     if identity.iter().any(|h| same_name(name, h.as_str())) {
         return true;
     }
-    // Every other reserved name starts with `x` or `f`: most headers need no more.
-    match name.as_bytes().first() {
-        Some(b'x') => {}
-        Some(b'f') => return same_name(name, "forwarded"),
-        _ => return false,
+    // Every other reserved name starts with one of these: most headers need no more.
+    if !matches!(name.as_bytes().first(), Some(b'x' | b'f' | b't' | b'c')) {
+        return false;
     }
     let is_override = |list: &[&str]| {
         list.iter()
@@ -211,7 +221,7 @@ fn is_reserved(name: &str, identity: &[HeaderName], keep_overrides: bool) -> boo
     };
     name.get(..FORWARDED_FAMILY.len())
         .is_some_and(|start| same_name(start, FORWARDED_FAMILY))
-        || same_name(name, "x-real-ip")
+        || OWNED.iter().any(|o| same_name(name, o))
         || is_override(&METHOD_OVERRIDES)
         || is_override(&PATH_OVERRIDES)
 }
@@ -236,23 +246,12 @@ mod tests {
             ("POST", Ok(())),
             ("PATCH", Ok(())),
             ("PROPFIND", Ok(())),
-            ("purge", Ok(())),
-            (
-                "post",
-                Err("a standard method must be spelled in upper case"),
-            ),
-            (
-                "Post",
-                Err("a standard method must be spelled in upper case"),
-            ),
-            (
-                "delete",
-                Err("a standard method must be spelled in upper case"),
-            ),
-            (
-                "gEt",
-                Err("a standard method must be spelled in upper case"),
-            ),
+            ("purge", Err("a method must be spelled in upper case")),
+            ("M-SEARCH", Ok(())),
+            ("post", Err("a method must be spelled in upper case")),
+            ("Post", Err("a method must be spelled in upper case")),
+            ("delete", Err("a method must be spelled in upper case")),
+            ("gEt", Err("a method must be spelled in upper case")),
             ("CONNECT", Err("CONNECT is not accepted")),
         ];
         for (method, want) in cases {
@@ -407,10 +406,15 @@ mod tests {
             ("x-method-override", "l"),
             ("x-original-url", "m"),
             ("x_rewrite_url", "n"),
-            ("x-forwarded", "kept: not of the family"),
+            ("x-forwarded", "o"),
+            ("true-client-ip", "p"),
+            ("X_Client_IP", "q"),
+            ("cf-connecting-ip", "r"),
+            ("x-host", "s"),
             ("x_other", "kept"),
             ("x-auth-subjectx", "kept"),
             ("forwarded-x", "kept"),
+            ("client-hints", "kept"),
             ("host", "kept"),
         ] {
             h.append(
@@ -428,10 +432,10 @@ mod tests {
         assert_eq!(
             left(false),
             [
+                "client-hints",
                 "forwarded-x",
                 "host",
                 "x-auth-subjectx",
-                "x-forwarded",
                 "x_other"
             ]
         );
@@ -439,10 +443,10 @@ mod tests {
         assert_eq!(
             left(true),
             [
+                "client-hints",
                 "forwarded-x",
                 "host",
                 "x-auth-subjectx",
-                "x-forwarded",
                 "x-http-method-override",
                 "x-method-override",
                 "x-original-url",
