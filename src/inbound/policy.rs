@@ -264,12 +264,17 @@ pub fn find_rule<'a>(
         .contains('%')
         .then(|| percent_decoded_text(path))
         .flatten();
+    // A rule that names the suffixed spelling itself (`/favicon.ico`,
+    // `/openapi.json`) has spoken for it: the stem is not another reading of it.
+    let named = exact.map_or(0, |e| rules[e].prefix.len());
     let paths = [
         (Some(path), Reading::AsSent),
         (decoded.as_deref(), Reading::Decoded),
-        (without_format_suffix(path), Reading::FormatSuffix),
+        (without_format_suffix(path, named), Reading::FormatSuffix),
         (
-            decoded.as_deref().and_then(without_format_suffix),
+            decoded
+                .as_deref()
+                .and_then(|d| without_format_suffix(d, named)),
             Reading::FormatSuffix,
         ),
     ];
@@ -353,11 +358,12 @@ fn percent_decoded_text(path: &str) -> Option<String> {
 
 /// `path` without the format suffix of its last segment (`/a/b.json` → `/a/b`,
 /// `/b.tar.gz` → `/b`); `None` when that segment has none (`/.well-known` is a
-/// name, not a suffix).
-fn without_format_suffix(path: &str) -> Option<&str> {
+/// name, not a suffix) or when the first `named` bytes of the path, a matching
+/// rule's prefix, already include the suffix.
+fn without_format_suffix(path: &str, named: usize) -> Option<&str> {
     let last = path.rfind('/').map_or(0, |i| i + 1);
     let dot = path[last..].find('.').filter(|&d| d > 0)?;
-    Some(&path[..last + dot])
+    Some(&path[..last + dot]).filter(|stem| stem.len() >= named)
 }
 
 /// Two rule choices (indexes into `rules`; `None` is a deny) ask the same of a request.
@@ -603,6 +609,7 @@ mod tests {
             token_rule("/admin", None, "admin"),
             token_rule("/reports", Some(&["GET"]), "admin"),
             token_rule("/Docs", None, "read"),
+            rule("/openapi.json", None, None),
             token_rule("/", None, "read"),
         ];
         let folded = Err("the path falls under another rule when its case is ignored");
@@ -611,35 +618,39 @@ mod tests {
         let decoded = Err("the path falls under another rule once percent-decoded");
         let cases = [
             (Method::GET, "/admin/x", Ok(Some(1))),
-            (Method::GET, "/items/ABC", Ok(Some(4))),
+            (Method::GET, "/items/ABC", Ok(Some(5))),
             // Folded, `/ADMIN` is `/admin`: a case-insensitive app serves it as admin.
             (Method::GET, "/ADMIN/x", folded),
             (Method::GET, "/Admin", folded),
-            (Method::GET, "/adminx", Ok(Some(4))),
+            (Method::GET, "/adminx", Ok(Some(5))),
             // Folded, `/PUBLIC` is anonymous while exactly it needs `read`.
             (Method::GET, "/PUBLIC/x", folded),
             // A different rule, with the same requirements: no matter.
-            (Method::GET, "/docs/x", Ok(Some(4))),
-            (Method::GET, "/DOCS", Ok(Some(4))),
+            (Method::GET, "/docs/x", Ok(Some(5))),
+            (Method::GET, "/DOCS", Ok(Some(5))),
             (Method::GET, "/Docs/x", Ok(Some(3))),
             // HEAD is served by GET's handler.
             (Method::HEAD, "/reports/1", head),
             (Method::HEAD, "/admin/x", Ok(Some(1))),
-            (Method::HEAD, "/items", Ok(Some(4))),
+            (Method::HEAD, "/items", Ok(Some(5))),
             (Method::GET, "/reports/1", Ok(Some(2))),
-            (Method::POST, "/reports/1", Ok(Some(4))),
+            (Method::POST, "/reports/1", Ok(Some(5))),
             // Format suffixes: `/admin.json` is `/admin` to Rails.
             (Method::GET, "/admin.json", suffix),
             (Method::GET, "/Admin.json", suffix),
             (Method::GET, "/admin/x.json", Ok(Some(1))),
-            (Method::GET, "/items/42.json", Ok(Some(4))),
+            (Method::GET, "/items/42.json", Ok(Some(5))),
             (Method::GET, "/public.json", suffix),
-            (Method::GET, "/.well-known/x", Ok(Some(4))),
-            (Method::GET, "/v1.2/x", Ok(Some(4))),
+            (Method::GET, "/.well-known/x", Ok(Some(5))),
+            (Method::GET, "/v1.2/x", Ok(Some(5))),
             // Percent-decoded: `%61` is refused by canonical_path, but these are read too.
             (Method::GET, "/ad%6Din", decoded),
-            (Method::GET, "/items/a%3Ab", Ok(Some(4))),
-            (Method::GET, "/caf%C3%A9", Ok(Some(4))),
+            (Method::GET, "/items/a%3Ab", Ok(Some(5))),
+            (Method::GET, "/caf%C3%A9", Ok(Some(5))),
+            // A rule naming the suffixed spelling has spoken for it.
+            (Method::GET, "/openapi.json", Ok(Some(4))),
+            (Method::GET, "/openapi.yaml", Ok(Some(5))),
+            (Method::GET, "/openapi", Ok(Some(5))),
         ];
         for (method, path, want) in cases {
             let got = find_rule(&rules, &method, b"h", path).map(|r| r.map(|(i, _)| i));
