@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;

@@ -4,11 +4,14 @@
 //! WebSocket upgrades and their tunnels.
 
 use crate::error::ProxyError;
+use crate::headers::{
+    strip_hop_by_hop, FORWARDED, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::uri::{PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_rustls::HttpsConnector;
@@ -164,104 +167,6 @@ pub fn client_tls(
         None => builder.with_no_client_auth(),
     };
     Ok(config)
-}
-
-/// Headers that describe one hop and never travel further (RFC 9110 §7.6.1),
-/// then `Upgrade`, which goes on only when the message asks for an upgrade.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-const CONNECTION_AT: usize = 0;
-const UPGRADE_AT: usize = 8;
-
-/// `name`'s place in [`HOP_BY_HOP`]. A match on the text: this runs for every
-/// header of every proxied message, and comparing `name` with each entry in turn
-/// cost about three times as much.
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    Some(match name.as_str() {
-        "connection" => CONNECTION_AT,
-        "keep-alive" => 1,
-        "proxy-connection" => 2,
-        "proxy-authenticate" => 3,
-        "proxy-authorization" => 4,
-        "te" => 5,
-        "trailer" => 6,
-        "transfer-encoding" => 7,
-        "upgrade" => UPGRADE_AT,
-        _ => return None,
-    })
-}
-
-/// A header that describes one hop: the standard set and `Upgrade`.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    hop_by_hop_index(name).is_some()
-}
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-/// Returns the `Upgrade` value when the message asks for a protocol upgrade.
-/// Runs twice per proxied request (request and response), so it first looks for
-/// hop-by-hop names in one pass over the (few) header names, and only removes, by
-/// hashed lookup, what is there.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    let mut present = [false; HOP_BY_HOP.len()];
-    let mut any = false;
-    for name in headers.keys() {
-        if let Some(i) = hop_by_hop_index(name) {
-            present[i] = true;
-            any = true;
-        }
-    }
-    if !any {
-        return None;
-    }
-    let mut upgrade_requested = false;
-    // Headers the client named beyond the standard set: almost always none, so
-    // the common `Connection: keep-alive` costs no allocation.
-    let mut named = Vec::new();
-    if present[CONNECTION_AT] {
-        let tokens = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim);
-        for token in tokens {
-            if token.eq_ignore_ascii_case("upgrade") {
-                upgrade_requested = true;
-            } else if !(token.is_empty()
-                || token.eq_ignore_ascii_case("keep-alive")
-                || token.eq_ignore_ascii_case("close"))
-            {
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
-                }
-            }
-        }
-    }
-    let upgrade = if present[UPGRADE_AT] {
-        present[UPGRADE_AT] = false;
-        headers.remove(header::UPGRADE)
-    } else {
-        None
-    };
-    let standard = HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p);
-    for name in named.iter().chain(standard.map(|(h, _)| h)) {
-        headers.remove(name);
-    }
-    upgrade.filter(|_| upgrade_requested)
 }
 
 /// PURE: whether a request offering `upgrade` (the `Upgrade` value
@@ -757,74 +662,6 @@ mod tests {
         let forward = up.forward(Request::new(full("")), &from, None, None);
         let size = std::mem::size_of_val(&forward);
         assert!(size <= 2048, "forward's future is {size} bytes");
-    }
-
-    #[test]
-    fn hop_by_hop_index_matches_the_list() {
-        for (i, name) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
-        }
-        for name in [
-            "host",
-            "authorization",
-            "x-connection",
-            "trailers",
-            "upgrade-insecure-requests",
-        ] {
-            let name = HeaderName::from_static(name);
-            assert_eq!(hop_by_hop_index(&name), None, "{name}");
-        }
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_connection_named_ones_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        assert_eq!(
-            strip_hop_by_hop(&mut h),
-            None,
-            "upgrade without Connection: upgrade is not an upgrade"
-        );
-        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
-    }
-
-    #[test]
-    fn messages_without_hop_by_hop_headers_are_untouched() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("app"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        let before = h.clone();
-        assert_eq!(strip_hop_by_hop(&mut h), None);
-        assert_eq!(h, before);
-        // Only the Connection header itself: removed, nothing else touched.
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        assert_eq!(strip_hop_by_hop(&mut h), None);
-        assert_eq!(h, before);
-    }
-
-    #[test]
-    fn upgrade_is_reported_when_connection_asks_for_it() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert_eq!(
-            strip_hop_by_hop(&mut h),
-            Some(HeaderValue::from_static("websocket"))
-        );
-        assert!(h.is_empty());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod raw;
 
 pub use outbound::*;
 
+use crate::headers::{canonical_host, is_hop_by_hop, is_set_by_proxy};
 use crate::inbound::policy::{Access, Requirements, RouteRule};
 use hyper::header::HeaderName;
 use hyper::{Method, Uri};
@@ -896,18 +897,21 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let host = raw.host.map(|h| {
-            // Requests are matched on their canonical host: compare like with like.
-            let host = h.to_ascii_lowercase();
-            let host = host.strip_suffix('.').unwrap_or(&host).to_string();
-            if !is_host_name(&host) {
-                self.error(
-                    format!("{path}.host"),
-                    format!("expected a host name without port, got {h:?}"),
-                );
-            }
-            host
-        });
+        // Requests are matched on their canonical host: compare like with like.
+        let host = raw
+            .host
+            .and_then(|h| match canonical_host(h.as_bytes(), None) {
+                Ok(Some(host)) if host.name().len() == host.value().len() => {
+                    Some(String::from_utf8_lossy(host.name()).into_owned())
+                }
+                _ => {
+                    self.error(
+                        format!("{path}.host"),
+                        format!("expected a host name without port, got {h:?}"),
+                    );
+                    None
+                }
+            });
         Some(RouteRule::new(
             raw.name.unwrap_or_else(|| prefix.clone()),
             &prefix,
@@ -915,6 +919,19 @@ impl Validator<'_> {
             host,
             access,
         ))
+    }
+
+    /// A `strip | keep` field: whether to keep, `keep_by_default` when absent.
+    fn strip_or_keep(&mut self, path: &str, value: Option<String>, keep_by_default: bool) -> bool {
+        match value.as_deref() {
+            None => keep_by_default,
+            Some("keep") => true,
+            Some("strip") => false,
+            Some(other) => {
+                self.error(path, format!("expected strip or keep, got {other:?}"));
+                keep_by_default
+            }
+        }
     }
 
     fn forward(&mut self, raw: RawForward) -> ForwardConfig {
@@ -950,52 +967,18 @@ impl Validator<'_> {
                 },
             )
             .collect();
-        let keep_authorization = match raw.authorization.as_deref() {
-            None | Some("keep") => true,
-            Some("strip") => false,
-            Some(other) => {
-                self.error(
-                    "inbound.forward.authorization",
-                    format!("expected strip or keep, got {other:?}"),
-                );
-                true
-            }
-        };
-        let keep_override_headers = match raw.override_headers.as_deref() {
-            None | Some("strip") => false,
-            Some("keep") => true,
-            Some(other) => {
-                self.error(
-                    "inbound.forward.override_headers",
-                    format!("expected strip or keep, got {other:?}"),
-                );
-                false
-            }
-        };
+        let keep_authorization =
+            self.strip_or_keep("inbound.forward.authorization", raw.authorization, true);
+        let keep_override_headers = self.strip_or_keep(
+            "inbound.forward.override_headers",
+            raw.override_headers,
+            false,
+        );
         ForwardConfig {
             claims_to_headers,
             keep_authorization,
             keep_override_headers,
         }
-    }
-}
-
-/// A host name as requests' canonical hosts are written: dot-separated labels of
-/// letters, digits, `-` and `_`, or a bracketed IPv6 address; no port.
-fn is_host_name(host: &str) -> bool {
-    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => {
-            !v6.is_empty()
-                && v6
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        }
-        None => host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        }),
     }
 }
 
@@ -1007,15 +990,9 @@ pub fn is_hmac(alg: Algorithm) -> bool {
 /// or that never reach the app (hop-by-hop), and so cannot carry claims.
 fn is_reserved_header(h: &HeaderName) -> bool {
     use hyper::header::*;
-    const FORWARDING: [&str; 4] = [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "forwarded",
-    ];
-    crate::upstream::is_hop_by_hop(h)
+    is_hop_by_hop(h)
+        || is_set_by_proxy(h)
         || [AUTHORIZATION, HOST, CONTENT_LENGTH, COOKIE].contains(h)
-        || FORWARDING.contains(&h.as_str())
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {

@@ -16,11 +16,10 @@ pub mod verify;
 
 use crate::config::{InboundConfig, Mode};
 use crate::error::{complete, Denial, Failure, ProxyError};
+use crate::headers::strip_hop_by_hop;
 use crate::metrics::{Metrics, RouteCounters};
 use crate::server::Handler;
-use crate::upstream::{
-    header_bytes, streamed, strip_hop_by_hop, Body, Direction, Downstream, HttpClient, Upstream,
-};
+use crate::upstream::{header_bytes, streamed, Body, Direction, Downstream, HttpClient, Upstream};
 use cache::TokenCache;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION};

@@ -3,7 +3,9 @@
 //! the one spelling apps route by, one canonical host, and none of the headers
 //! that would make an app see another client, host, method or path.
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
+pub use crate::headers::Host;
+use crate::headers::{canonical_host, is_proxy_owned, same_name};
+use hyper::header::{HeaderMap, HeaderName, HOST};
 use hyper::{Method, Uri, Version};
 
 /// PURE: refuses a method with a lower-case letter (`post`, `Delete`, `purge`):
@@ -19,32 +21,6 @@ pub fn method_spelling(method: &Method) -> Result<(), &'static str> {
     match method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         true => Err("a method must be spelled in upper case"),
         false => Ok(()),
-    }
-}
-
-/// The request's host in its one canonical spelling: lower case, without the
-/// trailing dot of a fully qualified name, with the port as sent. Rules match
-/// its name (no port); the app receives the whole of it as `Host`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
-    value: HeaderValue,
-    /// The name's length: `value` is the name, then `:port` if one was sent.
-    name_len: usize,
-}
-
-impl Host {
-    /// The host name without port, as rules match it (ASCII, lower case).
-    pub fn name(&self) -> &[u8] {
-        &self.value.as_bytes()[..self.name_len]
-    }
-
-    /// `name[:port]`, the `Host` the app receives.
-    pub fn value(&self) -> &HeaderValue {
-        &self.value
-    }
-
-    pub fn into_value(self) -> HeaderValue {
-        self.value
     }
 }
 
@@ -85,95 +61,6 @@ pub fn request_host(
     }
 }
 
-const BAD_HOST: &str = "malformed host";
-
-/// PURE: `raw` (`name[:port]`, `[v6]:port`) in its canonical spelling; `None`
-/// for an empty host. Names are labels of letters, digits, `-` and `_`
-/// separated by single dots (percent-encoding, commas, spaces, user info and
-/// anything else an app could read in more than one way are refused); a port
-/// is up to five digits. `sent` is the header value `raw` came from, reused
-/// when it is canonical already (no allocation on the common path). One pass
-/// over the name: this runs for every request.
-fn canonical_host(raw: &[u8], sent: Option<&HeaderValue>) -> Result<Option<Host>, &'static str> {
-    let Some(&first) = raw.first() else {
-        return Ok(None);
-    };
-    let mut upper = false;
-    let name_end = if first == b'[' {
-        let end = raw.iter().position(|&b| b == b']').ok_or(BAD_HOST)?;
-        let literal = &raw[1..end];
-        let v6 = |b: &u8| b.is_ascii_hexdigit() || *b == b':' || *b == b'.';
-        if literal.is_empty() || !literal.iter().all(v6) {
-            return Err(BAD_HOST);
-        }
-        upper = literal.iter().any(u8::is_ascii_uppercase);
-        end + 1
-    } else {
-        let mut label = 0;
-        let mut i = 0;
-        while let Some(&b) = raw.get(i) {
-            match b {
-                b':' => break,
-                b'.' if label == 0 => return Err(BAD_HOST),
-                b'.' => label = 0,
-                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
-                b'A'..=b'Z' => {
-                    upper = true;
-                    label += 1;
-                }
-                _ => return Err(BAD_HOST),
-            }
-            i += 1;
-        }
-        if i == 0 {
-            return Err(BAD_HOST);
-        }
-        i
-    };
-    let port = &raw[name_end..];
-    match port.split_first() {
-        None => {}
-        Some((b':', digits)) if digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit) => {}
-        _ => return Err(BAD_HOST),
-    }
-    // A fully qualified name's trailing dot (the loop refused a dot after a dot).
-    let name_len = match raw[name_end - 1] {
-        b'.' => name_end - 1,
-        _ => name_end,
-    };
-    let value = match sent {
-        Some(sent) if !upper && name_len == name_end => sent.clone(),
-        _ => {
-            let mut bytes = Vec::with_capacity(name_len + port.len());
-            bytes.extend(raw[..name_len].iter().map(u8::to_ascii_lowercase));
-            bytes.extend_from_slice(port);
-            HeaderValue::from_bytes(&bytes).map_err(|_| BAD_HOST)?
-        }
-    };
-    Ok(Some(Host { value, name_len }))
-}
-
-/// Headers that tell an app who the client is or which host it asked for:
-/// tokengate sets its own `X-Forwarded-*` and `Forwarded`, and no caller may
-/// send these or any other `X-Forwarded-*` (apps and their middleware trust
-/// them: Go's chi reads `True-Client-IP`, npm's request-ip `X-Client-IP`, Rails
-/// `Client-IP`, CDN-aware apps `CF-Connecting-IP` and `Fastly-Client-IP`).
-const OWNED: [&str; 12] = [
-    "forwarded",
-    "forwarded-for",
-    "x-forwarded",
-    "x-real-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-cluster-client-ip",
-    "x-original-host",
-    "x-host",
-];
-const FORWARDED_FAMILY: &str = "x-forwarded-";
-
 /// Headers with which frameworks run another method than the request's
 /// (Symfony, Laravel, Rails, ASP.NET, Google's APIs).
 pub const METHOD_OVERRIDES: [&str; 3] = [
@@ -185,8 +72,8 @@ pub const METHOD_OVERRIDES: [&str; 3] = [
 /// rewrite, older Symfony and Zend).
 pub const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
-/// PURE: removes what a caller may not send: any `X-Forwarded-*`, `Forwarded`
-/// and the other client and host headers above (tokengate sets its own), the identity headers tokengate sets
+/// PURE: removes what a caller may not send: the headers tokengate owns
+/// ([`is_proxy_owned`]: `X-Forwarded-*`, `Forwarded`, client-address headers), the identity headers tokengate sets
 /// from a verified token, and, unless `keep_overrides`, the method and path
 /// override headers. Each also in the underscore spelling (`X_Forwarded_Host`)
 /// that CGI-style servers read as the same name; kept overrides keep only
@@ -208,36 +95,21 @@ pub fn strip_caller_headers(
 }
 
 fn is_reserved(name: &str, identity: &[HeaderName], keep_overrides: bool) -> bool {
-    if identity.iter().any(|h| same_name(name, h.as_str())) {
+    if identity.iter().any(|h| same_name(name, h.as_str())) || is_proxy_owned(name) {
         return true;
-    }
-    // Every other reserved name starts with one of these: most headers need no more.
-    if !matches!(name.as_bytes().first(), Some(b'x' | b'f' | b't' | b'c')) {
-        return false;
     }
     let is_override = |list: &[&str]| {
         list.iter()
             .any(|o| same_name(name, o) && !(keep_overrides && name == *o))
     };
-    name.get(..FORWARDED_FAMILY.len())
-        .is_some_and(|start| same_name(start, FORWARDED_FAMILY))
-        || OWNED.iter().any(|o| same_name(name, o))
-        || is_override(&METHOD_OVERRIDES)
-        || is_override(&PATH_OVERRIDES)
-}
-
-/// `name` is `reserved`, reading `_` as `-`.
-fn same_name(name: &str, reserved: &str) -> bool {
-    name.len() == reserved.len()
-        && name
-            .bytes()
-            .zip(reserved.bytes())
-            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+    is_override(&METHOD_OVERRIDES) || is_override(&PATH_OVERRIDES)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::BAD_HOST;
+    use hyper::header::HeaderValue;
 
     #[test]
     fn method_spellings() {

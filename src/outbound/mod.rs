@@ -10,11 +10,11 @@ pub mod token;
 
 use crate::config::OutboundConfig;
 use crate::error::{complete, Failure, ProxyError};
+use crate::headers::strip_hop_by_hop;
 use crate::metrics::{Metrics, RouteCounters};
 use crate::server::Handler;
 use crate::upstream::{
-    full, header_bytes, streamed, strip_hop_by_hop, Body, Direction, Downstream, HttpClient,
-    Upstream,
+    full, header_bytes, streamed, Body, Direction, Downstream, HttpClient, Upstream,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
