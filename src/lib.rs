@@ -5,7 +5,7 @@
 //! arguments, sets up logging and maps failures to exit codes.
 //!
 //! Inbound requests flow `server` → `inbound` (pure `verify` and `policy` at its
-//! core, keys from `inbound::jwks`) → `upstream`; `error` turns every failure
+//! core, keys from `inbound::jwks`) → `upstream`; `respond` turns every failure
 //! into a response in one place.
 
 pub mod admin;
@@ -17,6 +17,7 @@ pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod respond;
 pub mod server;
 pub mod upstream;
 

@@ -15,9 +15,10 @@ pub mod shape;
 pub mod verify;
 
 use crate::config::{InboundConfig, Mode};
-use crate::error::{complete, Denial, Failure, ProxyError};
+use crate::error::{Denial, Failure, ProxyError};
 use crate::headers::strip_hop_by_hop;
 use crate::metrics::{Metrics, RouteCounters};
+use crate::respond::complete;
 use crate::server::Handler;
 use crate::upstream::{header_bytes, streamed, Body, Direction, Downstream, HttpClient, Upstream};
 use cache::TokenCache;

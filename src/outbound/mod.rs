@@ -9,9 +9,10 @@ pub mod source;
 pub mod token;
 
 use crate::config::OutboundConfig;
-use crate::error::{complete, Failure, ProxyError};
+use crate::error::{Failure, ProxyError};
 use crate::headers::strip_hop_by_hop;
 use crate::metrics::{Metrics, RouteCounters};
+use crate::respond::complete;
 use crate::server::Handler;
 use crate::upstream::{
     full, header_bytes, streamed, Body, Direction, Downstream, HttpClient, Upstream,

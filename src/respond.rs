@@ -1,0 +1,209 @@
+//! The one place a failure becomes its HTTP answer (status, `WWW-Authenticate`,
+//! small JSON body), and the one completion point that records every request.
+
+use crate::error::{Denial, Failure, ProxyError};
+use crate::inbound::verify::Reject;
+use crate::upstream::{full, Body};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+
+const REALM: &str = "tokengate";
+
+/// The one completion point of both directions, on success and on failure: turns
+/// a failure into its response, logs proxy-side failures (auth denials are logged
+/// where they are decided), and records the request metrics.
+pub fn complete(
+    route: &crate::metrics::RouteCounters,
+    result: Result<Response<Body>, Failure>,
+    started: std::time::Instant,
+    duration: &prometheus::Histogram,
+) -> Response<Body> {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(failure) => {
+            if let Failure::Proxy(e) = &failure {
+                tracing::warn!(direction = route.direction, route = %route.route, error = %e, "request failed");
+            }
+            error_response(&failure)
+        }
+    };
+    route.inc(resp.status());
+    duration.observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The one mapping from failure to response.
+pub fn error_response(failure: &Failure) -> Response<Body> {
+    let (status, error, challenge) = match failure {
+        Failure::Denied(Denial::MissingToken) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_request",
+            Some(format!("Bearer realm=\"{REALM}\"")),
+        ),
+        Failure::Denied(Denial::InvalidToken(Reject::KeysUnavailable { .. })) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            None,
+        ),
+        Failure::Denied(Denial::InvalidToken(r)) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                quoted_safe(&r.to_string())
+            )),
+        ),
+        Failure::Denied(Denial::InsufficientScope(scope)) => (
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
+                quoted_safe(scope)
+            )),
+        ),
+        Failure::Denied(Denial::Forbidden | Denial::NoRule) => {
+            (StatusCode::FORBIDDEN, "access_denied", None)
+        }
+        Failure::Proxy(ProxyError::NotReady) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not_ready", None)
+        }
+        Failure::Proxy(ProxyError::HeadersTooLarge) => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            None,
+        ),
+        Failure::Proxy(ProxyError::BadRequest(_)) => (StatusCode::BAD_REQUEST, "bad_request", None),
+        Failure::Proxy(ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamFailed(_)) => {
+            (StatusCode::BAD_GATEWAY, "upstream_unavailable", None)
+        }
+        Failure::Proxy(ProxyError::UpstreamTimeout) => {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", None)
+        }
+        Failure::Proxy(ProxyError::NoRoute(_)) => (StatusCode::NOT_FOUND, "no_route", None),
+        Failure::Proxy(ProxyError::TokenUnavailable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", None)
+        }
+    };
+    // Upstream error details stay in the logs; callers get the category.
+    let description = match failure {
+        Failure::Proxy(ProxyError::UpstreamUnreachable(_)) => "upstream unreachable".to_string(),
+        Failure::Proxy(ProxyError::UpstreamFailed(_)) => "upstream failed".to_string(),
+        other => other.to_string(),
+    };
+    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    resp
+}
+
+/// Text safe inside a quoted-string: printable ASCII without `"` and `\`, bounded.
+fn quoted_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(f: Failure) -> (u16, Option<String>, serde_json::Value) {
+        let resp = error_response(&f);
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        let body = match resp.into_body() {
+            http_body_util::Either::Right(full) => {
+                let bytes = futures_body(full);
+                serde_json::from_slice(&bytes).unwrap()
+            }
+            http_body_util::Either::Left(_) => panic!("local answers have a full body"),
+        };
+        (resp_status(&f), challenge, body)
+    }
+
+    fn resp_status(f: &Failure) -> u16 {
+        error_response(f).status().as_u16()
+    }
+
+    fn futures_body(full: http_body_util::Full<bytes::Bytes>) -> bytes::Bytes {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(full.collect()).unwrap().to_bytes()
+    }
+
+    #[test]
+    fn every_failure_maps_to_its_pinned_response() {
+        let realm = "Bearer realm=\"tokengate\"";
+        let cases: Vec<(Failure, u16, Option<String>, &str)> = vec![
+            (Denial::MissingToken.into(), 401, Some(realm.into()), "invalid_request"),
+            (
+                Denial::InvalidToken(Reject::BadSignature).into(),
+                401,
+                Some(format!("{realm}, error=\"invalid_token\", error_description=\"signature does not verify\"")),
+                "invalid_token",
+            ),
+            (
+                Denial::InvalidToken(Reject::Expired { exp: 10, now: 20 }).into(),
+                401,
+                Some(format!("{realm}, error=\"invalid_token\", error_description=\"token expired at 10 (now 20)\"")),
+                "invalid_token",
+            ),
+            (
+                Denial::InvalidToken(Reject::UnknownIssuer("evil\"\n".into())).into(),
+                401,
+                Some(format!("{realm}, error=\"invalid_token\", error_description=\"issuer ?evil??? is not trusted\"")),
+                "invalid_token",
+            ),
+            (Denial::InvalidToken(Reject::KeysUnavailable { issuer: 0 }).into(), 503, None, "temporarily_unavailable"),
+            (
+                Denial::InsufficientScope("orders:write".into()).into(),
+                403,
+                Some(format!("{realm}, error=\"insufficient_scope\", scope=\"orders:write\"")),
+                "insufficient_scope",
+            ),
+            (Denial::Forbidden.into(), 403, None, "access_denied"),
+            (Denial::NoRule.into(), 403, None, "access_denied"),
+            (ProxyError::NotReady.into(), 503, None, "not_ready"),
+            (ProxyError::HeadersTooLarge.into(), 431, None, "headers_too_large"),
+            (ProxyError::BadRequest("x").into(), 400, None, "bad_request"),
+            (ProxyError::UpstreamUnreachable("refused".into()).into(), 502, None, "upstream_unavailable"),
+            (ProxyError::UpstreamFailed("reset".into()).into(), 502, None, "upstream_unavailable"),
+            (ProxyError::UpstreamTimeout.into(), 504, None, "upstream_timeout"),
+            (ProxyError::NoRoute("x.example".into()).into(), 404, None, "no_route"),
+            (ProxyError::TokenUnavailable("default".into()).into(), 503, None, "token_unavailable"),
+        ];
+        for (failure, status, challenge, error) in cases {
+            let label = format!("{failure:?}");
+            let (got_status, got_challenge, body) = render(failure);
+            assert_eq!(got_status, status, "{label}");
+            assert_eq!(got_challenge, challenge, "{label}");
+            assert_eq!(body["error"], error, "{label}");
+            assert!(body["error_description"].is_string(), "{label}");
+        }
+    }
+
+    #[test]
+    fn upstream_details_are_not_shown_to_callers() {
+        let (_, _, body) =
+            render(ProxyError::UpstreamUnreachable("10.0.0.7:8080 refused".into()).into());
+        assert_eq!(body["error_description"], "upstream unreachable");
+    }
+}
