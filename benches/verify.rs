@@ -19,10 +19,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 use tokengate::config::Config;
+use tokengate::config::Requirements;
 use tokengate::demo::{sign_with_header, unix_now, KeyKind, SigningKey};
 use tokengate::inbound::cache::TokenCache;
 use tokengate::inbound::keys::{KeySet, KeySnapshot};
-use tokengate::inbound::policy::Requirements;
 use tokengate::inbound::verify::Verifier;
 
 const ISS: &str = "https://idp.bench";

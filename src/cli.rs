@@ -1,8 +1,9 @@
 //! Command line: `run`, `check`, `verify`, `demo`.
 
+use crate::config::Access;
 use crate::config::{Config, KeySource, Mode};
 use crate::inbound::jwks::{unix_now, Jwks};
-use crate::inbound::policy::{find_rule, Access};
+use crate::inbound::policy::find_rule;
 use crate::inbound::verify::Trace;
 use crate::metrics::Metrics;
 use clap::{Parser, Subcommand, ValueEnum};

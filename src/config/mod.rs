@@ -7,11 +7,12 @@
 
 mod outbound;
 pub mod raw;
+mod rules;
 
 pub use outbound::*;
+pub use rules::{Access, Requirements, RouteRule};
 
 use crate::headers::{canonical_host, is_hop_by_hop, is_set_by_proxy};
-use crate::inbound::policy::{Access, Requirements, RouteRule};
 use hyper::header::HeaderName;
 use hyper::{Method, Uri};
 use jsonwebtoken::Algorithm;

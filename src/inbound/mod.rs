@@ -14,7 +14,7 @@ pub mod policy;
 pub mod shape;
 pub mod verify;
 
-use crate::config::{InboundConfig, Mode};
+use crate::config::{Access, InboundConfig, Mode, Requirements, RouteRule};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::headers::strip_hop_by_hop;
 use crate::metrics::{Metrics, RouteCounters};
@@ -27,9 +27,7 @@ use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use hyper::{Request, Response};
 use jwks::{unix_now, Jwks};
 use keys::KeySnapshot;
-use policy::{
-    canonical_path, find_rule, overrides_agree, Access, Requirements, RouteRule, Shortfall,
-};
+use policy::{canonical_path, find_rule, overrides_agree, Shortfall};
 use prometheus::{Histogram, IntCounter};
 use shape::{method_spelling, request_host, strip_caller_headers, Host};
 use std::sync::Arc;

@@ -6,43 +6,11 @@
 
 use super::shape::{method_spelling, METHOD_OVERRIDES, PATH_OVERRIDES};
 use super::verify::VerifiedToken;
+use crate::config::{Requirements, RouteRule};
 use hyper::header::HeaderMap;
 use hyper::http::uri::PathAndQuery;
 use hyper::Method;
 use unicode_normalization::UnicodeNormalization;
-
-/// One entry of `inbound.rules`, validated.
-#[derive(Debug, Clone)]
-pub struct RouteRule {
-    /// Label for metrics and logs (the rule's `name`, else its path).
-    pub name: String,
-    /// Path prefix without a trailing slash (`/` stays `/`).
-    prefix: String,
-    methods: Option<Vec<Method>>,
-    host: Option<String>,
-    pub access: Access,
-    /// The prefix has upper-case letters: case-folded readings must be checked.
-    prefix_has_upper: bool,
-}
-
-/// What a matching request needs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Access {
-    /// Passes without a token; no verification happens.
-    Anonymous,
-    /// A valid token meeting these requirements.
-    Token(Requirements),
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Requirements {
-    /// Every one of these scopes must be granted.
-    pub scopes: Vec<String>,
-    /// Indexes into the configured issuers; `None` = any configured issuer.
-    pub issuers: Option<Vec<usize>>,
-    /// Claims that must equal these values.
-    pub claims: Vec<(String, serde_json::Value)>,
-}
 
 /// Why a verified token is not enough for a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,28 +22,6 @@ pub enum Shortfall {
 }
 
 impl RouteRule {
-    pub fn new(
-        name: String,
-        prefix: &str,
-        methods: Option<Vec<Method>>,
-        host: Option<String>,
-        access: Access,
-    ) -> Self {
-        let trimmed = prefix.trim_end_matches('/');
-        RouteRule {
-            prefix_has_upper: trimmed.bytes().any(|b| b.is_ascii_uppercase()),
-            name,
-            prefix: if trimmed.is_empty() {
-                "/".into()
-            } else {
-                trimmed.into()
-            },
-            methods,
-            host,
-            access,
-        }
-    }
-
     /// `host` is the request's host name without port (compared case-insensitively).
     pub fn matches(&self, method: &Method, host: &[u8], path: &str) -> bool {
         self.matches_as(method, host, path, Case::Exact)
@@ -444,6 +390,7 @@ impl Requirements {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Access;
     use serde_json::json;
 
     fn rule(prefix: &str, methods: Option<&[&str]>, host: Option<&str>) -> RouteRule {
