@@ -254,6 +254,14 @@ pub fn canonical_host(
     Ok(Some(Host { value, name_len }))
 }
 
+/// Total bytes of header names and values, the measure `max_header_bytes` limits.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,19 +32,45 @@ pub fn complete(
     resp
 }
 
+/// The status and the `error` label a failure is answered with (what
+/// `tokengate verify` prints as its decision).
+pub fn status_and_label(failure: &Failure) -> (StatusCode, &'static str) {
+    let (status, error, _) = classify(failure);
+    (status, error)
+}
+
 /// The one mapping from failure to response.
 pub fn error_response(failure: &Failure) -> Response<Body> {
-    let (status, error, challenge) = match failure {
+    let (status, error, challenge) = classify(failure);
+    // Upstream error details stay in the logs; callers get the category.
+    let description = match failure {
+        Failure::Proxy(ProxyError::UpstreamUnreachable(_)) => "upstream unreachable".to_string(),
+        Failure::Proxy(ProxyError::UpstreamFailed(_)) => "upstream failed".to_string(),
+        other => other.to_string(),
+    };
+    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    resp
+}
+
+/// PURE: a failure's status, `error` label and `WWW-Authenticate` challenge.
+fn classify(failure: &Failure) -> (StatusCode, &'static str, Option<String>) {
+    match failure {
         Failure::Denied(Denial::MissingToken) => (
             StatusCode::UNAUTHORIZED,
             "invalid_request",
             Some(format!("Bearer realm=\"{REALM}\"")),
         ),
-        Failure::Denied(Denial::InvalidToken(Reject::KeysUnavailable { .. })) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            None,
-        ),
+        Failure::Denied(Denial::InvalidToken(Reject::KeysUnavailable { .. })) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable", None)
+        }
         Failure::Denied(Denial::InvalidToken(r)) => (
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -83,23 +109,7 @@ pub fn error_response(failure: &Failure) -> Response<Body> {
         Failure::Proxy(ProxyError::TokenUnavailable(_)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", None)
         }
-    };
-    // Upstream error details stay in the logs; callers get the category.
-    let description = match failure {
-        Failure::Proxy(ProxyError::UpstreamUnreachable(_)) => "upstream unreachable".to_string(),
-        Failure::Proxy(ProxyError::UpstreamFailed(_)) => "upstream failed".to_string(),
-        other => other.to_string(),
-    };
-    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.insert(WWW_AUTHENTICATE, value);
     }
-    resp
 }
 
 /// Text safe inside a quoted-string: printable ASCII without `"` and `\`, bounded.
@@ -172,7 +182,7 @@ mod tests {
                 Some(format!("{realm}, error=\"invalid_token\", error_description=\"issuer ?evil??? is not trusted\"")),
                 "invalid_token",
             ),
-            (Denial::InvalidToken(Reject::KeysUnavailable { issuer: 0 }).into(), 503, None, "temporarily_unavailable"),
+            (Denial::InvalidToken(Reject::KeysUnavailable { issuer: 0 }).into(), 503, None, "keys_unavailable"),
             (
                 Denial::InsufficientScope("orders:write".into()).into(),
                 403,

@@ -637,14 +637,6 @@ impl Pool {
     }
 }
 
-/// Total bytes of header names and values, the measure `max_header_bytes` limits.
-pub fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,13 +10,11 @@ pub mod token;
 
 use crate::config::OutboundConfig;
 use crate::error::{Failure, ProxyError};
-use crate::headers::strip_hop_by_hop;
+use crate::headers::{header_bytes, strip_hop_by_hop};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::respond::complete;
 use crate::server::Handler;
-use crate::upstream::{
-    full, header_bytes, streamed, Body, Direction, Downstream, HttpClient, Upstream,
-};
+use crate::upstream::{full, streamed, Body, Direction, Downstream, HttpClient, Upstream};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
