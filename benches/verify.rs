@@ -6,8 +6,8 @@
 //! - `raw/<alg>`: the crypto library's signature check alone on a pre-parsed key
 //!   (aws-lc-rs `ParsedPublicKey::verify_sig` / `hmac::verify`): the floor.
 //!
-//! Run: `cargo bench --bench verify`. Ratios miss/raw and hit/raw are what the
-//! README records.
+//! Run: `cargo bench --bench verify`. Ratios miss/raw and hit/raw are what
+//! docs/performance.md records.
 
 use aws_lc_rs::{hmac, signature};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
