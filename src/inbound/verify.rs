@@ -253,7 +253,8 @@ impl Verifier {
         self.verify_traced(token, keys, now, &mut ())
     }
 
-    /// `verify`, reporting every check that passed to `trace`.
+    /// `verify`, reporting every check that passed to `trace`: the checks in
+    /// order, each a small function below.
     pub fn verify_traced(
         &self,
         token: &str,
@@ -268,25 +269,9 @@ impl Verifier {
             "size",
             format_args!("{} bytes (limit {})", token.len(), self.max_token_bytes),
         );
-
-        let (signing_input, sig_b64) = token
-            .rsplit_once('.')
-            .ok_or(Reject::Malformed("expected three dot-separated parts"))?;
-        let (header_b64, payload_b64) = signing_input
-            .split_once('.')
-            .ok_or(Reject::Malformed("expected three dot-separated parts"))?;
-        if header_b64.is_empty() || payload_b64.is_empty() {
-            return Err(Reject::Malformed("empty header or payload"));
-        }
-
-        let header_bytes = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| Reject::Malformed("header is not base64url"))?;
-        let header: Header<'_> = serde_json::from_slice(&header_bytes)
-            .map_err(|_| Reject::Malformed("header is not a JSON object with alg"))?;
-        if header.crit.is_some() {
-            return Err(Reject::CriticalHeader);
-        }
+        let parts = Parts::split(token)?;
+        let header_json = decode_part(parts.header, "header is not base64url")?;
+        let header = Header::parse(&header_json)?;
         trace.pass(
             "header",
             format_args!(
@@ -296,82 +281,16 @@ impl Verifier {
                 header.typ.as_deref().unwrap_or("-")
             ),
         );
-
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| Reject::Malformed("payload is not base64url"))?;
+        let payload = decode_part(parts.payload, "payload is not base64url")?;
         let claims = Claims::parse(&payload)?;
-
-        let iss = match claims.get("iss") {
-            Some(Claim::String(s)) => s,
-            None => return Err(Reject::MissingIssuer),
-            Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
-        };
-        let (idx, policy) = self
-            .issuers
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.issuer == *iss)
-            .ok_or_else(|| Reject::UnknownIssuer(iss.to_string()))?;
-        trace.pass("iss", format_args!("{iss} is a configured issuer"));
-
-        let alg = Algorithm::from_str(&header.alg)
-            .ok()
-            .filter(|a| policy.algorithms.contains(a))
-            .ok_or_else(|| Reject::AlgNotAllowed(header.alg.to_string()))?;
+        let (idx, policy) = self.issuer(&claims)?;
+        trace.pass("iss", format_args!("{} is a configured issuer", policy.issuer));
+        let alg = policy.algorithm(&header.alg)?;
         trace.pass(
             "alg",
             format_args!("{alg:?} is in the allow-list {:?}", policy.algorithms),
         );
-
-        let mut sig_buf = [0u8; 1024];
-        let sig_len = URL_SAFE_NO_PAD
-            .decode_slice(sig_b64, &mut sig_buf)
-            .map_err(|_| Reject::Malformed("signature is not base64url"))?;
-        let sig = &sig_buf[..sig_len];
-        let message = signing_input.as_bytes();
-
-        let key = if is_hmac(alg) {
-            // The shared secret is the only HMAC key: a public key is never an HMAC secret.
-            let key = policy
-                .hmac
-                .as_ref()
-                .ok_or_else(|| Reject::AlgNotAllowed(header.alg.to_string()))?;
-            if !key.verify(alg, message, sig) {
-                return Err(Reject::BadSignature);
-            }
-            None
-        } else {
-            let set = keys
-                .issuers
-                .get(idx)
-                .ok_or(Reject::KeysUnavailable { issuer: idx })?;
-            if !set.is_usable(now) {
-                return Err(Reject::KeysUnavailable { issuer: idx });
-            }
-            let key = match header.kid.as_deref() {
-                Some(kid) => {
-                    let key = set.by_kid(kid).ok_or_else(|| Reject::UnknownKid {
-                        issuer: idx,
-                        kid: kid.to_string(),
-                    })?;
-                    if !key.supports(alg) {
-                        return Err(Reject::KeyAlgMismatch(kid.to_string()));
-                    }
-                    key.verify(alg, message, sig).then_some(key)
-                }
-                // No kid: only unambiguous when exactly one key fits the alg
-                // (one signature check, whatever the JWKS size).
-                None => {
-                    let mut fitting = set.keys.iter().filter(|k| k.supports(alg));
-                    match (fitting.next(), fitting.next()) {
-                        (Some(key), None) => key.verify(alg, message, sig).then_some(key),
-                        _ => return Err(Reject::MissingKid),
-                    }
-                }
-            };
-            Some(key.ok_or(Reject::BadSignature)?.clone())
-        };
+        let key = policy.signature(&parts, &header, alg, keys, idx, now)?;
         trace.pass(
             "signature",
             format_args!(
@@ -383,20 +302,198 @@ impl Verifier {
                 })
             ),
         );
-
-        if let Some(want) = &policy.require_typ {
-            let found = header.typ.as_deref().unwrap_or("");
-            let found_short = found.strip_prefix("application/").unwrap_or(found);
-            if !found_short.eq_ignore_ascii_case(want) {
-                return Err(Reject::WrongType {
-                    found: found.to_string(),
-                    want: want.clone(),
-                });
-            }
+        if let Some(found) = policy.typ(&header)? {
             trace.pass("typ", format_args!("{found}"));
         }
+        let (exp, valid_until) = policy.times(&claims, now, trace)?;
+        policy.audience(&claims)?;
+        trace.pass("aud", format_args!("intersects {:?}", policy.audiences));
+        let scopes = claims.scopes(&policy.scope_claim)?;
+        trace.pass("scopes", format_args!("{} granted", scopes.len()));
+        Ok(VerifiedToken {
+            issuer: idx,
+            exp,
+            valid_until,
+            scopes,
+            claims: self.rule_claims(&claims),
+            identity: self.identity(&claims)?,
+            key,
+        })
+    }
 
-        let leeway = policy.leeway;
+    /// The token's issuer among the configured ones, by its `iss`.
+    fn issuer(&self, claims: &Claims<'_>) -> Result<(usize, &IssuerPolicy), Reject> {
+        let iss = match claims.get("iss") {
+            Some(Claim::String(s)) => s,
+            None => return Err(Reject::MissingIssuer),
+            Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
+        };
+        self.issuers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.issuer == *iss)
+            .ok_or_else(|| Reject::UnknownIssuer(iss.to_string()))
+    }
+
+    /// `forward.claims_to_headers`, rendered as header values.
+    fn identity(&self, claims: &Claims<'_>) -> Result<Box<[(HeaderName, HeaderValue)]>, Reject> {
+        self.identity
+            .iter()
+            .filter_map(|(claim, header)| claims.raw(claim).map(|v| (claim, header, v)))
+            .map(|(claim, header, v)| {
+                header_value(v)
+                    .map(|hv| (header.clone(), hv))
+                    .ok_or_else(|| Reject::BadClaim(claim.clone(), "header value"))
+            })
+            .collect()
+    }
+
+    /// The claims some rule compares, parsed.
+    fn rule_claims(&self, claims: &Claims<'_>) -> Box<[(Box<str>, Value)]> {
+        self.rule_claims
+            .iter()
+            .filter_map(|name| Some((name.as_str().into(), parse::<Value>(claims.raw(name)?)?)))
+            .collect()
+    }
+}
+
+/// A compact JWS split at its dots, still encoded.
+struct Parts<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    /// `header.payload`, the bytes the signature covers.
+    signing_input: &'a str,
+}
+
+impl<'a> Parts<'a> {
+    fn split(token: &'a str) -> Result<Self, Reject> {
+        let (signing_input, signature) = token
+            .rsplit_once('.')
+            .ok_or(Reject::Malformed("expected three dot-separated parts"))?;
+        let (header, payload) = signing_input
+            .split_once('.')
+            .ok_or(Reject::Malformed("expected three dot-separated parts"))?;
+        if header.is_empty() || payload.is_empty() {
+            return Err(Reject::Malformed("empty header or payload"));
+        }
+        Ok(Parts {
+            header,
+            payload,
+            signature,
+            signing_input,
+        })
+    }
+}
+
+fn decode_part(part: &str, why: &'static str) -> Result<Vec<u8>, Reject> {
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| Reject::Malformed(why))
+}
+
+impl<'a> Header<'a> {
+    fn parse(json: &'a [u8]) -> Result<Self, Reject> {
+        let header: Header<'_> = serde_json::from_slice(json)
+            .map_err(|_| Reject::Malformed("header is not a JSON object with alg"))?;
+        if header.crit.is_some() {
+            return Err(Reject::CriticalHeader);
+        }
+        Ok(header)
+    }
+}
+
+impl IssuerPolicy {
+    /// The header's `alg`, if this issuer allows it.
+    fn algorithm(&self, alg: &str) -> Result<Algorithm, Reject> {
+        Algorithm::from_str(alg)
+            .ok()
+            .filter(|a| self.algorithms.contains(a))
+            .ok_or_else(|| Reject::AlgNotAllowed(alg.to_string()))
+    }
+
+    /// Checks the signature; returns the key that verified it (`None`: the shared secret).
+    fn signature(
+        &self,
+        parts: &Parts<'_>,
+        header: &Header<'_>,
+        alg: Algorithm,
+        keys: &KeySnapshot,
+        idx: usize,
+        now: u64,
+    ) -> Result<Option<Arc<VerifyKey>>, Reject> {
+        let mut sig_buf = [0u8; 1024];
+        let sig_len = URL_SAFE_NO_PAD
+            .decode_slice(parts.signature, &mut sig_buf)
+            .map_err(|_| Reject::Malformed("signature is not base64url"))?;
+        let sig = &sig_buf[..sig_len];
+        let message = parts.signing_input.as_bytes();
+        if is_hmac(alg) {
+            // The shared secret is the only HMAC key: a public key is never an HMAC secret.
+            let key = self
+                .hmac
+                .as_ref()
+                .ok_or_else(|| Reject::AlgNotAllowed(header.alg.to_string()))?;
+            return match key.verify(alg, message, sig) {
+                true => Ok(None),
+                false => Err(Reject::BadSignature),
+            };
+        }
+        let set = keys
+            .issuers
+            .get(idx)
+            .filter(|set| set.is_usable(now))
+            .ok_or(Reject::KeysUnavailable { issuer: idx })?;
+        let key = match header.kid.as_deref() {
+            Some(kid) => {
+                let key = set.by_kid(kid).ok_or_else(|| Reject::UnknownKid {
+                    issuer: idx,
+                    kid: kid.to_string(),
+                })?;
+                if !key.supports(alg) {
+                    return Err(Reject::KeyAlgMismatch(kid.to_string()));
+                }
+                key
+            }
+            // No kid: only unambiguous when exactly one key fits the alg
+            // (one signature check, whatever the JWKS size).
+            None => {
+                let mut fitting = set.keys.iter().filter(|k| k.supports(alg));
+                match (fitting.next(), fitting.next()) {
+                    (Some(key), None) => key,
+                    _ => return Err(Reject::MissingKid),
+                }
+            }
+        };
+        match key.verify(alg, message, sig) {
+            true => Ok(Some(key.clone())),
+            false => Err(Reject::BadSignature),
+        }
+    }
+
+    /// `require_typ`: the header's `typ` (without `application/`), when one is required.
+    fn typ<'h>(&self, header: &'h Header<'_>) -> Result<Option<&'h str>, Reject> {
+        let Some(want) = &self.require_typ else {
+            return Ok(None);
+        };
+        let found = header.typ.as_deref().unwrap_or("");
+        let found_short = found.strip_prefix("application/").unwrap_or(found);
+        if !found_short.eq_ignore_ascii_case(want) {
+            return Err(Reject::WrongType {
+                found: found.to_string(),
+                want: want.clone(),
+            });
+        }
+        Ok(Some(found))
+    }
+
+    /// `exp`, `nbf`, `iat` and `max_token_age` at `now`, within the leeway;
+    /// returns `exp` and the last second the verification holds.
+    fn times(
+        &self,
+        claims: &Claims<'_>,
+        now: u64,
+        trace: &mut impl Trace,
+    ) -> Result<(u64, u64), Reject> {
+        let leeway = self.leeway;
         let exp = claims.numeric_date("exp")?.ok_or(Reject::MissingExp)?;
         if now > exp.saturating_add(leeway) {
             return Err(Reject::Expired { exp, now });
@@ -422,7 +519,7 @@ impl Verifier {
             trace.pass("iat", format_args!("{iat}"));
         }
         let mut valid_until = exp.saturating_add(leeway);
-        if let Some(max_age) = policy.max_age {
+        if let Some(max_age) = self.max_age {
             let iat = iat.ok_or(Reject::TooOld { iat: 0, max_age })?;
             valid_until = valid_until.min(iat.saturating_add(max_age).saturating_add(leeway));
             if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
@@ -433,9 +530,13 @@ impl Verifier {
                 format_args!("issued {}s ago, limit {max_age}s", now.saturating_sub(iat)),
             );
         }
+        Ok((exp, valid_until))
+    }
 
-        let wanted = |aud: &str| policy.audiences.iter().any(|w| w == aud);
-        let aud_ok = match claims.get("aud") {
+    /// `aud`: a string, or a list with a member, that this issuer accepts.
+    fn audience(&self, claims: &Claims<'_>) -> Result<(), Reject> {
+        let wanted = |aud: &str| self.audiences.iter().any(|w| w == aud);
+        let ok = match claims.get("aud") {
             Some(Claim::String(aud)) => wanted(&aud),
             // Members that are not strings match nothing.
             Some(Claim::List(list)) => list
@@ -443,37 +544,7 @@ impl Verifier {
                 .any(|a| parse::<JsonStr>(a).is_some_and(|a| wanted(&a.0))),
             _ => false,
         };
-        if !aud_ok {
-            return Err(Reject::WrongAudience);
-        }
-        trace.pass("aud", format_args!("intersects {:?}", policy.audiences));
-
-        let scopes = claims.scopes(&policy.scope_claim)?;
-        trace.pass("scopes", format_args!("{} granted", scopes.len()));
-        let identity = self
-            .identity
-            .iter()
-            .filter_map(|(claim, header)| claims.raw(claim).map(|v| (claim, header, v)))
-            .map(|(claim, header, v)| {
-                header_value(v)
-                    .map(|hv| (header.clone(), hv))
-                    .ok_or_else(|| Reject::BadClaim(claim.clone(), "header value"))
-            })
-            .collect::<Result<Box<[_]>, _>>()?;
-        let rule_claims = self
-            .rule_claims
-            .iter()
-            .filter_map(|name| Some((name.as_str().into(), parse::<Value>(claims.raw(name)?)?)))
-            .collect();
-        Ok(VerifiedToken {
-            issuer: idx,
-            exp,
-            valid_until,
-            scopes,
-            claims: rule_claims,
-            identity,
-            key,
-        })
+        ok.then_some(()).ok_or(Reject::WrongAudience)
     }
 }
 
