@@ -284,7 +284,10 @@ impl Verifier {
         let payload = decode_part(parts.payload, "payload is not base64url")?;
         let claims = Claims::parse(&payload)?;
         let (idx, policy) = self.issuer(&claims)?;
-        trace.pass("iss", format_args!("{} is a configured issuer", policy.issuer));
+        trace.pass(
+            "iss",
+            format_args!("{} is a configured issuer", policy.issuer),
+        );
         let alg = policy.algorithm(&header.alg)?;
         trace.pass(
             "alg",
@@ -387,7 +390,9 @@ impl<'a> Parts<'a> {
 }
 
 fn decode_part(part: &str, why: &'static str) -> Result<Vec<u8>, Reject> {
-    URL_SAFE_NO_PAD.decode(part).map_err(|_| Reject::Malformed(why))
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Reject::Malformed(why))
 }
 
 impl<'a> Header<'a> {
