@@ -1,6 +1,7 @@
 //! Serde mirror of the YAML file: shapes only, every struct `deny_unknown_fields`.
 //!
-//! Nothing here is trusted; `config::validate` turns it into the validated types.
+//! Nothing here is trusted; `Config::from_yaml` (its `Validator`) turns it into the
+//! validated types.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -107,10 +107,6 @@ impl Jwks {
         self.snapshot.borrow().clone()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<KeySnapshot>> {
-        self.snapshot.subscribe()
-    }
-
     /// Every issuer has a usable, not-too-stale key set (`/readyz`).
     pub fn is_ready(&self) -> bool {
         let now = unix_now();

@@ -15,12 +15,13 @@ pub struct VerifyKey {
     pub kid: Option<Box<str>>,
     /// kid + key material + declared alg; equal identity means the same key.
     identity: Box<str>,
-    verifiers: Vec<(Algorithm, Verifier)>,
+    verifiers: Vec<(Algorithm, KeyMaterial)>,
     /// Set when the key leaves the JWKS; cached verifications by it stop counting.
     retired: AtomicBool,
 }
 
-enum Verifier {
+/// The parsed key an algorithm verifies with.
+enum KeyMaterial {
     Public(signature::ParsedPublicKey),
     Hmac(Box<hmac::Key>),
 }
@@ -47,7 +48,7 @@ impl VerifyKey {
                     Algorithm::HS512 => hmac::HMAC_SHA512,
                     _ => return None,
                 };
-                Some((*alg, Verifier::Hmac(Box::new(hmac::Key::new(h, secret)))))
+                Some((*alg, KeyMaterial::Hmac(Box::new(hmac::Key::new(h, secret)))))
             })
             .collect();
         VerifyKey {
@@ -91,7 +92,7 @@ impl VerifyKey {
                         let key = components
                             .to_parsed_public_key(params)
                             .map_err(|e| format!("bad RSA key: {e}"))?;
-                        v.push((alg, Verifier::Public(key)));
+                        v.push((alg, KeyMaterial::Public(key)));
                     }
                 }
                 (format!("RSA:{}:{}", rsa.n, rsa.e), v)
@@ -111,7 +112,7 @@ impl VerifyKey {
                 if wanted(alg) {
                     let key = signature::ParsedPublicKey::new(params, &point)
                         .map_err(|e| format!("bad EC key: {e}"))?;
-                    v.push((alg, Verifier::Public(key)));
+                    v.push((alg, KeyMaterial::Public(key)));
                 }
                 (format!("EC:{:?}:{}:{}", ec.curve, ec.x, ec.y), v)
             }
@@ -123,7 +124,7 @@ impl VerifyKey {
                 if wanted(Algorithm::EdDSA) {
                     let key = signature::ParsedPublicKey::new(&signature::ED25519, b64(&okp.x)?)
                         .map_err(|e| format!("bad Ed25519 key: {e}"))?;
-                    v.push((Algorithm::EdDSA, Verifier::Public(key)));
+                    v.push((Algorithm::EdDSA, KeyMaterial::Public(key)));
                 }
                 (format!("OKP:{}", okp.x), v)
             }
@@ -151,8 +152,8 @@ impl VerifyKey {
     /// algorithm this key does not support.
     pub fn verify(&self, alg: Algorithm, message: &[u8], sig: &[u8]) -> bool {
         match self.verifiers.iter().find(|(a, _)| *a == alg) {
-            Some((_, Verifier::Public(key))) => key.verify_sig(message, sig).is_ok(),
-            Some((_, Verifier::Hmac(key))) => hmac::verify(key, message, sig).is_ok(),
+            Some((_, KeyMaterial::Public(key))) => key.verify_sig(message, sig).is_ok(),
+            Some((_, KeyMaterial::Hmac(key))) => hmac::verify(key, message, sig).is_ok(),
             None => false,
         }
     }

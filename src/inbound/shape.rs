@@ -1,4 +1,4 @@
-//! PURE: the request's shape, settled before any rule is matched, so that the
+//! The request's shape, settled before any rule is matched, so that the
 //! app behind the guard reads the request the way the rules did: a method in
 //! the one spelling apps route by, one canonical host, and none of the headers
 //! that would make an app see another client, host, method or path.
@@ -72,7 +72,7 @@ pub const METHOD_OVERRIDES: [&str; 3] = [
 /// rewrite, older Symfony and Zend).
 pub const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
-/// PURE: removes what a caller may not send: the headers tokengate owns
+/// Removes from `headers` what a caller may not send: the headers tokengate owns
 /// ([`is_proxy_owned`]: `X-Forwarded-*`, `Forwarded`, client-address headers), the identity headers tokengate sets
 /// from a verified token, and, unless `keep_overrides`, the method and path
 /// override headers. Each also in the underscore spelling (`X_Forwarded_Host`)

@@ -6,6 +6,7 @@
 //! records every outcome).
 
 pub mod renew;
+pub mod schedule;
 pub mod source;
 pub mod token;
 
@@ -22,9 +23,10 @@ use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
 use hyper::{Request, Response};
 use prometheus::Histogram;
+use renew::spawn_renewal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use token::{spawn_renewal, Token, TokenCell};
+use token::{Token, TokenCell};
 use tokio_util::sync::CancellationToken;
 
 struct Route {

@@ -1,150 +1,237 @@
-//! PURE: when to renew a token, and how long to wait after a failed fetch. The
-//! randomness comes in as an argument (`jitter` in [0, 1)), so the schedule is a
-//! plain function with table tests; `jitter()` supplies it at run time.
+//! The token lifecycle. One renewal task per source is the only place that
+//! fetches, so however many requests arrive there is one fetch at a time per
+//! source. It publishes the current `Token` (and a count of finished fetch
+//! attempts) through a `watch` channel; requests read it without awaiting.
+//!
+//! - fetched at start; readiness waits for every source's first token;
+//! - renewed at `renew_before` with jitter (`schedule::renew_after`), counted from
+//!   when the previous fetch started;
+//! - failures retry with exponential back-off and jitter, and the current token
+//!   keeps being used until it really expires;
+//! - after an upstream `retry_on` answer a request may wake the task for an early
+//!   fetch (cooldown 1s, doubling up to 60s while the refusals continue, never
+//!   during a failure back-off) and waits, bounded, for its outcome;
+//! - the task is supervised: a panic is logged and the task restarted.
 
-use crate::config::RenewBefore;
+use super::schedule::{backoff, jitter, renew_after, MIN_INTERVAL};
+use super::source::{fetch, Fetched, SourceError, MAX_LIFETIME};
+use super::token::TokenCell;
+use crate::config::{TokenConfig, TokenSource};
+use crate::metrics::Metrics;
+use crate::upstream::HttpClient;
+use hyper::header::HeaderValue;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// Never schedule fetches closer together than this, whatever the token server says.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Lifetime assumed when the answer says nothing (no `expires_in`, not a JWT).
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Shorter-lived tokens are refused: they would expire before they could be renewed.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(2);
+/// How often a token file is checked for changes.
+pub const FILE_POLL: Duration = Duration::from_secs(2);
+/// Longest cooldown between early (refusal-triggered) fetches.
+const MAX_EARLY_COOLDOWN: Duration = Duration::from_secs(60);
 
-/// Delay from receiving a token that lives `lifetime` until renewing it.
-///
-/// The renewal window is `renew_before` (a fraction of the lifetime, or a fixed
-/// lead capped at 90% of it); `jitter` moves the renewal earlier by up to a
-/// quarter of that window, so sidecars started together spread their fetches.
-pub fn renew_after(lifetime: Duration, before: RenewBefore, jitter: f64) -> Duration {
-    let window = match before {
-        RenewBefore::Fraction(f) => lifetime.mul_f64(f.clamp(0.0, 1.0)),
-        RenewBefore::Ahead(lead) => lead.min(lifetime.mul_f64(0.9)),
-    };
-    let spread = window.mul_f64(0.25 * jitter.clamp(0.0, 1.0));
-    lifetime
-        .saturating_sub(window)
-        .saturating_sub(spread)
-        .max(MIN_INTERVAL)
+/// Starts the (supervised) renewal task of one source.
+pub fn spawn_renewal(
+    cell: Arc<TokenCell>,
+    config: TokenConfig,
+    client: HttpClient,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let run = tokio::spawn(renew(
+                cell.clone(),
+                config.clone(),
+                client.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            match run.await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(token = %config.name, "token renewal task panicked; restarting it");
+                    tokio::time::sleep(MIN_INTERVAL).await;
+                }
+                _ => return,
+            }
+        }
+    });
 }
 
-/// Delay before retry number `failures` (1-based): 1s, 2s, 4s … capped at 60s,
-/// each scaled into [50%, 100%) by `jitter`.
-pub fn backoff(failures: u32, jitter: f64) -> Duration {
-    let base =
-        Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60));
-    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-        .max(Duration::from_millis(500))
-}
-
-/// A uniform sample in [0, 1) from the system RNG (0.5 if it is unavailable).
-pub fn jitter() -> f64 {
-    let mut bytes = [0u8; 8];
-    match aws_lc_rs::rand::fill(&mut bytes) {
-        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.5,
+/// PURE: what to publish for a fetched token, or why not.
+fn accept(
+    config: &TokenConfig,
+    fetched: &Fetched,
+    is_file: bool,
+) -> Result<(HeaderValue, Duration), &'static str> {
+    let header = config
+        .inject
+        .render(&fetched.token)
+        .ok_or("the token cannot be sent in a header (control characters)")?;
+    let lifetime = fetched
+        .lifetime
+        .unwrap_or(if is_file {
+            MAX_LIFETIME
+        } else {
+            DEFAULT_LIFETIME
+        })
+        .min(MAX_LIFETIME);
+    if lifetime < MIN_LIFETIME {
+        return Err("the token expires too soon to be used (is the clock right?)");
     }
+    Ok((header, lifetime))
+}
+
+async fn renew(
+    cell: Arc<TokenCell>,
+    config: TokenConfig,
+    client: HttpClient,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let ok = metrics
+        .token_refresh
+        .with_label_values(&[&config.name, "ok"]);
+    let is_file = matches!(config.source, TokenSource::File { .. });
+    let mut failures = 0u32;
+    let mut early = 0u32;
+    let mut last_token: Option<String> = None;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            config.fetch_timeout,
+            fetch(&config.source, &client, config.fetch_timeout),
+        )
+        .await
+        .unwrap_or(Err(SourceError::Timeout));
+        let next = match outcome.map_err(|e| (e.label(), e.to_string())) {
+            // An unchanged token file: nothing to publish.
+            Ok(fetched) if is_file && last_token.as_deref() == Some(fetched.token.as_str()) => {
+                cell.attempt_failed();
+                FILE_POLL
+            }
+            Ok(fetched) => match accept(&config, &fetched, is_file) {
+                Ok((header, lifetime)) => {
+                    // Counted from when the request started: never later than the server meant.
+                    cell.publish(
+                        header,
+                        started
+                            .checked_add(lifetime)
+                            .unwrap_or(started + DEFAULT_LIFETIME),
+                    );
+                    ok.inc();
+                    failures = 0;
+                    tracing::info!(token = %config.name, lifetime = ?lifetime, fingerprint = %crate::fingerprint(fetched.token.as_bytes()), "token obtained");
+                    last_token = Some(fetched.token);
+                    if is_file {
+                        FILE_POLL
+                    } else {
+                        renew_after(lifetime, config.renew_before, jitter())
+                    }
+                }
+                Err(reason) => failed(
+                    &cell,
+                    &config,
+                    &metrics,
+                    &mut failures,
+                    "invalid_answer",
+                    reason,
+                ),
+            },
+            Err((label, error)) => failed(&cell, &config, &metrics, &mut failures, label, &error),
+        };
+        // A wake that arrived during the fetch is answered by its outcome.
+        let _ = tokio::time::timeout(Duration::ZERO, cell.wake.notified()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(started + next) => early = 0,
+            // An upstream refused the token: fetch early, but never during a failure
+            // back-off, and ever more slowly while refusals continue.
+            () = cell.wake.notified(), if failures == 0 => {
+                let cooldown = MIN_INTERVAL.saturating_mul(1 << early.min(6)).min(MAX_EARLY_COOLDOWN);
+                early += 1;
+                tokio::select! {
+                    () = tokio::time::sleep_until(started + cooldown) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Records a failed attempt and returns the back-off delay.
+fn failed(
+    cell: &TokenCell,
+    config: &TokenConfig,
+    metrics: &Metrics,
+    failures: &mut u32,
+    label: &str,
+    error: &str,
+) -> Duration {
+    *failures += 1;
+    cell.attempt_failed();
+    metrics
+        .token_refresh
+        .with_label_values(&[&config.name, label])
+        .inc();
+    let delay = backoff(*failures, jitter());
+    tracing::warn!(token = %config.name, error, attempt = *failures, retry_in = ?delay, "token fetch failed; the current token is used while it is valid");
+    delay
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Inject, RenewBefore};
 
-    fn secs(s: f64) -> Duration {
-        Duration::from_secs_f64(s)
+    fn config() -> TokenConfig {
+        TokenConfig {
+            name: "t".into(),
+            source: TokenSource::File { path: "/x".into() },
+            renew_before: RenewBefore::Fraction(0.2),
+            inject: Inject::parse("Bearer {token}").unwrap(),
+            retry_on: vec![401],
+            fetch_timeout: Duration::from_secs(1),
+        }
     }
 
     #[test]
-    fn renewal_schedule() {
-        let cases = [
-            // lifetime, renew_before, jitter → renew after
-            (secs(3600.0), RenewBefore::Fraction(0.2), 0.0, secs(2880.0)),
+    fn what_gets_published() {
+        let c = config();
+        let f = |token: &str, secs: Option<u64>| Fetched {
+            token: token.into(),
+            lifetime: secs.map(Duration::from_secs),
+        };
+        let cases: Vec<(Fetched, bool, Result<u64, &str>)> = vec![
+            (f("abc", Some(300)), false, Ok(300)),
+            (f("abc", None), false, Ok(3600)),
+            (f("abc", None), true, Ok(MAX_LIFETIME.as_secs())),
             (
-                secs(3600.0),
-                RenewBefore::Fraction(0.2),
-                0.999_999,
-                secs(2700.0),
-            ),
-            (secs(3600.0), RenewBefore::Fraction(0.2), 0.5, secs(2790.0)),
-            (
-                secs(3600.0),
-                RenewBefore::Ahead(secs(60.0)),
-                0.0,
-                secs(3540.0),
+                f("abc", Some(1)),
+                false,
+                Err("the token expires too soon to be used (is the clock right?)"),
             ),
             (
-                secs(3600.0),
-                RenewBefore::Ahead(secs(60.0)),
-                0.999_999,
-                secs(3525.0),
+                f("abc", Some(0)),
+                true,
+                Err("the token expires too soon to be used (is the clock right?)"),
             ),
-            (secs(6.0), RenewBefore::Fraction(0.2), 0.0, secs(4.8)),
-            (secs(6.0), RenewBefore::Fraction(0.2), 0.999_999, secs(4.5)),
-            // A lead longer than the lifetime is capped at 90% of it.
             (
-                secs(100.0),
-                RenewBefore::Ahead(secs(300.0)),
-                0.0,
-                secs(10.0),
-            ),
-            // Tiny or zero lifetimes never schedule a busy loop.
-            (secs(0.5), RenewBefore::Fraction(0.2), 0.0, MIN_INTERVAL),
-            (
-                Duration::ZERO,
-                RenewBefore::Fraction(0.2),
-                0.0,
-                MIN_INTERVAL,
+                f("a\nb", Some(300)),
+                false,
+                Err("the token cannot be sent in a header (control characters)"),
             ),
         ];
-        for (lifetime, before, jitter, want) in cases {
-            let got = renew_after(lifetime, before, jitter);
-            assert!(
-                got.abs_diff(want) < Duration::from_millis(2),
-                "{lifetime:?} {before:?} jitter {jitter}: got {got:?}, want {want:?}"
-            );
+        for (fetched, is_file, want) in cases {
+            let got = accept(&c, &fetched, is_file).map(|(h, l)| {
+                assert!(h.is_sensitive());
+                l.as_secs()
+            });
+            assert_eq!(got, want, "{fetched:?}");
         }
-    }
-
-    #[test]
-    fn renewal_always_lands_before_expiry_for_realistic_lifetimes() {
-        for lifetime in [2u64, 6, 60, 300, 3600, 86_400] {
-            for before in [
-                RenewBefore::Fraction(0.01),
-                RenewBefore::Fraction(0.9),
-                RenewBefore::Ahead(secs(30.0)),
-            ] {
-                for jitter in [0.0, 0.3, 0.999] {
-                    let at = renew_after(Duration::from_secs(lifetime), before, jitter);
-                    assert!(
-                        at < Duration::from_secs(lifetime),
-                        "{lifetime}s {before:?} {jitter}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
-        let cases = [
-            (1, 0.0, 0.5),
-            (1, 0.999_999, 1.0),
-            (2, 0.0, 1.0),
-            (3, 0.0, 2.0),
-            (4, 0.999_999, 8.0),
-            (7, 0.999_999, 60.0),
-            (50, 0.0, 30.0),
-        ];
-        for (failures, jitter, want) in cases {
-            let got = backoff(failures, jitter);
-            assert!(
-                got.abs_diff(secs(want)) < Duration::from_millis(2),
-                "{failures} {jitter}: {got:?} vs {want}s"
-            );
-        }
-    }
-
-    #[test]
-    fn jitter_is_in_range_and_varies() {
-        let samples: Vec<f64> = (0..64).map(|_| jitter()).collect();
-        assert!(samples.iter().all(|j| (0.0..1.0).contains(j)));
-        assert!(samples.windows(2).any(|w| w[0] != w[1]));
     }
 }
