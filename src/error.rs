@@ -1,6 +1,6 @@
 //! Every way a request can fail (`respond` turns each into its HTTP answer).
 
-use crate::inbound::verify::Reject;
+use crate::inbound::reject::Reject;
 
 /// Why the auth layer refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

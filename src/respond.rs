@@ -2,7 +2,7 @@
 //! small JSON body), and the one completion point that records every request.
 
 use crate::error::{Denial, Failure, ProxyError};
-use crate::inbound::verify::Reject;
+use crate::inbound::reject::Reject;
 use crate::upstream::{full, Body};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};

@@ -1,6 +1,6 @@
 //! PURE: the bearer token a request carries, as the guard reads it.
 
-use super::verify::Reject;
+use super::reject::Reject;
 use hyper::header::{HeaderMap, AUTHORIZATION};
 
 /// PURE: the bearer token of a request, as the header's bytes: a cache hit

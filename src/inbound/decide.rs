@@ -12,8 +12,9 @@
 
 use super::bearer::bearer_token;
 use super::policy::{canonical_path, find_rule, overrides_agree, Shortfall};
+use super::reject::Reject;
 use super::shape::{method_spelling, request_host, strip_caller_headers, Host};
-use super::verify::{Reject, VerifiedToken};
+use super::verify::VerifiedToken;
 use crate::config::{Access, InboundConfig, Mode, Requirements, RouteRule};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop};

@@ -5,10 +5,12 @@
 
 pub mod bearer;
 pub mod cache;
+pub mod claims;
 pub mod decide;
 pub mod jwks;
 pub mod keys;
 pub mod policy;
+pub mod reject;
 pub mod shape;
 pub mod verify;
 
@@ -27,9 +29,10 @@ use hyper::{Request, Response};
 use jwks::{unix_now, Jwks};
 use keys::KeySnapshot;
 use prometheus::{Histogram, IntCounter};
+use reject::Reject;
 use std::sync::Arc;
 use std::time::Instant;
-use verify::{Reject, VerifiedToken, Verifier};
+use verify::{VerifiedToken, Verifier};
 
 /// Everything the inbound path needs, built once from the config.
 pub struct Inbound {

@@ -3,109 +3,20 @@
 //! from the config once. `verify_traced` runs the same code and reports each
 //! check, which is how `tokengate verify` explains a decision.
 
+use super::claims::{header_value, parse, Claim, Claims, JsonStr};
 use super::keys::{KeySnapshot, VerifyKey};
+use super::reject::Reject;
 use crate::config::{is_hmac, IssuerConfig};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hyper::header::{HeaderName, HeaderValue};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
-use std::borrow::{Borrow, Cow};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-
-/// Why a token was rejected. Messages are safe to show callers: they never echo
-/// the token, only the offending claim values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Reject {
-    #[error("token exceeds {0} bytes")]
-    TooLarge(usize),
-    #[error("malformed token: {0}")]
-    Malformed(&'static str),
-    #[error("algorithm {} is not allowed", Shown(.0))]
-    AlgNotAllowed(String),
-    #[error("token has no iss claim")]
-    MissingIssuer,
-    #[error("issuer {} is not trusted", Shown(.0))]
-    UnknownIssuer(String),
-    #[error("no key with kid {}", Shown(kid))]
-    UnknownKid { issuer: usize, kid: String },
-    #[error("token has no kid and the issuer has no single key for its algorithm")]
-    MissingKid,
-    #[error("key {} cannot be used with this algorithm", Shown(.0))]
-    KeyAlgMismatch(String),
-    #[error("the issuer's keys are not available")]
-    KeysUnavailable { issuer: usize },
-    #[error("signature does not verify")]
-    BadSignature,
-    #[error("typ {} is not {want:?}", Shown(found))]
-    WrongType { found: String, want: String },
-    #[error("token has no exp claim")]
-    MissingExp,
-    #[error("token expired at {exp} (now {now})")]
-    Expired { exp: u64, now: u64 },
-    #[error("token not valid before {nbf} (now {now})")]
-    NotYetValid { nbf: u64, now: u64 },
-    #[error("token issued in the future at {iat} (now {now})")]
-    IssuedInFuture { iat: u64, now: u64 },
-    #[error("token issued at {iat} is older than the allowed {max_age}s")]
-    TooOld { iat: u64, max_age: u64 },
-    #[error("audience does not match")]
-    WrongAudience,
-    #[error("claim {0} is not a valid {1}")]
-    BadClaim(String, &'static str),
-    #[error("crit header parameters are not supported")]
-    CriticalHeader,
-}
-
-impl Reject {
-    /// Bounded label for `tokengate_auth_decisions_total{reason}`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Reject::TooLarge(_) => "token_too_large",
-            Reject::Malformed(_) | Reject::CriticalHeader | Reject::BadClaim(..) => "malformed",
-            Reject::AlgNotAllowed(_) => "alg_not_allowed",
-            Reject::MissingIssuer | Reject::UnknownIssuer(_) => "unknown_issuer",
-            Reject::UnknownKid { .. } | Reject::MissingKid => "unknown_kid",
-            Reject::KeyAlgMismatch(_) => "key_alg_mismatch",
-            Reject::KeysUnavailable { .. } => "keys_unavailable",
-            Reject::BadSignature => "bad_signature",
-            Reject::WrongType { .. } => "wrong_typ",
-            Reject::MissingExp => "missing_exp",
-            Reject::Expired { .. } => "expired",
-            Reject::NotYetValid { .. } | Reject::IssuedInFuture { .. } => "not_yet_valid",
-            Reject::TooOld { .. } => "too_old",
-            Reject::WrongAudience => "wrong_audience",
-        }
-    }
-}
-
-/// Displays a value taken from a token (so: attacker-controlled) for logs and
-/// error descriptions: quoted, printable ASCII only, at most 64 characters.
-struct Shown<'a>(&'a str);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
-        for c in self.0.chars().take(64) {
-            let printable = c.is_ascii_graphic() || c == ' ';
-            let c = if printable && c != '"' && c != '\\' {
-                c
-            } else {
-                '?'
-            };
-            write!(f, "{c}")?;
-        }
-        if self.0.chars().count() > 64 {
-            f.write_str("…")?;
-        }
-        f.write_str("\"")
-    }
-}
 
 /// Receives each passed check; the hot path uses `()`, which compiles to nothing.
 pub trait Trace {
@@ -551,109 +462,6 @@ impl IssuerPolicy {
         };
         ok.then_some(()).ok_or(Reject::WrongAudience)
     }
-}
-
-/// A JSON string, borrowed from the input unless it has escapes.
-#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-struct JsonStr<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl Borrow<str> for JsonStr<'_> {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-/// `raw` parsed as a `T`, or `None` when it is not one.
-fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
-    serde_json::from_str(raw.get()).ok()
-}
-
-/// A claim value as the checks tell them apart: a string, a list (members
-/// still raw), or anything else.
-enum Claim<'a> {
-    String(Cow<'a, str>),
-    List(Vec<&'a RawValue>),
-    Other,
-}
-
-/// The payload's claims, each value still raw JSON: a check parses only the
-/// claim it reads, and strings borrow from the payload, so a token's claims cost
-/// one allocation rather than one per name and value. Duplicate names keep the
-/// last value, as RFC 7519 §4 allows.
-struct Claims<'a>(BTreeMap<JsonStr<'a>, &'a RawValue>);
-
-impl<'a> Claims<'a> {
-    fn parse(payload: &'a [u8]) -> Result<Self, Reject> {
-        serde_json::from_slice(payload)
-            .map(Claims)
-            .map_err(|_| Reject::Malformed("payload is not a JSON object"))
-    }
-
-    fn raw(&self, name: &str) -> Option<&'a RawValue> {
-        self.0.get(name).copied()
-    }
-
-    /// `name`'s value, `None` when absent.
-    fn get(&self, name: &str) -> Option<Claim<'a>> {
-        let raw = self.raw(name)?;
-        Some(match raw.get().as_bytes().first() {
-            Some(b'"') => parse::<JsonStr>(raw).map_or(Claim::Other, |s| Claim::String(s.0)),
-            Some(b'[') => parse(raw).map_or(Claim::Other, Claim::List),
-            _ => Claim::Other,
-        })
-    }
-
-    /// NumericDate claim as whole seconds (fractions truncated); negative or
-    /// non-numeric is malformed.
-    fn numeric_date(&self, name: &'static str) -> Result<Option<u64>, Reject> {
-        let Some(raw) = self.raw(name) else {
-            return Ok(None);
-        };
-        parse::<serde_json::Number>(raw)
-            .and_then(|n| {
-                n.as_u64().or_else(|| {
-                    n.as_f64()
-                        .filter(|f| *f >= 0.0 && f.is_finite())
-                        .map(|f| f as u64)
-                })
-            })
-            .map(Some)
-            .ok_or_else(|| Reject::BadClaim(name.into(), "NumericDate"))
-    }
-
-    /// Scopes from a space-separated string (`scope`) or an array of strings
-    /// (`scp`, `permissions`).
-    fn scopes(&self, claim: &str) -> Result<Box<[Box<str>]>, Reject> {
-        let bad = || Reject::BadClaim(claim.into(), "scope list");
-        match self.get(claim) {
-            None => Ok(Box::new([])),
-            Some(Claim::String(s)) => Ok(s.split_ascii_whitespace().map(Into::into).collect()),
-            Some(Claim::List(items)) => items
-                .iter()
-                .map(|v| parse::<JsonStr>(v).map(|s| s.0.into()).ok_or_else(bad))
-                .collect(),
-            Some(Claim::Other) => Err(bad()),
-        }
-    }
-}
-
-/// Claim → header value: strings as-is, arrays joined with `,`, anything else compact JSON.
-fn header_value(raw: &RawValue) -> Option<HeaderValue> {
-    if let Some(s) = parse::<JsonStr>(raw) {
-        return HeaderValue::from_str(&s.0).ok();
-    }
-    let text = match parse::<Value>(raw)? {
-        Value::Array(items) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-        other => other.to_string(),
-    };
-    HeaderValue::from_str(&text).ok()
 }
 
 #[cfg(test)]

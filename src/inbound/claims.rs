@@ -1,0 +1,112 @@
+//! A JWT payload's claims, each value kept as raw JSON until a check reads it.
+
+use super::reject::Reject;
+use hyper::header::HeaderValue;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::{Borrow, Cow};
+use std::collections::BTreeMap;
+
+/// A JSON string, borrowed from the input unless it has escapes.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct JsonStr<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl Borrow<str> for JsonStr<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `raw` parsed as a `T`, or `None` when it is not one.
+pub fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A claim value as the checks tell them apart: a string, a list (members
+/// still raw), or anything else.
+pub enum Claim<'a> {
+    String(Cow<'a, str>),
+    List(Vec<&'a RawValue>),
+    Other,
+}
+
+/// The payload's claims, each value still raw JSON: a check parses only the
+/// claim it reads, and strings borrow from the payload, so a token's claims cost
+/// one allocation rather than one per name and value. Duplicate names keep the
+/// last value, as RFC 7519 §4 allows.
+pub struct Claims<'a>(BTreeMap<JsonStr<'a>, &'a RawValue>);
+
+impl<'a> Claims<'a> {
+    pub fn parse(payload: &'a [u8]) -> Result<Self, Reject> {
+        serde_json::from_slice(payload)
+            .map(Claims)
+            .map_err(|_| Reject::Malformed("payload is not a JSON object"))
+    }
+
+    pub fn raw(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.get(name).copied()
+    }
+
+    /// `name`'s value, `None` when absent.
+    pub fn get(&self, name: &str) -> Option<Claim<'a>> {
+        let raw = self.raw(name)?;
+        Some(match raw.get().as_bytes().first() {
+            Some(b'"') => parse::<JsonStr>(raw).map_or(Claim::Other, |s| Claim::String(s.0)),
+            Some(b'[') => parse(raw).map_or(Claim::Other, Claim::List),
+            _ => Claim::Other,
+        })
+    }
+
+    /// NumericDate claim as whole seconds (fractions truncated); negative or
+    /// non-numeric is malformed.
+    pub fn numeric_date(&self, name: &'static str) -> Result<Option<u64>, Reject> {
+        let Some(raw) = self.raw(name) else {
+            return Ok(None);
+        };
+        parse::<serde_json::Number>(raw)
+            .and_then(|n| {
+                n.as_u64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| *f >= 0.0 && f.is_finite())
+                        .map(|f| f as u64)
+                })
+            })
+            .map(Some)
+            .ok_or_else(|| Reject::BadClaim(name.into(), "NumericDate"))
+    }
+
+    /// Scopes from a space-separated string (`scope`) or an array of strings
+    /// (`scp`, `permissions`).
+    pub fn scopes(&self, claim: &str) -> Result<Box<[Box<str>]>, Reject> {
+        let bad = || Reject::BadClaim(claim.into(), "scope list");
+        match self.get(claim) {
+            None => Ok(Box::new([])),
+            Some(Claim::String(s)) => Ok(s.split_ascii_whitespace().map(Into::into).collect()),
+            Some(Claim::List(items)) => items
+                .iter()
+                .map(|v| parse::<JsonStr>(v).map(|s| s.0.into()).ok_or_else(bad))
+                .collect(),
+            Some(Claim::Other) => Err(bad()),
+        }
+    }
+}
+
+/// Claim → header value: strings as-is, arrays joined with `,`, anything else compact JSON.
+pub fn header_value(raw: &RawValue) -> Option<HeaderValue> {
+    if let Some(s) = parse::<JsonStr>(raw) {
+        return HeaderValue::from_str(&s.0).ok();
+    }
+    let text = match parse::<Value>(raw)? {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    HeaderValue::from_str(&text).ok()
+}

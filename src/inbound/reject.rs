@@ -1,0 +1,92 @@
+//! Why a token was rejected, in words safe to show the caller.
+
+use std::fmt;
+
+/// Why a token was rejected. Messages are safe to show callers: they never echo
+/// the token, only the offending claim values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("token exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    #[error("algorithm {} is not allowed", Shown(.0))]
+    AlgNotAllowed(String),
+    #[error("token has no iss claim")]
+    MissingIssuer,
+    #[error("issuer {} is not trusted", Shown(.0))]
+    UnknownIssuer(String),
+    #[error("no key with kid {}", Shown(kid))]
+    UnknownKid { issuer: usize, kid: String },
+    #[error("token has no kid and the issuer has no single key for its algorithm")]
+    MissingKid,
+    #[error("key {} cannot be used with this algorithm", Shown(.0))]
+    KeyAlgMismatch(String),
+    #[error("the issuer's keys are not available")]
+    KeysUnavailable { issuer: usize },
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("typ {} is not {want:?}", Shown(found))]
+    WrongType { found: String, want: String },
+    #[error("token has no exp claim")]
+    MissingExp,
+    #[error("token expired at {exp} (now {now})")]
+    Expired { exp: u64, now: u64 },
+    #[error("token not valid before {nbf} (now {now})")]
+    NotYetValid { nbf: u64, now: u64 },
+    #[error("token issued in the future at {iat} (now {now})")]
+    IssuedInFuture { iat: u64, now: u64 },
+    #[error("token issued at {iat} is older than the allowed {max_age}s")]
+    TooOld { iat: u64, max_age: u64 },
+    #[error("audience does not match")]
+    WrongAudience,
+    #[error("claim {0} is not a valid {1}")]
+    BadClaim(String, &'static str),
+    #[error("crit header parameters are not supported")]
+    CriticalHeader,
+}
+
+impl Reject {
+    /// Bounded label for `tokengate_auth_decisions_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::TooLarge(_) => "token_too_large",
+            Reject::Malformed(_) | Reject::CriticalHeader | Reject::BadClaim(..) => "malformed",
+            Reject::AlgNotAllowed(_) => "alg_not_allowed",
+            Reject::MissingIssuer | Reject::UnknownIssuer(_) => "unknown_issuer",
+            Reject::UnknownKid { .. } | Reject::MissingKid => "unknown_kid",
+            Reject::KeyAlgMismatch(_) => "key_alg_mismatch",
+            Reject::KeysUnavailable { .. } => "keys_unavailable",
+            Reject::BadSignature => "bad_signature",
+            Reject::WrongType { .. } => "wrong_typ",
+            Reject::MissingExp => "missing_exp",
+            Reject::Expired { .. } => "expired",
+            Reject::NotYetValid { .. } | Reject::IssuedInFuture { .. } => "not_yet_valid",
+            Reject::TooOld { .. } => "too_old",
+            Reject::WrongAudience => "wrong_audience",
+        }
+    }
+}
+
+/// Displays a value taken from a token (so: attacker-controlled) for logs and
+/// error descriptions: quoted, printable ASCII only, at most 64 characters.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars().take(64) {
+            let printable = c.is_ascii_graphic() || c == ' ';
+            let c = if printable && c != '"' && c != '\\' {
+                c
+            } else {
+                '?'
+            };
+            write!(f, "{c}")?;
+        }
+        if self.0.chars().count() > 64 {
+            f.write_str("…")?;
+        }
+        f.write_str("\"")
+    }
+}
