@@ -1,11 +1,12 @@
 //! Admin listener: `/healthz` (process up), `/readyz` (every issuer's keys
 //! loaded), `/metrics` (Prometheus text).
 
+use crate::body::{full, Body};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::server::Downstream;
 use crate::server::Handler;
-use crate::upstream::{full, Body, Downstream};
 use crate::Swap;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};

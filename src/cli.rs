@@ -326,7 +326,7 @@ async fn token(path: &Path, name: &str) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    let client = match crate::upstream::http_client(
+    let client = match crate::client::http_client(
         outbound.timeouts.upstream_connect,
         outbound.tls.as_deref(),
     ) {
@@ -431,7 +431,7 @@ async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let client = match crate::upstream::http_client(inbound.timeouts.upstream_connect, None) {
+    let client = match crate::client::http_client(inbound.timeouts.upstream_connect, None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tokengate: {e}");

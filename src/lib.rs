@@ -9,7 +9,9 @@
 //! into a response in one place.
 
 pub mod admin;
+pub mod body;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -140,7 +142,7 @@ impl App {
                 .map_err(StartError)?;
         }
         let client =
-            upstream::http_client(new.timeouts.upstream_connect, None).map_err(StartError)?;
+            client::http_client(new.timeouts.upstream_connect, None).map_err(StartError)?;
         let guard = Inbound::new(new, client, self.metrics.clone()).map_err(StartError)?;
         let work = self.shutdown.child_token();
         guard.jwks().spawn_refreshers(work.clone());
@@ -178,7 +180,7 @@ impl App {
                 "outbound listen, header_read, drain, max_header_bytes or max_connections changed: restart to apply".into(),
             ));
         }
-        let client = upstream::http_client(new.timeouts.upstream_connect, new.tls.as_deref())
+        let client = client::http_client(new.timeouts.upstream_connect, new.tls.as_deref())
             .map_err(StartError)?;
         let work = self.shutdown.child_token();
         let proxy =
@@ -239,8 +241,8 @@ impl<H: server::Handler> server::Handler for Swap<H> {
     async fn handle(
         self: Arc<Self>,
         req: hyper::Request<hyper::body::Incoming>,
-        from: upstream::Downstream,
-    ) -> hyper::Response<upstream::Body> {
+        from: server::Downstream,
+    ) -> hyper::Response<body::Body> {
         self.current().handle(req, from).await
     }
 }
@@ -256,7 +258,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let mut cert_store = None;
     if let Some(cfg) = &config.inbound {
         let client =
-            upstream::http_client(cfg.timeouts.upstream_connect, None).map_err(StartError)?;
+            client::http_client(cfg.timeouts.upstream_connect, None).map_err(StartError)?;
         let guard = Inbound::new(cfg, client, metrics.clone()).map_err(StartError)?;
         let tls = match &cfg.tls {
             Some(files) => {
@@ -284,7 +286,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let mut outbound = None;
     let outbound_work = shutdown.child_token();
     if let Some(cfg) = &config.outbound {
-        let client = upstream::http_client(cfg.timeouts.upstream_connect, cfg.tls.as_deref())
+        let client = client::http_client(cfg.timeouts.upstream_connect, cfg.tls.as_deref())
             .map_err(StartError)?;
         let proxy = Outbound::start(cfg, client, metrics.clone(), outbound_work.clone())
             .map_err(StartError)?;

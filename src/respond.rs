@@ -1,9 +1,9 @@
 //! The one place a failure becomes its HTTP answer (status, `WWW-Authenticate`,
 //! small JSON body), and the one completion point that records every request.
 
+use crate::body::{full, Body};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::inbound::reject::Reject;
-use crate::upstream::{full, Body};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 

@@ -1,8 +1,9 @@
 //! Listeners: TCP (optionally TLS) → hyper-util `auto` (HTTP/1.1 + h2c / h2 via
 //! ALPN) → a handler, with graceful shutdown and a bounded drain.
 
-use crate::upstream::{Body, Downstream};
+use crate::body::Body;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -243,4 +244,101 @@ where
         Poll::Pending
     })
     .await
+}
+
+/// Facts about the downstream connection a request arrived on, worked out once
+/// per connection. Small on purpose: every request's future holds a copy, and
+/// hyper moves those futures several times.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    facts: Arc<ConnectionFacts>,
+}
+
+/// What every request on a connection shares: the forwarding header values,
+/// and the connection's place under `limits.max_connections`, held for as long
+/// as the connection, or a tunnel it became, is open.
+#[derive(Debug)]
+struct ConnectionFacts {
+    /// The peer's IP, ready for `X-Forwarded-For`.
+    peer_ip: HeaderValue,
+    /// `for=…;proto=…`, ready for `Forwarded` (RFC 7239).
+    forwarded: HeaderValue,
+    /// Held, never read: released when the last request or tunnel lets go.
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Downstream {
+    pub fn new(peer: SocketAddr, tls: bool) -> Downstream {
+        Self::holding(peer, tls, None)
+    }
+
+    /// A connection that holds `slot` (and so does any tunnel it becomes).
+    pub fn holding(peer: SocketAddr, tls: bool, slot: Option<OwnedSemaphorePermit>) -> Downstream {
+        let proto = if tls { "https" } else { "http" };
+        // RFC 7239 §6: an IPv6 address is bracketed and quoted.
+        let forwarded = match peer.ip() {
+            std::net::IpAddr::V4(ip) => format!("for={ip};proto={proto}"),
+            std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto={proto}"),
+        };
+        // An IP address always formats to a valid header value.
+        let valid = |text: String| {
+            HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("unknown"))
+        };
+        Downstream {
+            peer,
+            tls,
+            facts: Arc::new(ConnectionFacts {
+                peer_ip: valid(peer.ip().to_string()),
+                forwarded: valid(forwarded),
+                _slot: slot,
+            }),
+        }
+    }
+}
+
+impl Downstream {
+    /// The peer's IP, ready for `X-Forwarded-For`.
+    pub fn peer_ip(&self) -> &HeaderValue {
+        &self.facts.peer_ip
+    }
+
+    /// `for=…;proto=…`, ready for `Forwarded` (RFC 7239).
+    pub fn forwarded(&self) -> &HeaderValue {
+        &self.facts.forwarded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_values_are_worked_out_per_connection() {
+        for (peer, tls, ip, forwarded) in [
+            (
+                "10.1.2.3:5000",
+                false,
+                "10.1.2.3",
+                "for=10.1.2.3;proto=http",
+            ),
+            (
+                "127.0.0.1:1",
+                true,
+                "127.0.0.1",
+                "for=127.0.0.1;proto=https",
+            ),
+            (
+                "[2001:db8::1]:443",
+                false,
+                "2001:db8::1",
+                "for=\"[2001:db8::1]\";proto=http",
+            ),
+        ] {
+            let from = Downstream::new(peer.parse().unwrap(), tls);
+            assert_eq!(from.facts.peer_ip, ip);
+            assert_eq!(from.facts.forwarded, forwarded);
+        }
+    }
 }

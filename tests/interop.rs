@@ -102,7 +102,9 @@ fn start_provider(env: &[(&str, String)]) -> Option<Provider> {
         let _ = tx.send(line);
     });
     let line = rx
-        .recv_timeout(Duration::from_secs(30))
+        // Generous: node starting two providers at once on a loaded 2-core CI
+        // machine once took over 30 s.
+        .recv_timeout(Duration::from_secs(90))
         .expect("provider printed its address");
     let info: serde_json::Value =
         serde_json::from_str(&line).expect("provider start-up line is JSON");

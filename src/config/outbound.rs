@@ -412,7 +412,7 @@ impl Validator<'_> {
                 return None;
             }
         };
-        match crate::upstream::client_tls(&roots, identity) {
+        match crate::client::client_tls(&roots, identity) {
             Ok(config) => Some(config),
             Err(e) => {
                 self.error("outbound.tls", e);

@@ -1,8 +1,9 @@
 //! DEVELOPMENT ONLY: an echo upstream on loopback.
 
 use super::{json_response, spawn_dev_server};
+use crate::body::Body;
+use crate::server::Downstream;
 use crate::server::Handler;
-use crate::upstream::{Body, Downstream};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};

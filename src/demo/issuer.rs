@@ -3,8 +3,9 @@
 
 use super::keys::{unix_now, SigningKey};
 use super::{json_response, spawn_dev_server};
+use crate::body::{full, Body};
+use crate::server::Downstream;
 use crate::server::Handler;
-use crate::upstream::{full, Body, Downstream};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hyper::body::Incoming;

@@ -13,8 +13,8 @@ pub use echo::Echo;
 pub use issuer::{DevIssuer, DEV_CLIENT_ID, DEV_CLIENT_SECRET};
 pub use keys::{sign_with_header, unix_now, KeyKind, SigningKey};
 
+use crate::body::{full, Body};
 use crate::server::{serve, Handler, ServeOptions};
-use crate::upstream::{full, Body};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::json;

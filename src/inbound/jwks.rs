@@ -10,9 +10,10 @@
 //!   after its fetch (stale-if-error), then verification answers 503.
 
 use super::keys::{KeySet, KeySnapshot};
+use crate::body::full;
+use crate::client::HttpClient;
 use crate::config::{IssuerConfig, JwksCachePolicy, KeySource};
 use crate::metrics::Metrics;
-use crate::upstream::{full, HttpClient};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL};

@@ -14,12 +14,15 @@ pub mod reject;
 pub mod shape;
 pub mod verify;
 
+use crate::body::{streamed, Body};
+use crate::client::HttpClient;
 use crate::config::{Access, InboundConfig};
 use crate::error::Failure;
 use crate::metrics::{Metrics, RouteCounters};
 use crate::respond::complete;
+use crate::server::Downstream;
 use crate::server::Handler;
-use crate::upstream::{streamed, Body, Direction, Downstream, HttpClient, Upstream};
+use crate::upstream::{Direction, Upstream};
 use bearer::token_text;
 use cache::TokenCache;
 use decide::{Allowed, Decision, Policy, Step, Verdict};

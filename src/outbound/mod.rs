@@ -10,13 +10,16 @@ pub mod schedule;
 pub mod source;
 pub mod token;
 
+use crate::body::{full, streamed, Body};
+use crate::client::HttpClient;
 use crate::config::OutboundConfig;
 use crate::error::{Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::respond::complete;
+use crate::server::Downstream;
 use crate::server::Handler;
-use crate::upstream::{full, streamed, Body, Direction, Downstream, HttpClient, Upstream};
+use crate::upstream::{Direction, Upstream};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -372,7 +375,7 @@ mod tests {
 
     #[test]
     fn routes_by_exact_host_then_fallback() {
-        let client = crate::upstream::http_client(Duration::from_secs(1), None).unwrap();
+        let client = crate::client::http_client(Duration::from_secs(1), None).unwrap();
         let metrics = Metrics::new();
         let route = |host: Option<&str>, token: Option<usize>| Route {
             host: host.map(str::to_string),

@@ -16,9 +16,9 @@
 use super::schedule::{backoff, jitter, renew_after, MIN_INTERVAL};
 use super::source::{fetch, Fetched, SourceError, MAX_LIFETIME};
 use super::token::TokenCell;
+use crate::client::HttpClient;
 use crate::config::{TokenConfig, TokenSource};
 use crate::metrics::Metrics;
-use crate::upstream::HttpClient;
 use hyper::header::HeaderValue;
 use std::sync::Arc;
 use std::time::Duration;

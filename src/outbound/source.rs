@@ -1,8 +1,9 @@
 //! Token sources: one fetch each. Scheduling, single flight and back-off live in
 //! `token.rs`; parsing answers is pure and tested here.
 
+use crate::body::full;
+use crate::client::HttpClient;
 use crate::config::{Assertion, AssertionKey, ClientAuth, Grant, Login, OAuthGrant, TokenSource};
-use crate::upstream::{full, HttpClient};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use http_body_util::{BodyExt, Limited};
@@ -118,7 +119,7 @@ async fn read_token_file(path: &Path) -> Result<String, SourceError> {
 pub async fn oauth_request(
     g: &OAuthGrant,
     now: u64,
-) -> Result<Request<crate::upstream::Body>, SourceError> {
+) -> Result<Request<crate::body::Body>, SourceError> {
     // Gather what needs I/O first: the form serializer is not Send.
     let grant: Vec<(&str, String)> = match &g.grant {
         Grant::ClientCredentials => vec![("grant_type", "client_credentials".into())],
@@ -245,10 +246,7 @@ fn sign(key: &AssertionKey, claims: Value) -> Result<String, SourceError> {
 
 /// The request of a `login` source: its body template with `{client_id}`,
 /// `{client_secret}` and a freshly signed `{login_token}` filled in.
-pub fn login_request(
-    login: &Login,
-    now: u64,
-) -> Result<Request<crate::upstream::Body>, SourceError> {
+pub fn login_request(login: &Login, now: u64) -> Result<Request<crate::body::Body>, SourceError> {
     let client_id = login.client_id.as_deref().unwrap_or("");
     let login_token = match &login.login_token {
         Some(t) => {
@@ -363,7 +361,7 @@ pub fn parse_login_answer(
 
 async fn post(
     client: &HttpClient,
-    req: Request<crate::upstream::Body>,
+    req: Request<crate::body::Body>,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), SourceError> {
     let work = async {

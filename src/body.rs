@@ -1,0 +1,81 @@
+//! The body of every request and response tokengate produces: streamed
+//! through from a peer, or a small local answer.
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+pub type Body = Either<Streamed, Full<Bytes>>;
+
+/// A body streamed through from a peer. An upstream response's body also holds
+/// the connection it came on, and gives it back to its pool once read to the end
+/// (a body dropped part-way leaves the connection to close).
+pub struct Streamed {
+    body: Incoming,
+    /// Boxed: every request and response moves its body several times, and this
+    /// keeps it two words larger than hyper's `Incoming` instead of five.
+    lease: Option<Box<dyn GiveBack>>,
+}
+
+/// A body streamed through, with no connection to give back.
+pub fn streamed(body: Incoming) -> Body {
+    Either::Left(Streamed { body, lease: None })
+}
+
+/// An upstream response's body, giving `lease` back once read to the end.
+pub fn leased(body: Incoming, lease: Box<dyn GiveBack>) -> Body {
+    Either::Left(Streamed {
+        body,
+        lease: Some(lease),
+    })
+}
+
+/// What a streamed body hands back when it has been read to the end: the
+/// connection it came on, to its pool.
+pub trait GiveBack: Send + Sync {
+    fn give_back(self: Box<Self>);
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        // A chunked body's end shows only here, as the last (empty) poll.
+        if frame.is_none() {
+            if let Some(lease) = self.lease.take() {
+                lease.give_back();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if self.body.is_end_stream() {
+                lease.give_back();
+            }
+        }
+    }
+}
+
+/// A small local body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Right(Full::new(bytes.into()))
+}
