@@ -424,30 +424,6 @@ impl Validator<'_> {
     /// The kind-specific part of a token source. Each kind lists the fields it
     /// uses; any other field that is set is reported, naming the kind.
     fn source(&mut self, path: &str, raw: &RawTokenSource) -> Option<TokenSource> {
-        let present = [
-            ("token_url", raw.token_url.is_some()),
-            ("client_id", raw.client_id.is_some()),
-            ("client_auth", raw.client_auth.is_some()),
-            ("client_secret", raw.client_secret.is_some()),
-            ("client_secret_file", raw.client_secret_file.is_some()),
-            ("private_key_file", raw.private_key_file.is_some()),
-            ("key_id", raw.key_id.is_some()),
-            ("scopes", raw.scopes.is_some()),
-            ("audience", raw.audience.is_some()),
-            ("resource", raw.resource.is_some()),
-            ("extra_params", raw.extra_params.is_some()),
-            ("path", raw.path.is_some()),
-            ("subject", raw.subject.is_some()),
-            ("assertion_file", raw.assertion_file.is_some()),
-            ("subject_token_file", raw.subject_token_file.is_some()),
-            ("subject_token_type", raw.subject_token_type.is_some()),
-            ("method", raw.method.is_some()),
-            ("body", raw.body.is_some()),
-            ("token_pointer", raw.token_pointer.is_some()),
-            ("expires_in_pointer", raw.expires_in_pointer.is_some()),
-            ("login_token_claims", raw.login_token_claims.is_some()),
-            ("login_token_ttl", raw.login_token_ttl.is_some()),
-        ];
         const OAUTH: &[&str] = &[
             "token_url",
             "client_id",
@@ -488,8 +464,16 @@ impl Validator<'_> {
                 return None;
             }
         };
-        for (field, set) in present {
-            if set && !allowed.contains(&field) {
+        // What every kind takes (validated in `token`).
+        const COMMON: &[&str] = &[
+            "kind",
+            "renew_before",
+            "inject",
+            "retry_on",
+            "fetch_timeout",
+        ];
+        for field in raw.present() {
+            if !allowed.contains(&field.as_str()) && !COMMON.contains(&field.as_str()) {
                 self.error(
                     format!("{path}.{field}"),
                     format!("not used by kind {}", raw.kind),

@@ -3,7 +3,7 @@
 //! Nothing here is trusted; `Config::from_yaml` (its `Validator`) turns it into the
 //! validated types.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,8 +166,10 @@ pub struct RawOutboundLimits {
 }
 
 /// One entry of `outbound.tokens`. Flat on purpose: which fields a `kind` uses is
-/// checked during validation, with a message naming the kind.
-#[derive(Debug, Default, Deserialize)]
+/// checked during validation, with a message naming the kind. `Serialize` lists
+/// the fields that were set ([`RawTokenSource::present`]), so that check needs
+/// no hand-kept list of them.
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTokenSource {
     pub kind: String,
@@ -202,4 +204,19 @@ pub struct RawTokenSource {
     pub inject: Option<String>,
     pub retry_on: Option<Vec<u16>>,
     pub fetch_timeout: Option<String>,
+}
+
+impl RawTokenSource {
+    /// The fields set in the file, by their YAML names (what serde parsed: a
+    /// field added to the struct is listed without more code).
+    pub fn present(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(fields)) => fields
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }

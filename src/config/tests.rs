@@ -506,3 +506,12 @@ fn rule_hosts_are_written_as_requests_are_matched() {
     let rule = &config.inbound.unwrap().rules[0];
     assert!(rule.matches(&hyper::Method::GET, b"admin.internal", "/health"));
 }
+
+#[test]
+fn a_token_source_lists_the_fields_set() {
+    let raw: RawTokenSource =
+        serde_yaml::from_str("{ kind: login, body: {}, login_token_ttl: 5m }").unwrap();
+    let mut present = raw.present();
+    present.sort();
+    assert_eq!(present, ["body", "kind", "login_token_ttl"]);
+}
