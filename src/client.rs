@@ -9,6 +9,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
+/// Why a TLS client configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("CA certificate: {0}")]
+    CaCertificate(#[source] rustls::Error),
+    #[error("TLS client setup: {0}")]
+    Setup(#[source] rustls::Error),
+    #[error("client certificate: {0}")]
+    ClientCertificate(#[source] rustls::Error),
+}
+
 /// Plain TCP or TLS (per the URI's scheme) to an upstream or a token server.
 pub type Connector = HttpsConnector<HttpConnector>;
 
@@ -32,7 +43,7 @@ impl HttpClient {
 pub fn http_client(
     connect_timeout: Duration,
     tls: Option<&rustls::ClientConfig>,
-) -> Result<HttpClient, String> {
+) -> Result<HttpClient, ClientError> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -65,25 +76,25 @@ pub fn client_tls(
         Vec<rustls::pki_types::CertificateDer<'static>>,
         rustls::pki_types::PrivateKeyDer<'static>,
     )>,
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots =
         rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra_roots {
         roots
             .add(cert.clone())
-            .map_err(|e| format!("CA certificate: {e}"))?;
+            .map_err(ClientError::CaCertificate)?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(
         rustls::crypto::aws_lc_rs::default_provider().into(),
     )
     .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS client setup: {e}"))?
+    .map_err(ClientError::Setup)?
     .with_root_certificates(roots);
     // ALPN is left to hyper-rustls, which sets it for the protocols it enables.
     let config = match identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("client certificate: {e}"))?,
+            .map_err(ClientError::ClientCertificate)?,
         None => builder.with_no_client_auth(),
     };
     Ok(config)

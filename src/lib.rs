@@ -36,10 +36,30 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// A failure to start: bad TLS files, a port in use, …
+/// A failure to start, or a reload refused (the running config keeps serving).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] server::TlsError),
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamUrlError),
+    /// A reload changing what only a restart applies.
+    #[error("{0} changed: restart to apply")]
+    NeedsRestart(&'static str),
+    #[error("the new config's issuer keys did not load; keeping the current one")]
+    KeysNotLoaded,
+    #[error("the new config's outbound tokens could not be fetched; keeping the current ones")]
+    TokensNotFetched,
+}
 
 /// A running tokengate.
 pub struct App {
@@ -90,7 +110,7 @@ impl App {
     /// nothing changes and the running config keeps serving.
     pub async fn reload(&mut self, config: Config) -> Result<(), StartError> {
         if self.config.admin.listen != config.admin.listen {
-            return Err(StartError("admin.listen changed: restart to apply".into()));
+            return Err(StartError::NeedsRestart("admin.listen"));
         }
         let inbound = self.prepare_inbound(&config).await?;
         let outbound = match self.prepare_outbound(&config).await {
@@ -122,8 +142,8 @@ impl App {
             (None, None) => return Ok(None),
             (Some(old), Some(new)) => (old, new),
             _ => {
-                return Err(StartError(
-                    "adding or removing the inbound section needs a restart".into(),
+                return Err(StartError::NeedsRestart(
+                    "the inbound section (added or removed)",
                 ))
             }
         };
@@ -131,19 +151,16 @@ impl App {
             || old.tls.is_some() != new.tls.is_some()
             || serve_options(old) != serve_options(new)
         {
-            return Err(StartError(
-                "inbound listen, TLS on/off, header_read, drain, max_header_bytes or max_connections changed: restart to apply".into(),
+            return Err(StartError::NeedsRestart(
+                "inbound listen, TLS on/off, header_read, drain, max_header_bytes or max_connections",
             ));
         }
         // Certificates are re-read even from unchanged paths (rotation in place).
         if let (Some(store), Some(files)) = (&self.cert_store, &new.tls) {
-            store
-                .reload(&files.cert_file, &files.key_file)
-                .map_err(StartError)?;
+            store.reload(&files.cert_file, &files.key_file)?;
         }
-        let client =
-            client::http_client(new.timeouts.upstream_connect, None).map_err(StartError)?;
-        let guard = Inbound::new(new, client, self.metrics.clone()).map_err(StartError)?;
+        let client = client::http_client(new.timeouts.upstream_connect, None)?;
+        let guard = Inbound::new(new, client, self.metrics.clone())?;
         let work = self.shutdown.child_token();
         guard.jwks().spawn_refreshers(work.clone());
         let deadline = new
@@ -155,9 +172,7 @@ impl App {
             * 3;
         if !ready_within(deadline, || guard.is_ready()).await {
             work.cancel();
-            return Err(StartError(
-                "the new config's issuer keys did not load; keeping the current one".into(),
-            ));
+            return Err(StartError::KeysNotLoaded);
         }
         Ok(Some((guard, work)))
     }
@@ -170,21 +185,19 @@ impl App {
             (None, None) => return Ok(None),
             (Some(old), Some(new)) => (old, new),
             _ => {
-                return Err(StartError(
-                    "adding or removing the outbound section needs a restart".into(),
+                return Err(StartError::NeedsRestart(
+                    "the outbound section (added or removed)",
                 ))
             }
         };
         if old.listen != new.listen || outbound_serve_options(old) != outbound_serve_options(new) {
-            return Err(StartError(
-                "outbound listen, header_read, drain, max_header_bytes or max_connections changed: restart to apply".into(),
+            return Err(StartError::NeedsRestart(
+                "outbound listen, header_read, drain, max_header_bytes or max_connections",
             ));
         }
-        let client = client::http_client(new.timeouts.upstream_connect, new.tls.as_deref())
-            .map_err(StartError)?;
+        let client = client::http_client(new.timeouts.upstream_connect, new.tls.as_deref())?;
         let work = self.shutdown.child_token();
-        let proxy =
-            Outbound::start(new, client, self.metrics.clone(), work.clone()).map_err(StartError)?;
+        let proxy = Outbound::start(new, client, self.metrics.clone(), work.clone())?;
         let deadline = new
             .tokens
             .iter()
@@ -194,10 +207,7 @@ impl App {
             * 3;
         if !ready_within(deadline, || proxy.is_ready()).await {
             work.cancel();
-            return Err(StartError(
-                "the new config's outbound tokens could not be fetched; keeping the current ones"
-                    .into(),
-            ));
+            return Err(StartError::TokensNotFetched);
         }
         Ok(Some((proxy, work)))
     }
@@ -257,25 +267,19 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let inbound_work = shutdown.child_token();
     let mut cert_store = None;
     if let Some(cfg) = &config.inbound {
-        let client =
-            client::http_client(cfg.timeouts.upstream_connect, None).map_err(StartError)?;
-        let guard = Inbound::new(cfg, client, metrics.clone()).map_err(StartError)?;
+        let client = client::http_client(cfg.timeouts.upstream_connect, None)?;
+        let guard = Inbound::new(cfg, client, metrics.clone())?;
         let tls = match &cfg.tls {
             Some(files) => {
-                let store =
-                    CertStore::load(&files.cert_file, &files.key_file).map_err(StartError)?;
-                let acceptor = store.acceptor().map_err(StartError)?;
+                let store = CertStore::load(&files.cert_file, &files.key_file)?;
+                let acceptor = store.acceptor()?;
                 cert_store = Some(store);
                 Some(acceptor)
             }
             None => None,
         };
-        let listener = bind(cfg.listen, "inbound").await?;
-        inbound_addr = Some(
-            listener
-                .local_addr()
-                .map_err(|e| StartError(e.to_string()))?,
-        );
+        let (listener, addr) = bind(cfg.listen, "inbound").await?;
+        inbound_addr = Some(addr);
         guard.jwks().spawn_refreshers(inbound_work.clone());
         let opts = serve_options(cfg);
         let swap = Arc::new(Swap::new(guard));
@@ -286,16 +290,10 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let mut outbound = None;
     let outbound_work = shutdown.child_token();
     if let Some(cfg) = &config.outbound {
-        let client = client::http_client(cfg.timeouts.upstream_connect, cfg.tls.as_deref())
-            .map_err(StartError)?;
-        let proxy = Outbound::start(cfg, client, metrics.clone(), outbound_work.clone())
-            .map_err(StartError)?;
-        let listener = bind(cfg.listen, "outbound").await?;
-        outbound_addr = Some(
-            listener
-                .local_addr()
-                .map_err(|e| StartError(e.to_string()))?,
-        );
+        let client = client::http_client(cfg.timeouts.upstream_connect, cfg.tls.as_deref())?;
+        let proxy = Outbound::start(cfg, client, metrics.clone(), outbound_work.clone())?;
+        let (listener, addr) = bind(cfg.listen, "outbound").await?;
+        outbound_addr = Some(addr);
         let swap = Arc::new(Swap::new(proxy));
         tasks.spawn(serve(
             listener,
@@ -311,10 +309,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         inbound: inbound.clone(),
         outbound: outbound.clone(),
     });
-    let listener = bind(config.admin.listen, "admin").await?;
-    let admin_addr = listener
-        .local_addr()
-        .map_err(|e| StartError(e.to_string()))?;
+    let (listener, admin_addr) = bind(config.admin.listen, "admin").await?;
     let opts = ServeOptions {
         header_read_timeout: Duration::from_secs(5),
         max_header_bytes: 16 * 1024,
@@ -365,10 +360,15 @@ fn serve_options(cfg: &config::InboundConfig) -> ServeOptions {
     }
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError(format!("cannot listen on {addr} ({what}): {e}")))
+/// A listener on `addr`, and the address it got (port 0 picks one).
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listen = |source| StartError::Listen { addr, what, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
+    Ok((listener, bound))
 }
 
 /// Short, non-reversible fingerprint for logs: the first 8 bytes of SHA-256, hex.

@@ -12,7 +12,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -42,6 +42,34 @@ pub struct ServeOptions {
     pub max_connections: usize,
 }
 
+/// Why the listener's certificate or key cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no certificate found", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{} does not match {}: {source}", key.display(), cert.display())]
+    Mismatch {
+        key: PathBuf,
+        cert: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS server setup: {0}")]
+    Setup(#[source] rustls::Error),
+}
+
 /// The listener's certificate and key, re-read on reload (SIGHUP) without rebinding.
 #[derive(Debug)]
 pub struct CertStore {
@@ -49,14 +77,14 @@ pub struct CertStore {
 }
 
 impl CertStore {
-    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<CertStore>, String> {
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<CertStore>, TlsError> {
         Ok(Arc::new(CertStore {
             current: RwLock::new(Arc::new(certified_key(cert_file, key_file)?)),
         }))
     }
 
     /// Replaces the certificate for new handshakes; on error the old one stays.
-    pub fn reload(&self, cert_file: &Path, key_file: &Path) -> Result<(), String> {
+    pub fn reload(&self, cert_file: &Path, key_file: &Path) -> Result<(), TlsError> {
         let fresh = Arc::new(certified_key(cert_file, key_file)?);
         match self.current.write() {
             Ok(mut current) => *current = fresh,
@@ -66,12 +94,12 @@ impl CertStore {
     }
 
     /// A TLS acceptor offering h2 and http/1.1, serving this store's certificate.
-    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, String> {
+    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(
             rustls::crypto::aws_lc_rs::default_provider().into(),
         )
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Setup)?
         .with_no_client_auth()
         .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -85,29 +113,35 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
+fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsError::Pem { path, source }
+    };
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+        .map_err(pem(cert_file))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate found", cert_file.display()));
+        return Err(TlsError::NoCertificate(cert_file.to_path_buf()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(pem(key_file))?;
     let signing_key = rustls::crypto::aws_lc_rs::default_provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+        .map_err(|source| TlsError::Key {
+            path: key_file.to_path_buf(),
+            source,
+        })?;
     let certified = CertifiedKey::new(certs, signing_key);
-    certified.keys_match().map_err(|e| {
-        format!(
-            "{} does not match {}: {e}",
-            key_file.display(),
-            cert_file.display()
-        )
-    })?;
+    certified
+        .keys_match()
+        .map_err(|source| TlsError::Mismatch {
+            key: key_file.to_path_buf(),
+            cert: cert_file.to_path_buf(),
+            source,
+        })?;
     Ok(certified)
 }
 

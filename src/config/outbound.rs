@@ -415,7 +415,7 @@ impl Validator<'_> {
         match crate::client::client_tls(&roots, identity) {
             Ok(config) => Some(config),
             Err(e) => {
-                self.error("outbound.tls", e);
+                self.error("outbound.tls", e.to_string());
                 None
             }
         }

@@ -22,7 +22,7 @@ use crate::metrics::{Metrics, RouteCounters};
 use crate::respond::complete;
 use crate::server::Downstream;
 use crate::server::Handler;
-use crate::upstream::{Direction, Upstream};
+use crate::upstream::{Direction, Upstream, UpstreamUrlError};
 use bearer::token_text;
 use cache::TokenCache;
 use decide::{Allowed, Decision, Policy, Step, Verdict};
@@ -61,7 +61,7 @@ impl Inbound {
         config: &InboundConfig,
         client: HttpClient,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Inbound>, String> {
+    ) -> Result<Arc<Inbound>, UpstreamUrlError> {
         let upstream = Upstream::new(
             client.clone(),
             &config.upstream,

@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, RouteCounters};
 use crate::respond::complete;
 use crate::server::Downstream;
 use crate::server::Handler;
-use crate::upstream::{Direction, Upstream};
+use crate::upstream::{Direction, Upstream, UpstreamUrlError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -71,7 +71,7 @@ impl Outbound {
         client: HttpClient,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
-    ) -> Result<Arc<Outbound>, String> {
+    ) -> Result<Arc<Outbound>, UpstreamUrlError> {
         let routes = config
             .routes
             .iter()
@@ -89,7 +89,7 @@ impl Outbound {
                     token: r.token,
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, UpstreamUrlError>>()?;
         // Renewal tasks start only once nothing else can fail.
         let sources = config
             .tokens

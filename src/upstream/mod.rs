@@ -49,6 +49,15 @@ fn switched_to_websocket(headers: &HeaderMap) -> bool {
 
 static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
 
+/// An upstream URL that cannot be dialled (config validation catches these first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamUrlError {
+    #[error("upstream URL needs host:port")]
+    NoAuthority,
+    #[error("upstream URL: {0}")]
+    Invalid(String),
+}
+
 /// Where requests are forwarded.
 pub struct Upstream {
     pool: Pool,
@@ -81,22 +90,22 @@ impl Upstream {
         response_timeout: Duration,
         tunnel_idle: Duration,
         direction: Direction,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UpstreamUrlError> {
         let authority = url
             .authority()
             .cloned()
-            .ok_or("upstream URL needs host:port")?;
+            .ok_or(UpstreamUrlError::NoAuthority)?;
         let origin = Uri::builder()
             .scheme(url.scheme().cloned().unwrap_or(Scheme::HTTP))
             .authority(authority.clone())
             .path_and_query("/")
             .build()
-            .map_err(|e| format!("upstream URL: {e}"))?;
+            .map_err(|e| UpstreamUrlError::Invalid(e.to_string()))?;
         Ok(Upstream {
             pool: Pool::new(client.connector, origin),
             direction,
             host: HeaderValue::from_str(authority.as_str())
-                .map_err(|e| format!("upstream URL: {e}"))?,
+                .map_err(|e| UpstreamUrlError::Invalid(e.to_string()))?,
             base_path: url.path().trim_end_matches('/').to_string(),
             response_timeout,
             tunnel_idle,
