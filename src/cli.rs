@@ -1,6 +1,6 @@
 //! Command line: `run`, `check`, `verify`, `demo`.
 
-use crate::config::{Access, Config, KeySource, Mode};
+use crate::config::{Access, Config, IssuerId, KeySource, Mode};
 use crate::error::Denial;
 use crate::inbound::bearer::token_text;
 use crate::inbound::decide::{Allowed, Decision, Policy, Step, Verdict};
@@ -441,7 +441,7 @@ async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
     let jwks = Jwks::new(&inbound.issuers, client, Arc::new(Metrics::new()));
     for (idx, iss) in inbound.issuers.iter().enumerate() {
         if iss.keys != KeySource::None {
-            if let Err(e) = jwks.refresh(idx).await {
+            if let Err(e) = jwks.refresh(IssuerId::new(idx)).await {
                 println!("  note  keys of {} could not be fetched: {e}", iss.issuer);
             }
         }

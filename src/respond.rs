@@ -129,6 +129,7 @@ fn quoted_safe(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::IssuerId;
 
     fn render(f: Failure) -> (u16, Option<String>, serde_json::Value) {
         let resp = error_response(&f);
@@ -182,7 +183,7 @@ mod tests {
                 Some(format!("{realm}, error=\"invalid_token\", error_description=\"issuer ?evil??? is not trusted\"")),
                 "invalid_token",
             ),
-            (Denial::InvalidToken(Reject::KeysUnavailable { issuer: 0 }).into(), 503, None, "keys_unavailable"),
+            (Denial::InvalidToken(Reject::KeysUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "keys_unavailable"),
             (
                 Denial::InsufficientScope("orders:write".into()).into(),
                 403,

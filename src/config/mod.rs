@@ -10,7 +10,7 @@ pub mod raw;
 mod rules;
 
 pub use outbound::*;
-pub use rules::{Access, Requirements, RouteRule};
+pub use rules::{Access, IssuerId, Requirements, RouteRule};
 
 use crate::headers::{canonical_host, is_hop_by_hop, is_set_by_proxy};
 use hyper::header::HeaderName;
@@ -873,7 +873,7 @@ impl Validator<'_> {
                         .iter()
                         .enumerate()
                         .filter_map(|(i, n)| match issuers.iter().position(|c| &c.issuer == n) {
-                            Some(idx) => Some(idx),
+                            Some(idx) => Some(IssuerId::new(idx)),
                             None => {
                                 self.error(
                                     format!("{path}.issuers[{i}]"),

@@ -27,12 +27,28 @@ pub enum Access {
     Token(Requirements),
 }
 
+/// An issuer's place in `inbound.issuers`: keys, policies, rules and verified
+/// tokens name their issuer by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IssuerId(usize);
+
+impl IssuerId {
+    pub const fn new(index: usize) -> IssuerId {
+        IssuerId(index)
+    }
+
+    /// Its index into `inbound.issuers` (and everything built in that order).
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requirements {
     /// Every one of these scopes must be granted.
     pub scopes: Vec<String>,
-    /// Indexes into the configured issuers; `None` = any configured issuer.
-    pub issuers: Option<Vec<usize>>,
+    /// The issuers accepted; `None` = any configured issuer.
+    pub issuers: Option<Vec<IssuerId>>,
     /// Claims that must equal these values.
     pub claims: Vec<(String, serde_json::Value)>,
 }

@@ -116,7 +116,7 @@ impl<S: BuildHasher> TokenCache<S> {
         }
         // Stale keys may come back; keep the entry but do not use it meanwhile.
         keys.issuers
-            .get(hit.issuer)
+            .get(hit.issuer.index())
             .is_some_and(|s| s.is_usable(now))
             .then(|| hit.clone())
     }

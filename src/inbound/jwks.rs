@@ -12,7 +12,7 @@
 use super::keys::{KeySet, KeySnapshot};
 use crate::body::full;
 use crate::client::HttpClient;
-use crate::config::{IssuerConfig, JwksCachePolicy, KeySource};
+use crate::config::{IssuerConfig, IssuerId, JwksCachePolicy, KeySource};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -129,7 +129,7 @@ impl Jwks {
             tokio::spawn(async move {
                 let mut failures = 0u32;
                 loop {
-                    let wait = match jwks.refresh(idx).await {
+                    let wait = match jwks.refresh(IssuerId::new(idx)).await {
                         Ok(max_age) => {
                             failures = 0;
                             refresh_after(max_age, &jwks.issuers[idx].policy)
@@ -148,16 +148,18 @@ impl Jwks {
         }
     }
 
-    /// Fetches issuer `idx`'s JWKS once (single flight) and publishes it.
+    /// Fetches issuer `id`'s JWKS once (single flight) and publishes it.
     /// Returns the answer's max-age.
-    pub async fn refresh(&self, idx: usize) -> Result<Option<Duration>, FetchError> {
+    pub async fn refresh(&self, id: IssuerId) -> Result<Option<Duration>, FetchError> {
+        let idx = id.index();
         let _single_flight = self.issuers[idx].fetch_lock.lock().await;
         self.fetch_and_publish(idx).await
     }
 
     /// Called when a token names a kid the snapshot lacks. Refetches at most once
     /// per cooldown; returns true when the kid is now known.
-    pub async fn refresh_for_unknown_kid(&self, idx: usize, kid: &str) -> bool {
+    pub async fn refresh_for_unknown_kid(&self, id: IssuerId, kid: &str) -> bool {
+        let idx = id.index();
         let Some(state) = self.issuers.get(idx) else {
             return false;
         };

@@ -1,5 +1,6 @@
 //! Why a token was rejected, in words safe to show the caller.
 
+use crate::config::IssuerId;
 use std::fmt;
 
 /// Why a token was rejected. Messages are safe to show callers: they never echo
@@ -17,13 +18,13 @@ pub enum Reject {
     #[error("issuer {} is not trusted", Shown(.0))]
     UnknownIssuer(String),
     #[error("no key with kid {}", Shown(kid))]
-    UnknownKid { issuer: usize, kid: String },
+    UnknownKid { issuer: IssuerId, kid: String },
     #[error("token has no kid and the issuer has no single key for its algorithm")]
     MissingKid,
     #[error("key {} cannot be used with this algorithm", Shown(.0))]
     KeyAlgMismatch(String),
     #[error("the issuer's keys are not available")]
-    KeysUnavailable { issuer: usize },
+    KeysUnavailable { issuer: IssuerId },
     #[error("signature does not verify")]
     BadSignature,
     #[error("typ {} is not {want:?}", Shown(found))]

@@ -6,7 +6,7 @@
 use super::claims::{header_value, parse, Claim, Claims, JsonStr};
 use super::keys::{KeySnapshot, VerifyKey};
 use super::reject::Reject;
-use crate::config::{is_hmac, IssuerConfig};
+use crate::config::{is_hmac, IssuerConfig, IssuerId};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hyper::header::{HeaderName, HeaderValue};
@@ -32,7 +32,7 @@ impl Trace for () {
 #[derive(Debug)]
 pub struct VerifiedToken {
     /// Index of the issuer in the config.
-    pub issuer: usize,
+    pub issuer: IssuerId,
     pub exp: u64,
     /// Last second (inclusive) this verification holds: `exp`, or `iat +
     /// max_token_age` when sooner, plus leeway. Cache hits are checked against it.
@@ -70,7 +70,7 @@ impl VerifiedToken {
     #[cfg(test)]
     pub fn for_tests(issuer: usize, scopes: &[&str], claims: &[(&str, Value)]) -> Self {
         VerifiedToken {
-            issuer,
+            issuer: IssuerId::new(issuer),
             exp: u64::MAX,
             valid_until: u64::MAX,
             scopes: scopes.iter().map(|s| (*s).into()).collect(),
@@ -149,8 +149,10 @@ impl Verifier {
         }
     }
 
-    pub fn issuer_name(&self, idx: usize) -> &str {
-        self.issuers.get(idx).map_or("", |i| i.issuer.as_str())
+    pub fn issuer_name(&self, id: IssuerId) -> &str {
+        self.issuers
+            .get(id.index())
+            .map_or("", |i| i.issuer.as_str())
     }
 
     /// Verifies `token` against the keys in `keys` at unix time `now`.
@@ -236,7 +238,7 @@ impl Verifier {
     }
 
     /// The token's issuer among the configured ones, by its `iss`.
-    fn issuer(&self, claims: &Claims<'_>) -> Result<(usize, &IssuerPolicy), Reject> {
+    fn issuer(&self, claims: &Claims<'_>) -> Result<(IssuerId, &IssuerPolicy), Reject> {
         let iss = match claims.get("iss") {
             Some(Claim::String(s)) => s,
             None => return Err(Reject::MissingIssuer),
@@ -246,6 +248,7 @@ impl Verifier {
             .iter()
             .enumerate()
             .find(|(_, p)| p.issuer == *iss)
+            .map(|(i, p)| (IssuerId::new(i), p))
             .ok_or_else(|| Reject::UnknownIssuer(iss.to_string()))
     }
 
@@ -333,7 +336,7 @@ impl IssuerPolicy {
         header: &Header<'_>,
         alg: Algorithm,
         keys: &KeySnapshot,
-        idx: usize,
+        idx: IssuerId,
         now: u64,
     ) -> Result<Option<Arc<VerifyKey>>, Reject> {
         let mut sig_buf = [0u8; 1024];
@@ -355,7 +358,7 @@ impl IssuerPolicy {
         }
         let set = keys
             .issuers
-            .get(idx)
+            .get(idx.index())
             .filter(|set| set.is_usable(now))
             .ok_or(Reject::KeysUnavailable { issuer: idx })?;
         let key = match header.kid.as_deref() {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::Config;
+use crate::config::IssuerId;
 use hyper::header::{AUTHORIZATION, HOST};
 
 fn policy(mode: &str, extra: &str) -> Policy {
@@ -71,7 +72,11 @@ fn decide(
 #[test]
 fn decisions() {
     let bad = || Err(Reject::BadSignature);
-    let stale = || Err(Reject::KeysUnavailable { issuer: 0 });
+    let stale = || {
+        Err(Reject::KeysUnavailable {
+            issuer: IssuerId::new(0),
+        })
+    };
     let h = Some("api.internal");
     let bearer = Some("Bearer abc");
     type Case = (

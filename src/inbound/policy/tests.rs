@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::Access;
+use crate::config::IssuerId;
 use serde_json::json;
 
 fn rule(prefix: &str, methods: Option<&[&str]>, host: Option<&str>) -> RouteRule {
@@ -365,7 +366,7 @@ fn requirements_check_scopes_issuers_claims() {
                issuers: Option<Vec<usize>>,
                claims: Vec<(&str, serde_json::Value)>| Requirements {
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        issuers,
+        issuers: issuers.map(|ids: Vec<usize>| ids.into_iter().map(IssuerId::new).collect()),
         claims: claims
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))

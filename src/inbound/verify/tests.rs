@@ -2,6 +2,7 @@
 //! algorithm, and what a verified token carries.
 
 use super::*;
+use crate::config::IssuerId;
 use crate::config::{Config, IssuerConfig};
 use crate::demo::{sign_with_header, KeyKind, SigningKey};
 use crate::inbound::keys::KeySet;
@@ -143,7 +144,7 @@ fn accepts_each_supported_algorithm() {
     for key in [&f.rsa, &f.ec, &f.ed] {
         let token = key.sign_jwt(&claims(json!({})));
         let v = check(&token).unwrap_or_else(|e| panic!("{} rejected: {e}", key.alg()));
-        assert_eq!(v.issuer, 0);
+        assert_eq!(v.issuer.index(), 0);
         assert_eq!(v.exp, NOW + 300);
     }
     let hs = hs256(
@@ -151,7 +152,7 @@ fn accepts_each_supported_algorithm() {
         claims(json!({"iss": "hs-peer"})),
         SECRET.as_bytes(),
     );
-    assert_eq!(check(&hs).unwrap().issuer, 1);
+    assert_eq!(check(&hs).unwrap().issuer.index(), 1);
 }
 
 #[test]
@@ -277,7 +278,7 @@ fn rejections() {
             "unknown kid",
             SigningKey::generate(KeyKind::Es256, "nope").sign_jwt(&claims(json!({}))),
             Reject::UnknownKid {
-                issuer: 0,
+                issuer: IssuerId::new(0),
                 kid: "nope".into(),
             },
         ),
@@ -347,7 +348,7 @@ fn token_supplied_values_are_escaped_and_bounded_in_messages() {
     assert!(!text.contains('\n') && !text.contains('\u{1b}'));
     assert_eq!(
         Reject::UnknownKid {
-            issuer: 0,
+            issuer: IssuerId::new(0),
             kid: "k1".into()
         }
         .to_string(),
@@ -426,12 +427,16 @@ fn keys_must_be_loaded_and_fresh() {
     snap.issuers[0] = Arc::new(KeySet::default());
     assert_eq!(
         v.verify(&token, &snap, NOW).map(|_| ()),
-        Err(Reject::KeysUnavailable { issuer: 0 })
+        Err(Reject::KeysUnavailable {
+            issuer: IssuerId::new(0)
+        })
     );
     let snap = snapshot();
     assert_eq!(
         v.verify(&token, &snap, NOW + 3601).map(|_| ()),
-        Err(Reject::KeysUnavailable { issuer: 0 }),
+        Err(Reject::KeysUnavailable {
+            issuer: IssuerId::new(0)
+        }),
         "keys past their stale bound are unusable, whatever the token says"
     );
 }
