@@ -1,0 +1,460 @@
+//! Validation of the `inbound` section: issuers, rules, forwarding.
+
+use super::raw::*;
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn inbound(&mut self, raw: RawInbound) -> Option<InboundConfig> {
+        let listen = self.socket_addr("inbound.listen", &raw.listen);
+        let upstream = self.http_uri("inbound.upstream", &raw.upstream);
+        let mode = match raw.mode.as_deref() {
+            None | Some("strict") => Mode::Strict,
+            Some("permissive") => Mode::Permissive,
+            Some("audit") => Mode::Audit,
+            Some(other) => {
+                self.error(
+                    "inbound.mode",
+                    format!("expected strict, permissive or audit, got {other:?}"),
+                );
+                Mode::Strict
+            }
+        };
+        let tls = raw.tls.map(|t| TlsFiles {
+            cert_file: PathBuf::from(
+                self.text("inbound.tls.cert_file", &t.cert_file)
+                    .unwrap_or_default(),
+            ),
+            key_file: PathBuf::from(
+                self.text("inbound.tls.key_file", &t.key_file)
+                    .unwrap_or_default(),
+            ),
+        });
+        if raw.issuers.is_empty() {
+            self.error("inbound.issuers", "at least one issuer is required");
+        }
+        let issuers: Vec<IssuerConfig> = raw
+            .issuers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.issuer(&format!("inbound.issuers[{i}]"), r))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for (i, iss) in issuers.iter().enumerate() {
+            if !seen.insert(iss.issuer.clone()) {
+                self.error(format!("inbound.issuers[{i}].issuer"), "duplicate issuer");
+            }
+        }
+        if raw.rules.is_empty() {
+            self.error(
+                "inbound.rules",
+                "at least one rule is required (no match = deny)",
+            );
+        }
+        let rules = raw
+            .rules
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.rule(&format!("inbound.rules[{i}]"), r, &issuers))
+            .collect();
+        let forward = self.forward(raw.forward);
+        let timeouts = self.timeouts("inbound.timeouts", &raw.timeouts);
+        let d = Limits::default();
+        let limits = Limits {
+            max_header_bytes: raw.limits.max_header_bytes.unwrap_or(d.max_header_bytes),
+            max_token_bytes: raw.limits.max_token_bytes.unwrap_or(
+                d.max_token_bytes
+                    .min(raw.limits.max_header_bytes.unwrap_or(d.max_header_bytes)),
+            ),
+            max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
+        };
+        if limits.max_connections == 0 {
+            self.error("inbound.limits.max_connections", "must be at least 1");
+        }
+        if limits.max_header_bytes < 1024 {
+            self.error("inbound.limits.max_header_bytes", "must be at least 1024");
+        }
+        if limits.max_token_bytes < 64 || limits.max_token_bytes > limits.max_header_bytes {
+            self.error(
+                "inbound.limits.max_token_bytes",
+                "must be at least 64 and no more than max_header_bytes",
+            );
+        }
+        Some(InboundConfig {
+            listen: listen?,
+            tls,
+            upstream: upstream?,
+            mode,
+            issuers,
+            rules,
+            forward,
+            timeouts,
+            limits,
+            token_cache_entries: raw.token_cache.max_entries.unwrap_or(10_000),
+        })
+    }
+
+    fn issuer(&mut self, path: &str, raw: RawIssuer) -> Option<IssuerConfig> {
+        let issuer = self.text(&format!("{path}.issuer"), &raw.issuer)?;
+        if issuer.is_empty() {
+            self.error(format!("{path}.issuer"), "must not be empty");
+        }
+        let algorithms = self.algorithms(path, raw.algorithms.as_deref());
+        let wants_hmac = algorithms.iter().any(|a| is_hmac(*a));
+        let wants_public = algorithms.iter().any(|a| !is_hmac(*a));
+        let shared_secret = self.shared_secret(path, &raw);
+        if wants_hmac && shared_secret.is_none() {
+            self.error(
+                format!("{path}.shared_secret"),
+                "an HS* algorithm is allowed but no shared secret is configured",
+            );
+        }
+        if !wants_hmac && shared_secret.is_some() {
+            self.error(
+                format!("{path}.algorithms"),
+                "a shared secret is configured but no HS* algorithm is allowed",
+            );
+        }
+        if let Some(s) = &shared_secret {
+            if s.expose().len() < 32 {
+                self.error(format!("{path}.shared_secret"), "must be at least 32 bytes");
+            }
+        }
+        let keys = self.key_source(path, &raw, &issuer, wants_public);
+        if raw.audiences.is_empty() {
+            self.error(
+                format!("{path}.audiences"),
+                "at least one audience is required",
+            );
+        }
+        let leeway = self.duration(
+            &format!("{path}.leeway"),
+            raw.leeway.as_ref(),
+            Duration::from_secs(30),
+        );
+        let max_token_age = raw
+            .max_token_age
+            .as_ref()
+            .map(|v| self.duration(&format!("{path}.max_token_age"), Some(v), Duration::ZERO));
+        let jwks_cache = self.jwks_cache(&format!("{path}.jwks_cache"), &raw.jwks_cache);
+        Some(IssuerConfig {
+            issuer,
+            keys,
+            audiences: raw.audiences,
+            algorithms,
+            leeway,
+            scope_claim: raw.scope_claim.unwrap_or_else(|| "scope".to_string()),
+            require_typ: raw.require_typ,
+            max_token_age,
+            shared_secret,
+            jwks_cache,
+        })
+    }
+
+    /// `algorithms`: RS256 when unset; never empty, never `none`.
+    fn algorithms(&mut self, path: &str, raw: Option<&[String]>) -> Vec<Algorithm> {
+        match raw {
+            None => vec![Algorithm::RS256],
+            Some(list) if list.is_empty() => {
+                self.error(format!("{path}.algorithms"), "must name at least one algorithm");
+                Vec::new()
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| match Algorithm::from_str(a) {
+                    Ok(alg) => Some(alg),
+                    Err(_) => {
+                        self.error(
+                            format!("{path}.algorithms[{i}]"),
+                            format!("unsupported algorithm {a:?} (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512; never none)"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// `shared_secret` or `shared_secret_file` (at most one).
+    fn shared_secret(&mut self, path: &str, raw: &RawIssuer) -> Option<Secret> {
+        match (&raw.shared_secret, &raw.shared_secret_file) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{path}.shared_secret"),
+                    "set shared_secret or shared_secret_file, not both",
+                );
+                None
+            }
+            (Some(s), None) => self
+                .text(&format!("{path}.shared_secret"), s)
+                .map(|s| Secret::new(s.into_bytes())),
+            (None, Some(f)) => {
+                let p = format!("{path}.shared_secret_file");
+                self.text(&p, f).and_then(|f| match std::fs::read(&f) {
+                    Ok(bytes) => Some(Secret::new(trim_newline(bytes))),
+                    Err(e) => {
+                        self.error(p, format!("cannot read {f}: {e}"));
+                        None
+                    }
+                })
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// Where the issuer's public keys come from: `jwks_uri`, discovery, or
+    /// nowhere (only when no public-key algorithm is allowed).
+    fn key_source(
+        &mut self,
+        path: &str,
+        raw: &RawIssuer,
+        issuer: &str,
+        wants_public: bool,
+    ) -> KeySource {
+        match (&raw.jwks_uri, raw.discovery.unwrap_or(false)) {
+            (Some(_), true) => {
+                self.error(
+                    format!("{path}.discovery"),
+                    "set jwks_uri or discovery: true, not both",
+                );
+                KeySource::None
+            }
+            (Some(u), false) => self
+                .http_uri(&format!("{path}.jwks_uri"), u)
+                .map(KeySource::Jwks)
+                .unwrap_or(KeySource::None),
+            (None, true) => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                match url.parse::<Uri>() {
+                    Ok(u) if u.scheme_str().is_some() => KeySource::Discovery(u),
+                    _ => {
+                        self.error(
+                            format!("{path}.issuer"),
+                            "discovery needs the issuer to be an http(s) URL",
+                        );
+                        KeySource::None
+                    }
+                }
+            }
+            (None, false) => {
+                if wants_public {
+                    self.error(
+                        format!("{path}.jwks_uri"),
+                        "a public-key algorithm is allowed: set jwks_uri or discovery: true",
+                    );
+                }
+                KeySource::None
+            }
+        }
+    }
+
+    fn jwks_cache(&mut self, path: &str, raw: &RawJwksCache) -> JwksCachePolicy {
+        let d = JwksCachePolicy::default();
+        let p = JwksCachePolicy {
+            refresh_interval: self.duration(
+                &format!("{path}.refresh_interval"),
+                raw.refresh_interval.as_ref(),
+                d.refresh_interval,
+            ),
+            min_refresh: self.duration(
+                &format!("{path}.min_refresh"),
+                raw.min_refresh.as_ref(),
+                d.min_refresh,
+            ),
+            max_refresh: self.duration(
+                &format!("{path}.max_refresh"),
+                raw.max_refresh.as_ref(),
+                d.max_refresh,
+            ),
+            stale_if_error: self.duration(
+                &format!("{path}.stale_if_error"),
+                raw.stale_if_error.as_ref(),
+                d.stale_if_error,
+            ),
+            refetch_cooldown: self.duration(
+                &format!("{path}.refetch_cooldown"),
+                raw.refetch_cooldown.as_ref(),
+                d.refetch_cooldown,
+            ),
+            unknown_kid_ttl: self.duration(
+                &format!("{path}.unknown_kid_ttl"),
+                raw.unknown_kid_ttl.as_ref(),
+                d.unknown_kid_ttl,
+            ),
+            fetch_timeout: self.duration(
+                &format!("{path}.fetch_timeout"),
+                raw.fetch_timeout.as_ref(),
+                d.fetch_timeout,
+            ),
+        };
+        if p.min_refresh > p.max_refresh {
+            self.error(format!("{path}.min_refresh"), "must not exceed max_refresh");
+        }
+        if p.fetch_timeout.is_zero() {
+            self.error(format!("{path}.fetch_timeout"), "must be greater than zero");
+        }
+        p
+    }
+
+    fn rule(&mut self, path: &str, raw: RawRule, issuers: &[IssuerConfig]) -> Option<RouteRule> {
+        let prefix = self.text(&format!("{path}.path"), &raw.path)?;
+        if !prefix.starts_with('/') {
+            self.error(
+                format!("{path}.path"),
+                format!("must start with '/', got {prefix:?}"),
+            );
+        }
+        let methods = raw.methods.map(|ms| {
+            ms.iter()
+                .enumerate()
+                .filter_map(
+                    |(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                        Ok(m) => Some(m),
+                        Err(_) => {
+                            self.error(
+                                format!("{path}.methods[{i}]"),
+                                format!("not an HTTP method: {m:?}"),
+                            );
+                            None
+                        }
+                    },
+                )
+                .collect()
+        });
+        let wants_token = raw.scopes.is_some() || raw.issuers.is_some() || raw.claims.is_some();
+        let access = match raw.allow.as_deref() {
+            Some("anonymous") if wants_token => {
+                self.error(
+                    format!("{path}.allow"),
+                    "an anonymous rule cannot also require scopes, issuers or claims",
+                );
+                return None;
+            }
+            Some("anonymous") => Access::Anonymous,
+            Some("authenticated") | None => {
+                let issuer_idx = raw.issuers.map(|names| {
+                    names
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, n)| match issuers.iter().position(|c| &c.issuer == n) {
+                            Some(idx) => Some(IssuerId::new(idx)),
+                            None => {
+                                self.error(
+                                    format!("{path}.issuers[{i}]"),
+                                    format!("{n:?} is not a configured issuer"),
+                                );
+                                None
+                            }
+                        })
+                        .collect()
+                });
+                Access::Token(Requirements {
+                    scopes: raw.scopes.unwrap_or_default(),
+                    issuers: issuer_idx,
+                    claims: raw.claims.unwrap_or_default().into_iter().collect(),
+                })
+            }
+            Some(other) => {
+                self.error(
+                    format!("{path}.allow"),
+                    format!("expected anonymous or authenticated, got {other:?}"),
+                );
+                return None;
+            }
+        };
+        // Requests are matched on their canonical host: compare like with like.
+        let host = raw
+            .host
+            .and_then(|h| match canonical_host(h.as_bytes(), None) {
+                Ok(Some(host)) if host.name().len() == host.value().len() => {
+                    Some(String::from_utf8_lossy(host.name()).into_owned())
+                }
+                _ => {
+                    self.error(
+                        format!("{path}.host"),
+                        format!("expected a host name without port, got {h:?}"),
+                    );
+                    None
+                }
+            });
+        Some(RouteRule::new(
+            raw.name.unwrap_or_else(|| prefix.clone()),
+            &prefix,
+            methods,
+            host,
+            access,
+        ))
+    }
+
+    /// A `strip | keep` field: whether to keep, `keep_by_default` when absent.
+    fn strip_or_keep(&mut self, path: &str, value: Option<String>, keep_by_default: bool) -> bool {
+        match value.as_deref() {
+            None => keep_by_default,
+            Some("keep") => true,
+            Some("strip") => false,
+            Some(other) => {
+                self.error(path, format!("expected strip or keep, got {other:?}"));
+                keep_by_default
+            }
+        }
+    }
+
+    fn forward(&mut self, raw: RawForward) -> ForwardConfig {
+        let claims_to_headers = raw
+            .claims_to_headers
+            .into_iter()
+            .filter_map(
+                |(claim, header)| match HeaderName::from_bytes(header.as_bytes()) {
+                    // CGI-style servers read `_` and `-` alike; the guard strips
+                    // callers' spellings of `-` names in both forms.
+                    Ok(h) if h.as_str().contains('_') => {
+                        self.error(
+                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("{h}: write identity header names with '-', not '_'"),
+                        );
+                        None
+                    }
+                    Ok(h) if !is_reserved_header(&h) => Some((claim, h)),
+                    Ok(h) => {
+                        self.error(
+                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("{h} cannot carry identity"),
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        self.error(
+                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("not a valid header name: {header:?}"),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect();
+        let keep_authorization =
+            self.strip_or_keep("inbound.forward.authorization", raw.authorization, true);
+        let keep_override_headers = self.strip_or_keep(
+            "inbound.forward.override_headers",
+            raw.override_headers,
+            false,
+        );
+        ForwardConfig {
+            claims_to_headers,
+            keep_authorization,
+            keep_override_headers,
+        }
+    }
+}
+
+/// Headers that the proxy itself owns (Host, the forwarding headers it sets),
+/// or that never reach the app (hop-by-hop), and so cannot carry claims.
+fn is_reserved_header(h: &HeaderName) -> bool {
+    use hyper::header::*;
+    is_hop_by_hop(h)
+        || is_set_by_proxy(h)
+        || [AUTHORIZATION, HOST, CONTENT_LENGTH, COOKIE].contains(h)
+}
