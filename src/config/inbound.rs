@@ -154,7 +154,7 @@ impl Validator<'_> {
     fn algorithms(&mut self, path: &str, raw: Option<&[String]>) -> Vec<Algorithm> {
         match raw {
             None => vec![Algorithm::RS256],
-            Some(list) if list.is_empty() => {
+            Some([]) => {
                 self.error(format!("{path}.algorithms"), "must name at least one algorithm");
                 Vec::new()
             }

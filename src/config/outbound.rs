@@ -527,6 +527,43 @@ impl Validator<'_> {
             None => None,
         };
         let secret = self.secret(path, raw);
+        let auth = self.client_auth(path, raw, secret)?;
+        let client = match (client_id.clone(), auth) {
+            (Some(id), auth) => Some(OAuthClient { id, auth }),
+            (None, ClientAuth::None) => None,
+            (None, _) => {
+                self.error(
+                    format!("{path}.client_id"),
+                    "client authentication needs a client_id",
+                );
+                return None;
+            }
+        };
+        let grant = self.grant(path, raw, client.as_ref(), client_id)?;
+        Some(OAuthGrant {
+            token_url: token_url?,
+            grant,
+            client,
+            scopes: raw.scopes.clone().unwrap_or_default(),
+            audience: raw.audience.clone(),
+            resource: raw.resource.clone(),
+            extra_params: raw
+                .extra_params
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    /// How the client authenticates to the token endpoint (`client_auth`,
+    /// defaulting from what is configured).
+    fn client_auth(
+        &mut self,
+        path: &str,
+        raw: &RawTokenSource,
+        secret: Option<Secret>,
+    ) -> Option<ClientAuth> {
         let kind = raw.kind.as_str();
         // For jwt_bearer a private key signs the grant's assertion, not the client.
         let key_is_client_auth = kind != "jwt_bearer";
@@ -537,7 +574,7 @@ impl Validator<'_> {
         } else {
             "none"
         };
-        let auth = match raw.client_auth.as_deref().unwrap_or(default_auth) {
+        Some(match raw.client_auth.as_deref().unwrap_or(default_auth) {
             "none" => ClientAuth::None,
             "client_secret_basic" | "client_secret_post" if secret.is_none() => {
                 self.error(
@@ -568,21 +605,20 @@ impl Validator<'_> {
                 );
                 return None;
             }
-        };
-        let client = match (client_id.clone(), auth) {
-            (Some(id), auth) => Some(OAuthClient { id, auth }),
-            (None, ClientAuth::None) => None,
-            (None, _) => {
-                self.error(
-                    format!("{path}.client_id"),
-                    "client authentication needs a client_id",
-                );
-                return None;
-            }
-        };
-        let grant = match kind {
+        })
+    }
+
+    /// The grant a token source of `raw.kind` asks for.
+    fn grant(
+        &mut self,
+        path: &str,
+        raw: &RawTokenSource,
+        client: Option<&OAuthClient>,
+        client_id: Option<String>,
+    ) -> Option<Grant> {
+        Some(match raw.kind.as_str() {
             "client_credentials" => {
-                match &client {
+                match client {
                     None => {
                         self.error(
                             format!("{path}.client_id"),
@@ -649,20 +685,6 @@ impl Validator<'_> {
                     .clone()
                     .unwrap_or_else(|| "urn:ietf:params:oauth:token-type:jwt".into()),
             },
-        };
-        Some(OAuthGrant {
-            token_url: token_url?,
-            grant,
-            client,
-            scopes: raw.scopes.clone().unwrap_or_default(),
-            audience: raw.audience.clone(),
-            resource: raw.resource.clone(),
-            extra_params: raw
-                .extra_params
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
         })
     }
 
@@ -670,23 +692,7 @@ impl Validator<'_> {
         let url = self
             .required(path, "token_url", raw.token_url.as_ref())
             .and_then(|u| self.http_uri(&format!("{path}.token_url"), &u));
-        let method = match raw
-            .method
-            .as_deref()
-            .unwrap_or("POST")
-            .to_ascii_uppercase()
-            .as_str()
-        {
-            "POST" => hyper::Method::POST,
-            "PUT" => hyper::Method::PUT,
-            other => {
-                self.error(
-                    format!("{path}.method"),
-                    format!("expected POST or PUT, got {other:?}"),
-                );
-                hyper::Method::POST
-            }
-        };
+        let method = self.login_method(path, raw.method.as_deref());
         let body = match &raw.body {
             Some(v) => match serde_json::to_value(v) {
                 Ok(json) => json,
@@ -706,43 +712,17 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let pointer = |v: &Option<String>, field: &str, this: &mut Self| -> Option<String> {
-            match v {
-                Some(p) if !p.starts_with('/') => {
-                    this.error(
-                        format!("{path}.{field}"),
-                        format!("a JSON pointer starts with '/', got {p:?}"),
-                    );
-                    None
-                }
-                other => other.clone(),
-            }
-        };
-        let token_pointer =
-            pointer(&raw.token_pointer, "token_pointer", self).unwrap_or_else(|| "/token".into());
-        let expires_in_pointer = pointer(&raw.expires_in_pointer, "expires_in_pointer", self);
+        let token_pointer = self
+            .json_pointer(path, "token_pointer", &raw.token_pointer)
+            .unwrap_or_else(|| "/token".into());
+        let expires_in_pointer =
+            self.json_pointer(path, "expires_in_pointer", &raw.expires_in_pointer);
         let client_id = match &raw.client_id {
             Some(id) => self.text(&format!("{path}.client_id"), id),
             None => None,
         };
         let client_secret = self.secret(path, raw);
-        let login_token = match &raw.private_key_file {
-            Some(_) => Some(LoginToken {
-                key: self.key(path, raw)?,
-                claims: raw
-                    .login_token_claims
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-                ttl: self.duration(
-                    &format!("{path}.login_token_ttl"),
-                    raw.login_token_ttl.as_ref(),
-                    Duration::from_secs(300),
-                ),
-            }),
-            None => None,
-        };
+        let login_token = self.login_token(path, raw)?;
         let text = body.to_string();
         for (placeholder, available, field) in [
             ("{client_id}", client_id.is_some(), "client_id"),
@@ -766,6 +746,57 @@ impl Validator<'_> {
             token_pointer,
             expires_in_pointer,
         })
+    }
+
+    /// A login's HTTP method: POST (the default) or PUT.
+    fn login_method(&mut self, path: &str, raw: Option<&str>) -> hyper::Method {
+        match raw.unwrap_or("POST").to_ascii_uppercase().as_str() {
+            "POST" => hyper::Method::POST,
+            "PUT" => hyper::Method::PUT,
+            other => {
+                self.error(
+                    format!("{path}.method"),
+                    format!("expected POST or PUT, got {other:?}"),
+                );
+                hyper::Method::POST
+            }
+        }
+    }
+
+    /// A JSON pointer field (`/a/b`), when set.
+    fn json_pointer(&mut self, path: &str, field: &str, value: &Option<String>) -> Option<String> {
+        match value {
+            Some(p) if !p.starts_with('/') => {
+                self.error(
+                    format!("{path}.{field}"),
+                    format!("a JSON pointer starts with '/', got {p:?}"),
+                );
+                None
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// The self-signed service login token, when `private_key_file` is set
+    /// (`None` inside: not asked for; outer `None`: invalid).
+    fn login_token(&mut self, path: &str, raw: &RawTokenSource) -> Option<Option<LoginToken>> {
+        match &raw.private_key_file {
+            Some(_) => Some(Some(LoginToken {
+                key: self.key(path, raw)?,
+                claims: raw
+                    .login_token_claims
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                ttl: self.duration(
+                    &format!("{path}.login_token_ttl"),
+                    raw.login_token_ttl.as_ref(),
+                    Duration::from_secs(300),
+                ),
+            })),
+            None => Some(None),
+        }
     }
 
     fn secret(&mut self, path: &str, raw: &RawTokenSource) -> Option<Secret> {
