@@ -10,10 +10,12 @@ mod outbound;
 mod parse;
 pub mod raw;
 mod rules;
+mod tokens;
 
 pub use outbound::*;
 pub use parse::{interpolate, parse_duration};
 pub use rules::{Access, IssuerId, Requirements, RouteRule};
+pub use tokens::assertion_key;
 
 use crate::headers::{canonical_host, is_hop_by_hop, is_set_by_proxy};
 use hyper::header::HeaderName;

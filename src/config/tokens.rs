@@ -1,0 +1,430 @@
+//! Validation of `outbound.tokens` entries: which fields each kind takes, and
+//! each kind's settings (OAuth grants and client authentication, logins, files).
+
+use super::raw::RawTokenSource;
+use super::*;
+use jsonwebtoken::EncodingKey;
+use std::path::PathBuf;
+
+impl Validator<'_> {
+    /// The kind-specific part of a token source. Each kind lists the fields it
+    /// uses; any other field that is set is reported, naming the kind.
+    pub(super) fn source(&mut self, path: &str, raw: &RawTokenSource) -> Option<TokenSource> {
+        const OAUTH: &[&str] = &[
+            "token_url",
+            "client_id",
+            "client_auth",
+            "client_secret",
+            "client_secret_file",
+            "private_key_file",
+            "key_id",
+            "scopes",
+            "audience",
+            "resource",
+            "extra_params",
+        ];
+        let allowed: Vec<&str> = match raw.kind.as_str() {
+            "client_credentials" => OAUTH.to_vec(),
+            "jwt_bearer" => [OAUTH, &["subject", "assertion_file"]].concat(),
+            "token_exchange" => [OAUTH, &["subject_token_file", "subject_token_type"]].concat(),
+            "login" => vec![
+                "token_url",
+                "client_id",
+                "client_secret",
+                "client_secret_file",
+                "private_key_file",
+                "key_id",
+                "method",
+                "body",
+                "token_pointer",
+                "expires_in_pointer",
+                "login_token_claims",
+                "login_token_ttl",
+            ],
+            "file" => vec!["path"],
+            other => {
+                self.error(
+                    format!("{path}.kind"),
+                    format!("expected client_credentials, jwt_bearer, token_exchange, login or file, got {other:?}"),
+                );
+                return None;
+            }
+        };
+        // What every kind takes (validated in `token`).
+        const COMMON: &[&str] = &[
+            "kind",
+            "renew_before",
+            "inject",
+            "retry_on",
+            "fetch_timeout",
+        ];
+        for field in raw.present() {
+            if !allowed.contains(&field.as_str()) && !COMMON.contains(&field.as_str()) {
+                self.error(
+                    format!("{path}.{field}"),
+                    format!("not used by kind {}", raw.kind),
+                );
+            }
+        }
+        match raw.kind.as_str() {
+            "file" => {
+                let file = self.required(path, "path", raw.path.as_ref())?;
+                Some(TokenSource::File {
+                    path: PathBuf::from(file),
+                })
+            }
+            "login" => self
+                .login(path, raw)
+                .map(|l| TokenSource::Login(Box::new(l))),
+            _ => self
+                .oauth(path, raw)
+                .map(|g| TokenSource::OAuth(Box::new(g))),
+        }
+    }
+
+    /// A required string field, interpolated.
+    fn required(&mut self, path: &str, field: &str, value: Option<&String>) -> Option<String> {
+        match value {
+            Some(v) => self.text(&format!("{path}.{field}"), v),
+            None => {
+                self.error(format!("{path}.{field}"), "required for this kind");
+                None
+            }
+        }
+    }
+
+    fn key(&mut self, path: &str, raw: &RawTokenSource) -> Option<AssertionKey> {
+        let file = self.required(path, "private_key_file", raw.private_key_file.as_ref())?;
+        match assertion_key(&file, raw.key_id.clone()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.error(format!("{path}.private_key_file"), e);
+                None
+            }
+        }
+    }
+
+    fn oauth(&mut self, path: &str, raw: &RawTokenSource) -> Option<OAuthGrant> {
+        let token_url = self
+            .required(path, "token_url", raw.token_url.as_ref())
+            .and_then(|u| self.http_uri(&format!("{path}.token_url"), &u));
+        let client_id = match &raw.client_id {
+            Some(id) => self.text(&format!("{path}.client_id"), id),
+            None => None,
+        };
+        let secret = self.secret(path, raw);
+        let auth = self.client_auth(path, raw, secret)?;
+        let client = match (client_id.clone(), auth) {
+            (Some(id), auth) => Some(OAuthClient { id, auth }),
+            (None, ClientAuth::None) => None,
+            (None, _) => {
+                self.error(
+                    format!("{path}.client_id"),
+                    "client authentication needs a client_id",
+                );
+                return None;
+            }
+        };
+        let grant = self.grant(path, raw, client.as_ref(), client_id)?;
+        Some(OAuthGrant {
+            token_url: token_url?,
+            grant,
+            client,
+            scopes: raw.scopes.clone().unwrap_or_default(),
+            audience: raw.audience.clone(),
+            resource: raw.resource.clone(),
+            extra_params: raw
+                .extra_params
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    /// How the client authenticates to the token endpoint (`client_auth`,
+    /// defaulting from what is configured).
+    fn client_auth(
+        &mut self,
+        path: &str,
+        raw: &RawTokenSource,
+        secret: Option<Secret>,
+    ) -> Option<ClientAuth> {
+        let kind = raw.kind.as_str();
+        // For jwt_bearer a private key signs the grant's assertion, not the client.
+        let key_is_client_auth = kind != "jwt_bearer";
+        let default_auth = if secret.is_some() {
+            "client_secret_basic"
+        } else if raw.private_key_file.is_some() && key_is_client_auth {
+            "private_key_jwt"
+        } else {
+            "none"
+        };
+        Some(match raw.client_auth.as_deref().unwrap_or(default_auth) {
+            "none" => ClientAuth::None,
+            "client_secret_basic" | "client_secret_post" if secret.is_none() => {
+                self.error(
+                    format!("{path}.client_secret"),
+                    "this client_auth needs client_secret or client_secret_file",
+                );
+                return None;
+            }
+            "client_secret_basic" => ClientAuth::SecretBasic(secret?),
+            "client_secret_post" => ClientAuth::SecretPost(secret?),
+            "private_key_jwt" if !key_is_client_auth => {
+                self.error(format!("{path}.client_auth"), "jwt_bearer signs its assertion with private_key_file; use a client secret or none");
+                return None;
+            }
+            "private_key_jwt" => {
+                if secret.is_some() {
+                    self.error(
+                        format!("{path}.client_secret"),
+                        "not used with client_auth private_key_jwt",
+                    );
+                }
+                ClientAuth::PrivateKeyJwt(self.key(path, raw)?)
+            }
+            other => {
+                self.error(
+                    format!("{path}.client_auth"),
+                    format!("expected client_secret_basic, client_secret_post, private_key_jwt or none, got {other:?}"),
+                );
+                return None;
+            }
+        })
+    }
+
+    /// The grant a token source of `raw.kind` asks for.
+    fn grant(
+        &mut self,
+        path: &str,
+        raw: &RawTokenSource,
+        client: Option<&OAuthClient>,
+        client_id: Option<String>,
+    ) -> Option<Grant> {
+        Some(match raw.kind.as_str() {
+            "client_credentials" => {
+                match client {
+                    None => {
+                        self.error(
+                            format!("{path}.client_id"),
+                            "client_credentials needs a client_id",
+                        );
+                        return None;
+                    }
+                    Some(OAuthClient {
+                        auth: ClientAuth::None,
+                        ..
+                    }) => {
+                        self.error(
+                            format!("{path}.client_secret"),
+                            "client_credentials needs client_secret, client_secret_file or private_key_file",
+                        );
+                        return None;
+                    }
+                    Some(_) => {}
+                }
+                Grant::ClientCredentials
+            }
+            "jwt_bearer" => match (&raw.assertion_file, &raw.private_key_file) {
+                (Some(_), Some(_)) => {
+                    self.error(
+                        format!("{path}.assertion_file"),
+                        "set assertion_file or private_key_file, not both",
+                    );
+                    return None;
+                }
+                (Some(file), None) => Grant::JwtBearer(Assertion::File(PathBuf::from(
+                    self.text(&format!("{path}.assertion_file"), file)?,
+                ))),
+                (None, Some(_)) => {
+                    let Some(issuer) = client_id.clone() else {
+                        self.error(
+                            format!("{path}.client_id"),
+                            "a self-signed assertion needs client_id (its issuer)",
+                        );
+                        return None;
+                    };
+                    let subject = raw.subject.clone().unwrap_or_else(|| issuer.clone());
+                    Grant::JwtBearer(Assertion::Signed {
+                        key: self.key(path, raw)?,
+                        issuer,
+                        subject,
+                    })
+                }
+                (None, None) => {
+                    self.error(
+                        format!("{path}.assertion_file"),
+                        "jwt_bearer needs assertion_file or private_key_file",
+                    );
+                    return None;
+                }
+            },
+            _ => Grant::TokenExchange {
+                subject_token_file: PathBuf::from(self.required(
+                    path,
+                    "subject_token_file",
+                    raw.subject_token_file.as_ref(),
+                )?),
+                subject_token_type: raw
+                    .subject_token_type
+                    .clone()
+                    .unwrap_or_else(|| "urn:ietf:params:oauth:token-type:jwt".into()),
+            },
+        })
+    }
+
+    fn login(&mut self, path: &str, raw: &RawTokenSource) -> Option<Login> {
+        let url = self
+            .required(path, "token_url", raw.token_url.as_ref())
+            .and_then(|u| self.http_uri(&format!("{path}.token_url"), &u));
+        let method = self.login_method(path, raw.method.as_deref());
+        let body = match &raw.body {
+            Some(v) => match serde_json::to_value(v) {
+                Ok(json) => json,
+                Err(e) => {
+                    self.error(
+                        format!("{path}.body"),
+                        format!("not representable as JSON: {e}"),
+                    );
+                    return None;
+                }
+            },
+            None => {
+                self.error(
+                    format!("{path}.body"),
+                    "required for kind login (a JSON body template)",
+                );
+                return None;
+            }
+        };
+        let token_pointer = self
+            .json_pointer(path, "token_pointer", &raw.token_pointer)
+            .unwrap_or_else(|| "/token".into());
+        let expires_in_pointer =
+            self.json_pointer(path, "expires_in_pointer", &raw.expires_in_pointer);
+        let client_id = match &raw.client_id {
+            Some(id) => self.text(&format!("{path}.client_id"), id),
+            None => None,
+        };
+        let client_secret = self.secret(path, raw);
+        let login_token = self.login_token(path, raw)?;
+        let text = body.to_string();
+        for (placeholder, available, field) in [
+            ("{client_id}", client_id.is_some(), "client_id"),
+            ("{client_secret}", client_secret.is_some(), "client_secret"),
+            ("{login_token}", login_token.is_some(), "private_key_file"),
+        ] {
+            if text.contains(placeholder) && !available {
+                self.error(
+                    format!("{path}.body"),
+                    format!("uses {placeholder} but {field} is not set"),
+                );
+            }
+        }
+        Some(Login {
+            url: url?,
+            method,
+            body,
+            client_id,
+            client_secret,
+            login_token,
+            token_pointer,
+            expires_in_pointer,
+        })
+    }
+
+    /// A login's HTTP method: POST (the default) or PUT.
+    fn login_method(&mut self, path: &str, raw: Option<&str>) -> hyper::Method {
+        match raw.unwrap_or("POST").to_ascii_uppercase().as_str() {
+            "POST" => hyper::Method::POST,
+            "PUT" => hyper::Method::PUT,
+            other => {
+                self.error(
+                    format!("{path}.method"),
+                    format!("expected POST or PUT, got {other:?}"),
+                );
+                hyper::Method::POST
+            }
+        }
+    }
+
+    /// A JSON pointer field (`/a/b`), when set.
+    fn json_pointer(&mut self, path: &str, field: &str, value: &Option<String>) -> Option<String> {
+        match value {
+            Some(p) if !p.starts_with('/') => {
+                self.error(
+                    format!("{path}.{field}"),
+                    format!("a JSON pointer starts with '/', got {p:?}"),
+                );
+                None
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// The self-signed service login token, when `private_key_file` is set
+    /// (`None` inside: not asked for; outer `None`: invalid).
+    fn login_token(&mut self, path: &str, raw: &RawTokenSource) -> Option<Option<LoginToken>> {
+        match &raw.private_key_file {
+            Some(_) => Some(Some(LoginToken {
+                key: self.key(path, raw)?,
+                claims: raw
+                    .login_token_claims
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                ttl: self.duration(
+                    &format!("{path}.login_token_ttl"),
+                    raw.login_token_ttl.as_ref(),
+                    Duration::from_secs(300),
+                ),
+            })),
+            None => Some(None),
+        }
+    }
+
+    fn secret(&mut self, path: &str, raw: &RawTokenSource) -> Option<Secret> {
+        match (&raw.client_secret, &raw.client_secret_file) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{path}.client_secret"),
+                    "set client_secret or client_secret_file, not both",
+                );
+                None
+            }
+            (Some(s), None) => self
+                .text(&format!("{path}.client_secret"), s)
+                .map(|s| Secret::new(s.into_bytes())),
+            (None, Some(f)) => {
+                let p = format!("{path}.client_secret_file");
+                let f = self.text(&p, f)?;
+                match std::fs::read(&f) {
+                    Ok(bytes) => Some(Secret::new(super::trim_newline(bytes))),
+                    Err(e) => {
+                        self.error(p, format!("cannot read {f}: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// Loads a PEM private key (RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA).
+pub fn assertion_key(file: &str, key_id: Option<String>) -> Result<AssertionKey, String> {
+    let pem = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let (key, alg) = EncodingKey::from_rsa_pem(&pem)
+        .map(|k| (k, Algorithm::RS256))
+        .or_else(|_| EncodingKey::from_ec_pem(&pem).map(|k| (k, Algorithm::ES256)))
+        .or_else(|_| EncodingKey::from_ed_pem(&pem).map(|k| (k, Algorithm::EdDSA)))
+        .map_err(|_| {
+            format!(
+                "{file} is not a PEM RSA, EC P-256 or Ed25519 private key \
+                 (EC and Ed25519 keys must be PKCS#8: openssl pkcs8 -topk8 -nocrypt)"
+            )
+        })?;
+    Ok(AssertionKey { key, alg, key_id })
+}
