@@ -1,24 +1,16 @@
-//! Command line: `run`, `check`, `verify`, `demo`.
+//! Command line: `run`, `check`, `verify`, `token`, `demo`.
 
-use crate::config::{Access, Config, IssuerId, KeySource, Mode};
-use crate::error::Denial;
-use crate::inbound::bearer::token_text;
-use crate::inbound::decide::{Allowed, Decision, Policy, Step, Verdict};
-use crate::inbound::jwks::{unix_now, Jwks};
-use crate::inbound::verify::Trace;
-use crate::metrics::Metrics;
+mod verify;
+
+use crate::config::{Access, Config, KeySource, Mode};
 use clap::{Parser, Subcommand, ValueEnum};
-use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
-use hyper::Request;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a bad config or bad usage (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
-/// Exit code for a start-up failure (and a rejected token for `verify`).
+/// Exit code for a start-up failure (and a request `verify` would not forward).
 pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser, Debug)]
@@ -132,13 +124,13 @@ impl Cli {
                 method,
                 host,
             } => {
-                let asked = Asked {
+                let asked = verify::Asked {
                     token: token.as_deref(),
                     target: &path,
                     method: &method,
                     host: &host,
                 };
-                verify(&config, asked).await
+                verify::verify(&config, asked).await
             }
             Command::Token { config, name } => token(&config, &name).await,
             Command::Demo => {
@@ -373,208 +365,6 @@ async fn token(path: &Path, name: &str) -> ExitCode {
                 _ => println!("an opaque token (not a JWT): no claims to show"),
             }
             ExitCode::SUCCESS
-        }
-    }
-}
-
-/// Prints each passed check as it happens.
-struct Explain;
-
-impl Trace for Explain {
-    fn pass(&mut self, check: &'static str, detail: fmt::Arguments<'_>) {
-        println!("  ok    {check:<14} {detail}");
-    }
-}
-
-/// What `tokengate verify` decides about: the request a caller would send.
-struct Asked<'a> {
-    token: Option<&'a str>,
-    target: &'a str,
-    method: &'a str,
-    host: &'a str,
-}
-
-/// `tokengate verify`: the proxy's own decision ([`Policy::decide`]) for the
-/// request described, each check explained, ending in `decision: <status>
-/// <label>` (the `error` of the answer the proxy would send, or `forward`).
-async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let Some(inbound) = &config.inbound else {
-        eprintln!("tokengate: the config has no inbound section");
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let token = match asked.token {
-        Some("-") => {
-            let mut buf = String::new();
-            if std::io::stdin().read_line(&mut buf).is_err() {
-                eprintln!("tokengate: cannot read the token from stdin");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            Some(buf.trim().to_string())
-        }
-        other => other.map(str::to_string),
-    };
-    let mut req = match request(&asked, token.as_deref()) {
-        Ok(req) => req,
-        Err(RequestError::Usage(why)) => {
-            eprintln!("tokengate: {why}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        Err(RequestError::Unparsable(why)) => {
-            // The proxy's HTTP parser answers these itself, before the guard.
-            println!("  FAIL  {:<14} {why}", "request");
-            println!("result: REJECTED with 400 bad_request");
-            println!("decision: 400 bad_request");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let client = match crate::client::http_client(inbound.timeouts.upstream_connect, None) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tokengate: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let jwks = Jwks::new(&inbound.issuers, client, Arc::new(Metrics::new()));
-    for (idx, iss) in inbound.issuers.iter().enumerate() {
-        if iss.keys != KeySource::None {
-            if let Err(e) = jwks.refresh(IssuerId::new(idx)).await {
-                println!("  note  keys of {} could not be fetched: {e}", iss.issuer);
-            }
-        }
-    }
-    let (policy, verifier) = (Policy::new(inbound), crate::inbound::verifier(inbound));
-    match &token {
-        Some(t) => println!(
-            "request {} {} host {}, token {} ({} bytes)",
-            asked.method,
-            asked.target,
-            asked.host,
-            crate::fingerprint(t.as_bytes()),
-            t.len()
-        ),
-        None => println!(
-            "request {} {} host {}, no token",
-            asked.method, asked.target, asked.host
-        ),
-    }
-    // Decided as a serving proxy decides: an issuer whose keys could not be
-    // fetched fails its own tokens (503), as keys past their stale bound do.
-    let decision = match policy.decide(&mut req, true) {
-        Step::Done(decision) => decision,
-        Step::Verify(pending) => {
-            explain_rule(&policy, pending.rule());
-            let verified = token_text(pending.token).and_then(|text| {
-                verifier.verify_traced(text, &jwks.snapshot(), unix_now(), &mut Explain)
-            });
-            if let Ok(v) = &verified {
-                let scopes: Vec<&str> = v.scopes().collect();
-                println!(
-                    "  ok    {:<14} issuer {}, scopes [{}]",
-                    "token",
-                    verifier.issuer_name(v.issuer),
-                    scopes.join(" ")
-                );
-            }
-            pending.finish(verified.map(Arc::new))
-        }
-    };
-    explain_decision(&policy, &decision)
-}
-
-/// Why a `verify` request could not be built.
-enum RequestError {
-    /// Bad flags (exit 64).
-    Usage(String),
-    /// A request the proxy's HTTP parser refuses (a 400).
-    Unparsable(String),
-}
-
-/// The request a caller would send: method and target as spelled, `Host`, and
-/// `Authorization: Bearer <token>` when there is a token.
-fn request(asked: &Asked<'_>, token: Option<&str>) -> Result<Request<()>, RequestError> {
-    let method = hyper::Method::from_bytes(asked.method.as_bytes())
-        .map_err(|_| RequestError::Unparsable(format!("not an HTTP method: {:?}", asked.method)))?;
-    let target = asked
-        .target
-        .parse::<hyper::Uri>()
-        .map_err(|e| RequestError::Unparsable(format!("not a request target: {e}")))?;
-    let mut req = Request::builder().method(method).uri(target);
-    if !asked.host.is_empty() {
-        let host = HeaderValue::from_str(asked.host)
-            .map_err(|_| RequestError::Unparsable(format!("not a Host value: {:?}", asked.host)))?;
-        req = req.header(HOST, host);
-    }
-    if let Some(token) = token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| RequestError::Usage("the token is not a valid header value".into()))?;
-        req = req.header(AUTHORIZATION, value);
-    }
-    req.body(())
-        .map_err(|e| RequestError::Unparsable(e.to_string()))
-}
-
-fn explain_rule(policy: &Policy, rule: Option<usize>) {
-    if let Some(n) = rule {
-        let rule = &policy.rules()[n];
-        let access = match &rule.access {
-            Access::Anonymous => "allows anonymous access".to_string(),
-            Access::Token(req) if req.scopes.is_empty() => "asks for a valid token".to_string(),
-            Access::Token(req) => format!("asks for scopes {}", req.scopes.join(" ")),
-        };
-        println!("  ok    {:<14} rules[{n}] {} {access}", "route", rule.name);
-    }
-}
-
-/// Prints how the decision ended, the human `result:` line and the
-/// `decision:` line; the exit code says whether the request would be forwarded.
-fn explain_decision(policy: &Policy, decision: &Decision) -> ExitCode {
-    let rule = decision
-        .rule
-        .map(|n| format!("rules[{n}] {}", policy.rules()[n].name))
-        .unwrap_or_default();
-    let failed = |denial: &Denial| match denial {
-        Denial::NoRule => ("rule", "no rule matches this request".to_string()),
-        Denial::MissingToken => ("token", denial.to_string()),
-        Denial::InvalidToken(r) => (r.reason(), denial.to_string()),
-        Denial::InsufficientScope(scopes) => ("rule", format!("{rule}: lacks scopes {scopes}")),
-        Denial::Forbidden => ("rule", format!("{rule}: {denial}")),
-    };
-    match &decision.verdict {
-        Verdict::Allow(allowed) => {
-            let how = match allowed {
-                Allowed::Anonymous => "allows anonymous access",
-                Allowed::ValidToken(_) => "requirements met",
-                Allowed::NoTokenPermissive => {
-                    "lets a request without a token through (permissive mode)"
-                }
-            };
-            println!("  ok    {:<14} {rule} {how}", "rule");
-        }
-        Verdict::Audit(denial) => {
-            let (check, why) = failed(denial);
-            println!("  FAIL  {check:<14} {why} (audit mode: forwarded anyway)");
-        }
-        Verdict::Deny(denial) => {
-            let (check, why) = failed(denial);
-            println!("  FAIL  {check:<14} {why}");
-        }
-        Verdict::Refuse(e) => println!("  FAIL  {:<14} {e}", "request"),
-    }
-    match decision.verdict.failure() {
-        None => {
-            println!("result: ALLOWED");
-            println!("decision: 200 forward");
-            ExitCode::SUCCESS
-        }
-        Some(failure) => {
-            let (status, label) = crate::respond::status_and_label(&failure);
-            println!("result: REJECTED with {} {label}", status.as_u16());
-            println!("decision: {} {label}", status.as_u16());
-            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
