@@ -153,20 +153,7 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        // hyper answers 431 itself when the header block outgrows its read buffer.
-        .max_buf_size(opts.max_header_bytes.max(8192) + 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder(&opts));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     loop {
@@ -231,6 +218,25 @@ pub async fn serve<H: Handler>(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(opts.drain) => tracing::warn!("drain timed out; closing remaining connections"),
     }
+}
+
+/// How each connection is served: HTTP/1.1 with the header-read timeout and
+/// the header size limit, HTTP/2 with keep-alive pings and the same limit.
+fn connection_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        // hyper answers 431 itself when the header block outgrows its read buffer.
+        .max_buf_size(opts.max_header_bytes.max(8192) + 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+    builder
 }
 
 /// Waits for a free connection slot, then accepts.
