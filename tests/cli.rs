@@ -182,12 +182,29 @@ struct Running {
     lines: std::sync::mpsc::Receiver<String>,
     /// `http://` + the inbound address it logged at start-up.
     base: String,
+    /// `http://` + the admin address.
+    admin: String,
+}
+
+/// The value after `key` in a log line (up to white space).
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let value = line
+        .split(key)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{key} in {line}"));
+    value.split_whitespace().next().unwrap_or("")
 }
 
 impl Running {
     fn start(config: &std::path::Path) -> Running {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap()])
+        let mut command = Command::new(BIN);
+        command.args(["run", "--config", config.to_str().unwrap()]);
+        Running::spawn(command)
+    }
+
+    /// Runs `command` (a `tokengate run`) and waits for its start-up line.
+    fn spawn(mut command: Command) -> Running {
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -203,16 +220,11 @@ impl Running {
             child,
             lines,
             base: String::new(),
+            admin: String::new(),
         };
         let started = running.wait_for("inbound=");
-        let addr = started
-            .split("inbound=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        running.base = format!("http://{addr}");
+        running.base = format!("http://{}", field(&started, "inbound="));
+        running.admin = format!("http://{}", field(&started, "admin="));
         running
     }
 
@@ -347,6 +359,76 @@ async fn demo_shows_a_401_a_200_and_a_403() {
     assert_eq!(code, 0);
 }
 
+/// Every `curl -i` command the demo prints, run as printed (by `sh`, with the
+/// printed READ and WRITE), answers with the status, `error` and reason its
+/// comment promises.
+#[tokio::test]
+async fn the_demo_commands_do_what_their_comments_say() {
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|l| !l.contains("Ctrl-C"))
+            .collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(30), lines)
+        .await
+        .expect("demo printed its banner")
+        .unwrap();
+    let exports: String = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("READ=") || l.starts_with("WRITE="))
+        .map(|l| format!("{l}; "))
+        .collect();
+    let commands: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("curl -i"))
+        .collect();
+    assert!(commands.len() >= 5, "{lines:?}");
+    for line in commands {
+        let (command, comment) = line.split_once("# ").expect("a comment with the outcome");
+        let want_status = &comment[..3];
+        let want_error = comment[3..]
+            .strip_prefix(": ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|label| label.contains('_'));
+        let script = format!(
+            "{exports}{} -s -w '\\n%{{http_code}}'",
+            command.trim().replacen("curl -i", "curl", 1)
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("sh").args(["-c", &script]).output().unwrap()
+        })
+        .await
+        .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = answer.rsplit_once('\n').unwrap_or(("", &answer));
+        assert_eq!(status, want_status, "{line}\n{answer}");
+        if let Some(label) = want_error {
+            assert!(body.contains(&format!("\"{label}\"")), "{line}\n{answer}");
+            // The reason in parentheses (up to a colon) is the answer's error_description.
+            if let Some((_, reason)) = comment.split_once('(') {
+                let reason = reason.split([':', ')']).next().unwrap_or(reason);
+                assert!(body.contains(reason), "{line}\n{answer}");
+            }
+        }
+    }
+    terminate(&child);
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+}
+
 // Multi-threaded: the log reader blocks, and the in-process issuer must keep serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_a_valid_config_and_rejects_an_invalid_one() {
@@ -440,4 +522,95 @@ async fn token_prints_lifetime_and_claims_never_the_token() {
             .unwrap();
     assert_eq!(code, 64);
     assert!(stderr.contains("configured: broken, default"), "{stderr}");
+}
+
+/// The image's runtime contract (deploy/Dockerfile), without a container
+/// engine: the release binary, copied to a directory of its own as the image
+/// holds it, runs as uid/gid 65532 (when this test may switch users; otherwise
+/// as the unprivileged user running it), from `/`, with no environment, its
+/// config and secret read-only; it becomes ready and serves, and writes no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_release_binary_runs_unprivileged_with_a_read_only_config() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    const NONROOT: u32 = 65532;
+    let echo = Echo::start().await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let bin = dir.join("tokengate");
+    std::fs::copy(BIN, &bin).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    let config = dir.join("tokengate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{}"
+  issuers:
+    - issuer: "https://idp"
+      shared_secret_file: "{}"
+      algorithms: [HS256]
+      audiences: [api]
+  rules:
+    - {{ path: /public, allow: anonymous }}
+"#,
+            echo.addr,
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    mode(&bin, 0o555);
+    mode(&secret, 0o444);
+    mode(&config, 0o444);
+    mode(dir, 0o555);
+    let me = std::fs::metadata(&config).unwrap().uid();
+    let mut command = Command::new(&bin);
+    command
+        .args(["run", "--config", config.to_str().unwrap()])
+        .current_dir("/")
+        .env_clear();
+    if me == 0 {
+        command.uid(NONROOT).gid(NONROOT);
+    }
+    let started = std::time::SystemTime::now();
+    let run = tokio::task::spawn_blocking(move || Running::spawn(command))
+        .await
+        .unwrap();
+    assert_eq!(
+        once_serving(&format!("{}/readyz", run.admin), None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        once_serving(&format!("{}/public/x", run.base), None).await,
+        StatusCode::OK
+    );
+    assert_eq!(echo.hits(), 1, "the request reached the app");
+    let code = tokio::task::spawn_blocking(move || run.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    if me == 0 {
+        // Nothing the unprivileged user could write to holds a new file of its.
+        for place in ["/tmp", "/var/tmp", "/dev/shm"] {
+            let Ok(entries) = std::fs::read_dir(place) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                let new = meta.modified().is_ok_and(|m| m >= started);
+                assert!(
+                    !(new && meta.uid() == NONROOT),
+                    "tokengate wrote {}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    mode(dir, 0o755);
 }

@@ -45,11 +45,14 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
+/// The audience the demo issuer's tokens carry and the demo guard accepts.
+const DEMO_AUDIENCE: &str = "demo-api";
+
 /// `tokengate demo`: issuer + echo upstream + guard, all on loopback; prints curl commands.
 pub async fn run_demo(shutdown: CancellationToken) -> Result<(), String> {
     let issuer = DevIssuer::start(
         vec![SigningKey::generate(KeyKind::Rs256, "demo-rs256")],
-        "demo-api",
+        DEMO_AUDIENCE,
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -75,6 +78,7 @@ pub async fn run_demo(shutdown: CancellationToken) -> Result<(), String> {
 tokengate demo — DEVELOPMENT ONLY (ephemeral keys; never use this issuer for anything real)
 
   issuer   {iss}   (JWKS {iss}/jwks.json, mint tokens at {iss}/mint?scope=...&sub=...)
+           its tokens carry aud {aud}, the audience the guard accepts
   upstream http://{echo}   (echoes the request it receives)
   guard    {base}   → upstream; rules: /public anonymous, GET /orders needs orders:read, POST /orders needs orders:write
   admin    http://{admin}   (/healthz /readyz /metrics)
@@ -85,15 +89,16 @@ Try:
 
   curl -i {base}/orders/42                                            # 401: no token
   curl -i -H "Authorization: Bearer $READ" {base}/orders/42           # 200: upstream sees x-auth-subject: alice
-  curl -i -X POST -H "Authorization: Bearer $READ" {base}/orders      # 403: insufficient_scope (needs orders:write)
+  curl -i -X POST -H "Authorization: Bearer $READ" {base}/orders      # 403: insufficient_scope (the token lacks a required scope: orders:write)
   curl -i -X POST -H "Authorization: Bearer $WRITE" {base}/orders     # 200
-  curl -i -H "Authorization: Bearer ${{READ}}x" {base}/orders/42       # 401: invalid_token (bad signature)
+  curl -i -H "Authorization: Bearer ${{READ%.*}}.${{WRITE##*.}}" {base}/orders/42   # 401: invalid_token (signature does not verify: READ's claims, WRITE's signature)
   curl -i {base}/public/hello                                         # 200: anonymous rule
   curl -s http://{admin}/metrics | grep tokengate_auth                 # decisions by reason
 
 Ctrl-C to stop.
 "#,
         iss = issuer.issuer,
+        aud = DEMO_AUDIENCE,
         echo = echo.addr,
         admin = app.admin_addr,
     );
@@ -114,7 +119,7 @@ inbound:
   issuers:
     - issuer: "{issuer}"
       discovery: true
-      audiences: [demo-api]
+      audiences: [{DEMO_AUDIENCE}]
       algorithms: [RS256]
   rules:
     - {{ path: /public, allow: anonymous }}
