@@ -22,6 +22,7 @@ pub mod outbound;
 pub mod respond;
 pub mod server;
 pub mod upstream;
+pub mod watch;
 
 use admin::Admin;
 use config::Config;

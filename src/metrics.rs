@@ -20,6 +20,7 @@ pub struct Metrics {
     pub token_refresh: IntCounterVec,
     pub token_expiry: GaugeVec,
     pub token_waits: IntCounterVec,
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -92,6 +93,14 @@ impl Metrics {
             &["token"],
         )
         .expect("static metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "tokengate_config_reloads_total",
+                "Config reloads (SIGHUP or a changed file) by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         let token_waits = IntCounterVec::new(
             Opts::new(
                 "tokengate_token_waits_total",
@@ -111,6 +120,7 @@ impl Metrics {
             Box::new(token_refresh.clone()),
             Box::new(token_expiry.clone()),
             Box::new(token_waits.clone()),
+            Box::new(config_reloads.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -126,6 +136,7 @@ impl Metrics {
             token_refresh,
             token_expiry,
             token_waits,
+            config_reloads,
         }
     }
 

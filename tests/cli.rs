@@ -465,6 +465,86 @@ async fn sighup_reloads_a_valid_config_and_rejects_an_invalid_one() {
     assert_eq!(code, 0);
 }
 
+/// A mounted ConfigMap changes the way the kubelet changes it: a new
+/// `..data_N` directory, then an atomic rename of the `..data` symlink, which
+/// `tokengate.yaml` (a symlink into `..data`) follows. No signal is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_symlink_swap_is_applied_without_a_signal() {
+    use std::os::unix::fs::symlink;
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "");
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path();
+    let publish = |version: u32, text: &str| {
+        let data = mount.join(format!("..data_{version}"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("tokengate.yaml"), text).unwrap();
+        let staged = mount.join("..data_tmp");
+        symlink(format!("..data_{version}"), &staged).unwrap();
+        std::fs::rename(&staged, mount.join("..data")).unwrap();
+    };
+    publish(1, &yaml);
+    symlink("..data/tokengate.yaml", mount.join("tokengate.yaml")).unwrap();
+    let config = mount.join("tokengate.yaml");
+    let run = tokio::task::spawn_blocking(move || Running::start(&config))
+        .await
+        .unwrap();
+    let url = format!("{}/items/1", run.base);
+    let token = issuer.mint(json!({ "scope": "items:read" }));
+    assert_eq!(once_serving(&url, Some(&token)).await, StatusCode::OK);
+
+    // Valid change: /items now needs a scope the token lacks.
+    publish(2, &yaml.replace("items:read", "items:admin"));
+    let (run, applied) = tokio::task::spawn_blocking(move || {
+        let line = run.wait_for("config reloaded");
+        (run, line)
+    })
+    .await
+    .unwrap();
+    assert!(
+        applied.contains("tokengate.yaml"),
+        "names the file: {applied}"
+    );
+    assert_eq!(get(&url, Some(&token)).await.0, StatusCode::FORBIDDEN);
+
+    // Invalid change: refused, the running config keeps serving.
+    publish(3, &yaml.replace("audiences:", "audience:"));
+    let (run, rejected) = tokio::task::spawn_blocking(move || {
+        let line = run.wait_for("reload rejected");
+        (run, line)
+    })
+    .await
+    .unwrap();
+    assert!(
+        rejected.contains("inbound.issuers[0].audience"),
+        "{rejected}"
+    );
+    assert_eq!(get(&url, Some(&token)).await.0, StatusCode::FORBIDDEN);
+    let metrics = get(&format!("{}/metrics", run.admin), None).await.2;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "tokengate_config_reloads_total{result=\"applied\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "tokengate_config_reloads_total{result=\"rejected\"}"
+        ),
+        1.0
+    );
+
+    let code = tokio::task::spawn_blocking(move || run.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+}
+
 /// Sends SIGHUP to a child we started.
 fn hangup(child: &Child) {
     let status = Command::new("kill")

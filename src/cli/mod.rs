@@ -3,6 +3,7 @@
 mod verify;
 
 use crate::config::{Access, Config, KeySource, Mode};
+use crate::watch::ConfigWatch;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -168,42 +169,77 @@ async fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut hangup) = signal(SignalKind::hangup()) {
-            let stop = cancel_on_signal(shutdown.clone());
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    () = &mut stop => break,
-                    _ = hangup.recv() => reload(&mut app, path).await,
-                }
+    // Reloads on SIGHUP and when the config file, or a file it names, changes.
+    let mut watch = ConfigWatch::new(path);
+    let stop = cancel_on_signal(shutdown.clone());
+    tokio::pin!(stop);
+    let mut hangup = hangups();
+    loop {
+        let why = tokio::select! {
+            () = &mut stop => break,
+            () = next_hangup(&mut hangup) => "SIGHUP".to_string(),
+            changed = watch.changed() => {
+                let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                format!("changed: {}", names.join(", "))
             }
-        } else {
-            cancel_on_signal(shutdown).await;
-        }
+        };
+        reload(&mut app, path, &why).await;
+        watch.settle();
     }
-    #[cfg(not(unix))]
-    cancel_on_signal(shutdown).await;
     tracing::info!("shutting down: draining in-flight requests");
     app.wait().await;
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: re-read and validate the file; an invalid one is rejected and the
-/// running config keeps serving.
-async fn reload(app: &mut crate::App, path: &Path) {
-    match Config::load(path) {
-        Err(e) => tracing::error!(
-            "reload rejected, keeping the running config: {}",
-            e.one_line()
-        ),
-        Ok(config) => match app.reload(config).await {
-            Ok(()) => tracing::info!("config reloaded"),
-            Err(e) => tracing::error!("reload rejected, keeping the running config: {e}"),
-        },
+/// Re-reads and validates the file and applies it; an invalid one is rejected
+/// and the running config keeps serving. `why` names the trigger.
+async fn reload(app: &mut crate::App, path: &Path, why: &str) {
+    let result = match Config::load(path) {
+        Err(e) => Err(e.one_line()),
+        Ok(config) => app.reload(config).await.map_err(|e| e.to_string()),
+    };
+    let outcome = match result {
+        Ok(()) => {
+            tracing::info!(trigger = why, "config reloaded");
+            "applied"
+        }
+        Err(e) => {
+            tracing::error!(
+                trigger = why,
+                "reload rejected, keeping the running config: {e}"
+            );
+            "rejected"
+        }
+    };
+    app.metrics
+        .config_reloads
+        .with_label_values(&[outcome])
+        .inc();
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangups() -> Hangups {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Hangups {}
+
+/// The next SIGHUP (never, where there are none).
+async fn next_hangup(hangups: &mut Hangups) {
+    #[cfg(unix)]
+    if let Some(signal) = hangups {
+        if signal.recv().await.is_some() {
+            return;
+        }
     }
+    std::future::pending::<()>().await
 }
 
 /// Resolves on SIGTERM or Ctrl-C, cancelling `shutdown`.

@@ -1,0 +1,185 @@
+//! The config follows its file: the config file and every file it names
+//! (`*_file` fields: secrets, TLS, assertion and token files) are read once a
+//! second, and a change that has held still for one more read is reported, to
+//! be applied exactly as SIGHUP applies it.
+//!
+//! Reading contents by path, rather than watching inodes, is what follows a
+//! mounted ConfigMap or Secret: the kubelet updates those by swapping the
+//! `..data` symlink atomically, so the file's inode never changes while what
+//! its path reads does (inotify on the file alone misses it).
+
+use crate::config::interpolate;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How often the files are read.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// What the files held: a hash of each one's contents, `None` when unreadable.
+type State = Vec<Option<u64>>;
+
+/// Watches a config file and the files it names.
+pub struct ConfigWatch {
+    config: PathBuf,
+    files: Vec<PathBuf>,
+    /// What the files held when the running config was (last) loaded.
+    applied: State,
+    /// A changed state seen once, reported when the next read agrees.
+    pending: Option<State>,
+}
+
+impl ConfigWatch {
+    pub fn new(config: &Path) -> ConfigWatch {
+        let mut watch = ConfigWatch {
+            config: config.to_path_buf(),
+            files: Vec::new(),
+            applied: Vec::new(),
+            pending: None,
+        };
+        watch.settle();
+        watch
+    }
+
+    /// Takes what the files hold now as applied (after any reload, accepted or
+    /// refused), and what the config now names as the files to watch.
+    pub fn settle(&mut self) {
+        self.files = watched_files(&self.config);
+        self.applied = read(&self.files);
+        self.pending = None;
+    }
+
+    /// Waits until the files changed and held still for one more read; returns
+    /// the files that changed.
+    pub async fn changed(&mut self) -> Vec<PathBuf> {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let now = read(&self.files);
+            match settled_change(&self.applied, self.pending.as_ref(), &now) {
+                Change::None => self.pending = None,
+                Change::Moving => self.pending = Some(now),
+                Change::Settled => {
+                    return self
+                        .files
+                        .iter()
+                        .zip(self.applied.iter().zip(&now))
+                        .filter(|(_, (was, is))| was != is)
+                        .map(|(path, _)| path.clone())
+                        .collect();
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    None,
+    /// Changed since the last read: wait for it to hold still.
+    Moving,
+    /// Changed, and the same as the last read.
+    Settled,
+}
+
+/// PURE: whether `now` is a change from `applied` that `pending` (the last
+/// read) already showed.
+fn settled_change(applied: &State, pending: Option<&State>, now: &State) -> Change {
+    if now == applied {
+        Change::None
+    } else if pending == Some(now) {
+        Change::Settled
+    } else {
+        Change::Moving
+    }
+}
+
+fn read(files: &[PathBuf]) -> State {
+    files
+        .iter()
+        .map(|path| {
+            std::fs::read(path).ok().map(|bytes| {
+                let mut hasher = DefaultHasher::new();
+                bytes.hash(&mut hasher);
+                hasher.finish()
+            })
+        })
+        .collect()
+}
+
+/// The config file, then every file it names: the values of its `*_file`
+/// fields, `${ENV}` interpolated as the config is. Read from the file as it
+/// is now, so a changed config that names other files is followed too.
+pub fn watched_files(config: &Path) -> Vec<PathBuf> {
+    let mut files = vec![config.to_path_buf()];
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    if let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
+        collect_files(&doc, &mut files);
+    }
+    files.dedup();
+    files
+}
+
+fn collect_files(value: &serde_yaml::Value, files: &mut Vec<PathBuf>) {
+    let env = |name: &str| std::env::var(name).ok();
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            for (key, value) in map {
+                let named = key.as_str().is_some_and(|k| k.ends_with("_file"));
+                match value.as_str() {
+                    Some(path) if named => {
+                        if let Ok(path) = interpolate(path, &env) {
+                            files.push(PathBuf::from(path));
+                        }
+                    }
+                    _ => collect_files(value, files),
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            items.iter().for_each(|item| collect_files(item, files));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_reported_once_it_holds_still() {
+        let (a, b, c) = (vec![Some(1)], vec![Some(2)], vec![Some(3)]);
+        let cases = [
+            (&a, None, &a, Change::None),
+            (&a, None, &b, Change::Moving),
+            (&a, Some(&b), &b, Change::Settled),
+            (&a, Some(&b), &c, Change::Moving),
+            (&a, Some(&b), &a, Change::None),
+            (&a, None, &vec![None], Change::Moving),
+        ];
+        for (applied, pending, now, want) in cases {
+            assert_eq!(
+                settled_change(applied, pending, now),
+                want,
+                "{applied:?} {pending:?} {now:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_files_a_config_names_are_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tokengate.yaml");
+        std::fs::write(
+            &config,
+            "inbound:\n  tls: { cert_file: /c.pem, key_file: /k.pem }\n  issuers:\n    - { issuer: x, shared_secret_file: /s }\noutbound:\n  tokens:\n    t: { kind: file, path: /t, client_secret_file: /cs }\n",
+        )
+        .unwrap();
+        let want: Vec<PathBuf> = [config.to_str().unwrap(), "/c.pem", "/k.pem", "/s", "/cs"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(watched_files(&config), want);
+    }
+}
