@@ -1,5 +1,6 @@
 //! Admin listener: `/healthz` (process up), `/readyz` (every issuer's keys
-//! loaded), `/metrics` (Prometheus text).
+//! loaded and every outbound token fetched; else what is not, and why),
+//! `/metrics` (Prometheus text).
 
 use crate::body::{full, Body};
 use crate::inbound::Inbound;
@@ -20,12 +21,16 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn is_ready(&self) -> bool {
-        self.inbound.as_ref().is_none_or(|i| i.current().is_ready())
-            && self
-                .outbound
-                .as_ref()
-                .is_none_or(|o| o.current().is_ready())
+    /// What is not ready yet, one line each; empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut waiting = Vec::new();
+        if let Some(inbound) = &self.inbound {
+            waiting.extend(inbound.current().not_ready());
+        }
+        if let Some(outbound) = &self.outbound {
+            waiting.extend(outbound.current().not_ready());
+        }
+        waiting
     }
 }
 
@@ -33,14 +38,16 @@ impl Handler for Admin {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _: Downstream) -> Response<Body> {
         let (status, content_type, body) = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-            (&Method::GET, "/readyz") if self.is_ready() => {
-                (StatusCode::OK, "text/plain", "ready\n".to_string())
-            }
-            (&Method::GET, "/readyz") => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "not ready: issuer keys or outbound tokens not loaded yet\n".to_string(),
-            ),
+            (&Method::GET, "/readyz") => match self.not_ready() {
+                waiting if waiting.is_empty() => {
+                    (StatusCode::OK, "text/plain", "ready\n".to_string())
+                }
+                waiting => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready:\n  {}\n", waiting.join("\n  ")),
+                ),
+            },
             (&Method::GET, "/metrics") => {
                 if let Some(o) = &self.outbound {
                     o.current().update_expiry_gauges();

@@ -5,30 +5,72 @@ use crate::body::{full, Body};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::inbound::reject::Reject;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use hyper::{Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use std::time::Instant;
 
 const REALM: &str = "tokengate";
 
+/// What the access log says of a request, taken before the request moves on.
+pub struct Exchange {
+    pub started: Instant,
+    pub method: Method,
+    /// The target as received; only its path is logged (a query may hold secrets).
+    pub uri: Uri,
+}
+
+impl Exchange {
+    pub fn of<B>(req: &Request<B>) -> Exchange {
+        Exchange {
+            started: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+        }
+    }
+}
+
+/// The target of the access log: `--access-log off` (or a log filter) turns it off.
+pub const ACCESS_LOG: &str = "tokengate::access";
+
 /// The one completion point of both directions, on success and on failure: turns
 /// a failure into its response, logs proxy-side failures (auth denials are logged
-/// where they are decided), and records the request metrics.
+/// where they are decided), records the request metrics, and writes the access
+/// log line. `reason` is why the request went on (or `-`); a failure gives its own.
 pub fn complete(
     route: &crate::metrics::RouteCounters,
     result: Result<Response<Body>, Failure>,
-    started: std::time::Instant,
+    exchange: Exchange,
+    reason: &'static str,
     duration: &prometheus::Histogram,
 ) -> Response<Body> {
-    let resp = match result {
-        Ok(resp) => resp,
+    let (resp, reason, forwarded) = match result {
+        Ok(resp) => (resp, reason, true),
         Err(failure) => {
             if let Failure::Proxy(e) = &failure {
                 tracing::warn!(direction = route.direction, route = %route.route, error = %e, "request failed");
             }
-            error_response(&failure)
+            // A denial says why (`bad_signature`); a proxy failure, what (`upstream_timeout`).
+            let why = match &failure {
+                Failure::Denied(denial) => denial.reason(),
+                Failure::Proxy(_) => classify(&failure).1,
+            };
+            (error_response(&failure), why, false)
         }
     };
+    let elapsed = exchange.started.elapsed();
     route.inc(resp.status());
-    duration.observe(started.elapsed().as_secs_f64());
+    duration.observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: ACCESS_LOG,
+        direction = route.direction,
+        route = %route.route,
+        method = %exchange.method,
+        path = exchange.uri.path(),
+        status = resp.status().as_u16(),
+        reason,
+        upstream_status = forwarded.then(|| resp.status().as_u16()),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
     resp
 }
 

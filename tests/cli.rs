@@ -186,13 +186,19 @@ struct Running {
     admin: String,
 }
 
-/// The value after `key` in a log line (up to white space).
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
+/// A field of a log line, text (`key=value`) or JSON (`"fields": {"key": …}`).
+fn field(line: &str, key: &str) -> String {
+    if let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) {
+        return entry["fields"][key]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    }
     let value = line
-        .split(key)
+        .split(&format!("{key}="))
         .nth(1)
         .unwrap_or_else(|| panic!("{key} in {line}"));
-    value.split_whitespace().next().unwrap_or("")
+    value.split_whitespace().next().unwrap_or("").to_string()
 }
 
 impl Running {
@@ -222,9 +228,9 @@ impl Running {
             base: String::new(),
             admin: String::new(),
         };
-        let started = running.wait_for("inbound=");
-        running.base = format!("http://{}", field(&started, "inbound="));
-        running.admin = format!("http://{}", field(&started, "admin="));
+        let started = running.wait_for("tokengate started");
+        running.base = format!("http://{}", field(&started, "inbound"));
+        running.admin = format!("http://{}", field(&started, "admin"));
         running
     }
 
@@ -543,6 +549,122 @@ async fn a_configmap_style_symlink_swap_is_applied_without_a_signal() {
         .await
         .unwrap();
     assert_eq!(code, 0);
+}
+
+/// One access-log line per request, in JSON with `--log-format json`: where it
+/// went, what was asked (the path, never the query), what came of it and why;
+/// never the token. `--access-log off` silences it; a bad `--log-level` is a
+/// usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_one_access_log_line_without_its_token() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "");
+    let config = temp_file("access.yaml", &yaml);
+    let start = |extra: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["--log-format", "json"])
+            .args(extra)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env_remove("RUST_LOG");
+        Running::spawn(command)
+    };
+    let running = start(&[]);
+    let token = issuer.mint(json!({ "scope": "items:read" }));
+    assert_eq!(
+        once_serving(
+            &format!("{}/items/1?access_token=hush", running.base),
+            Some(&token)
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&format!("{}/items/2", running.base), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Every request's line, up to the denied one (waits for keys were 503s).
+    let (running, lines) = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        loop {
+            let line = running.wait_for("tokengate::access");
+            let last = line.contains("/items/2");
+            lines.push(line);
+            if last {
+                return (running, lines);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let entries: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    let of = |path: &str| {
+        let found: Vec<_> = entries
+            .iter()
+            .filter(|e| e["fields"]["path"] == path)
+            .collect();
+        assert_eq!(found.len(), 1, "one line for {path}: {lines:?}");
+        found[0]["fields"].clone()
+    };
+    let ok = of("/items/1");
+    assert_eq!(ok["direction"], "inbound");
+    assert_eq!(ok["route"], "/items");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/items/1");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["reason"], "valid_token");
+    assert_eq!(ok["upstream_status"], 200);
+    assert!(ok["duration_ms"].as_f64().is_some(), "{ok}");
+    let denied = of("/items/2");
+    assert_eq!(denied["status"], 401);
+    assert_eq!(denied["reason"], "missing_token");
+    assert!(
+        denied.get("upstream_status").is_none_or(|v| v.is_null()),
+        "{denied}"
+    );
+    for line in &lines {
+        assert!(!line.contains(&token) && !line.contains("hush"), "{line}");
+    }
+    let code = tokio::task::spawn_blocking(move || running.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+
+    let quiet = start(&["--access-log", "off"]);
+    assert_eq!(
+        once_serving(&format!("{}/public/x", quiet.base), None).await,
+        StatusCode::OK
+    );
+    let logged = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        while let Ok(line) = quiet.lines.recv_timeout(Duration::from_millis(300)) {
+            seen.push(line);
+        }
+        quiet.stop();
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(
+        !logged.iter().any(|l| l.contains("tokengate::access")),
+        "{logged:?}"
+    );
+
+    let (code, _, stderr) = run(&[
+        "--log-level",
+        "tokengate=loud",
+        "check",
+        "--config",
+        "x.yaml",
+    ]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("not a log level"), "{stderr}");
 }
 
 /// Sends SIGHUP to a child we started.

@@ -8,7 +8,7 @@ use base64::Engine;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use support::*;
-use tokengate::demo::{sign_with_header, unix_now, KeyKind, SigningKey};
+use tokengate::demo::{sign_with_header, unix_now, DevIssuer, Echo, KeyKind, SigningKey};
 
 #[tokio::test]
 async fn no_token_is_401_with_a_bearer_challenge() {
@@ -710,4 +710,47 @@ async fn background_refresh_follows_max_age_and_discovery_is_fetched_once() {
         "the jwks_uri from discovery is reused"
     );
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_names_the_issuer_that_is_not_ready_and_why() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "rs-1")], AUD)
+        .await
+        .unwrap();
+    issuer.set_failing(true);
+    let echo = Echo::start().await.unwrap();
+    let s = Stack::start_with(
+        issuer,
+        echo,
+        "jwks_cache: { refresh_interval: 1s, min_refresh: 1s, stale_if_error: 1s }",
+        "",
+    )
+    .await;
+    let readyz = format!("{}/readyz", s.admin);
+    let (status, _, body) = get(&readyz, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains(&format!("issuer {}: keys not loaded yet", s.issuer.issuer)),
+        "{body}"
+    );
+    s.issuer.set_failing(false);
+    s.ready().await;
+    assert_eq!(get(&readyz, None).await.2, "ready\n");
+    s.issuer.set_failing(true);
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = get(&readyz, None).await.2;
+        if body.contains("stale bound") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        body.contains(&format!(
+            "issuer {}: keys past their stale bound",
+            s.issuer.issuer
+        )),
+        "{body}"
+    );
+    s.stop().await;
 }

@@ -12,6 +12,8 @@
 #
 #   benches/load/callgrind.sh [tokengate binary …]   (default target/release/tokengate)
 #
+# tokengate logs at warn here (TG_LOG=info counts with the per-request access log).
+#
 # Needs valgrind, wrk and nginx (the upstream); loopback only; every process it
 # starts is stopped by pid.
 set -euo pipefail
@@ -97,7 +99,7 @@ EOF
 # requests" to $WORK/result. Runs in this shell, so cleanup sees its pid.
 run() {
   local out="$WORK/callgrind.out.$(basename "$1").${2//\//_}.$3"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --workers 1 run --config "$WORK/tokengate.yaml" \
+  RUST_LOG=${TG_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --workers 1 run --config "$WORK/tokengate.yaml" \
     >"$WORK/tokengate.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")

@@ -22,8 +22,17 @@ pub const EXIT_FAILURE: u8 = 1;
 )]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// filter directives (`info,tokengate::inbound=debug`). `RUST_LOG`, when
+    /// set, takes precedence.
+    #[arg(long, global = true, default_value = "info", value_parser = log_filter)]
+    log_level: String,
+    /// One line per request at info (direction, rule or route, method, path
+    /// without query, status, reason, upstream status, duration; never a token).
+    #[arg(long, global = true, value_enum, default_value_t = Switch::On)]
+    access_log: Switch,
     /// Worker threads; default: the CPUs this process may use (its affinity mask
     /// and cgroup quota). With 1 the proxy runs on a single-threaded scheduler.
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
@@ -32,10 +41,24 @@ pub struct Cli {
     command: Command,
 }
 
+/// `--log-level`: directives `EnvFilter` accepts, else a usage error.
+fn log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_string())
+        .map_err(|e| format!("not a log level or filter: {e}"))
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
-    Human,
+    #[value(alias = "human")]
+    Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,15 +124,27 @@ impl Cli {
     }
 
     pub fn init_logging(&self) {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        use tracing_subscriber::EnvFilter;
+        let directives = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| self.log_level.clone());
+        let mut filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+            eprintln!("tokengate: ignoring RUST_LOG={directives:?} ({e}); logging at info");
+            EnvFilter::new("info")
+        });
+        if self.access_log == Switch::Off {
+            if let Ok(off) = format!("{}=off", crate::respond::ACCESS_LOG).parse() {
+                filter = filter.add_directive(off);
+            }
+        }
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .with_ansi(ansi);
         match self.log_format {
-            LogFormat::Human => builder.init(),
+            LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().init(),
         }
     }

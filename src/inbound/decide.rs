@@ -82,6 +82,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Why: the `allow` reason, or the denial's (a refusal's own label is the
+    /// answer's `error`, which the access log takes from the failure).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Verdict::Allow(allowed) => Allowed::LABELS[allowed.index()],
+            Verdict::Audit(denial) | Verdict::Deny(denial) => denial.reason(),
+            Verdict::Refuse(_) => "-",
+        }
+    }
+
     /// The failure the caller is answered with, or `None` when forwarded.
     pub fn failure(&self) -> Option<Failure> {
         match self {

@@ -110,12 +110,25 @@ impl Jwks {
 
     /// Every issuer has a usable, not-too-stale key set (`/readyz`).
     pub fn is_ready(&self) -> bool {
+        self.not_ready().is_empty()
+    }
+
+    /// What keeps this from being ready: each issuer whose keys are not usable, and why.
+    pub fn not_ready(&self) -> Vec<String> {
         let now = unix_now();
-        self.snapshot
-            .borrow()
-            .issuers
+        let snapshot = self.snapshot.borrow();
+        self.issuers
             .iter()
-            .all(|s| s.is_usable(now))
+            .zip(snapshot.issuers.iter())
+            .filter(|(_, keys)| !keys.is_usable(now))
+            .map(|(state, keys)| match keys.is_loaded() {
+                false => format!("issuer {}: keys not loaded yet", state.name),
+                true => format!(
+                    "issuer {}: keys past their stale bound (stale_if_error): its JWKS cannot be fetched",
+                    state.name
+                ),
+            })
+            .collect()
     }
 
     /// Starts one background refresher per JWKS issuer.

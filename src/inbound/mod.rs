@@ -19,7 +19,7 @@ use crate::client::HttpClient;
 use crate::config::{Access, InboundConfig};
 use crate::error::Failure;
 use crate::metrics::{Metrics, RouteCounters};
-use crate::respond::complete;
+use crate::respond::{complete, Exchange};
 use crate::server::Downstream;
 use crate::server::Handler;
 use crate::upstream::{Direction, Upstream, UpstreamUrlError};
@@ -34,7 +34,6 @@ use keys::KeySnapshot;
 use prometheus::{Histogram, IntCounter};
 use reject::Reject;
 use std::sync::Arc;
-use std::time::Instant;
 use verify::{VerifiedToken, Verifier};
 
 /// Everything the inbound path needs, built once from the config.
@@ -105,6 +104,11 @@ impl Inbound {
 
     pub fn is_ready(&self) -> bool {
         self.jwks.is_ready()
+    }
+
+    /// What keeps the guard from being ready (`/readyz`).
+    pub fn not_ready(&self) -> Vec<String> {
+        self.jwks.not_ready()
     }
 
     /// Phase decide: the policy's decision, with a token verified through the
@@ -210,14 +214,15 @@ impl Handler for Inbound {
         mut req: Request<Incoming>,
         from: Downstream,
     ) -> Response<Body> {
-        let started = Instant::now();
+        let exchange = Exchange::of(&req);
         let decision = self.decide(&mut req).await;
         let counters = decision
             .rule
             .map_or(&self.unrouted, |i| &self.rule_counters[i]);
         self.record(&decision.verdict, &counters.route);
+        let reason = decision.verdict.reason();
         let result = self.forward(req, &from, decision).await;
-        complete(counters, result, started, &self.duration)
+        complete(counters, result, exchange, reason, &self.duration)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::config::OutboundConfig;
 use crate::error::{Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop};
 use crate::metrics::{Metrics, RouteCounters};
-use crate::respond::complete;
+use crate::respond::{complete, Exchange};
 use crate::server::Downstream;
 use crate::server::Handler;
 use crate::upstream::{Direction, Upstream, UpstreamUrlError};
@@ -28,7 +28,7 @@ use hyper::{Request, Response};
 use prometheus::Histogram;
 use renew::spawn_renewal;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use token::{Token, TokenCell};
 use tokio_util::sync::CancellationToken;
 
@@ -125,6 +125,21 @@ impl Outbound {
     /// Every source has a valid token.
     pub fn is_ready(&self) -> bool {
         self.sources.iter().all(|s| s.cell.is_ready())
+    }
+
+    /// What keeps this from being ready: each token source without a valid token.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter(|s| !s.cell.is_ready())
+            .map(|s| match s.cell.seconds_left() {
+                None => format!("token {}: not fetched yet", s.cell.name),
+                Some(_) => format!(
+                    "token {}: expired, and no new one could be fetched",
+                    s.cell.name
+                ),
+            })
+            .collect()
     }
 
     /// Updates `tokengate_token_expiry_seconds` (called before a scrape).
@@ -326,12 +341,12 @@ impl Outbound {
 
 impl Handler for Outbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
-        let started = Instant::now();
+        let exchange = Exchange::of(&req);
         let (counters, result) = match self.route(&req) {
             Ok(route) => (&route.counters, self.forward(route, req, &from).await),
             Err(failure) => (&self.unrouted, Err(failure)),
         };
-        complete(counters, result, started, &self.duration)
+        complete(counters, result, exchange, "-", &self.duration)
     }
 }
 
