@@ -324,9 +324,12 @@ fn check(path: &Path) -> ExitCode {
                 KeySource::Discovery(u) => format!("discovery {u}"),
                 KeySource::None => "shared secret only".to_string(),
             };
+            let algorithms: Vec<String> = iss.algorithms.iter().map(|a| format!("{a:?}")).collect();
             println!(
-                "  issuer {}  {keys}  algorithms {:?}  audiences {:?}",
-                iss.issuer, iss.algorithms, iss.audiences
+                "  issuer {}  {keys}  algorithms {}  audiences {}",
+                iss.issuer,
+                algorithms.join(", "),
+                iss.audiences.join(", ")
             );
         }
         for (n, r) in i.rules.iter().enumerate() {
@@ -362,7 +365,7 @@ fn check(path: &Path) -> ExitCode {
                     crate::config::TokenSource::File { path } => format!("file {}", path.display()),
                 };
                 println!(
-                    "  token {}  {kind}  renew_before {:?}",
+                    "  token {}  {kind}  renew_before {}",
                     t.name, t.renew_before
                 );
             }

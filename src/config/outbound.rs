@@ -191,6 +191,16 @@ pub enum RenewBefore {
     Ahead(Duration),
 }
 
+impl fmt::Display for RenewBefore {
+    /// As written in the config: `20%`, `60s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RenewBefore::Fraction(x) => write!(f, "{}%", (x * 100.0).round()),
+            RenewBefore::Ahead(d) => write!(f, "{}s", d.as_secs()),
+        }
+    }
+}
+
 /// `prefix{token}suffix`, e.g. `Bearer {token}` or DC/OS's `token={token}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inject {

@@ -255,7 +255,11 @@ impl Jwks {
                     .jwks_refresh
                     .with_label_values(&[&state.name, "error"])
                     .inc();
-                tracing::warn!(issuer = %state.name, error = %e, "JWKS refresh failed; keeping the last good keys");
+                if self.snapshot.borrow().issuers[idx].is_loaded() {
+                    tracing::warn!(issuer = %state.name, error = %e, "JWKS refresh failed; keeping the last good keys");
+                } else {
+                    tracing::warn!(issuer = %state.name, error = %e, "JWKS fetch failed; no keys loaded yet");
+                }
             }
         }
         result
