@@ -99,3 +99,16 @@ pub fn client_tls(
     };
     Ok(config)
 }
+
+/// An error with its causes, `outer: inner: root` (hyper-util's client errors
+/// say only "client error (Connect)" without them).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

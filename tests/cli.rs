@@ -816,3 +816,67 @@ inbound:
     }
     mode(dir, 0o755);
 }
+
+/// `check --online` reaches what start-up will: a right config passes with
+/// each check named; an issuer URL with a trailing slash the IdP does not use,
+/// and a secret file that is not there, are named as failures (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_names_a_wrong_issuer_url_and_a_missing_file() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let secret = temp_file("secret", "0123456789abcdef0123456789abcdef");
+    let config = |issuer_url: &str, secret_file: &str| {
+        format!(
+            r#"inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://127.0.0.1:1"
+  issuers:
+    - issuer: "{issuer_url}"
+      discovery: true
+      audiences: [{AUD}]
+    - issuer: "shared"
+      shared_secret_file: "{secret_file}"
+      algorithms: [HS256]
+      audiences: [{AUD}]
+  rules:
+    - {{ path: /, allow: anonymous }}
+outbound:
+  listen: "127.0.0.1:0"
+  routes: [{{ host: "*", upstream: "http://127.0.0.1:9", token: t }}]
+  tokens:
+    t: {{ kind: client_credentials, token_url: "{}", client_id: demo-app, client_secret: demo-app-secret }}
+"#,
+            issuer.token_url()
+        )
+    };
+    let online = |yaml: String| async move {
+        let file = temp_file("online.yaml", &yaml);
+        tokio::task::spawn_blocking(move || {
+            run(&["check", "--online", "--config", file.to_str().unwrap()])
+        })
+        .await
+        .unwrap()
+    };
+    let good = config(&issuer.issuer, secret.to_str().unwrap());
+    let (code, stdout, stderr) = online(good).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for line in [
+        format!("ok    issuer {}: 1 usable keys", issuer.issuer),
+        format!("ok    file {}", secret.display()),
+        "ok    token t: a token for 3600s".to_string(),
+    ] {
+        assert!(stdout.contains(&line), "missing {line:?} in {stdout}");
+    }
+    let wrong = config(&format!("{}/", issuer.issuer), "/nonexistent/secret");
+    // The missing secret file is a config error before anything online.
+    let (code, _, stderr) = online(wrong.clone()).await;
+    assert_eq!(code, 64, "{stderr}");
+    let wrong = config(&format!("{}/", issuer.issuer), secret.to_str().unwrap());
+    let (code, stdout, _) = online(wrong).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("FAIL  issuer {}/:", issuer.issuer)),
+        "{stdout}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Command line: `run`, `check`, `verify`, `token`, `demo`.
 
+mod online;
 mod verify;
 
 use crate::config::{Access, Config, KeySource, Mode};
@@ -72,6 +73,10 @@ enum Command {
     Check {
         #[arg(long)]
         config: PathBuf,
+        /// Also reach every issuer (discovery, JWKS), fetch every outbound
+        /// token once and read every file the config names; exit 1 if any fails.
+        #[arg(long)]
+        online: bool,
     },
     /// Explain, check by check, what the proxy would do with a request; the last
     /// line is `decision: <status> <label>`. Exit 0 when it would be forwarded.
@@ -152,7 +157,7 @@ impl Cli {
     pub async fn run(self) -> ExitCode {
         match self.command {
             Command::Run { config } => run(&config).await,
-            Command::Check { config } => check(&config),
+            Command::Check { config, online } => check(&config, online).await,
             Command::Verify {
                 config,
                 token,
@@ -299,7 +304,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn check(path: &Path) -> ExitCode {
+async fn check(path: &Path, online: bool) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -371,6 +376,9 @@ fn check(path: &Path) -> ExitCode {
             }
         }
         None => println!("outbound not configured"),
+    }
+    if online && !online::check(path, &config).await {
+        return ExitCode::from(EXIT_FAILURE);
     }
     ExitCode::SUCCESS
 }

@@ -297,7 +297,7 @@ pub async fn get(
         let resp = client
             .request(req)
             .await
-            .map_err(|e| FetchError::Transport(e.to_string()))?;
+            .map_err(|e| FetchError::Transport(crate::client::error_chain(&e)))?;
         if resp.status() != StatusCode::OK {
             return Err(FetchError::Status(resp.status()));
         }

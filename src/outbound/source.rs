@@ -368,7 +368,7 @@ async fn post(
         let resp = client
             .request(req)
             .await
-            .map_err(|e| SourceError::Transport(e.to_string()))?;
+            .map_err(|e| SourceError::Transport(crate::client::error_chain(&e)))?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
