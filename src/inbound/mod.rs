@@ -94,14 +94,6 @@ impl Inbound {
         &self.jwks
     }
 
-    pub fn verifier(&self) -> &Verifier {
-        &self.verifier
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     pub fn is_ready(&self) -> bool {
         self.jwks.is_ready()
     }
