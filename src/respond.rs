@@ -10,20 +10,22 @@ use std::time::Instant;
 
 const REALM: &str = "tokengate";
 
-/// What the access log says of a request, taken before the request moves on.
+/// What the access log says of a request, taken before the request moves on:
+/// the method and target only when the access log is on (else nothing is
+/// copied per request).
 pub struct Exchange {
     pub started: Instant,
-    pub method: Method,
-    /// The target as received; only its path is logged (a query may hold secrets).
-    pub uri: Uri,
+    /// The method and the target as received; only its path is logged (a
+    /// query may hold secrets).
+    pub asked: Option<(Method, Uri)>,
 }
 
 impl Exchange {
     pub fn of<B>(req: &Request<B>) -> Exchange {
+        let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO);
         Exchange {
             started: Instant::now(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
+            asked: logged.then(|| (req.method().clone(), req.uri().clone())),
         }
     }
 }
@@ -59,18 +61,20 @@ pub fn complete(
     let elapsed = exchange.started.elapsed();
     route.inc(resp.status());
     duration.observe(elapsed.as_secs_f64());
-    tracing::info!(
-        target: ACCESS_LOG,
-        direction = route.direction,
-        route = %route.route,
-        method = %exchange.method,
-        path = exchange.uri.path(),
-        status = resp.status().as_u16(),
-        reason,
-        upstream_status = forwarded.then(|| resp.status().as_u16()),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+    if let Some((method, uri)) = &exchange.asked {
+        tracing::info!(
+            target: ACCESS_LOG,
+            direction = route.direction,
+            route = %route.route,
+            method = %method,
+            path = uri.path(),
+            status = resp.status().as_u16(),
+            reason,
+            upstream_status = forwarded.then(|| resp.status().as_u16()),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
     resp
 }
 

@@ -177,29 +177,8 @@ impl Validator<'_> {
 
     /// `shared_secret` or `shared_secret_file` (at most one).
     fn shared_secret(&mut self, path: &str, raw: &RawIssuer) -> Option<Secret> {
-        match (&raw.shared_secret, &raw.shared_secret_file) {
-            (Some(_), Some(_)) => {
-                self.error(
-                    format!("{path}.shared_secret"),
-                    "set shared_secret or shared_secret_file, not both",
-                );
-                None
-            }
-            (Some(s), None) => self
-                .text(&format!("{path}.shared_secret"), s)
-                .map(|s| Secret::new(s.into_bytes())),
-            (None, Some(f)) => {
-                let p = format!("{path}.shared_secret_file");
-                self.text(&p, f).and_then(|f| match std::fs::read(&f) {
-                    Ok(bytes) => Some(Secret::new(trim_newline(bytes))),
-                    Err(e) => {
-                        self.error(p, format!("cannot read {f}: {e}"));
-                        None
-                    }
-                })
-            }
-            (None, None) => None,
-        }
+        let (inline, file) = (raw.shared_secret.as_ref(), raw.shared_secret_file.as_ref());
+        self.secret_or_file(path, "shared_secret", inline, file)
     }
 
     /// Where the issuer's public keys come from: `jwks_uri`, discovery, or

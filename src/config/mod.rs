@@ -334,6 +334,41 @@ impl Validator<'_> {
     }
 
     /// A `timeouts` block under `prefix` (inbound and outbound share the shape).
+    /// A secret given inline as `{field}` or read from `{field}_file` (at most
+    /// one; the file's trailing newline dropped), for issuers and token sources.
+    fn secret_or_file(
+        &mut self,
+        path: &str,
+        field: &str,
+        inline: Option<&String>,
+        file: Option<&String>,
+    ) -> Option<Secret> {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{path}.{field}"),
+                    format!("set {field} or {field}_file, not both"),
+                );
+                None
+            }
+            (Some(s), None) => self
+                .text(&format!("{path}.{field}"), s)
+                .map(|s| Secret::new(s.into_bytes())),
+            (None, Some(f)) => {
+                let p = format!("{path}.{field}_file");
+                let f = self.text(&p, f)?;
+                match std::fs::read(&f) {
+                    Ok(bytes) => Some(Secret::new(trim_newline(bytes))),
+                    Err(e) => {
+                        self.error(p, format!("cannot read {f}: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+
     fn timeouts(&mut self, prefix: &str, raw: &RawTimeouts) -> Timeouts {
         let d = Timeouts::default();
         let mut field = |name: &str, value: &Option<String>, default| {

@@ -385,31 +385,10 @@ impl Validator<'_> {
         }
     }
 
+    /// `client_secret` or `client_secret_file` (at most one).
     fn secret(&mut self, path: &str, raw: &RawTokenSource) -> Option<Secret> {
-        match (&raw.client_secret, &raw.client_secret_file) {
-            (Some(_), Some(_)) => {
-                self.error(
-                    format!("{path}.client_secret"),
-                    "set client_secret or client_secret_file, not both",
-                );
-                None
-            }
-            (Some(s), None) => self
-                .text(&format!("{path}.client_secret"), s)
-                .map(|s| Secret::new(s.into_bytes())),
-            (None, Some(f)) => {
-                let p = format!("{path}.client_secret_file");
-                let f = self.text(&p, f)?;
-                match std::fs::read(&f) {
-                    Ok(bytes) => Some(Secret::new(super::trim_newline(bytes))),
-                    Err(e) => {
-                        self.error(p, format!("cannot read {f}: {e}"));
-                        None
-                    }
-                }
-            }
-            (None, None) => None,
-        }
+        let (inline, file) = (raw.client_secret.as_ref(), raw.client_secret_file.as_ref());
+        self.secret_or_file(path, "client_secret", inline, file)
     }
 }
 
