@@ -7,6 +7,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::path::Path;
 use std::time::Duration;
 
 /// Why a TLS client configuration cannot be built.
@@ -18,6 +19,9 @@ pub enum ClientError {
     Setup(#[source] rustls::Error),
     #[error("client certificate: {0}")]
     ClientCertificate(#[source] rustls::Error),
+    /// `SSL_CERT_FILE` or `SSL_CERT_DIR` is set but cannot be read.
+    #[error("system trust store: {0}")]
+    SystemTrust(String),
 }
 
 /// Plain TCP or TLS (per the URI's scheme) to an upstream or a token server.
@@ -30,46 +34,62 @@ pub type Connector = HttpsConnector<HttpConnector>;
 pub struct HttpClient {
     client: Client<Connector, Body>,
     pub(crate) connector: Connector,
+    connect_timeout: Duration,
 }
 
 impl HttpClient {
     pub fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
         self.client.request(req)
     }
+
+    /// This client, or one like it that dials TLS with `tls` when given (an
+    /// issuer's or a token source's own `tls` block).
+    pub fn with_tls(&self, tls: Option<&rustls::ClientConfig>) -> HttpClient {
+        match tls {
+            Some(tls) => build(self.connect_timeout, tls.clone()),
+            None => self.clone(),
+        }
+    }
 }
 
 /// Builds the pooled client. TLS uses `tls` when given (extra CAs, client
-/// certificate), else the bundled web PKI roots.
+/// certificate), else the trusted roots (bundled and system).
 pub fn http_client(
     connect_timeout: Duration,
     tls: Option<&rustls::ClientConfig>,
 ) -> Result<HttpClient, ClientError> {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
     let tls = match tls {
         Some(config) => config.clone(),
         None => client_tls(&[], None)?,
     };
+    Ok(build(connect_timeout, tls))
+}
+
+fn build(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(HttpClient {
+    HttpClient {
         client: Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .build(https.clone()),
         connector: https,
-    })
+        connect_timeout,
+    }
 }
 
 /// Pooled connections unused this long are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A TLS client configuration: the bundled web PKI roots plus `extra_roots`,
-/// presenting `identity` (certificate chain and key) when a server asks (mTLS).
+/// A TLS client configuration: the trusted roots ([`trusted_roots`]) plus
+/// `extra_roots`, presenting `identity` (certificate chain and key) when a
+/// server asks (mTLS).
 pub fn client_tls(
     extra_roots: &[rustls::pki_types::CertificateDer<'static>],
     identity: Option<(
@@ -77,8 +97,7 @@ pub fn client_tls(
         rustls::pki_types::PrivateKeyDer<'static>,
     )>,
 ) -> Result<rustls::ClientConfig, ClientError> {
-    let mut roots =
-        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = trusted_roots()?;
     for cert in extra_roots {
         roots
             .add(cert.clone())
@@ -98,6 +117,56 @@ pub fn client_tls(
         None => builder.with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// The roots every TLS client trusts: the bundled web PKI roots and the system
+/// trust store — `SSL_CERT_FILE`/`SSL_CERT_DIR` when set, else the OS bundle
+/// (`/etc/ssl/certs/ca-certificates.crt` on Debian and distroless), where a
+/// cluster or corporate CA is usually installed. A trust store named by
+/// environment that cannot be read is an error; a machine without an OS bundle
+/// is not (the bundled roots remain).
+pub fn trusted_roots() -> Result<rustls::RootCertStore, ClientError> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let system = rustls_native_certs::load_native_certs();
+    let named = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()));
+    if named {
+        if let Some(e) = system.errors.first() {
+            return Err(ClientError::SystemTrust(e.to_string()));
+        }
+    }
+    // Certificates rustls cannot use as anchors (expired formats, v1) are skipped.
+    roots.add_parsable_certificates(system.certs);
+    Ok(roots)
+}
+
+/// Largest token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
+/// A credential kept in a file (a projected service-account token, a Vault
+/// agent sink), read at each use so a rotated one is picked up: its content
+/// without surrounding white space; an error names the file and why.
+pub async fn read_token_file(path: &Path) -> Result<String, String> {
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if size > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "{} is {size} bytes, more than a token",
+            path.display()
+        ));
+    }
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(token.to_string())
 }
 
 /// An error with its causes, `outer: inner: root` (hyper-util's client errors

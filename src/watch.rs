@@ -107,37 +107,63 @@ fn read(files: &[PathBuf]) -> State {
         .collect()
 }
 
-/// The config file, then every file it names: the values of its `*_file`
-/// fields, `${ENV}` interpolated as the config is. Read from the file as it
-/// is now, so a changed config that names other files is followed too.
+/// Fields whose file is read afresh at each use (each fetch): a change to it
+/// needs no reload, and a reload for it would refetch every key set and token
+/// (a projected service-account token rotates hourly).
+const READ_AT_USE: &[&str] = &[
+    "jwks_bearer_token_file",
+    "assertion_file",
+    "subject_token_file",
+];
+
+/// The config file, then the files it names whose change needs a reload.
 pub fn watched_files(config: &Path) -> Vec<PathBuf> {
+    files(config, &|key| !READ_AT_USE.contains(&key))
+}
+
+/// The config file, then every file it names (`tokengate check --online`
+/// reads them all).
+pub fn named_files(config: &Path) -> Vec<PathBuf> {
+    files(config, &|_| true)
+}
+
+/// The config file, then the values of its `*_file` fields that `wanted`
+/// picks, `${ENV}` interpolated as the config is. Read from the file as it is
+/// now, so a changed config that names other files is followed too.
+fn files(config: &Path, wanted: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut files = vec![config.to_path_buf()];
     let text = std::fs::read_to_string(config).unwrap_or_default();
     if let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
-        collect_files(&doc, &mut files);
+        collect_files(&doc, wanted, &mut files);
     }
     files.dedup();
     files
 }
 
-fn collect_files(value: &serde_yaml::Value, files: &mut Vec<PathBuf>) {
+fn collect_files(
+    value: &serde_yaml::Value,
+    wanted: &dyn Fn(&str) -> bool,
+    files: &mut Vec<PathBuf>,
+) {
     let env = |name: &str| std::env::var(name).ok();
     match value {
         serde_yaml::Value::Mapping(map) => {
             for (key, value) in map {
-                let named = key.as_str().is_some_and(|k| k.ends_with("_file"));
+                let key = key.as_str().unwrap_or_default();
                 match value.as_str() {
-                    Some(path) if named => {
-                        if let Ok(path) = interpolate(path, &env) {
+                    Some(path) if key.ends_with("_file") => {
+                        if let (true, Ok(path)) = (wanted(key), interpolate(path, &env)) {
                             files.push(PathBuf::from(path));
                         }
                     }
-                    _ => collect_files(value, files),
+                    _ => collect_files(value, wanted, files),
                 }
             }
         }
         serde_yaml::Value::Sequence(items) => {
-            items.iter().for_each(|item| collect_files(item, files));
+            items
+                .iter()
+                .for_each(|item| collect_files(item, wanted, files));
         }
         _ => {}
     }
@@ -173,13 +199,23 @@ mod tests {
         let config = dir.path().join("tokengate.yaml");
         std::fs::write(
             &config,
-            "inbound:\n  tls: { cert_file: /c.pem, key_file: /k.pem }\n  issuers:\n    - { issuer: x, shared_secret_file: /s }\noutbound:\n  tokens:\n    t: { kind: file, path: /t, client_secret_file: /cs }\n",
+            "inbound:\n  tls: { cert_file: /c.pem, key_file: /k.pem }\n  issuers:\n    - { issuer: x, shared_secret_file: /s, jwks_bearer_token_file: /sa, tls: { ca_file: /ca } }\noutbound:\n  tokens:\n    t: { kind: file, path: /t, client_secret_file: /cs, subject_token_file: /st }\n",
         )
         .unwrap();
-        let want: Vec<PathBuf> = [config.to_str().unwrap(), "/c.pem", "/k.pem", "/s", "/cs"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        assert_eq!(watched_files(&config), want);
+        let paths = |list: &[&str]| -> Vec<PathBuf> {
+            std::iter::once(config.to_str().unwrap())
+                .chain(list.iter().copied())
+                .map(PathBuf::from)
+                .collect()
+        };
+        // Token files read at each fetch are not watched; `check --online` reads them.
+        assert_eq!(
+            watched_files(&config),
+            paths(&["/c.pem", "/k.pem", "/s", "/ca", "/cs"])
+        );
+        assert_eq!(
+            named_files(&config),
+            paths(&["/c.pem", "/k.pem", "/s", "/sa", "/ca", "/cs", "/st"])
+        );
     }
 }

@@ -20,7 +20,7 @@ pub async fn check(path: &Path, config: &Config) -> bool {
             println!("  FAIL  {what}: {why}");
         }
     };
-    for file in crate::watch::watched_files(path).iter().skip(1) {
+    for file in crate::watch::named_files(path).iter().skip(1) {
         let read = std::fs::metadata(file)
             .and_then(|_| std::fs::read(file))
             .map(|bytes| format!("{} bytes", bytes.len()))
@@ -58,6 +58,7 @@ pub async fn check(path: &Path, config: &Config) -> bool {
             Err(e) => report("outbound client".into(), Err(e.to_string())),
             Ok(client) => {
                 for token in &outbound.tokens {
+                    let client = client.with_tls(token.tls.as_deref());
                     let fetched =
                         crate::outbound::source::fetch(&token.source, &client, token.fetch_timeout)
                             .await

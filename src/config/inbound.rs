@@ -136,6 +136,21 @@ impl Validator<'_> {
             .as_ref()
             .map(|v| self.duration(&format!("{path}.max_token_age"), Some(v), Duration::ZERO));
         let jwks_cache = self.jwks_cache(&format!("{path}.jwks_cache"), &raw.jwks_cache);
+        let fetches = keys != KeySource::None;
+        if !fetches && (raw.tls.is_some() || raw.jwks_bearer_token_file.is_some()) {
+            self.error(
+                format!("{path}.tls"),
+                "tls and jwks_bearer_token_file apply to JWKS fetches, and this issuer has no JWKS",
+            );
+        }
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|t| self.client_tls(&format!("{path}.tls"), t));
+        let jwks_bearer_token_file = raw.jwks_bearer_token_file.as_ref().and_then(|f| {
+            self.text(&format!("{path}.jwks_bearer_token_file"), f)
+                .map(PathBuf::from)
+        });
         Some(IssuerConfig {
             issuer,
             keys,
@@ -147,6 +162,8 @@ impl Validator<'_> {
             max_token_age,
             shared_secret,
             jwks_cache,
+            tls,
+            jwks_bearer_token_file,
         })
     }
 
@@ -330,10 +347,22 @@ impl Validator<'_> {
                         })
                         .collect()
                 });
+                let claims = raw
+                    .claims
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(name, want)| match ClaimName::parse(&name) {
+                        Ok(name) => Some((name, want)),
+                        Err(e) => {
+                            self.error(format!("{path}.claims"), e);
+                            None
+                        }
+                    })
+                    .collect();
                 Access::Token(Requirements {
                     scopes: raw.scopes.unwrap_or_default(),
                     issuers: issuer_idx,
-                    claims: raw.claims.unwrap_or_default().into_iter().collect(),
+                    claims,
                 })
             }
             Some(other) => {
@@ -385,8 +414,15 @@ impl Validator<'_> {
         let claims_to_headers = raw
             .claims_to_headers
             .into_iter()
-            .filter_map(
-                |(claim, header)| match HeaderName::from_bytes(header.as_bytes()) {
+            .filter_map(|(claim, header)| {
+                let claim = match ClaimName::parse(&claim) {
+                    Ok(claim) => claim,
+                    Err(e) => {
+                        self.error("inbound.forward.claims_to_headers", e);
+                        return None;
+                    }
+                };
+                match HeaderName::from_bytes(header.as_bytes()) {
                     // CGI-style servers read `_` and `-` alike; the guard strips
                     // callers' spellings of `-` names in both forms.
                     Ok(h) if h.as_str().contains('_') => {
@@ -411,8 +447,8 @@ impl Validator<'_> {
                         );
                         None
                     }
-                },
-            )
+                }
+            })
             .collect();
         let keep_authorization =
             self.strip_or_keep("inbound.forward.authorization", raw.authorization, true);

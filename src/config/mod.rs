@@ -10,11 +10,12 @@ mod outbound;
 mod parse;
 pub mod raw;
 mod rules;
+mod tls;
 mod tokens;
 
 pub use outbound::*;
 pub use parse::{interpolate, parse_duration};
-pub use rules::{Access, IssuerId, Requirements, RouteRule};
+pub use rules::{Access, ClaimName, IssuerId, Requirements, RouteRule};
 pub use tokens::assertion_key;
 
 use crate::headers::{canonical_host, is_hop_by_hop, is_set_by_proxy};
@@ -89,6 +90,12 @@ pub struct IssuerConfig {
     /// HMAC secret for HS256/384/512; only when such an algorithm is allowed.
     pub shared_secret: Option<Secret>,
     pub jwks_cache: JwksCachePolicy,
+    /// TLS for discovery and JWKS fetches (a private CA, a client
+    /// certificate); `None`: the trusted roots, no client certificate.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Discovery and JWKS requests carry `Authorization: Bearer` with this
+    /// file's content, read at each fetch (a rotated service-account token).
+    pub jwks_bearer_token_file: Option<PathBuf>,
 }
 
 /// Where an issuer's public keys come from.
@@ -137,8 +144,8 @@ impl Default for JwksCachePolicy {
 
 #[derive(Debug, Clone, Default)]
 pub struct ForwardConfig {
-    /// claim name → header name, in file order.
-    pub claims_to_headers: Vec<(String, HeaderName)>,
+    /// claim (or JSON pointer) → header name, in file order.
+    pub claims_to_headers: Vec<(ClaimName, HeaderName)>,
     /// Forward the caller's `Authorization` header; default true (`keep`).
     pub keep_authorization: bool,
     /// Forward method and path override headers (`X-HTTP-Method-Override`,

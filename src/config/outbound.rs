@@ -54,6 +54,8 @@ pub struct TokenConfig {
     pub retry_on: Vec<u16>,
     /// Per-fetch timeout; default 10s.
     pub fetch_timeout: Duration,
+    /// TLS to this source's token server; `None`: `outbound.tls`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Where a token comes from.
@@ -315,8 +317,7 @@ impl Validator<'_> {
             tls: raw
                 .tls
                 .as_ref()
-                .and_then(|t| self.client_tls(t))
-                .map(std::sync::Arc::new),
+                .and_then(|t| self.client_tls("outbound.tls", t)),
         })
     }
 
@@ -363,6 +364,10 @@ impl Validator<'_> {
             Duration::from_secs(10),
         );
         let source = self.source(path, &raw);
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|t| self.client_tls(&format!("{path}.tls"), t));
         Some(TokenConfig {
             name: name.to_string(),
             source: source?,
@@ -370,64 +375,7 @@ impl Validator<'_> {
             inject,
             retry_on,
             fetch_timeout,
+            tls,
         })
-    }
-
-    /// `outbound.tls`, loaded now so a bad file fails at start with its path.
-    fn client_tls(&mut self, raw: &super::raw::RawClientTls) -> Option<rustls::ClientConfig> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let certs =
-            |this: &mut Self, field: &str, file: &String| -> Option<Vec<CertificateDer<'static>>> {
-                let file = this.text(&format!("outbound.tls.{field}"), file)?;
-                match CertificateDer::pem_file_iter(&file)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                {
-                    Ok(c) if !c.is_empty() => Some(c),
-                    Ok(_) => {
-                        this.error(
-                            format!("outbound.tls.{field}"),
-                            format!("{file} holds no certificate"),
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        this.error(format!("outbound.tls.{field}"), format!("{file}: {e}"));
-                        None
-                    }
-                }
-            };
-        let roots = match &raw.ca_file {
-            Some(f) => certs(self, "ca_file", f)?,
-            None => Vec::new(),
-        };
-        let identity = match (&raw.cert_file, &raw.key_file) {
-            (None, None) => None,
-            (Some(c), Some(k)) => {
-                let chain = certs(self, "cert_file", c)?;
-                let k = self.text("outbound.tls.key_file", k)?;
-                match PrivateKeyDer::from_pem_file(&k) {
-                    Ok(key) => Some((chain, key)),
-                    Err(e) => {
-                        self.error("outbound.tls.key_file", format!("{k}: {e}"));
-                        return None;
-                    }
-                }
-            }
-            _ => {
-                self.error(
-                    "outbound.tls.cert_file",
-                    "set both cert_file and key_file for a client certificate",
-                );
-                return None;
-            }
-        };
-        match crate::client::client_tls(&roots, identity) {
-            Ok(config) => Some(config),
-            Err(e) => {
-                self.error("outbound.tls", e.to_string());
-                None
-            }
-        }
     }
 }

@@ -65,6 +65,10 @@ pub struct RawIssuer {
     pub shared_secret_file: Option<String>,
     #[serde(default)]
     pub jwks_cache: RawJwksCache,
+    /// TLS for discovery and JWKS fetches: a private CA, a client certificate.
+    pub tls: Option<RawClientTls>,
+    /// Discovery and JWKS requests carry `Authorization: Bearer <this file>`.
+    pub jwks_bearer_token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,7 +144,7 @@ pub struct RawOutbound {
     pub tls: Option<RawClientTls>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientTls {
     pub ca_file: Option<String>,
@@ -204,6 +208,8 @@ pub struct RawTokenSource {
     pub inject: Option<String>,
     pub retry_on: Option<Vec<u16>>,
     pub fetch_timeout: Option<String>,
+    /// TLS to this source's token server (not `file`).
+    pub tls: Option<RawClientTls>,
 }
 
 impl RawTokenSource {

@@ -139,6 +139,31 @@ fn field_errors_name_their_path() {
             "without port",
         ),
         (MINIMAL.replace("127.0.0.1:8443", "localhost"), "inbound.listen", "host:port"),
+        (
+            MINIMAL.replace("scopes: [orders:read]", "claims: { \"/kubernetes.io/name~space\": orders }"),
+            "inbound.rules[1].claims",
+            "~0",
+        ),
+        (
+            format!("{MINIMAL}  forward:\n    claims_to_headers: {{ \"//namespace\": x-namespace }}\n"),
+            "inbound.forward.claims_to_headers",
+            "starts with a claim name",
+        ),
+        (
+            MINIMAL.replace("audiences: [api]", "audiences: [api]\n      tls: { ca_file: /nonexistent/ca.pem }"),
+            "inbound.issuers[0].tls.ca_file",
+            "/nonexistent/ca.pem",
+        ),
+        (
+            MINIMAL.replace("audiences: [api]", "audiences: [api]\n      tls: { cert_file: /c.pem }"),
+            "inbound.issuers[0].tls.cert_file",
+            "set both cert_file and key_file",
+        ),
+        (
+            MINIMAL.replace("jwks_uri: https://idp/jwks", "discovery: false\n      algorithms: [HS256]\n      shared_secret: ${SECRET}\n      jwks_bearer_token_file: /t"),
+            "inbound.issuers[0].tls",
+            "this issuer has no JWKS",
+        ),
     ];
     for (yaml, path, fragment) in cases {
         let errors = load(&yaml).expect_err(path);
@@ -349,6 +374,16 @@ fn outbound_errors_name_their_path() {
             OUTBOUND.replace("kind: file", "kind: login"),
             "outbound.tokens.file.path",
             "not used by kind login",
+        ),
+        (
+            OUTBOUND.replace("path: /var/run/token", "path: /var/run/token\n      tls: { ca_file: /ca.pem }"),
+            "outbound.tokens.file.tls",
+            "not used by kind file",
+        ),
+        (
+            OUTBOUND.replace("resource: urn:payments", "resource: urn:payments\n      tls: { ca_file: /nonexistent/ca.pem }"),
+            "outbound.tokens.cc.tls.ca_file",
+            "/nonexistent/ca.pem",
         ),
         (
             OUTBOUND.replace(FILE_KIND, "kind: jwt_bearer\n      token_url: https://idp/token"),

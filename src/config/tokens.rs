@@ -22,6 +22,7 @@ impl Validator<'_> {
             "audience",
             "resource",
             "extra_params",
+            "tls",
         ];
         let allowed: Vec<&str> = match raw.kind.as_str() {
             "client_credentials" => OAUTH.to_vec(),
@@ -40,6 +41,7 @@ impl Validator<'_> {
                 "expires_in_pointer",
                 "login_token_claims",
                 "login_token_ttl",
+                "tls",
             ],
             "file" => vec!["path"],
             other => {

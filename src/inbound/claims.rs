@@ -1,6 +1,7 @@
 //! A JWT payload's claims, each value kept as raw JSON until a check reads it.
 
 use super::reject::Reject;
+use crate::config::ClaimName;
 use hyper::header::HeaderValue;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -48,6 +49,22 @@ impl<'a> Claims<'a> {
         self.0.get(name).copied()
     }
 
+    /// The value `name` reads: a top-level claim as is, or the value a JSON
+    /// pointer finds inside one (parsing only that claim). `None` when absent.
+    pub fn resolve(&self, name: &ClaimName) -> Option<ClaimValue<'a>> {
+        let raw = self.raw(name.top())?;
+        match name.below() {
+            None => Some(ClaimValue::Raw(raw)),
+            Some(pointer) => {
+                let mut value = parse::<Value>(raw)?;
+                value
+                    .pointer_mut(pointer)
+                    .map(Value::take)
+                    .map(ClaimValue::Nested)
+            }
+        }
+    }
+
     /// `name`'s value, `None` when absent.
     pub fn get(&self, name: &str) -> Option<Claim<'a>> {
         let raw = self.raw(name)?;
@@ -92,12 +109,39 @@ impl<'a> Claims<'a> {
     }
 }
 
-/// Claim → header value: strings as-is, arrays joined with `,`, anything else compact JSON.
-pub fn header_value(raw: &RawValue) -> Option<HeaderValue> {
-    if let Some(s) = parse::<JsonStr>(raw) {
-        return HeaderValue::from_str(&s.0).ok();
+/// A claim's value as [`Claims::resolve`] finds it.
+pub enum ClaimValue<'a> {
+    /// A top-level claim, still raw JSON.
+    Raw(&'a RawValue),
+    /// A value inside a claim, found by a JSON pointer.
+    Nested(Value),
+}
+
+impl ClaimValue<'_> {
+    pub fn parse(self) -> Option<Value> {
+        match self {
+            ClaimValue::Raw(raw) => parse(raw),
+            ClaimValue::Nested(value) => Some(value),
+        }
     }
-    let text = match parse::<Value>(raw)? {
+}
+
+/// Claim → header value: strings as-is, arrays joined with `,`, anything else compact JSON.
+pub fn header_value(value: &ClaimValue<'_>) -> Option<HeaderValue> {
+    let parsed;
+    let value = match value {
+        ClaimValue::Raw(raw) => {
+            // The common case, a string, is read without building a `Value`.
+            if let Some(s) = parse::<JsonStr>(raw) {
+                return HeaderValue::from_str(&s.0).ok();
+            }
+            parsed = parse::<Value>(raw)?;
+            &parsed
+        }
+        ClaimValue::Nested(value) => value,
+    };
+    let text = match value {
+        Value::String(s) => s.clone(),
         Value::Array(items) => items
             .iter()
             .map(|i| match i {

@@ -16,9 +16,10 @@ use crate::config::{IssuerConfig, IssuerId, JwksCachePolicy, KeySource};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL};
 use hyper::{Request, StatusCode, Uri};
 use jsonwebtoken::Algorithm;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Mutex};
@@ -37,6 +38,9 @@ pub enum FetchError {
     Status(StatusCode),
     #[error("{0}")]
     Document(String),
+    /// `jwks_bearer_token_file` cannot be read or is not a header value.
+    #[error("jwks_bearer_token_file {0}")]
+    Credential(String),
 }
 
 /// Owns the snapshot channel and one refresher per issuer.
@@ -51,7 +55,12 @@ struct IssuerKeys {
     source: KeySource,
     algorithms: Vec<Algorithm>,
     policy: JwksCachePolicy,
+    /// The issuer's own TLS when it has a `tls` block.
     client: HttpClient,
+    /// `jwks_bearer_token_file`, read at each fetch.
+    bearer_file: Option<PathBuf>,
+    /// Why the last fetch failed; cleared by a success (`/readyz` says it).
+    last_error: std::sync::Mutex<Option<String>>,
     /// Resolved from discovery on first use.
     jwks_uri: OnceLock<Uri>,
     /// Held during any fetch (single flight); records when the last
@@ -70,7 +79,9 @@ impl Jwks {
                 source: c.keys.clone(),
                 algorithms: c.algorithms.clone(),
                 policy: c.jwks_cache.clone(),
-                client: client.clone(),
+                client: client.with_tls(c.tls.as_deref()),
+                bearer_file: c.jwks_bearer_token_file.clone(),
+                last_error: std::sync::Mutex::new(None),
                 jwks_uri: OnceLock::new(),
                 fetch_lock: Mutex::new(None),
                 unknown_kids: moka::sync::Cache::builder()
@@ -121,12 +132,18 @@ impl Jwks {
             .iter()
             .zip(snapshot.issuers.iter())
             .filter(|(_, keys)| !keys.is_usable(now))
-            .map(|(state, keys)| match keys.is_loaded() {
-                false => format!("issuer {}: keys not loaded yet", state.name),
-                true => format!(
-                    "issuer {}: keys past their stale bound (stale_if_error): its JWKS cannot be fetched",
-                    state.name
-                ),
+            .map(|(state, keys)| {
+                let why = match state.last_error.lock() {
+                    Ok(last) => last.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                match keys.is_loaded() {
+                    false => format!("issuer {}: keys not loaded yet{why}", state.name),
+                    true => format!(
+                        "issuer {}: keys past their stale bound (stale_if_error): its JWKS cannot be fetched{why}",
+                        state.name
+                    ),
+                }
             })
             .collect()
     }
@@ -242,6 +259,9 @@ impl Jwks {
             self.metrics.jwks_keys.with_label_values(&[&state.name]).set(count as i64);
             Ok(max_age)
         });
+        if let Ok(mut last) = state.last_error.lock() {
+            *last = result.as_ref().err().map(ToString::to_string);
+        }
         match &result {
             Ok(_) => {
                 self.metrics
@@ -267,32 +287,54 @@ impl Jwks {
 
     async fn fetch(&self, state: &IssuerKeys) -> Result<(Bytes, Option<Duration>), FetchError> {
         let timeout = state.policy.fetch_timeout;
+        let bearer = match &state.bearer_file {
+            Some(path) => Some(bearer(path).await?),
+            None => None,
+        };
+        let bearer = bearer.as_ref();
         let uri = match &state.source {
             KeySource::Jwks(uri) => uri.clone(),
             KeySource::Discovery(discovery) => match state.jwks_uri.get() {
                 Some(uri) => uri.clone(),
                 None => {
-                    let (body, _) = get(&state.client, discovery, timeout).await?;
+                    let (body, _) = get(&state.client, discovery, bearer, timeout).await?;
                     let uri = jwks_uri_from_discovery(&body, &state.name)?;
                     state.jwks_uri.get_or_init(|| uri).clone()
                 }
             },
             KeySource::None => return Err(FetchError::Document("issuer has no JWKS".into())),
         };
-        get(&state.client, &uri, timeout).await
+        get(&state.client, &uri, bearer, timeout).await
     }
 }
 
-/// GETs a JSON document; returns the body and `Cache-Control: max-age`.
-pub async fn get(
+/// `Authorization: Bearer <the file's content>`, marked sensitive so it is
+/// never logged.
+async fn bearer(path: &Path) -> Result<HeaderValue, FetchError> {
+    let token = crate::client::read_token_file(path)
+        .await
+        .map_err(FetchError::Credential)?;
+    let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| FetchError::Credential(format!("{} is not a header value", path.display())))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// GETs a JSON document (with `authorization` when given); returns the body
+/// and `Cache-Control: max-age`.
+async fn get(
     client: &HttpClient,
     uri: &Uri,
+    authorization: Option<&HeaderValue>,
     timeout: Duration,
 ) -> Result<(Bytes, Option<Duration>), FetchError> {
-    let req = Request::get(uri.clone())
+    let mut req = Request::get(uri.clone())
         .header(ACCEPT, HeaderValue::from_static("application/json"))
         .body(full(Bytes::new()))
         .map_err(|e| FetchError::Transport(e.to_string()))?;
+    if let Some(value) = authorization {
+        req.headers_mut().insert(AUTHORIZATION, value.clone());
+    }
     let work = async {
         let resp = client
             .request(req)

@@ -376,8 +376,8 @@ impl Requirements {
             }
         }
         for (name, want) in &self.claims {
-            if token.claim(name) != Some(want) {
-                return Err(Shortfall::Claim(name.clone()));
+            if token.claim(name.as_str()) != Some(want) {
+                return Err(Shortfall::Claim(name.to_string()));
             }
         }
         if !self.scopes.iter().all(|s| token.has_scope(s)) {

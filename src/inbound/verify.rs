@@ -6,7 +6,7 @@
 use super::claims::{header_value, parse, Claim, Claims, JsonStr};
 use super::keys::{KeySnapshot, VerifyKey};
 use super::reject::Reject;
-use crate::config::{is_hmac, IssuerConfig, IssuerId};
+use crate::config::{is_hmac, ClaimName, IssuerConfig, IssuerId};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hyper::header::{HeaderName, HeaderValue};
@@ -102,8 +102,8 @@ struct IssuerPolicy {
 pub struct Verifier {
     issuers: Vec<IssuerPolicy>,
     max_token_bytes: usize,
-    identity: Vec<(String, HeaderName)>,
-    rule_claims: Vec<String>,
+    identity: Vec<(ClaimName, HeaderName)>,
+    rule_claims: Vec<ClaimName>,
 }
 
 #[derive(Deserialize)]
@@ -122,8 +122,8 @@ impl Verifier {
     pub fn new(
         issuers: &[IssuerConfig],
         max_token_bytes: usize,
-        identity: Vec<(String, HeaderName)>,
-        rule_claims: Vec<String>,
+        identity: Vec<(ClaimName, HeaderName)>,
+        rule_claims: Vec<ClaimName>,
     ) -> Self {
         let issuers = issuers
             .iter()
@@ -256,11 +256,11 @@ impl Verifier {
     fn identity(&self, claims: &Claims<'_>) -> Result<Box<[(HeaderName, HeaderValue)]>, Reject> {
         self.identity
             .iter()
-            .filter_map(|(claim, header)| claims.raw(claim).map(|v| (claim, header, v)))
+            .filter_map(|(claim, header)| claims.resolve(claim).map(|v| (claim, header, v)))
             .map(|(claim, header, v)| {
-                header_value(v)
+                header_value(&v)
                     .map(|hv| (header.clone(), hv))
-                    .ok_or_else(|| Reject::BadClaim(claim.clone(), "header value"))
+                    .ok_or_else(|| Reject::BadClaim(claim.to_string(), "header value"))
             })
             .collect()
     }
@@ -269,7 +269,7 @@ impl Verifier {
     fn rule_claims(&self, claims: &Claims<'_>) -> Box<[(Box<str>, Value)]> {
         self.rule_claims
             .iter()
-            .filter_map(|name| Some((name.as_str().into(), parse::<Value>(claims.raw(name)?)?)))
+            .filter_map(|name| Some((name.as_str().into(), claims.resolve(name)?.parse()?)))
             .collect()
     }
 }

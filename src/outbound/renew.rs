@@ -34,7 +34,8 @@ pub const FILE_POLL: Duration = Duration::from_secs(2);
 /// Longest cooldown between early (refusal-triggered) fetches.
 const MAX_EARLY_COOLDOWN: Duration = Duration::from_secs(60);
 
-/// Starts the (supervised) renewal task of one source.
+/// Starts the (supervised) renewal task of one source; it fetches with the
+/// source's own `tls` when it has one, else with `client`.
 pub fn spawn_renewal(
     cell: Arc<TokenCell>,
     config: TokenConfig,
@@ -42,6 +43,7 @@ pub fn spawn_renewal(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let client = client.with_tls(config.tls.as_deref());
     tokio::spawn(async move {
         loop {
             let run = tokio::spawn(renew(
@@ -196,6 +198,7 @@ mod tests {
             inject: Inject::parse("Bearer {token}").unwrap(),
             retry_on: vec![401],
             fetch_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 

@@ -91,28 +91,10 @@ pub async fn fetch(
     }
 }
 
-/// Largest token file read.
-const MAX_FILE_BYTES: u64 = 64 * 1024;
-
 async fn read_token_file(path: &Path) -> Result<String, SourceError> {
-    let size = tokio::fs::metadata(path)
+    crate::client::read_token_file(path)
         .await
-        .map_err(|e| SourceError::File(format!("{}: {e}", path.display())))?
-        .len();
-    if size > MAX_FILE_BYTES {
-        return Err(SourceError::File(format!(
-            "{} is {size} bytes, more than a token",
-            path.display()
-        )));
-    }
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| SourceError::File(format!("{}: {e}", path.display())))?;
-    let token = text.trim().to_string();
-    if token.is_empty() {
-        return Err(SourceError::File(format!("{} is empty", path.display())));
-    }
-    Ok(token)
+        .map_err(SourceError::File)
 }
 
 /// The token endpoint request of an OAuth grant (reads assertion / subject token files).

@@ -369,7 +369,7 @@ fn requirements_check_scopes_issuers_claims() {
         issuers: issuers.map(|ids: Vec<usize>| ids.into_iter().map(IssuerId::new).collect()),
         claims: claims
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (crate::config::ClaimName::parse(k).unwrap(), v))
             .collect(),
     };
     let cases: Vec<(Requirements, Result<(), Shortfall>)> = vec![

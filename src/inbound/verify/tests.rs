@@ -64,12 +64,20 @@ fn verifier_with(extra: &str) -> Verifier {
         &issuers(extra),
         4096,
         vec![
-            ("sub".into(), HeaderName::from_static("x-sub")),
-            ("roles".into(), HeaderName::from_static("x-roles")),
-            ("level".into(), HeaderName::from_static("x-level")),
+            (name("sub"), HeaderName::from_static("x-sub")),
+            (name("roles"), HeaderName::from_static("x-roles")),
+            (name("level"), HeaderName::from_static("x-level")),
+            (
+                name("/kubernetes.io/namespace"),
+                HeaderName::from_static("x-namespace"),
+            ),
         ],
-        vec!["tenant".into()],
+        vec![name("tenant"), name("/kubernetes.io/serviceaccount/name")],
     )
+}
+
+fn name(text: &str) -> ClaimName {
+    ClaimName::parse(text).unwrap()
 }
 
 /// A verifier for one issuer, given as the YAML flow mapping of its fields; no
@@ -485,8 +493,37 @@ fn verified_token_carries_scopes_identity_and_rule_claims() {
     );
     assert_eq!(v.claim("tenant"), Some(&json!("acme")));
     assert_eq!(v.claim("sub"), None, "only rule claims are kept");
+    assert_eq!(v.claim("/kubernetes.io/serviceaccount/name"), None);
     assert!(v.is_current(NOW));
     assert!(!v.is_current(NOW + 331));
+}
+
+#[test]
+fn json_pointer_claims_read_nested_values() {
+    // A Kubernetes service-account token's claims.
+    let v = check(&rs(json!({
+        "kubernetes.io": {
+            "namespace": "orders",
+            "serviceaccount": { "name": "checkout", "uid": "0c6f" },
+            "pod": { "name": "checkout-7d9f", "uid": "91be" }
+        }
+    })))
+    .unwrap();
+    assert_eq!(
+        v.claim("/kubernetes.io/serviceaccount/name"),
+        Some(&json!("checkout"))
+    );
+    let namespace = v.identity.iter().find(|(n, _)| n == "x-namespace");
+    assert_eq!(
+        namespace.map(|(_, val)| val.to_str().unwrap()),
+        Some("orders")
+    );
+
+    // A pointer into a claim that is not an object finds nothing (no header,
+    // no value to compare), and the token is still valid.
+    let v = check(&rs(json!({ "kubernetes.io": "orders" }))).unwrap();
+    assert_eq!(v.claim("/kubernetes.io/serviceaccount/name"), None);
+    assert!(v.identity.iter().all(|(n, _)| n != "x-namespace"));
 }
 
 /// An RS256 token over `payload` exactly as written (duplicate names, escapes).
