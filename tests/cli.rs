@@ -880,3 +880,243 @@ outbound:
         "{stdout}"
     );
 }
+
+/// An IdP as the Kubernetes API server is one: discovery and JWKS over TLS
+/// from a private CA, answering only requests that carry the expected bearer
+/// token (401 otherwise). Records each request's `Authorization`.
+struct PrivateIssuer {
+    issuer: String,
+    expected: std::sync::Arc<std::sync::Mutex<String>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PrivateIssuer {
+    async fn start(pki: &Pki, jwks: serde_json::Value, bearer: &str) -> PrivateIssuer {
+        use std::sync::{Arc, Mutex};
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![pki.server.0.clone()], pki.server.1.clone_key())
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let discovery = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/openid/v1/jwks") });
+        let expected = Arc::new(Mutex::new(format!("Bearer {bearer}")));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (want, log) = (expected.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    continue;
+                };
+                let (want, log) = (want.clone(), log.clone());
+                let (discovery, jwks) = (discovery.clone(), jwks.clone());
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    log.lock().unwrap().push(auth.clone());
+                    let (status, body) = if auth != *want.lock().unwrap() {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            json!({ "reason": "Unauthorized" }),
+                        )
+                    } else if req.uri().path() == "/.well-known/openid-configuration" {
+                        (StatusCode::OK, discovery.clone())
+                    } else if req.uri().path() == "/openid/v1/jwks" {
+                        (StatusCode::OK, jwks.clone())
+                    } else {
+                        (StatusCode::NOT_FOUND, json!({}))
+                    };
+                    let mut resp = hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(body.to_string()),
+                    ));
+                    *resp.status_mut() = status;
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service),
+                );
+            }
+        });
+        PrivateIssuer {
+            issuer,
+            expected,
+            seen,
+        }
+    }
+
+    fn expect(&self, bearer: &str) {
+        *self.expected.lock().unwrap() = format!("Bearer {bearer}");
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Item 6 of issue 13: an issuer served over TLS by a private CA, its JWKS
+/// behind a bearer token read from a file (the Kubernetes API server's
+/// discovery, with the pod's own token), is trusted with the issuer's
+/// `tls.ca_file`; without it, `check --online` and the log name the
+/// certificate problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_issuer_with_a_bearer_protected_jwks() {
+    let pki = pki();
+    let key = SigningKey::generate(KeyKind::Rs256, "sa-1");
+    let idp = PrivateIssuer::start(&pki, json!({ "keys": [key.jwk()] }), "pod-token-1").await;
+    let token_file = temp_file("sa-token", "pod-token-1\n");
+    let echo = Echo::start().await.unwrap();
+    let config = |tls: &str| {
+        format!(
+            r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - issuer: "{issuer}"
+      discovery: true
+      audiences: [{AUD}]
+      jwks_bearer_token_file: "{file}"
+      jwks_cache: {{ fetch_timeout: 1s }}
+{tls}  rules:
+    - {{ path: /, allow: authenticated }}
+"#,
+            echo = echo.addr,
+            issuer = idp.issuer,
+            file = token_file.display(),
+        )
+    };
+    let trusted = config(&format!(
+        "      tls: {{ ca_file: \"{}\" }}\n",
+        pki.ca.display()
+    ));
+    let untrusted = config("");
+    let online = |yaml: String| async move {
+        let file = temp_file("pki.yaml", &yaml);
+        tokio::task::spawn_blocking(move || {
+            run(&["check", "--online", "--config", file.to_str().unwrap()])
+        })
+        .await
+        .unwrap()
+    };
+
+    let (code, stdout, stderr) = online(trusted.clone()).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("ok    issuer {}: 1 usable keys", idp.issuer)),
+        "{stdout}"
+    );
+
+    // The proxy verifies the issuer's tokens with keys fetched the same way.
+    let app = start_yaml(&trusted).await;
+    let base = format!("http://{}", app.inbound_addr.unwrap());
+    let readyz = format!("http://{}/readyz", app.admin_addr);
+    for _ in 0..200 {
+        if get(&readyz, None).await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let now = unix_now();
+    let claims = json!({ "iss": idp.issuer, "aud": AUD, "sub": "system:serviceaccount:orders:checkout", "iat": now, "exp": now + 600 });
+    let (status, _, body) = get(&format!("{base}/orders"), Some(&key.sign_jwt(&claims))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        idp.seen().iter().all(|a| a == "Bearer pod-token-1"),
+        "discovery and JWKS carry the file's token: {:?}",
+        idp.seen()
+    );
+
+    // The file is read at each fetch: a rotated token goes with the next one
+    // (a token naming an unknown key brings a refetch).
+    std::fs::write(&token_file, "pod-token-2\n").unwrap();
+    idp.expect("pod-token-2");
+    let other = SigningKey::generate(KeyKind::Rs256, "sa-2");
+    let (status, _, _) = get(&format!("{base}/orders"), Some(&other.sign_jwt(&claims))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        idp.seen().last().map(String::as_str),
+        Some("Bearer pod-token-2")
+    );
+    app.shutdown().await;
+
+    // Without the private CA the certificate is named: by check --online ...
+    let (code, stdout, _) = online(untrusted.clone()).await;
+    assert_eq!(code, 1, "{stdout}");
+    let fail = stdout
+        .lines()
+        .find(|l| l.contains(&format!("FAIL  issuer {}", idp.issuer)))
+        .unwrap_or_else(|| panic!("no FAIL line: {stdout}"));
+    assert!(
+        fail.contains("invalid peer certificate: UnknownIssuer"),
+        "{fail}"
+    );
+
+    // The system trust store counts too: a CA named by SSL_CERT_FILE (where a
+    // cluster CA is often mounted) is trusted without the issuer's ca_file;
+    // one that cannot be read is an error, not silently the bundled roots.
+    let with_env = |yaml: String, cert_file: String| async move {
+        let file = temp_file("pki-env.yaml", &yaml);
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["check", "--online", "--config", file.to_str().unwrap()])
+                .env("SSL_CERT_FILE", cert_file)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = with_env(untrusted.clone(), pki.ca.display().to_string()).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    let (code, stdout) = with_env(untrusted.clone(), "/nonexistent/ca.pem".into()).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  inbound client: system trust store:")
+            && stdout.contains("/nonexistent/ca.pem"),
+        "{stdout}"
+    );
+
+    // ... and by the log and /readyz of a proxy that has no keys for want of it.
+    let file = temp_file("pki-run.yaml", &untrusted);
+    let run = tokio::task::spawn_blocking(move || Running::start(&file))
+        .await
+        .unwrap();
+    let (run, logged) = tokio::task::spawn_blocking(move || {
+        let line = run.wait_for("JWKS fetch failed");
+        (run, line)
+    })
+    .await
+    .unwrap();
+    assert!(
+        logged.contains("invalid peer certificate: UnknownIssuer"),
+        "{logged}"
+    );
+    let (status, _, why) = get(&format!("{}/readyz", run.admin), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        why.contains(&format!("issuer {}: keys not loaded yet", idp.issuer))
+            && why.contains("invalid peer certificate: UnknownIssuer"),
+        "{why}"
+    );
+    let code = tokio::task::spawn_blocking(move || run.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+}

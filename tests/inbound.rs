@@ -752,5 +752,76 @@ async fn readyz_names_the_issuer_that_is_not_ready_and_why() {
         )),
         "{body}"
     );
+    // ... and what the last fetch met.
+    assert!(body.contains("cannot be fetched: HTTP status 5"), "{body}");
+    s.stop().await;
+}
+
+/// Pod-to-pod identity with no IdP: a Kubernetes service-account token (its
+/// identity nested under `kubernetes.io`) is allowed or denied by a rule on
+/// JSON-pointer claims, and the nested namespace reaches the app as a header.
+#[tokio::test]
+async fn a_service_account_token_is_judged_by_its_nested_claims() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "sa-1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - {{ issuer: "{iss}", jwks_uri: "{iss}/jwks.json", audiences: [{AUD}] }}
+  rules:
+    - path: /orders
+      claims:
+        /kubernetes.io/namespace: orders
+        /kubernetes.io/serviceaccount/name: checkout
+  forward:
+    claims_to_headers:
+      /kubernetes.io/namespace: x-caller-namespace
+      /kubernetes.io/serviceaccount/name: x-caller-service-account
+"#,
+        echo = echo.addr,
+        iss = issuer.issuer,
+    );
+    let app = start_yaml(&yaml).await;
+    let s = Stack {
+        base: format!("http://{}", app.inbound_addr.unwrap()),
+        admin: format!("http://{}", app.admin_addr),
+        app: Some(app),
+        issuer,
+        echo,
+    };
+    s.ready().await;
+    let sa = |namespace: &str, account: &str| {
+        s.issuer.mint(json!({
+            "sub": format!("system:serviceaccount:{namespace}:{account}"),
+            "kubernetes.io": {
+                "namespace": namespace,
+                "serviceaccount": { "name": account, "uid": "4a1e6c2e" },
+                "pod": { "name": format!("{account}-7d9f"), "uid": "91be0c7a" }
+            }
+        }))
+    };
+    let (status, _, body) = s.get("/orders/1", Some(&sa("orders", "checkout"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = s.echo.last_headers().expect("reached the app");
+    assert_eq!(seen["x-caller-namespace"], "orders");
+    assert_eq!(seen["x-caller-service-account"], "checkout");
+
+    // Another account, another namespace, or the claims at the top level
+    // instead of nested: 403, and the app sees nothing.
+    let flat = s
+        .issuer
+        .mint(json!({ "namespace": "orders", "serviceaccount": { "name": "checkout" } }));
+    for token in [sa("orders", "billing"), sa("payments", "checkout"), flat] {
+        let hits = s.echo.hits();
+        let (status, _, body) = s.get("/orders/1", Some(&token)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(json(&body)["error"], "access_denied");
+        assert_eq!(s.echo.hits(), hits);
+    }
     s.stop().await;
 }

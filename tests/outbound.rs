@@ -243,6 +243,16 @@ async fn readiness_waits_for_the_first_token() {
         get(&format!("{}/readyz", o.admin), None).await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // /readyz names the token and what its last fetch met.
+    let mut why = String::new();
+    for _ in 0..100 {
+        why = get(&format!("{}/readyz", o.admin), None).await.2;
+        if why.contains("token default: not fetched yet: ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(why.contains("token default: not fetched yet: "), "{why}");
     assert_eq!(
         o.metric("tokengate_token_refresh_total{result=\"rejected\",token=\"default\"}")
             .await,
@@ -712,47 +722,6 @@ async fn graphql_service_account_login() {
         "lifetime from expiresInSeconds: {left}"
     );
     o.app.shutdown().await;
-}
-
-/// A test CA, a `localhost` server certificate and a client certificate, as PEM files.
-struct Pki {
-    ca: tempfile::TempPath,
-    server: (
-        rustls::pki_types::CertificateDer<'static>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    ),
-    ca_der: rustls::pki_types::CertificateDer<'static>,
-    client_cert: tempfile::TempPath,
-    client_key: tempfile::TempPath,
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let client_cert = CertificateParams::new(vec!["orders.client".to_string()])
-        .unwrap()
-        .signed_by(&client_key, &issuer)
-        .unwrap();
-    Pki {
-        ca: temp_file("ca.pem", &ca_cert.pem()),
-        ca_der: ca_cert.der().clone(),
-        server: (
-            server_cert.der().clone(),
-            rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
-        ),
-        client_cert: temp_file("client.pem", &client_cert.pem()),
-        client_key: temp_file("client.key", &client_key.serialize_pem()),
-    }
 }
 
 /// An HTTPS upstream on 127.0.0.1:0 that requires a client certificate signed by the test CA.

@@ -330,8 +330,15 @@ async fn check(path: &Path, online: bool) -> ExitCode {
                 KeySource::None => "shared secret only".to_string(),
             };
             let algorithms: Vec<String> = iss.algorithms.iter().map(|a| format!("{a:?}")).collect();
+            let mut fetch = String::new();
+            if iss.tls.is_some() {
+                fetch.push_str("  own TLS");
+            }
+            if let Some(file) = &iss.jwks_bearer_token_file {
+                fetch.push_str(&format!("  bearer from {}", file.display()));
+            }
             println!(
-                "  issuer {}  {keys}  algorithms {}  audiences {}",
+                "  issuer {}  {keys}{fetch}  algorithms {}  audiences {}",
                 iss.issuer,
                 algorithms.join(", "),
                 iss.audiences.join(", ")
@@ -340,8 +347,19 @@ async fn check(path: &Path, online: bool) -> ExitCode {
         for (n, r) in i.rules.iter().enumerate() {
             let access = match &r.access {
                 Access::Anonymous => "anonymous".to_string(),
-                Access::Token(req) if req.scopes.is_empty() => "any valid token".to_string(),
-                Access::Token(req) => format!("scopes {}", req.scopes.join(" ")),
+                Access::Token(req) => {
+                    let mut needs = Vec::new();
+                    if !req.scopes.is_empty() {
+                        needs.push(format!("scopes {}", req.scopes.join(" ")));
+                    }
+                    for (name, value) in &req.claims {
+                        needs.push(format!("claim {name} = {value}"));
+                    }
+                    match needs.is_empty() {
+                        true => "any valid token".to_string(),
+                        false => needs.join(", "),
+                    }
+                }
             };
             println!("  rules[{n}] {}  {access}", r.name);
         }

@@ -132,12 +132,19 @@ impl Outbound {
         self.sources
             .iter()
             .filter(|s| !s.cell.is_ready())
-            .map(|s| match s.cell.seconds_left() {
-                None => format!("token {}: not fetched yet", s.cell.name),
-                Some(_) => format!(
-                    "token {}: expired, and no new one could be fetched",
-                    s.cell.name
-                ),
+            .map(|s| {
+                let why = s
+                    .cell
+                    .last_error()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                match s.cell.seconds_left() {
+                    None => format!("token {}: not fetched yet{why}", s.cell.name),
+                    Some(_) => format!(
+                        "token {}: expired, and no new one could be fetched{why}",
+                        s.cell.name
+                    ),
+                }
             })
             .collect()
     }

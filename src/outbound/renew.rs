@@ -175,7 +175,7 @@ fn failed(
     error: &str,
 ) -> Duration {
     *failures += 1;
-    cell.attempt_failed();
+    cell.fetch_failed(error);
     metrics
         .token_refresh
         .with_label_values(&[&config.name, label])

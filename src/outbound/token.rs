@@ -23,6 +23,8 @@ struct State {
     token: Option<Arc<Token>>,
     /// Fetch attempts finished so far, successful or not.
     attempts: u64,
+    /// Why the last fetch failed; cleared when a token is published.
+    last_error: Option<Arc<str>>,
 }
 
 /// The current token of one source.
@@ -119,11 +121,25 @@ impl TokenCell {
                 generation,
             }));
             s.attempts += 1;
+            s.last_error = None;
         });
     }
 
+    /// An attempt that published nothing new (an unchanged token file).
     pub(super) fn attempt_failed(&self) {
         self.state.send_modify(|s| s.attempts += 1);
+    }
+
+    /// An attempt that failed, and why (`/readyz` says it).
+    pub(super) fn fetch_failed(&self, error: &str) {
+        self.state.send_modify(|s| {
+            s.attempts += 1;
+            s.last_error = Some(error.into());
+        });
+    }
+
+    pub fn last_error(&self) -> Option<Arc<str>> {
+        self.state.borrow().last_error.clone()
     }
 }
 

@@ -218,3 +218,44 @@ pub async fn send_body(
 pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
+
+/// A test CA, a `localhost` server certificate and a client certificate, as PEM files.
+pub struct Pki {
+    pub ca: tempfile::TempPath,
+    pub server: (
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+    pub client_cert: tempfile::TempPath,
+    pub client_key: tempfile::TempPath,
+}
+
+pub fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["orders.client".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    Pki {
+        ca: temp_file("ca.pem", &ca_cert.pem()),
+        ca_der: ca_cert.der().clone(),
+        server: (
+            server_cert.der().clone(),
+            rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
+        ),
+        client_cert: temp_file("client.pem", &client_cert.pem()),
+        client_key: temp_file("client.key", &client_key.serialize_pem()),
+    }
+}
