@@ -204,7 +204,10 @@ impl Verifier {
         let alg = policy.algorithm(&header.alg)?;
         trace.pass(
             "alg",
-            format_args!("{alg:?} is in the allow-list {:?}", policy.algorithms),
+            format_args!(
+                "{alg:?} is in the allow-list {}",
+                Listed(&policy.algorithms, |a, f| write!(f, "{a:?}"))
+            ),
         );
         let key = policy.signature(&parts, &header, alg, keys, idx, now)?;
         trace.pass(
@@ -223,7 +226,13 @@ impl Verifier {
         }
         let (exp, valid_until) = policy.times(&claims, now, trace)?;
         policy.audience(&claims)?;
-        trace.pass("aud", format_args!("intersects {:?}", policy.audiences));
+        trace.pass(
+            "aud",
+            format_args!(
+                "intersects {}",
+                Listed(&policy.audiences, |a, f| f.write_str(a))
+            ),
+        );
         let scopes = claims.scopes(&policy.scope_claim)?;
         trace.pass("scopes", format_args!("{} granted", scopes.len()));
         Ok(VerifiedToken {
@@ -271,6 +280,22 @@ impl Verifier {
             .iter()
             .filter_map(|name| Some((name.as_str().into(), claims.resolve(name)?.parse()?)))
             .collect()
+    }
+}
+
+/// A list shown as `a, b` for the trace, `show` writing each item; formatted
+/// only when a trace prints it.
+struct Listed<'a, T>(&'a [T], fn(&T, &mut fmt::Formatter<'_>) -> fmt::Result);
+
+impl<T> fmt::Display for Listed<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            (self.1)(item, f)?;
+        }
+        Ok(())
     }
 }
 

@@ -127,7 +127,7 @@ async fn renew(
                     );
                     ok.inc();
                     failures = 0;
-                    tracing::info!(token = %config.name, lifetime = ?lifetime, fingerprint = %crate::fingerprint(fetched.token.as_bytes()), "token obtained");
+                    tracing::info!(token = %config.name, lifetime_s = lifetime.as_secs(), fingerprint = %crate::fingerprint(fetched.token.as_bytes()), "token obtained");
                     last_token = Some(fetched.token);
                     if is_file {
                         FILE_POLL
@@ -181,7 +181,7 @@ fn failed(
         .with_label_values(&[&config.name, label])
         .inc();
     let delay = backoff(*failures, jitter());
-    tracing::warn!(token = %config.name, error, attempt = *failures, retry_in = ?delay, "token fetch failed; the current token is used while it is valid");
+    tracing::warn!(token = %config.name, error, attempt = *failures, retry_in_ms = delay.as_millis() as u64, "token fetch failed; the current token is used while it is valid");
     delay
 }
 
