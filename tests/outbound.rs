@@ -726,6 +726,12 @@ async fn graphql_service_account_login() {
 
 /// An HTTPS upstream on 127.0.0.1:0 that requires a client certificate signed by the test CA.
 async fn mtls_upstream(pki: &Pki) -> std::net::SocketAddr {
+    mtls_server(pki, "mtls ok").await
+}
+
+/// An HTTPS server on 127.0.0.1:0 answering every request with `body`, to
+/// clients presenting a certificate signed by the test CA.
+async fn mtls_server(pki: &Pki, body: &'static str) -> std::net::SocketAddr {
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();
@@ -750,9 +756,9 @@ async fn mtls_upstream(pki: &Pki) -> std::net::SocketAddr {
                     return;
                 };
                 let service = hyper::service::service_fn(
-                    |_req: hyper::Request<hyper::body::Incoming>| async {
+                    move |_req: hyper::Request<hyper::body::Incoming>| async move {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from("mtls ok")),
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
                         ))
                     },
                 );
@@ -802,6 +808,52 @@ async fn upstream_tls_with_an_extra_ca_and_a_client_certificate() {
         }
         o.app.shutdown().await;
     }
+}
+
+/// A token source's own `tls` block: its token server (private CA, client
+/// certificate required) is reached with it; without it the source is not
+/// ready and /readyz names the certificate problem.
+#[tokio::test]
+async fn a_token_source_has_its_own_tls() {
+    let pki = pki();
+    let token_server = mtls_server(
+        &pki,
+        r#"{"access_token":"from-the-private-idp","token_type":"Bearer","expires_in":3600}"#,
+    )
+    .await;
+    let token_url = format!("https://localhost:{}/token", token_server.port());
+    let own_tls = format!(
+        "tls: {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let (issuer, echo) = parts().await;
+    let upstream = format!("http://{}", echo.addr);
+    let app = start_yaml(&outbound_yaml(&token_url, &upstream, &own_tls, "")).await;
+    let o = Out::from_app(issuer, echo, app);
+    o.ready().await;
+    assert_eq!(o.call("api.test", "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(o.seen_authorization(), "Bearer from-the-private-idp");
+    o.app.shutdown().await;
+
+    let (issuer, echo) = parts().await;
+    let app = start_yaml(&outbound_yaml(&token_url, &upstream, "", "")).await;
+    let o = Out::from_app(issuer, echo, app);
+    let mut why = String::new();
+    for _ in 0..100 {
+        why = get(&format!("{}/readyz", o.admin), None).await.2;
+        if why.contains("UnknownIssuer") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        why.contains("token default: not fetched yet: token endpoint unreachable")
+            && why.contains("invalid peer certificate: UnknownIssuer"),
+        "{why}"
+    );
+    o.app.shutdown().await;
 }
 
 #[tokio::test]
