@@ -136,12 +136,20 @@ impl Validator<'_> {
             .as_ref()
             .map(|v| self.duration(&format!("{path}.max_token_age"), Some(v), Duration::ZERO));
         let jwks_cache = self.jwks_cache(&format!("{path}.jwks_cache"), &raw.jwks_cache);
-        let fetches = keys != KeySource::None;
-        if !fetches && (raw.tls.is_some() || raw.jwks_bearer_token_file.is_some()) {
-            self.error(
-                format!("{path}.tls"),
-                "tls and jwks_bearer_token_file apply to JWKS fetches, and this issuer has no JWKS",
-            );
+        if keys == KeySource::None {
+            let set = [
+                ("tls", raw.tls.is_some()),
+                (
+                    "jwks_bearer_token_file",
+                    raw.jwks_bearer_token_file.is_some(),
+                ),
+            ];
+            for (field, _) in set.iter().filter(|(_, set)| *set) {
+                self.error(
+                    format!("{path}.{field}"),
+                    "applies to JWKS fetches, and this issuer has no JWKS",
+                );
+            }
         }
         let tls = raw
             .tls

@@ -161,7 +161,7 @@ fn field_errors_name_their_path() {
         ),
         (
             MINIMAL.replace("jwks_uri: https://idp/jwks", "discovery: false\n      algorithms: [HS256]\n      shared_secret: ${SECRET}\n      jwks_bearer_token_file: /t"),
-            "inbound.issuers[0].tls",
+            "inbound.issuers[0].jwks_bearer_token_file",
             "this issuer has no JWKS",
         ),
     ];
