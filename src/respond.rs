@@ -4,7 +4,9 @@
 use crate::body::{full, Body};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::inbound::reject::Reject;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use std::time::Instant;
 
@@ -18,6 +20,8 @@ pub struct Exchange {
     /// The method and the target as received; only its path is logged (a
     /// query may hold secrets).
     pub asked: Option<(Method, Uri)>,
+    /// How a failure is answered: plain HTTP, or gRPC's own way.
+    pub protocol: Protocol,
 }
 
 impl Exchange {
@@ -26,6 +30,55 @@ impl Exchange {
         Exchange {
             started: Instant::now(),
             asked: logged.then(|| (req.method().clone(), req.uri().clone())),
+            protocol: Protocol::of(req.headers()),
+        }
+    }
+}
+
+/// What the caller speaks, as far as tokengate's own answers go: a gRPC
+/// client cannot read an HTTP 401, only a `grpc-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    /// `application/grpc`, `application/grpc+proto`, …
+    Grpc,
+    /// `application/grpc-web`, `application/grpc-web+proto`, …
+    GrpcWeb,
+    /// `application/grpc-web-text`, base64-framed.
+    GrpcWebText,
+}
+
+impl Protocol {
+    /// PURE: the protocol a request's `Content-Type` names (case-insensitive,
+    /// with a `+codec` suffix or parameters allowed).
+    pub fn of(headers: &HeaderMap) -> Protocol {
+        let Some(value) = headers.get(CONTENT_TYPE) else {
+            return Protocol::Http;
+        };
+        let value = value.as_bytes();
+        let media = value
+            .iter()
+            .position(|b| matches!(b, b'+' | b';' | b' ' | b'\t'))
+            .map_or(value, |end| &value[..end]);
+        let is = |name: &str| media.eq_ignore_ascii_case(name.as_bytes());
+        if is("application/grpc") {
+            Protocol::Grpc
+        } else if is("application/grpc-web") {
+            Protocol::GrpcWeb
+        } else if is("application/grpc-web-text") {
+            Protocol::GrpcWebText
+        } else {
+            Protocol::Http
+        }
+    }
+
+    /// The `Content-Type` of a gRPC answer; `None` for plain HTTP.
+    fn grpc_content_type(self) -> Option<&'static str> {
+        match self {
+            Protocol::Http => None,
+            Protocol::Grpc => Some("application/grpc"),
+            Protocol::GrpcWeb => Some("application/grpc-web"),
+            Protocol::GrpcWebText => Some("application/grpc-web-text"),
         }
     }
 }
@@ -55,7 +108,7 @@ pub fn complete(
                 Failure::Denied(denial) => denial.reason(),
                 Failure::Proxy(_) => classify(&failure).1,
             };
-            (error_response(&failure), why, false)
+            (error_response(&failure, exchange.protocol), why, false)
         }
     };
     let elapsed = exchange.started.elapsed();
@@ -85,8 +138,11 @@ pub fn status_and_label(failure: &Failure) -> (StatusCode, &'static str) {
     (status, error)
 }
 
-/// The one mapping from failure to response.
-pub fn error_response(failure: &Failure) -> Response<Body> {
+/// The one mapping from failure to response. A gRPC caller (`protocol`) gets
+/// a trailers-only gRPC answer instead: HTTP 200 and no body, the status as
+/// `grpc-status` and `grpc-message` (what Envoy's jwt_authn sends), and the
+/// same `WWW-Authenticate`.
+pub fn error_response(failure: &Failure, protocol: Protocol) -> Response<Body> {
     let (status, error, challenge) = classify(failure);
     // Upstream error details stay in the logs; callers get the category.
     let description = match failure {
@@ -94,16 +150,67 @@ pub fn error_response(failure: &Failure) -> Response<Body> {
         Failure::Proxy(ProxyError::UpstreamFailed(_)) => "upstream failed".to_string(),
         other => other.to_string(),
     };
-    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
+    let mut resp = match protocol.grpc_content_type() {
+        None => {
+            let body = serde_json::json!({ "error": error, "error_description": description });
+            let mut resp = Response::new(full(body.to_string()));
+            *resp.status_mut() = status;
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Some(content_type) => {
+            // An empty body ends the stream with the headers: trailers-only.
+            let mut resp = Response::new(full(bytes::Bytes::new()));
+            let headers = resp.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(&GRPC_STATUS, HeaderValue::from(grpc_status(status)));
+            if let Ok(message) =
+                HeaderValue::try_from(grpc_message(&format!("{error}: {description}")))
+            {
+                headers.insert(&GRPC_MESSAGE, message);
+            }
+            resp
+        }
+    };
     let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(WWW_AUTHENTICATE, value);
     }
     resp
+}
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// PURE: the gRPC status code for an HTTP status tokengate answers with, as
+/// gRPC's HTTP mapping and Envoy have it.
+pub fn grpc_status(status: StatusCode) -> u16 {
+    match status.as_u16() {
+        400 => 13,       // INTERNAL
+        401 => 16,       // UNAUTHENTICATED
+        403 => 7,        // PERMISSION_DENIED
+        404 => 12,       // UNIMPLEMENTED
+        429 | 431 => 8,  // RESOURCE_EXHAUSTED
+        502 | 503 => 14, // UNAVAILABLE
+        504 => 4,        // DEADLINE_EXCEEDED
+        _ => 2,          // UNKNOWN
+    }
+}
+
+/// PURE: `text` as a `grpc-message` value: percent-encoded UTF-8, every byte
+/// outside printable ASCII and `%` itself written `%XX` (gRPC over HTTP/2).
+pub fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes().iter().take(512) {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// PURE: a failure's status, `error` label and `WWW-Authenticate` challenge.
@@ -178,7 +285,7 @@ mod tests {
     use crate::config::IssuerId;
 
     fn render(f: Failure) -> (u16, Option<String>, serde_json::Value) {
-        let resp = error_response(&f);
+        let resp = error_response(&f, Protocol::Http);
         let challenge = resp
             .headers()
             .get(WWW_AUTHENTICATE)
@@ -195,7 +302,17 @@ mod tests {
     }
 
     fn resp_status(f: &Failure) -> u16 {
-        error_response(f).status().as_u16()
+        error_response(f, Protocol::Http).status().as_u16()
+    }
+
+    /// A gRPC caller's answer: its HTTP status, headers and body.
+    fn render_grpc(f: &Failure, protocol: Protocol) -> (u16, HeaderMap, bytes::Bytes) {
+        let (parts, body) = error_response(f, protocol).into_parts();
+        let body = match body {
+            http_body_util::Either::Right(full) => futures_body(full),
+            http_body_util::Either::Left(_) => panic!("local answers have a full body"),
+        };
+        (parts.status.as_u16(), parts.headers, body)
     }
 
     fn futures_body(full: http_body_util::Full<bytes::Bytes>) -> bytes::Bytes {
@@ -209,51 +326,119 @@ mod tests {
     #[test]
     fn every_failure_maps_to_its_pinned_response() {
         let realm = "Bearer realm=\"tokengate\"";
-        let cases: Vec<(Failure, u16, Option<String>, &str)> = vec![
-            (Denial::MissingToken.into(), 401, Some(realm.into()), "invalid_request"),
+        // (failure, HTTP status, challenge, error label, grpc-status)
+        let cases: Vec<(Failure, u16, Option<String>, &str, u16)> = vec![
+            (Denial::MissingToken.into(), 401, Some(realm.into()), "invalid_request", 16),
             (
                 Denial::InvalidToken(Reject::BadSignature).into(),
                 401,
                 Some(format!("{realm}, error=\"invalid_token\", error_description=\"signature does not verify\"")),
                 "invalid_token",
+                16,
             ),
             (
                 Denial::InvalidToken(Reject::Expired { exp: 10, now: 20 }).into(),
                 401,
                 Some(format!("{realm}, error=\"invalid_token\", error_description=\"token expired at 10 (now 20)\"")),
                 "invalid_token",
+                16,
             ),
             (
                 Denial::InvalidToken(Reject::UnknownIssuer("evil\"\n".into())).into(),
                 401,
                 Some(format!("{realm}, error=\"invalid_token\", error_description=\"issuer ?evil??? is not trusted\"")),
                 "invalid_token",
+                16,
             ),
-            (Denial::InvalidToken(Reject::KeysUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "keys_unavailable"),
+            (Denial::InvalidToken(Reject::KeysUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "keys_unavailable", 14),
             (
                 Denial::InsufficientScope("orders:write".into()).into(),
                 403,
                 Some(format!("{realm}, error=\"insufficient_scope\", scope=\"orders:write\"")),
                 "insufficient_scope",
+                7,
             ),
-            (Denial::Forbidden.into(), 403, None, "access_denied"),
-            (Denial::NoRule.into(), 403, None, "access_denied"),
-            (ProxyError::NotReady.into(), 503, None, "not_ready"),
-            (ProxyError::HeadersTooLarge.into(), 431, None, "headers_too_large"),
-            (ProxyError::BadRequest("x").into(), 400, None, "bad_request"),
-            (ProxyError::UpstreamUnreachable("refused".into()).into(), 502, None, "upstream_unavailable"),
-            (ProxyError::UpstreamFailed("reset".into()).into(), 502, None, "upstream_unavailable"),
-            (ProxyError::UpstreamTimeout.into(), 504, None, "upstream_timeout"),
-            (ProxyError::NoRoute("x.example".into()).into(), 404, None, "no_route"),
-            (ProxyError::TokenUnavailable("default".into()).into(), 503, None, "token_unavailable"),
+            (Denial::Forbidden.into(), 403, None, "access_denied", 7),
+            (Denial::NoRule.into(), 403, None, "access_denied", 7),
+            (ProxyError::NotReady.into(), 503, None, "not_ready", 14),
+            (ProxyError::HeadersTooLarge.into(), 431, None, "headers_too_large", 8),
+            (ProxyError::BadRequest("x").into(), 400, None, "bad_request", 13),
+            (ProxyError::UpstreamUnreachable("refused".into()).into(), 502, None, "upstream_unavailable", 14),
+            (ProxyError::UpstreamFailed("reset".into()).into(), 502, None, "upstream_unavailable", 14),
+            (ProxyError::UpstreamTimeout.into(), 504, None, "upstream_timeout", 4),
+            (ProxyError::NoRoute("x.example".into()).into(), 404, None, "no_route", 12),
+            (ProxyError::TokenUnavailable("default".into()).into(), 503, None, "token_unavailable", 14),
         ];
-        for (failure, status, challenge, error) in cases {
+        for (failure, status, challenge, error, grpc) in cases {
             let label = format!("{failure:?}");
+            for (protocol, content_type) in [
+                (Protocol::Grpc, "application/grpc"),
+                (Protocol::GrpcWeb, "application/grpc-web"),
+                (Protocol::GrpcWebText, "application/grpc-web-text"),
+            ] {
+                // Trailers-only: 200, no body, the status in the headers.
+                let (got_status, headers, body) = render_grpc(&failure, protocol);
+                assert_eq!(got_status, 200, "{label}");
+                assert!(body.is_empty(), "{label}");
+                assert_eq!(headers[CONTENT_TYPE], content_type, "{label}");
+                assert_eq!(headers["grpc-status"], grpc.to_string().as_str(), "{label}");
+                let message = headers["grpc-message"].to_str().unwrap();
+                assert!(
+                    message.starts_with(&format!("{error}: ")),
+                    "{label}: {message}"
+                );
+                let got_challenge = headers
+                    .get(WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().unwrap().to_string());
+                assert_eq!(got_challenge, challenge, "{label}");
+            }
             let (got_status, got_challenge, body) = render(failure);
             assert_eq!(got_status, status, "{label}");
             assert_eq!(got_challenge, challenge, "{label}");
             assert_eq!(body["error"], error, "{label}");
             assert!(body["error_description"].is_string(), "{label}");
+        }
+    }
+
+    #[test]
+    fn grpc_callers_are_told_apart_by_content_type() {
+        let cases = [
+            (None, Protocol::Http),
+            (Some("application/json"), Protocol::Http),
+            (Some("application/grpc"), Protocol::Grpc),
+            (Some("application/grpc+proto"), Protocol::Grpc),
+            (Some("Application/GRPC+json"), Protocol::Grpc),
+            (Some("application/grpc; charset=utf-8"), Protocol::Grpc),
+            (Some("application/grpc-web"), Protocol::GrpcWeb),
+            (Some("application/grpc-web+proto"), Protocol::GrpcWeb),
+            (Some("application/grpc-web-text"), Protocol::GrpcWebText),
+            (
+                Some("application/grpc-web-text+proto"),
+                Protocol::GrpcWebText,
+            ),
+            (Some("application/grpcx"), Protocol::Http),
+            (Some("application/grpc-webby"), Protocol::Http),
+            (Some("text/application/grpc"), Protocol::Http),
+        ];
+        for (content_type, want) in cases {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = content_type {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(v));
+            }
+            assert_eq!(Protocol::of(&headers), want, "{content_type:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        let cases = [
+            ("plain text", "plain text"),
+            ("100% sure", "100%25 sure"),
+            ("line\nbreak", "line%0Abreak"),
+            ("caf\u{e9}", "caf%C3%A9"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(grpc_message(text), want);
         }
     }
 
