@@ -8,6 +8,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a TLS client configuration cannot be built.
@@ -33,13 +34,29 @@ pub type Connector = HttpsConnector<HttpConnector>;
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<Connector, Body>,
-    pub(crate) connector: Connector,
+    /// What connectors for upstreams are built from.
+    tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
+}
+
+/// The protocols a TLS connection offers by ALPN (plain TCP ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    Http1,
+    H2,
+    /// h2 and http/1.1: the server picks.
+    Both,
 }
 
 impl HttpClient {
     pub fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
         self.client.request(req)
+    }
+
+    /// A connector with this client's TLS and connect timeout, offering
+    /// `alpn` on TLS connections (an upstream's own pool dials with it).
+    pub fn connector(&self, alpn: Alpn) -> Connector {
+        connector(self.connect_timeout, (*self.tls).clone(), alpn)
     }
 
     /// This client, or one like it that dials TLS with `tls` when given (an
@@ -66,21 +83,27 @@ pub fn http_client(
 }
 
 fn build(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
+    HttpClient {
+        client: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .build(connector(connect_timeout, tls.clone(), Alpn::Http1)),
+        tls: Arc::new(tls),
+        connect_timeout,
+    }
+}
+
+fn connector(connect_timeout: Duration, tls: rustls::ClientConfig, alpn: Alpn) -> Connector {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    HttpClient {
-        client: Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .build(https.clone()),
-        connector: https,
-        connect_timeout,
+        .https_or_http();
+    match alpn {
+        Alpn::Http1 => builder.enable_http1().wrap_connector(http),
+        Alpn::H2 => builder.enable_http2().wrap_connector(http),
+        Alpn::Both => builder.enable_all_versions().wrap_connector(http),
     }
 }
 

@@ -18,6 +18,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 const CONNECTION_AT: usize = 0;
+const TE_AT: usize = 5;
 const UPGRADE_AT: usize = 8;
 
 /// `name`'s place in [`HOP_BY_HOP`]. A match on the text: this runs for every
@@ -30,7 +31,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
         "proxy-connection" => 2,
         "proxy-authenticate" => 3,
         "proxy-authorization" => 4,
-        "te" => 5,
+        "te" => TE_AT,
         "trailer" => 6,
         "transfer-encoding" => 7,
         "upgrade" => UPGRADE_AT,
@@ -43,12 +44,22 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop_index(name).is_some()
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-/// Returns the `Upgrade` value when the message asks for a protocol upgrade.
+/// What a message's hop-by-hop headers asked of this hop, once removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hop {
+    /// The `Upgrade` value when the message asks for a protocol upgrade.
+    pub upgrade: Option<HeaderValue>,
+    /// `TE` lists `trailers`: the sender takes trailers (gRPC always says so).
+    /// HTTP/2 allows this one `te` value, so an h2 upstream is told it again.
+    pub te_trailers: bool,
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names,
+/// and says what they asked ([`Hop`]).
 /// Runs twice per proxied request (request and response), so it first looks for
 /// hop-by-hop names in one pass over the (few) header names, and only removes, by
 /// hashed lookup, what is there.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Hop {
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
     for name in headers.keys() {
@@ -58,7 +69,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         }
     }
     if !any {
-        return None;
+        return Hop::default();
     }
     let mut upgrade_requested = false;
     // Headers the client named beyond the standard set: almost always none, so
@@ -90,11 +101,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     } else {
         None
     };
+    let te_trailers = present[TE_AT]
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                let coding = t.split(';').next().unwrap_or_default();
+                coding.trim().eq_ignore_ascii_case("trailers")
+            });
     let standard = HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p);
     for name in named.iter().chain(standard.map(|(h, _)| h)) {
         headers.remove(name);
     }
-    upgrade.filter(|_| upgrade_requested)
+    Hop {
+        upgrade: upgrade.filter(|_| upgrade_requested),
+        te_trailers,
+    }
 }
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -301,7 +325,10 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         assert_eq!(
             strip_hop_by_hop(&mut h),
-            None,
+            Hop {
+                upgrade: None,
+                te_trailers: true
+            },
             "upgrade without Connection: upgrade is not an upgrade"
         );
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
@@ -314,11 +341,11 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("app"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         let before = h.clone();
-        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(strip_hop_by_hop(&mut h), Hop::default());
         assert_eq!(h, before);
         // Only the Connection header itself: removed, nothing else touched.
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(strip_hop_by_hop(&mut h), Hop::default());
         assert_eq!(h, before);
     }
 
@@ -328,10 +355,29 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert_eq!(
-            strip_hop_by_hop(&mut h),
+            strip_hop_by_hop(&mut h).upgrade,
             Some(HeaderValue::from_static("websocket"))
         );
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn te_trailers_is_noted_in_any_spelling() {
+        let cases = [
+            ("trailers", true),
+            ("Trailers", true),
+            ("gzip, trailers", true),
+            ("trailers;q=1", true),
+            ("deflate", false),
+            ("trailersx", false),
+            ("", false),
+        ];
+        for (te, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, HeaderValue::from_static(te));
+            assert_eq!(strip_hop_by_hop(&mut h).te_trailers, want, "{te:?}");
+            assert!(h.is_empty());
+        }
     }
 
     #[test]

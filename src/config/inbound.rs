@@ -7,6 +7,8 @@ impl Validator<'_> {
     pub(super) fn inbound(&mut self, raw: RawInbound) -> Option<InboundConfig> {
         let listen = self.socket_addr("inbound.listen", &raw.listen);
         let upstream = self.http_uri("inbound.upstream", &raw.upstream);
+        let upstream_protocol =
+            self.upstream_protocol("inbound.protocol", raw.protocol.as_ref(), upstream.as_ref());
         let mode = match raw.mode.as_deref() {
             None | Some("strict") => Mode::Strict,
             Some("permissive") => Mode::Permissive,
@@ -83,6 +85,7 @@ impl Validator<'_> {
             listen: listen?,
             tls,
             upstream: upstream?,
+            upstream_protocol,
             mode,
             issuers,
             rules,

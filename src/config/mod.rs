@@ -48,6 +48,8 @@ pub struct InboundConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub upstream: Uri,
+    /// How tokengate speaks to `upstream` (`protocol:` in the file).
+    pub upstream_protocol: UpstreamProtocol,
     pub mode: Mode,
     pub issuers: Vec<IssuerConfig>,
     pub rules: Vec<RouteRule>,
@@ -62,6 +64,20 @@ pub struct InboundConfig {
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// How tokengate speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, a pool of connections with one request each at a time; the
+    /// default for `http://`.
+    Http1,
+    /// HTTP/2, requests multiplexed on one connection: h2c with prior
+    /// knowledge on `http://`, h2 by ALPN on `https://`.
+    H2,
+    /// ALPN offers h2 and http/1.1 and the upstream picks; `https://` only,
+    /// and its default.
+    Auto,
 }
 
 /// What happens to a request whose token is missing or fails a check.
@@ -430,6 +446,35 @@ impl Validator<'_> {
                     format!("expected an http:// or https:// URL, got {value:?}"),
                 );
                 None
+            }
+        }
+    }
+
+    /// `protocol` beside an upstream URL: `http1` by default for `http://`,
+    /// `auto` for `https://`; `auto` needs TLS to negotiate.
+    fn upstream_protocol(
+        &mut self,
+        path: &str,
+        raw: Option<&String>,
+        url: Option<&Uri>,
+    ) -> UpstreamProtocol {
+        let tls = url.is_some_and(|u| u.scheme_str() == Some("https"));
+        match raw.map(String::as_str) {
+            None if tls => UpstreamProtocol::Auto,
+            None => UpstreamProtocol::Http1,
+            Some("http1") => UpstreamProtocol::Http1,
+            Some("h2") => UpstreamProtocol::H2,
+            Some("auto") if tls || url.is_none() => UpstreamProtocol::Auto,
+            Some("auto") => {
+                self.error(
+                    path,
+                    "auto negotiates by ALPN, which needs an https:// upstream; for h2c write h2",
+                );
+                UpstreamProtocol::Http1
+            }
+            Some(other) => {
+                self.error(path, format!("expected http1, h2 or auto, got {other:?}"));
+                UpstreamProtocol::Http1
             }
         }
     }

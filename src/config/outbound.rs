@@ -3,7 +3,7 @@
 //! fields its kind uses.
 
 use super::raw::{RawOutbound, RawTokenSource};
-use super::{Secret, Timeouts, Validator};
+use super::{Secret, Timeouts, UpstreamProtocol, Validator};
 use hyper::header::HeaderValue;
 use hyper::Uri;
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -36,6 +36,8 @@ pub struct OutboundRoute {
     /// Lower-case host without port; `None` is the `*` fallback.
     pub host: Option<String>,
     pub upstream: Uri,
+    /// How tokengate speaks to `upstream`.
+    pub protocol: UpstreamProtocol,
     /// Index into `OutboundConfig::tokens`; `None`: pass-through, nothing injected
     /// and the app's own `Authorization` kept.
     pub token: Option<usize>,
@@ -271,6 +273,11 @@ impl Validator<'_> {
                 self.error(format!("{path}.host"), "duplicate host");
             }
             let upstream = self.http_uri(&format!("{path}.upstream"), &r.upstream);
+            let protocol = self.upstream_protocol(
+                &format!("{path}.protocol"),
+                r.protocol.as_ref(),
+                upstream.as_ref(),
+            );
             let token = match &r.token {
                 None => Some(None),
                 Some(name) => {
@@ -293,6 +300,7 @@ impl Validator<'_> {
                 routes.push(OutboundRoute {
                     host,
                     upstream,
+                    protocol,
                     token,
                 });
             }

@@ -26,6 +26,8 @@ pub struct RawInbound {
     pub listen: String,
     pub tls: Option<RawTls>,
     pub upstream: String,
+    /// How to speak to `upstream`: http1, h2 or auto.
+    pub protocol: Option<String>,
     pub mode: Option<String>,
     #[serde(default)]
     pub issuers: Vec<RawIssuer>,
@@ -157,6 +159,8 @@ pub struct RawClientTls {
 pub struct RawRoute {
     pub host: String,
     pub upstream: String,
+    /// How to speak to `upstream`: http1, h2 or auto.
+    pub protocol: Option<String>,
     /// Absent: a pass-through route (the request is forwarded as the app sent it).
     pub token: Option<String>,
 }

@@ -17,7 +17,7 @@ use super::shape::{method_spelling, request_host, strip_caller_headers, Host};
 use super::verify::VerifiedToken;
 use crate::config::{Access, InboundConfig, Mode, Requirements, RouteRule};
 use crate::error::{Denial, Failure, ProxyError};
-use crate::headers::{header_bytes, strip_hop_by_hop};
+use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::Request;
 use std::sync::Arc;
@@ -112,8 +112,9 @@ pub struct Decision {
     /// What the app will read as Host: the host the rules matched, in its one
     /// spelling (`None`: the caller named none, so the upstream's own).
     pub host: Option<HeaderValue>,
-    /// The `Upgrade` the caller asked for (hop-by-hop, so removed from the request).
-    pub upgrade: Option<HeaderValue>,
+    /// What the caller's hop-by-hop headers asked for (an `Upgrade`, trailers);
+    /// they are removed from the request.
+    pub hop: Hop,
 }
 
 /// The decision so far: final, or waiting on a token's verification.
@@ -180,7 +181,7 @@ impl Policy {
                 verdict: Verdict::Refuse(e),
                 rule: None,
                 host: None,
-                upgrade: None,
+                hop: Hop::default(),
             })
         };
         if !ready {
@@ -194,7 +195,7 @@ impl Policy {
             Err(why) => return refuse(ProxyError::BadRequest(why)),
         };
         // Hop-by-hop first: nothing added later can then be named away by `Connection`.
-        let upgrade = strip_hop_by_hop(req.headers_mut());
+        let hop = strip_hop_by_hop(req.headers_mut());
         strip_caller_headers(
             req.headers_mut(),
             &self.identity_headers,
@@ -210,7 +211,7 @@ impl Policy {
             verdict: Verdict::Deny(Denial::NoRule),
             rule: found.map(|(i, _)| i),
             host: host.map(Host::into_value),
-            upgrade,
+            hop,
         };
         let access = match found {
             Some((_, rule)) => &rule.access,

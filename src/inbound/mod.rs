@@ -64,6 +64,7 @@ impl Inbound {
         let upstream = Upstream::new(
             client.clone(),
             &config.upstream,
+            config.upstream_protocol,
             config.timeouts.upstream_response,
             config.timeouts.tunnel_idle,
             Direction::Inbound,
@@ -194,7 +195,7 @@ impl Inbound {
             req.headers_mut().remove(AUTHORIZATION);
         }
         self.upstream
-            .forward(req.map(streamed), from, decision.upgrade, decision.host)
+            .forward(req.map(streamed), from, decision.hop, decision.host)
             .await
             .map_err(Failure::from)
     }

@@ -14,7 +14,7 @@ use crate::body::{full, streamed, Body};
 use crate::client::HttpClient;
 use crate::config::OutboundConfig;
 use crate::error::{Failure, ProxyError};
-use crate::headers::{header_bytes, strip_hop_by_hop};
+use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::respond::{complete, Exchange};
 use crate::server::Downstream;
@@ -82,6 +82,7 @@ impl Outbound {
                     upstream: Upstream::new(
                         client.clone(),
                         &r.upstream,
+                        r.protocol,
                         config.timeouts.upstream_response,
                         config.timeouts.tunnel_idle,
                         Direction::Outbound,
@@ -179,12 +180,12 @@ impl Outbound {
         mut req: Request<Incoming>,
         from: &Downstream,
     ) -> Result<Response<Body>, Failure> {
-        let upgrade = strip_hop_by_hop(req.headers_mut());
+        let hop = strip_hop_by_hop(req.headers_mut());
         let Some(source) = route.token.map(|i| &self.sources[i]) else {
             // A pass-through route: forwarded as the app sent it.
             return route
                 .upstream
-                .forward(req.map(streamed), from, upgrade, None)
+                .forward(req.map(streamed), from, hop, None)
                 .await
                 .map_err(Failure::from);
         };
@@ -194,7 +195,7 @@ impl Outbound {
         req.headers_mut()
             .insert(AUTHORIZATION, token.header.clone());
         let replayable = !source.retry_on.is_empty()
-            && upgrade.is_none()
+            && hop.upgrade.is_none()
             && req
                 .body()
                 .size_hint()
@@ -203,7 +204,7 @@ impl Outbound {
         if !replayable {
             let answer = route
                 .upstream
-                .forward(req.map(streamed), from, upgrade, None)
+                .forward(req.map(streamed), from, hop, None)
                 .await?;
             if source.retry_on.contains(&answer.status().as_u16()) {
                 // Cannot replay this body, but the app's own retry should get a new token.
@@ -211,7 +212,7 @@ impl Outbound {
             }
             return Ok(answer);
         }
-        self.forward_replayable(route, source, &token, req, from)
+        self.forward_replayable(route, source, &token, req, from, hop)
             .await
     }
 
@@ -241,6 +242,7 @@ impl Outbound {
         token: &Token,
         req: Request<Incoming>,
         from: &Downstream,
+        hop: Hop,
     ) -> Result<Response<Body>, Failure> {
         let (parts, body) = req.into_parts();
         // Most requests a token route sees (GET, HEAD) have no body: nothing to wait for.
@@ -257,7 +259,7 @@ impl Outbound {
         // (reallocated) every time.
         let replay = {
             let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
-            let (headers, body) = (parts.headers.clone(), body.clone());
+            let (headers, body, hop) = (parts.headers.clone(), body.clone(), hop.clone());
             move |auth: &HeaderValue| {
                 let mut r = Request::new(full(body.clone()));
                 *r.method_mut() = method.clone();
@@ -265,12 +267,17 @@ impl Outbound {
                 *r.version_mut() = version;
                 *r.headers_mut() = headers.clone();
                 r.headers_mut().insert(AUTHORIZATION, auth.clone());
-                r
+                (r, hop.clone())
             }
         };
         let first = route
             .upstream
-            .forward(Request::from_parts(parts, full(body)), from, None, None)
+            .forward(
+                Request::from_parts(parts, full(body)),
+                from,
+                hop.clone(),
+                None,
+            )
             .await?;
         if !source.retry_on.contains(&first.status().as_u16()) {
             return Ok(first);
@@ -287,7 +294,7 @@ impl Outbound {
         source: &Source,
         rejected: &Token,
         answer: Response<Body>,
-        replay: impl Fn(&HeaderValue) -> Request<Body>,
+        replay: impl Fn(&HeaderValue) -> (Request<Body>, Hop),
         from: &Downstream,
     ) -> Result<Response<Body>, Failure> {
         let status = answer.status().as_u16();
@@ -300,9 +307,10 @@ impl Outbound {
             Some(fresh) => {
                 tracing::info!(token = %source.cell.name, status, "upstream refused the token; retrying once with a new one");
                 drop(answer);
+                let (req, hop) = replay(&fresh.header);
                 route
                     .upstream
-                    .forward(replay(&fresh.header), from, None, None)
+                    .forward(req, from, hop, None)
                     .await
                     .map_err(Failure::from)
             }
@@ -405,6 +413,7 @@ mod tests {
             upstream: Upstream::new(
                 client.clone(),
                 &"http://127.0.0.1:1".parse().unwrap(),
+                crate::config::UpstreamProtocol::Http1,
                 Duration::from_secs(1),
                 Duration::from_secs(1),
                 Direction::Outbound,

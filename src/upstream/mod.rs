@@ -6,10 +6,11 @@ mod pool;
 mod tunnel;
 
 use crate::body::{leased, streamed, Body};
-use crate::client::HttpClient;
+use crate::client::{Alpn, HttpClient};
+use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers::{
-    strip_hop_by_hop, FORWARDED, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    strip_hop_by_hop, Hop, FORWARDED, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use crate::server::Downstream;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -87,6 +88,7 @@ impl Upstream {
     pub fn new(
         client: HttpClient,
         url: &Uri,
+        protocol: UpstreamProtocol,
         response_timeout: Duration,
         tunnel_idle: Duration,
         direction: Direction,
@@ -102,7 +104,15 @@ impl Upstream {
             .build()
             .map_err(|e| UpstreamUrlError::Invalid(e.to_string()))?;
         Ok(Upstream {
-            pool: Pool::new(client.connector, origin),
+            pool: Pool::new(
+                client.connector(match protocol {
+                    UpstreamProtocol::Http1 => Alpn::Http1,
+                    UpstreamProtocol::H2 => Alpn::H2,
+                    UpstreamProtocol::Auto => Alpn::Both,
+                }),
+                origin,
+                protocol,
+            ),
             direction,
             host: HeaderValue::from_str(authority.as_str())
                 .map_err(|e| UpstreamUrlError::Invalid(e.to_string()))?,
@@ -112,31 +122,33 @@ impl Upstream {
         })
     }
 
-    /// Sends `req` upstream and returns the answer (streamed). The caller has
-    /// already removed hop-by-hop headers with [`strip_hop_by_hop`] (before adding
-    /// any header of its own, so `Connection` cannot name those away) and passes
-    /// the `Upgrade` it returned: a WebSocket upgrade ([`offers_websocket`]) is
-    /// asked of the upstream, and spliced through if it switches to WebSocket.
-    /// Any other 101 is a 502. Inbound, `host` is the Host the app receives (the
-    /// guard's canonical host; `None`: the upstream's own); outbound ignores it.
+    /// Sends `req` upstream and returns the answer (streamed, trailers
+    /// included). The caller has already removed hop-by-hop headers with
+    /// [`strip_hop_by_hop`] (before adding any header of its own, so
+    /// `Connection` cannot name those away) and passes what they asked
+    /// ([`Hop`]): a WebSocket upgrade ([`offers_websocket`]) is asked of the
+    /// upstream, and spliced through if it switches to WebSocket (any other 101
+    /// is a 502); `te: trailers` is said again to an HTTP/2 upstream. Inbound,
+    /// `host` is the Host the app receives (the guard's canonical host; `None`:
+    /// the upstream's own); outbound ignores it.
     pub async fn forward(
         &self,
         req: Request<Body>,
         from: &Downstream,
-        upgrade: Option<HeaderValue>,
+        hop: Hop,
         host: Option<HeaderValue>,
     ) -> Result<Response<Body>, ProxyError> {
-        let websocket = offers_websocket(req.method(), req.version(), upgrade.as_ref());
+        let websocket = offers_websocket(req.method(), req.version(), hop.upgrade.as_ref());
         // The rewrite is synchronous and kept out of this future: every request's
         // future is moved (copied) by hyper, and state held here would add to it.
         let mut req = self.upstream_request(req, from, websocket, host)?;
         let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        let (mut resp, lease) =
-            match tokio::time::timeout(self.response_timeout, self.pool.send(req)).await {
-                Err(_) => return Err(ProxyError::UpstreamTimeout),
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(answer)) => answer,
-            };
+        let sent = self.pool.send(req, hop.te_trailers);
+        let (mut resp, lease) = match tokio::time::timeout(self.response_timeout, sent).await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(answer)) => answer,
+        };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(downstream) =
@@ -159,7 +171,10 @@ impl Upstream {
             return Ok(resp.map(streamed));
         }
         strip_hop_by_hop(resp.headers_mut());
-        Ok(resp.map(|body| leased(body, Box::new(lease))))
+        Ok(match lease {
+            Some(lease) => resp.map(|body| leased(body, Box::new(lease))),
+            None => resp.map(streamed),
+        })
     }
 
     /// `req` as this upstream gets it: Host, `X-Forwarded-*` and `Forwarded` for
@@ -237,9 +252,17 @@ mod tests {
         let client = http_client(Duration::from_secs(1), None).unwrap();
         let url = Uri::from_static("http://127.0.0.1:1/base");
         let second = Duration::from_secs(1);
-        let up = Upstream::new(client, &url, second, second, Direction::Inbound).unwrap();
+        let up = Upstream::new(
+            client,
+            &url,
+            UpstreamProtocol::Http1,
+            second,
+            second,
+            Direction::Inbound,
+        )
+        .unwrap();
         let from = Downstream::new(([127, 0, 0, 1], 1).into(), false);
-        let forward = up.forward(Request::new(full("")), &from, None, None);
+        let forward = up.forward(Request::new(full("")), &from, Hop::default(), None);
         let size = std::mem::size_of_val(&forward);
         assert!(size <= 2048, "forward's future is {size} bytes");
     }
@@ -298,6 +321,7 @@ mod tests {
         let up = Upstream::new(
             client.clone(),
             &"http://127.0.0.1:8080".parse().unwrap(),
+            UpstreamProtocol::Http1,
             Duration::from_secs(1),
             Duration::from_secs(1),
             Direction::Inbound,
@@ -310,6 +334,7 @@ mod tests {
         let up = Upstream::new(
             client,
             &"https://app.local/base/".parse().unwrap(),
+            UpstreamProtocol::Auto,
             Duration::from_secs(1),
             Duration::from_secs(1),
             Direction::Outbound,

@@ -156,7 +156,7 @@ fn what_is_forwarded_is_what_was_decided_on() {
         Some(&b"api.internal:8443"[..])
     );
     assert_eq!(
-        decision.upgrade.as_ref().map(|h| h.as_bytes()),
+        decision.hop.upgrade.as_ref().map(|h| h.as_bytes()),
         Some(&b"websocket"[..])
     );
     for gone in ["x-forwarded-host", "connection", "upgrade"] {
