@@ -230,14 +230,33 @@ fn connection_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(opts.header_read_timeout)
         // hyper answers 431 itself when the header block outgrows its read buffer.
         .max_buf_size(opts.max_header_bytes.max(8192) + 1024);
+    // Hostile h2 callers stay bounded (hyper's and h2's settings, set here so
+    // they are visible): streams open at once per connection; the header list
+    // (which also bounds a CONTINUATION flood: h2 stops reading a header block
+    // past it); streams a caller opens and resets before they are served (the
+    // rapid-reset attack, CVE-2023-44487: past the bound the connection is
+    // closed with GOAWAY); and resets the server itself sends for a caller's
+    // errors.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
     builder
 }
+
+/// Streams an h2 caller may have open at once on one connection.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams opened and reset by the caller before tokengate served them, at
+/// once; more closes the connection (CVE-2023-44487).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Resets tokengate sends for a caller's protocol errors on one connection;
+/// more closes it.
+const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 /// Waits for a free connection slot, then accepts.
 async fn accept(

@@ -206,7 +206,7 @@ impl Outbound {
                 .upstream
                 .forward(req.map(streamed), from, hop, None)
                 .await?;
-            if source.retry_on.contains(&answer.status().as_u16()) {
+            if refuses_token(&source.retry_on, &answer) {
                 // Cannot replay this body, but the app's own retry should get a new token.
                 source.cell.request_renewal(token.generation);
             }
@@ -279,7 +279,7 @@ impl Outbound {
                 None,
             )
             .await?;
-        if !source.retry_on.contains(&first.status().as_u16()) {
+        if !refuses_token(&source.retry_on, &first) {
             return Ok(first);
         }
         Box::pin(self.retry(route, source, token, first, replay, from)).await
@@ -399,6 +399,17 @@ fn route_host<B>(req: &Request<B>) -> &str {
     host.trim_end_matches('.')
 }
 
+/// PURE: the upstream's answer refuses the token, by a `retry_on` status. A
+/// gRPC UNAUTHENTICATED (a trailers-only answer: `grpc-status: 16` in the
+/// headers) counts as a 401.
+fn refuses_token<B>(retry_on: &[u16], answer: &Response<B>) -> bool {
+    let status = match answer.headers().get("grpc-status") {
+        Some(code) if code == "16" => 401,
+        _ => answer.status().as_u16(),
+    };
+    retry_on.contains(&status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,6 +485,32 @@ mod tests {
         ];
         for (r, want) in cases {
             assert_eq!(route_host(&r), want);
+        }
+    }
+
+    #[test]
+    fn a_grpc_unauthenticated_refuses_the_token_like_a_401() {
+        let answer = |status: u16, grpc: Option<&'static str>| {
+            let mut r = Response::new(());
+            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            if let Some(code) = grpc {
+                r.headers_mut()
+                    .insert("grpc-status", HeaderValue::from_static(code));
+            }
+            r
+        };
+        let cases = [
+            (&[401][..], answer(401, None), true),
+            (&[401][..], answer(403, None), false),
+            (&[401, 403][..], answer(403, None), true),
+            (&[401][..], answer(200, Some("16")), true),
+            (&[401][..], answer(200, Some("7")), false),
+            (&[401][..], answer(200, Some("0")), false),
+            (&[403][..], answer(200, Some("16")), false),
+            (&[][..], answer(401, None), false),
+        ];
+        for (i, (retry_on, answer, want)) in cases.iter().enumerate() {
+            assert_eq!(refuses_token(retry_on, answer), *want, "case {i}");
         }
     }
 }

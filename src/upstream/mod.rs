@@ -49,6 +49,27 @@ fn switched_to_websocket(headers: &HeaderMap) -> bool {
 }
 
 static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
+static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
+
+/// PURE: a `grpc-timeout` value (gRPC over HTTP/2: at most 8 digits and a
+/// unit, `H` `M` `S` `m` `u` `n`) as a duration; `None` when malformed.
+pub fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let value = value.as_bytes();
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
 
 /// An upstream URL that cannot be dialled (config validation catches these first).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,8 +164,13 @@ impl Upstream {
         // future is moved (copied) by hyper, and state held here would add to it.
         let mut req = self.upstream_request(req, from, websocket, host)?;
         let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        // A gRPC caller's deadline bounds the wait; it never extends it.
+        let wait = match req.headers().get(&GRPC_TIMEOUT).and_then(grpc_timeout) {
+            Some(deadline) => deadline.min(self.response_timeout),
+            None => self.response_timeout,
+        };
         let sent = self.pool.send(req, hop.te_trailers);
-        let (mut resp, lease) = match tokio::time::timeout(self.response_timeout, sent).await {
+        let (mut resp, lease) = match tokio::time::timeout(wait, sent).await {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(answer)) => answer,
@@ -265,6 +291,31 @@ mod tests {
         let forward = up.forward(Request::new(full("")), &from, Hop::default(), None);
         let size = std::mem::size_of_val(&forward);
         assert!(size <= 2048, "forward's future is {size} bytes");
+    }
+
+    #[test]
+    fn grpc_timeouts() {
+        let cases = [
+            ("1S", Some(Duration::from_secs(1))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("5n", Some(Duration::from_nanos(5))),
+            ("123456789S", None),
+            ("S", None),
+            ("1s", None),
+            ("-1S", None),
+            ("1.5S", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                grpc_timeout(&HeaderValue::from_static(text)),
+                want,
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
