@@ -3,7 +3,7 @@
 mod online;
 mod verify;
 
-use crate::config::{Access, Config, KeySource, Mode};
+use crate::config::{Access, Config, KeySource, Mode, UpstreamProtocol};
 use crate::watch::ConfigWatch;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -304,6 +304,15 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// An upstream protocol as the config writes it.
+fn protocol_name(protocol: UpstreamProtocol) -> &'static str {
+    match protocol {
+        UpstreamProtocol::Http1 => "http1",
+        UpstreamProtocol::H2 => "h2",
+        UpstreamProtocol::Auto => "auto",
+    }
+}
+
 async fn check(path: &Path, online: bool) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
@@ -318,10 +327,11 @@ async fn check(path: &Path, online: bool) -> ExitCode {
             Mode::Audit => "audit (nothing is rejected)",
         };
         println!(
-            "inbound  {}{} → {}  mode {mode}",
+            "inbound  {}{} → {} ({})  mode {mode}",
             i.listen,
             if i.tls.is_some() { " (TLS)" } else { "" },
-            i.upstream
+            i.upstream,
+            protocol_name(i.upstream_protocol),
         );
         for iss in &i.issuers {
             let keys = match &iss.keys {
@@ -374,9 +384,10 @@ async fn check(path: &Path, online: bool) -> ExitCode {
                     .token
                     .map_or("none (pass-through)", |i| o.tokens[i].name.as_str());
                 println!(
-                    "  host {}  → {}  token {token}",
+                    "  host {}  → {} ({})  token {token}",
                     r.host.as_deref().unwrap_or("*"),
                     r.upstream,
+                    protocol_name(r.protocol),
                 );
             }
             for t in &o.tokens {
