@@ -30,7 +30,7 @@ impl Exchange {
         Exchange {
             started: Instant::now(),
             asked: logged.then(|| (req.method().clone(), req.uri().clone())),
-            protocol: Protocol::of(req.headers()),
+            protocol: Protocol::of(req.method(), req.headers()),
         }
     }
 }
@@ -50,10 +50,12 @@ pub enum Protocol {
 
 impl Protocol {
     /// PURE: the protocol a request's `Content-Type` names (case-insensitive,
-    /// with a `+codec` suffix or parameters allowed).
-    pub fn of(headers: &HeaderMap) -> Protocol {
-        let Some(value) = headers.get(CONTENT_TYPE) else {
-            return Protocol::Http;
+    /// with a `+codec` suffix or parameters allowed). Every gRPC call is a
+    /// POST, so no other request pays for the lookup.
+    pub fn of(method: &Method, headers: &HeaderMap) -> Protocol {
+        let value = match headers.get(CONTENT_TYPE) {
+            Some(value) if method == Method::POST => value,
+            _ => return Protocol::Http,
         };
         let value = value.as_bytes();
         let media = value
@@ -402,6 +404,10 @@ mod tests {
 
     #[test]
     fn grpc_callers_are_told_apart_by_content_type() {
+        // A gRPC content type on anything but a POST is not a gRPC call.
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        assert_eq!(Protocol::of(&Method::GET, &headers), Protocol::Http);
         let cases = [
             (None, Protocol::Http),
             (Some("application/json"), Protocol::Http),
@@ -425,7 +431,11 @@ mod tests {
             if let Some(v) = content_type {
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static(v));
             }
-            assert_eq!(Protocol::of(&headers), want, "{content_type:?}");
+            assert_eq!(
+                Protocol::of(&Method::POST, &headers),
+                want,
+                "{content_type:?}"
+            );
         }
     }
 

@@ -215,9 +215,27 @@ def main():
         out.append("")
 
     out += ["![throughput and p99 per case](docs/benchmarks.png)", ""]
+    out += kept_h2_section(a.markdown)
     with open(a.markdown, "w") as f:
         f.write("\n".join(out))
     chart(rows, present, conns_list, a.chart)
+
+
+H2_BEGIN = "<!-- h2.sh: begin -->"
+H2_END = "<!-- h2.sh: end -->"
+
+
+def kept_h2_section(markdown):
+    """benches/load/h2.sh's section of the current file, carried over as is."""
+    try:
+        with open(markdown) as f:
+            text = f.read()
+    except OSError:
+        return []
+    start, end = text.find(H2_BEGIN), text.find(H2_END)
+    if start < 0 or end < start:
+        return []
+    return text[start:end + len(H2_END)].splitlines() + [""]
 
 
 def token_len(results):

@@ -32,10 +32,11 @@ LOAD_CPU="${LOAD_CPU:-1}"
 ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-rs256 tg-es256 tg-rs256-unique tg-out-pass tg-out-inject"
 CASES="${CASES:-$ALL_CASES}"
 
+# shellcheck source=benches/load/lib.sh
+. "$HERE/lib.sh"
+
 UP=$BASE NGINX=$((BASE + 1)) HAP_PASS=$((BASE + 2)) HAP_JWT=$((BASE + 3))
 TG_IN=$((BASE + 4)) TG_OUT=$((BASE + 5)) TG_ADMIN=$((BASE + 6))
-
-log() { echo "load: $*" >&2; }
 
 # --- tools -------------------------------------------------------------------
 need=()
@@ -66,51 +67,7 @@ if [ ! -f "$WORK/tokens-rs256-unique" ] || [ -n "$(find "$WORK/tokens-rs256-uniq
   "$ROOT/target/release/examples/load-fixtures" "$WORK" "$UNIQUE" >&2
 fi
 
-# --- process bookkeeping ---------------------------------------------------
-STARTED=()
-stop_pid() { # stops a pid this script started and forgets it
-  local pid=$1 kept=() p
-  for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
-  STARTED=("${kept[@]+"${kept[@]}"}")
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() { for pid in "${STARTED[@]+"${STARTED[@]}"}"; do stop_pid "$pid"; done; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() { # port [path]
-  for _ in $(seq 100); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$1${2:-/}" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "nothing answered on port $1${2:-/}"; return 1
-}
-
-rss_kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status" 2>/dev/null || echo 0; }
-
 # --- configs ---------------------------------------------------------------
-nginx_conf() { # name port body
-  mkdir -p "$WORK/$1"
-  cat >"$WORK/$1/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1; fastcgi_temp_path $WORK/$1;
-  uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
-  keepalive_requests 10000000;
-  keepalive_timeout 60s;
-  $3
-}
-EOF
-}
-
 TOKEN_ANSWER="$(cat "$WORK/token-answer.json")"
 nginx_conf upstream "$UP" "
   server {

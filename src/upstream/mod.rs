@@ -164,11 +164,13 @@ impl Upstream {
         // future is moved (copied) by hyper, and state held here would add to it.
         let mut req = self.upstream_request(req, from, websocket, host)?;
         let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        // A gRPC caller's deadline bounds the wait; it never extends it.
-        let wait = match req.headers().get(&GRPC_TIMEOUT).and_then(grpc_timeout) {
-            Some(deadline) => deadline.min(self.response_timeout),
-            None => self.response_timeout,
+        // A gRPC caller's deadline bounds the wait; it never extends it. (Every
+        // gRPC call is a POST: no other request pays for the lookup.)
+        let deadline = match req.method() == Method::POST {
+            true => req.headers().get(&GRPC_TIMEOUT).and_then(grpc_timeout),
+            false => None,
         };
+        let wait = deadline.map_or(self.response_timeout, |d| d.min(self.response_timeout));
         let sent = self.pool.send(req, hop.te_trailers);
         let (mut resp, lease) = match tokio::time::timeout(wait, sent).await {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
