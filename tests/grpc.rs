@@ -39,6 +39,11 @@ struct App {
 impl App {
     /// Serves on 127.0.0.1:0: h2c, or TLS (ALPN h2) with `identity`.
     async fn start(identity: Option<Identity>) -> App {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        App::serve(listener, identity).await
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, identity: Option<Identity>) -> App {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -51,7 +56,6 @@ impl App {
             refuse_next: refuse_next.clone(),
             _reporter: Arc::new(reporter),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let mut server = Server::builder();
@@ -461,4 +465,102 @@ async fn an_h2_caller_is_told_the_stream_limit() {
     assert_eq!(answer.status(), hyper::StatusCode::OK);
     assert_eq!(connection.current_max_send_streams(), 200);
     s.stop().await;
+}
+
+/// A TCP relay on 127.0.0.1:0 to `to` whose connections can be cut, as a
+/// crashed app or a network failure cuts them. Counts the connections it took.
+struct Relay {
+    addr: std::net::SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (count, tasks) = (accepted.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().unwrap().push(task);
+            }
+        });
+        Relay {
+            addr,
+            accepted,
+            open,
+        }
+    }
+
+    /// Cuts every connection it carries.
+    fn cut(&self) {
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// A dead h2 upstream connection is replaced: once the connection to the app
+/// is cut, the next call goes through on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_h2_upstream_connection_is_replaced() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let app = App::start(None).await;
+    let relay = Relay::start(app.addr).await;
+    let proxy = guard(&issuer, &format!("http://{}", relay.addr), None).await;
+    let endpoint =
+        Endpoint::from_shared(format!("http://{}", proxy.inbound_addr.unwrap())).unwrap();
+    let mut client = HealthClient::new(endpoint.connect().await.unwrap());
+    let token = issuer.mint(serde_json::json!({ "scope": "health:read" }));
+    for _ in 0..3 {
+        assert!(client.check(check_request(Some(&token))).await.is_ok());
+    }
+    assert_eq!(
+        relay.accepted.load(Ordering::SeqCst),
+        1,
+        "one connection carries every call"
+    );
+
+    relay.cut();
+    // A call sent before tokengate read the connection's end fails as
+    // UNAVAILABLE (it may have reached the app: it is not sent twice); once
+    // the end is seen, calls go out on one new connection.
+    let mut unavailable = 0;
+    let mut served = 0;
+    for _ in 0..20 {
+        match client.check(check_request(Some(&token))).await {
+            Ok(answer) => {
+                assert_eq!(answer.get_ref().status(), ServingStatus::Serving);
+                served += 1;
+                if served == 3 {
+                    break;
+                }
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                unavailable += 1;
+            }
+        }
+    }
+    assert_eq!(
+        served, 3,
+        "calls go through again ({unavailable} unavailable)"
+    );
+    assert!(unavailable <= 1, "{unavailable} calls failed after the cut");
+    assert_eq!(
+        relay.accepted.load(Ordering::SeqCst),
+        2,
+        "one new connection"
+    );
+    proxy.shutdown().await;
 }
