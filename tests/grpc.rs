@@ -564,3 +564,88 @@ async fn a_dead_h2_upstream_connection_is_replaced() {
     );
     proxy.shutdown().await;
 }
+
+/// Trailers cross tokengate both ways over h2: the caller's request trailers
+/// reach the app, and the app's response trailers reach the caller. The app
+/// here is hyper's own h2 server, answering with the trailer it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_response_trailers_stream_through() {
+    use http_body_util::BodyExt;
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let body = req.into_body().collect().await?;
+                    let sent = body
+                        .trailers()
+                        .and_then(|t| t.get("x-checksum"))
+                        .cloned()
+                        .unwrap_or(HeaderValue::from_static("none"));
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("x-seen-checksum", sent);
+                    Ok::<_, hyper::Error>(http::Response::new(frames(body.to_bytes(), trailers)))
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    let proxy = guard(&issuer, &format!("http://{app}"), None).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.inbound_addr.unwrap())
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("c0ffee"));
+    let token = issuer.mint(serde_json::json!({ "scope": "health:read" }));
+    let req = http::Request::post(format!(
+        "http://{}/grpc.health.v1.Health/Echo",
+        proxy.inbound_addr.unwrap()
+    ))
+    .header("authorization", format!("Bearer {token}"))
+    .header("te", "trailers")
+    .body(frames(bytes::Bytes::from_static(b"payload"), trailers))
+    .unwrap();
+    let answer = sender.send_request(req).await.unwrap();
+    assert_eq!(answer.status(), http::StatusCode::OK);
+    let body = answer.into_body().collect().await.unwrap();
+    assert_eq!(
+        body.trailers().and_then(|t| t.get("x-seen-checksum")),
+        Some(&HeaderValue::from_static("c0ffee")),
+        "the request trailer reached the app and its response trailer came back"
+    );
+    assert_eq!(&body.to_bytes()[..], b"payload");
+    proxy.shutdown().await;
+}
+
+/// A body of the given frames, sent as they are (data, then trailers).
+struct Frames(std::collections::VecDeque<Frame<bytes::Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+fn frames(data: bytes::Bytes, trailers: http::HeaderMap) -> Frames {
+    Frames([Frame::data(data), Frame::trailers(trailers)].into())
+}
