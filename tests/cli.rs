@@ -101,7 +101,7 @@ fn check_summarizes_both_directions() {
     for line in [
         format!("inbound  {}", config.inbound.unwrap().listen),
         format!("outbound {}", config.outbound.unwrap().listen),
-        "host *  → https://api.example.com/ (auto)  token default".to_string(),
+        "host *  → https://api.example.com/  token default".to_string(),
     ] {
         assert!(stdout.contains(&line), "missing {line:?} in {stdout}");
     }

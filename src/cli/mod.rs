@@ -304,12 +304,15 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// An upstream protocol as the config writes it.
-fn protocol_name(protocol: UpstreamProtocol) -> &'static str {
-    match protocol {
-        UpstreamProtocol::Http1 => "http1",
-        UpstreamProtocol::H2 => "h2",
-        UpstreamProtocol::Auto => "auto",
+/// `  protocol h2` when an upstream's protocol is not its URL's default
+/// (`http1` for `http://`, `auto` for `https://`); nothing otherwise.
+fn protocol_note(url: &hyper::Uri, protocol: UpstreamProtocol) -> &'static str {
+    let tls = url.scheme_str() == Some("https");
+    match (protocol, tls) {
+        (UpstreamProtocol::Http1, false) | (UpstreamProtocol::Auto, true) => "",
+        (UpstreamProtocol::Http1, true) => "  protocol http1",
+        (UpstreamProtocol::H2, _) => "  protocol h2",
+        (UpstreamProtocol::Auto, false) => "  protocol auto",
     }
 }
 
@@ -327,11 +330,11 @@ async fn check(path: &Path, online: bool) -> ExitCode {
             Mode::Audit => "audit (nothing is rejected)",
         };
         println!(
-            "inbound  {}{} → {} ({})  mode {mode}",
+            "inbound  {}{} → {}  mode {mode}{}",
             i.listen,
             if i.tls.is_some() { " (TLS)" } else { "" },
             i.upstream,
-            protocol_name(i.upstream_protocol),
+            protocol_note(&i.upstream, i.upstream_protocol),
         );
         for iss in &i.issuers {
             let keys = match &iss.keys {
@@ -384,10 +387,10 @@ async fn check(path: &Path, online: bool) -> ExitCode {
                     .token
                     .map_or("none (pass-through)", |i| o.tokens[i].name.as_str());
                 println!(
-                    "  host {}  → {} ({})  token {token}",
+                    "  host {}  → {}  token {token}{}",
                     r.host.as_deref().unwrap_or("*"),
                     r.upstream,
-                    protocol_name(r.protocol),
+                    protocol_note(&r.upstream, r.protocol),
                 );
             }
             for t in &o.tokens {

@@ -118,6 +118,19 @@ impl ClaimName {
     }
 }
 
+/// A claim name equals the text it was written as.
+impl PartialEq<str> for ClaimName {
+    fn eq(&self, other: &str) -> bool {
+        self.written == other
+    }
+}
+
+impl PartialEq<&str> for ClaimName {
+    fn eq(&self, other: &&str) -> bool {
+        self.written == *other
+    }
+}
+
 impl fmt::Display for ClaimName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.written)
@@ -182,7 +195,7 @@ mod tests {
             match (want, &got) {
                 (Ok((top, below)), Ok(name)) => {
                     assert_eq!((name.top(), name.below()), (*top, *below), "{written}");
-                    assert_eq!(name.as_str(), *written);
+                    assert_eq!(name, written);
                 }
                 (Err(part), Err(message)) => {
                     assert!(message.contains(part), "{written}: {message}")
