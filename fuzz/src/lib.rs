@@ -1,0 +1,194 @@
+//! The fuzz targets' bodies: `cargo +nightly fuzz run <target>` drives them
+//! (fuzz_targets/*.rs), and under stable `cargo test` tests/fuzz_corpus.rs
+//! includes this file and replays every committed corpus file through them.
+//! No input may panic; `token` also asserts that the verifier accepts nothing
+//! its key snapshot did not sign.
+
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use tokengate::config::{ClaimName, Config};
+use tokengate::inbound::keys::{KeySet, KeySnapshot};
+use tokengate::inbound::verify::Verifier;
+
+/// The public keys the fixture tokens are signed with (`kid` bench-rs256,
+/// bench-es256), as `load-fixtures` wrote them.
+const JWKS: &str = include_str!("../fixtures/jwks.json");
+/// The time the corpus tokens are valid at (their `iat` + 8 s).
+pub const NOW: u64 = 1_796_003_000;
+const CONFIG: &str = r#"
+inbound:
+  listen: 127.0.0.1:0
+  upstream: http://127.0.0.1:1
+  issuers:
+    - issuer: https://issuer.bench.local
+      jwks_uri: http://127.0.0.1:1/jwks.json
+      audiences: [bench-api]
+      algorithms: [RS256, ES256]
+  rules:
+    - { path: /, scopes: [bench:read], claims: { /nested/name: x } }
+  forward:
+    claims_to_headers: { sub: x-sub, /nested/name: x-nested }
+"#;
+
+struct Fixture {
+    verifier: Verifier,
+    keys: KeySnapshot,
+    /// kid → the key and algorithm an independent implementation checks with.
+    public: Vec<(String, DecodingKey, Algorithm)>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let config = Config::from_yaml(CONFIG, "fuzz", &|_| None).expect("fuzz config");
+        let inbound = config.inbound.expect("inbound");
+        let algorithms = &inbound.issuers[0].algorithms;
+        let parsed =
+            KeySet::parse(JWKS.as_bytes(), algorithms, &KeySet::default()).expect("fixture JWKS");
+        let keys = KeySnapshot {
+            issuers: vec![Arc::new(KeySet {
+                keys: parsed.keys,
+                usable_until: u64::MAX,
+            })],
+        };
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(JWKS).expect("JWKS");
+        let public = set
+            .keys
+            .iter()
+            .map(|jwk| {
+                let alg = match jwk.common.key_algorithm.map(|a| a.to_string()) {
+                    Some(a) => Algorithm::from_str(&a).expect("alg"),
+                    None => Algorithm::RS256,
+                };
+                let kid = jwk.common.key_id.clone().unwrap_or_default();
+                (kid, DecodingKey::from_jwk(jwk).expect("key"), alg)
+            })
+            .collect();
+        Fixture {
+            verifier: tokengate::inbound::verifier(&inbound),
+            keys,
+            public,
+        }
+    })
+}
+
+/// Whether the verifier accepts `data` as an `Authorization` value (the
+/// oracle's own test checks the fixture tokens are accepted).
+pub fn accepts(data: &[u8]) -> bool {
+    let f = fixture();
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return false;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, value);
+    match tokengate::inbound::bearer::bearer_token(&headers) {
+        Ok(Some(raw)) => tokengate::inbound::bearer::token_text(raw)
+            .is_ok_and(|text| f.verifier.verify(text, &f.keys, NOW).is_ok()),
+        _ => false,
+    }
+}
+
+/// An `Authorization` value, through bearer extraction, parsing and
+/// verification against the fixed snapshot. Whatever is accepted must carry a
+/// signature the snapshot's key for its `kid` verifies, by jsonwebtoken's
+/// implementation.
+pub fn token(data: &[u8]) {
+    let f = fixture();
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, value);
+    let Ok(Some(raw)) = tokengate::inbound::bearer::bearer_token(&headers) else {
+        return;
+    };
+    let Ok(text) = tokengate::inbound::bearer::token_text(raw) else {
+        return;
+    };
+    let Ok(verified) = f.verifier.verify(text, &f.keys, NOW) else {
+        return;
+    };
+    let (message, signature) = text.rsplit_once('.').expect("an accepted token has parts");
+    let header = jsonwebtoken::decode_header(text).expect("an accepted token has a header");
+    let kid = header.kid.unwrap_or_default();
+    let signed = f.public.iter().any(|(k, key, alg)| {
+        *k == kid
+            && *alg == header.alg
+            && jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, *alg)
+                .unwrap_or(false)
+    });
+    assert!(signed, "accepted a token its keys did not sign: {text}");
+    assert!(verified.exp >= NOW, "accepted an expired token: {text}");
+}
+
+/// A JWT payload: claim parsing, every check's reading of it, JSON pointers.
+pub fn claims(data: &[u8]) {
+    let Ok(claims) = tokengate::inbound::claims::Claims::parse(data) else {
+        return;
+    };
+    let _ = claims.numeric_date("exp");
+    let _ = claims.numeric_date("nbf");
+    let _ = claims.scopes("scope");
+    let _ = claims.scopes("scp");
+    let _ = claims.get("aud");
+    for name in ["sub", "/kubernetes.io/namespace", "/a/0/b", "/~1x/~0y"] {
+        let name = ClaimName::parse(name).expect("claim name");
+        if let Some(value) = claims.resolve(&name) {
+            let _ = tokengate::inbound::claims::header_value(&value);
+            let _ = value.parse();
+        }
+    }
+}
+
+/// The config loader: any text is a config or a list of field errors.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = Config::from_yaml(text, "fuzz", &|_| Some("value".into())) {
+        assert!(!e.errors.is_empty(), "a refused config names an error");
+    }
+}
+
+/// A JWKS document, parsed for every algorithm.
+pub fn jwks(data: &[u8]) {
+    let all = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+    let _ = KeySet::parse(data, &all, &KeySet::default());
+}
+
+/// A token endpoint's answer (any status), and the lifetime read from a JWT.
+pub fn token_answer(data: &[u8]) {
+    for status in [200, 400, 401, 503] {
+        let _ = tokengate::outbound::source::parse_token_answer(status, data, NOW);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = tokengate::outbound::source::jwt_lifetime(text, NOW);
+    }
+}
+
+/// A request path and Host as a caller spells them: the canonical-path check,
+/// the Host's canonical form, and prefix matching.
+pub fn path_and_host(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (path, host) = text.split_once('\n').unwrap_or((text, ""));
+    let _ = tokengate::inbound::policy::canonical_path(path);
+    for prefix in ["/", "/admin", "/Admin/x", "/orders"] {
+        let _ = tokengate::inbound::policy::path_has_prefix(path, prefix);
+    }
+    if let Ok(host) = HeaderValue::from_str(host) {
+        let _ = tokengate::headers::canonical_host(host.as_bytes(), Some(&host));
+        let _ = tokengate::headers::canonical_host(host.as_bytes(), None);
+    }
+}
