@@ -147,17 +147,6 @@ async fn assert_decisions(addr: std::net::SocketAddr, config: &std::path::Path, 
     );
 }
 
-async fn wait_ready(app: &tokengate::App) {
-    let ready = format!("http://{}/readyz", app.admin_addr);
-    for _ in 0..200 {
-        if get(&ready, None).await.0 == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the proxy never became ready");
-}
-
 #[tokio::test]
 async fn verify_and_the_proxy_decide_alike() {
     let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)

@@ -1022,13 +1022,7 @@ inbound:
     // The proxy verifies the issuer's tokens with keys fetched the same way.
     let app = start_yaml(&trusted).await;
     let base = format!("http://{}", app.inbound_addr.unwrap());
-    let readyz = format!("http://{}/readyz", app.admin_addr);
-    for _ in 0..200 {
-        if get(&readyz, None).await.0 == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&app).await;
     let now = unix_now();
     let claims = json!({ "iss": idp.issuer, "aud": AUD, "sub": "system:serviceaccount:orders:checkout", "iat": now, "exp": now + 600 });
     let (status, _, body) = get(&format!("{base}/orders"), Some(&key.sign_jwt(&claims))).await;

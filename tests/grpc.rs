@@ -191,13 +191,7 @@ inbound:
         iss = issuer.issuer,
     );
     let app = start_yaml(&yaml).await;
-    let readyz = format!("http://{}/readyz", app.admin_addr);
-    for _ in 0..200 {
-        if get(&readyz, None).await.0 == hyper::StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&app).await;
     app
 }
 
@@ -360,13 +354,7 @@ outbound:
         token_url = issuer.token_url(),
     );
     let proxy = start_yaml(&yaml).await;
-    let readyz = format!("http://{}/readyz", proxy.admin_addr);
-    for _ in 0..200 {
-        if get(&readyz, None).await.0 == hyper::StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&proxy).await;
     let endpoint =
         Endpoint::from_shared(format!("http://{}", proxy.outbound_addr.unwrap())).unwrap();
     let mut client = HealthClient::new(endpoint.connect().await.unwrap());

@@ -737,14 +737,7 @@ async fn readyz_names_the_issuer_that_is_not_ready_and_why() {
     s.ready().await;
     assert_eq!(get(&readyz, None).await.2, "ready\n");
     s.issuer.set_failing(true);
-    let mut body = String::new();
-    for _ in 0..100 {
-        body = get(&readyz, None).await.2;
-        if body.contains("stale bound") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let body = readyz_saying(&s.admin, "stale bound").await;
     assert!(
         body.contains(&format!(
             "issuer {}: keys past their stale bound",

@@ -79,13 +79,7 @@ impl Out {
     }
 
     async fn ready(&self) {
-        for _ in 0..400 {
-            if get(&format!("{}/readyz", self.admin), None).await.0 == StatusCode::OK {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("outbound never became ready");
+        ready_at(&self.admin).await;
     }
 
     /// A request from the app to `host` through tokengate.
@@ -244,14 +238,7 @@ async fn readiness_waits_for_the_first_token() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     // /readyz names the token and what its last fetch met.
-    let mut why = String::new();
-    for _ in 0..100 {
-        why = get(&format!("{}/readyz", o.admin), None).await.2;
-        if why.contains("token default: not fetched yet: ") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let why = readyz_saying(&o.admin, "token default: not fetched yet: ").await;
     assert!(why.contains("token default: not fetched yet: "), "{why}");
     assert_eq!(
         o.metric("tokengate_token_refresh_total{result=\"rejected\",token=\"default\"}")
@@ -840,14 +827,7 @@ async fn a_token_source_has_its_own_tls() {
     let (issuer, echo) = parts().await;
     let app = start_yaml(&outbound_yaml(&token_url, &upstream, "", "")).await;
     let o = Out::from_app(issuer, echo, app);
-    let mut why = String::new();
-    for _ in 0..100 {
-        why = get(&format!("{}/readyz", o.admin), None).await.2;
-        if why.contains("UnknownIssuer") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let why = readyz_saying(&o.admin, "UnknownIssuer").await;
     assert!(
         why.contains("token default: not fetched yet: token endpoint unreachable")
             && why.contains("invalid peer certificate: UnknownIssuer"),

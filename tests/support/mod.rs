@@ -63,13 +63,7 @@ impl Stack {
 
     /// Waits (bounded) until /readyz answers 200.
     pub async fn ready(&self) {
-        for _ in 0..200 {
-            if get(&format!("{}/readyz", self.admin), None).await.0 == StatusCode::OK {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("guard never became ready");
+        ready_at(&self.admin).await;
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, HeaderMap, String) {
@@ -100,6 +94,37 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Waits (bounded, 10 s) until the admin listener at `admin` (`http://…`)
+/// answers /readyz with 200; panics if it never does.
+pub async fn ready_at(admin: &str) {
+    for _ in 0..400 {
+        if get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{admin} never became ready");
+}
+
+/// [`ready_at`] for a running `app`.
+pub async fn wait_ready(app: &tokengate::App) {
+    ready_at(&format!("http://{}", app.admin_addr)).await;
+}
+
+/// The /readyz body at `admin`, polled (bounded, 5 s) until it contains
+/// `needle`; the last body when it never does (the caller asserts on it).
+pub async fn readyz_saying(admin: &str, needle: &str) -> String {
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = get(&format!("{admin}/readyz"), None).await.2;
+        if body.contains(needle) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    body
 }
 
 /// Validates `yaml` and starts tokengate on it; a config error panics showing the YAML.
