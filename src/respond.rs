@@ -53,9 +53,11 @@ impl Protocol {
     /// with a `+codec` suffix or parameters allowed). Every gRPC call is a
     /// POST, so no other request pays for the lookup.
     pub fn of(method: &Method, headers: &HeaderMap) -> Protocol {
-        let value = match headers.get(CONTENT_TYPE) {
-            Some(value) if method == Method::POST => value,
-            _ => return Protocol::Http,
+        if method != Method::POST {
+            return Protocol::Http;
+        }
+        let Some(value) = headers.get(CONTENT_TYPE) else {
+            return Protocol::Http;
         };
         let value = value.as_bytes();
         let media = value
@@ -183,7 +185,7 @@ pub fn error_response(failure: &Failure, protocol: Protocol) -> Response<Body> {
     resp
 }
 
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// PURE: the gRPC status code for an HTTP status tokengate answers with, as

@@ -304,15 +304,12 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// `  protocol h2` when an upstream's protocol is not its URL's default
-/// (`http1` for `http://`, `auto` for `https://`); nothing otherwise.
-fn protocol_note(url: &hyper::Uri, protocol: UpstreamProtocol) -> &'static str {
-    let tls = url.scheme_str() == Some("https");
-    match (protocol, tls) {
-        (UpstreamProtocol::Http1, false) | (UpstreamProtocol::Auto, true) => "",
-        (UpstreamProtocol::Http1, true) => "  protocol http1",
-        (UpstreamProtocol::H2, _) => "  protocol h2",
-        (UpstreamProtocol::Auto, false) => "  protocol auto",
+/// `  protocol h2` when an upstream's protocol is not its URL's default;
+/// nothing otherwise.
+fn protocol_note(url: &hyper::Uri, protocol: UpstreamProtocol) -> String {
+    match protocol == UpstreamProtocol::default_for(url) {
+        true => String::new(),
+        false => format!("  protocol {}", protocol.name()),
     }
 }
 

@@ -80,6 +80,26 @@ pub enum UpstreamProtocol {
     Auto,
 }
 
+impl UpstreamProtocol {
+    /// What an upstream speaks when its `protocol:` is not written: `auto`
+    /// for `https://`, `http1` otherwise.
+    pub fn default_for(url: &Uri) -> UpstreamProtocol {
+        match url.scheme_str() {
+            Some("https") => UpstreamProtocol::Auto,
+            _ => UpstreamProtocol::Http1,
+        }
+    }
+
+    /// As the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+}
+
 /// What happens to a request whose token is missing or fails a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -460,8 +480,7 @@ impl Validator<'_> {
     ) -> UpstreamProtocol {
         let tls = url.is_some_and(|u| u.scheme_str() == Some("https"));
         match raw.map(String::as_str) {
-            None if tls => UpstreamProtocol::Auto,
-            None => UpstreamProtocol::Http1,
+            None => url.map_or(UpstreamProtocol::Http1, UpstreamProtocol::default_for),
             Some("http1") => UpstreamProtocol::Http1,
             Some("h2") => UpstreamProtocol::H2,
             Some("auto") if tls || url.is_none() => UpstreamProtocol::Auto,

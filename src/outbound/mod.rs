@@ -400,14 +400,17 @@ fn route_host<B>(req: &Request<B>) -> &str {
 }
 
 /// PURE: the upstream's answer refuses the token, by a `retry_on` status. A
-/// gRPC UNAUTHENTICATED (a trailers-only answer: `grpc-status: 16` in the
-/// headers) counts as a 401.
+/// gRPC UNAUTHENTICATED (a trailers-only answer: HTTP 200 with
+/// `grpc-status: 16` in the headers) counts as a 401.
 fn refuses_token<B>(retry_on: &[u16], answer: &Response<B>) -> bool {
-    let status = match answer.headers().get("grpc-status") {
-        Some(code) if code == "16" => 401,
-        _ => answer.status().as_u16(),
-    };
+    let status = answer.status().as_u16();
     retry_on.contains(&status)
+        || status == 200
+            && retry_on.contains(&401)
+            && answer
+                .headers()
+                .get(&crate::respond::GRPC_STATUS)
+                .is_some_and(|code| code == "16")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::error::ProxyError;
 use crate::headers::{
     strip_hop_by_hop, Hop, FORWARDED, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
+use crate::respond::Protocol;
 use crate::server::Downstream;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::uri::{PathAndQuery, Scheme};
@@ -164,11 +165,10 @@ impl Upstream {
         // future is moved (copied) by hyper, and state held here would add to it.
         let mut req = self.upstream_request(req, from, websocket, host)?;
         let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        // A gRPC caller's deadline bounds the wait; it never extends it. (Every
-        // gRPC call is a POST: no other request pays for the lookup.)
-        let deadline = match req.method() == Method::POST {
-            true => req.headers().get(&GRPC_TIMEOUT).and_then(grpc_timeout),
-            false => None,
+        // A gRPC caller's deadline bounds the wait; it never extends it.
+        let deadline = match Protocol::of(req.method(), req.headers()) {
+            Protocol::Http => None,
+            _ => req.headers().get(&GRPC_TIMEOUT).and_then(grpc_timeout),
         };
         let wait = deadline.map_or(self.response_timeout, |d| d.min(self.response_timeout));
         let sent = self.pool.send(req, hop.te_trailers);
