@@ -38,18 +38,7 @@ CASES="${CASES:-$ALL_CASES}"
 
 APP=$BASE JWKS=$((BASE + 1)) NGINX=$((BASE + 2)) TG_IN=$((BASE + 3)) TG_ADMIN=$((BASE + 4))
 
-need=()
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v curl >/dev/null || need+=(curl)
-command -v taskset >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-  log "installing ${need[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin"
+install_missing h2load:nghttp2-client nginx:nginx-light curl:curl taskset:util-linux
 
 mkdir -p "$WORK"
 log "building tokengate, the fixtures generator, the gRPC app and load client"

@@ -1,4 +1,4 @@
-# Shared by benches/load/run.sh and h2.sh (sourced): logging, the processes a
+# Shared by benches/load/run.sh and h2.sh (sourced): logging, missing tools, the processes a
 # script starts and stops by pid, waiting for a port, RSS, nginx configs.
 # Expects WORK to be set.
 
@@ -25,6 +25,22 @@ wait_port() { # port [path]
     sleep 0.1
   done
   log "nothing answered on port $1${2:-/}"; return 1
+}
+
+# Installs the Debian packages of the tools missing: each argument is
+# `command:package`; a command found in /usr/sbin counts as present.
+install_missing() {
+  local need=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  export PATH="$PATH:/usr/sbin"
 }
 
 rss_kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status" 2>/dev/null || echo 0; }

@@ -39,21 +39,8 @@ UP=$BASE NGINX=$((BASE + 1)) HAP_PASS=$((BASE + 2)) HAP_JWT=$((BASE + 3))
 TG_IN=$((BASE + 4)) TG_OUT=$((BASE + 5)) TG_ADMIN=$((BASE + 6))
 
 # --- tools -------------------------------------------------------------------
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v gnuplot >/dev/null || need+=(gnuplot-nox)
-command -v curl >/dev/null || need+=(curl)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  log "installing ${need[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin"
+install_missing wrk:wrk nginx:nginx-light haproxy:haproxy gnuplot:gnuplot-nox curl:curl \
+  taskset:util-linux python3:python3
 
 mkdir -p "$WORK"
 log "building tokengate and the fixtures generator"
