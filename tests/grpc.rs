@@ -637,3 +637,42 @@ impl hyper::body::Body for Frames {
 fn frames(data: bytes::Bytes, trailers: http::HeaderMap) -> Frames {
     Frames([Frame::data(data), Frame::trailers(trailers)].into())
 }
+
+/// gRPC-Web callers get tokengate's refusals in their own framing: HTTP 200,
+/// the status in headers (the trailers-only form gRPC-Web clients read), and
+/// nothing reaches the app.
+#[tokio::test]
+async fn grpc_web_refusals_are_grpc_statuses_in_headers() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let app = App::start(None).await;
+    let proxy = guard(&issuer, &format!("http://{}", app.addr), None).await;
+    let url = format!(
+        "http://{}/grpc.health.v1.Health/Check",
+        proxy.inbound_addr.unwrap()
+    );
+    for (content_type, token, grpc_status) in [
+        ("application/grpc-web+proto", None, "16"),
+        ("application/grpc-web-text", Some("not.a.token"), "16"),
+    ] {
+        let mut headers = vec![("content-type", content_type.to_string())];
+        if let Some(t) = token {
+            headers.push(("authorization", format!("Bearer {t}")));
+        }
+        let (status, answer, body) =
+            send_body(hyper::Method::POST, &url, &headers, bytes::Bytes::new()).await;
+        assert_eq!(status, hyper::StatusCode::OK, "{content_type}");
+        assert_eq!(answer["grpc-status"], grpc_status, "{content_type}");
+        assert!(answer["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(content_type.split('+').next().unwrap()));
+        assert!(body.is_empty(), "{content_type}: {body}");
+    }
+    assert!(
+        app.seen.lock().unwrap().is_empty(),
+        "refused calls never reach the app"
+    );
+    proxy.shutdown().await;
+}

@@ -217,10 +217,9 @@ impl Pool {
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, None)),
                 Err(mut e) => match e.take_message() {
-                    Some(unsent) if !fresh => {
-                        self.forget(&sender);
-                        req = unsent;
-                    }
+                    // The shared connection closed meanwhile: `shared()` no
+                    // longer returns it, so the next turn dials a new one.
+                    Some(unsent) if !fresh => req = unsent,
                     _ => return Err(ProxyError::UpstreamFailed(e.into_error().to_string())),
                 },
             }
@@ -235,17 +234,6 @@ impl Pool {
 
     fn keep(&self, sender: http2::SendRequest<Body>) {
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
-    }
-
-    /// Drops the shared connection if it is still `sender` (it failed a request).
-    fn forget(&self, sender: &http2::SendRequest<Body>) {
-        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if shared
-            .as_ref()
-            .is_some_and(|s| s.is_closed() || sender.is_closed())
-        {
-            *shared = None;
-        }
     }
 
     /// A new shared HTTP/2 connection, dialled by one request while the others
