@@ -57,6 +57,11 @@ fn path_and_host_corpus() {
     replay("path_and_host", targets::path_and_host);
 }
 
+#[test]
+fn rules_corpus() {
+    replay("rules", targets::rules);
+}
+
 /// The oracle is live: the corpus's valid tokens are accepted (so a fuzzer
 /// mutating them reaches the assertion), and a token whose signature belongs
 /// to another message is refused.

@@ -5,6 +5,7 @@
 //! its key snapshot did not sign.
 
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use hyper::Method;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -190,5 +191,140 @@ pub fn path_and_host(data: &[u8]) {
     if let Ok(host) = HeaderValue::from_str(host) {
         let _ = tokengate::headers::canonical_host(host.as_bytes(), Some(&host));
         let _ = tokengate::headers::canonical_host(host.as_bytes(), None);
+    }
+}
+
+/// The route rules the `rules` target matches against: nested and
+/// overlapping prefixes, an upper-case prefix, a method list, a host, an
+/// anonymous rule and one naming a suffixed file.
+const RULES: &str = r#"
+inbound:
+  listen: 127.0.0.1:0
+  upstream: http://127.0.0.1:1
+  issuers:
+    - issuer: https://issuer.bench.local
+      jwks_uri: http://127.0.0.1:1/jwks.json
+      audiences: [bench-api]
+  rules:
+    - { path: /healthz, allow: anonymous }
+    - { path: /openapi.json, allow: anonymous }
+    - { path: /admin, scopes: [admin] }
+    - { path: /Reports/Q1, scopes: [finance] }
+    - { path: /orders, methods: [GET, HEAD], scopes: [orders:read] }
+    - { path: /orders, methods: [POST, DELETE], scopes: [orders:write] }
+    - { path: /, host: internal.example, scopes: [internal] }
+    - { path: /api/v1/items, scopes: [items] }
+    - { path: /, scopes: [read] }
+"#;
+
+struct RuleSets {
+    rules: Vec<tokengate::config::RouteRule>,
+    /// The same rules with every prefix in lower case, index for index: the
+    /// rule an app folding case would pick, found without tokengate's folding.
+    lowered: Vec<tokengate::config::RouteRule>,
+}
+
+fn rule_sets() -> &'static RuleSets {
+    static SETS: OnceLock<RuleSets> = OnceLock::new();
+    SETS.get_or_init(|| {
+        let rules = |yaml: &str| {
+            let config = Config::from_yaml(yaml, "fuzz", &|_| None).expect("rules config");
+            config.inbound.expect("inbound").rules
+        };
+        let lowered = RULES.replace("/Reports/Q1", "/reports/q1");
+        RuleSets {
+            rules: rules(RULES),
+            lowered: rules(&lowered),
+        }
+    })
+}
+
+/// The first rule of `rules` matching, by `RouteRule::matches` alone.
+fn first_match(
+    rules: &[tokengate::config::RouteRule],
+    method: &Method,
+    host: &[u8],
+    path: &str,
+) -> Option<usize> {
+    rules.iter().position(|r| r.matches(method, host, path))
+}
+
+/// `path` percent-decoded, written here rather than borrowed from tokengate,
+/// so the oracle does not share the code it checks. `None` when the result is
+/// not UTF-8.
+fn percent_decode(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A request (`METHOD\nhost\npath`) through the rule matcher. Whatever rule
+/// it picks must be the first whose method, host and prefix match; and a
+/// canonical path it accepts must fall under rules asking the same however an
+/// app reads it: percent-decoded, with its case folded, or (for HEAD) as GET.
+pub fn rules(data: &[u8]) {
+    use tokengate::inbound::policy::{canonical_path, find_rule};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.splitn(3, '\n');
+    let (Some(method), Some(host), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return;
+    };
+    let (host, sets) = (host.as_bytes(), rule_sets());
+    let found = match find_rule(&sets.rules, &method, host, path) {
+        Ok(found) => found.map(|(i, _)| i),
+        Err(why) => {
+            assert!(!why.is_empty());
+            return;
+        }
+    };
+    assert_eq!(found, first_match(&sets.rules, &method, host, path));
+    if canonical_path(path).is_err() {
+        return; // refused before any rule is looked at
+    }
+    let access = |i: Option<usize>| i.map(|i| &sets.rules[i].access);
+    let mut readings = vec![(
+        "case-folded",
+        first_match(&sets.lowered, &method, host, &path.to_ascii_lowercase()),
+    )];
+    if let Some(decoded) = percent_decode(path) {
+        readings.push((
+            "percent-decoded",
+            first_match(&sets.rules, &method, host, &decoded),
+        ));
+    }
+    if method == Method::HEAD {
+        readings.push((
+            "HEAD as GET",
+            first_match(&sets.rules, &Method::GET, host, path),
+        ));
+    }
+    for (reading, other) in readings {
+        assert_eq!(
+            access(found),
+            access(other),
+            "{method} {path} (host {host:?}) is accepted, but read {reading} it falls under another rule"
+        );
     }
 }

@@ -151,20 +151,63 @@ mod tests {
         fn write(&mut self, _: &[u8]) {}
     }
 
-    fn verified(sub: &str, now: u64) -> (String, Arc<VerifiedToken>) {
-        let verifier = verifier_for(&format!(
+    fn shared_secret_verifier() -> crate::inbound::verify::Verifier {
+        verifier_for(&format!(
             "issuer: peer, audiences: [api], algorithms: [HS256], shared_secret: \"{SECRET}\""
-        ));
-        let claims = json!({"iss": "peer", "aud": "api", "sub": sub, "exp": now + 60});
-        let token = sign_with_header(&json!({"alg": "HS256"}), &claims, |m| {
+        ))
+    }
+
+    fn signed(claims: &serde_json::Value) -> String {
+        sign_with_header(&json!({"alg": "HS256"}), claims, |m| {
             let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
             aws_lc_rs::hmac::sign(&key, m).as_ref().to_vec()
-        });
+        })
+    }
+
+    fn verified(sub: &str, now: u64) -> (String, Arc<VerifiedToken>) {
+        let token = signed(&json!({"iss": "peer", "aud": "api", "sub": sub, "exp": now + 60}));
         let keys = KeySnapshot {
             issuers: vec![Arc::default()],
         };
-        let v = verifier.verify(&token, &keys, now).unwrap();
+        let v = shared_secret_verifier().verify(&token, &keys, now).unwrap();
         (token, Arc::new(v))
+    }
+
+    /// The wall clock jumping either way after a token was cached: a hit is
+    /// given exactly when a fresh verification at the new time would pass.
+    #[test]
+    fn after_a_clock_jump_a_hit_is_what_a_fresh_verification_would_say() {
+        let now = 1_800_000_000;
+        let verifier = shared_secret_verifier();
+        let token = signed(&json!({
+            "iss": "peer", "aud": "api", "sub": "alice",
+            "iat": now, "nbf": now, "exp": now + 60,
+        }));
+        let keys = usable();
+        let cache = TokenCache::new(100);
+        // 30 s default leeway either side.
+        for (jumped_to, hit) in [
+            (now - 3600, false),
+            (now - 31, false),
+            (now - 30, true),
+            (now, true),
+            (now + 90, true),
+            (now + 91, false),
+            (now + 7200, false),
+        ] {
+            // Cached at `now`; a miss drops the entry, so each row caches anew.
+            cache.insert(
+                token.as_bytes(),
+                Arc::new(verifier.verify(&token, &keys, now).unwrap()),
+            );
+            let fresh = verifier.verify(&token, &keys, jumped_to).is_ok();
+            assert_eq!(fresh, hit, "a fresh verification at {jumped_to}");
+            assert_eq!(
+                cache.get(token.as_bytes(), &keys, jumped_to).is_some(),
+                hit,
+                "a cache hit at {jumped_to}"
+            );
+        }
     }
 
     fn usable() -> KeySnapshot {

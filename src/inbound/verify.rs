@@ -34,6 +34,10 @@ pub struct VerifiedToken {
     /// Index of the issuer in the config.
     pub issuer: IssuerId,
     pub exp: u64,
+    /// First second this verification holds: the later of `nbf` and `iat`,
+    /// less the leeway (0 without either). A cache hit after the clock has
+    /// jumped back before it is no hit.
+    pub valid_from: u64,
     /// Last second (inclusive) this verification holds: `exp`, or `iat +
     /// max_token_age` when sooner, plus leeway. Cache hits are checked against it.
     pub valid_until: u64,
@@ -47,9 +51,11 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
-    /// Still good at `now`: not expired and its key still published.
+    /// Still good at `now`: inside its validity window (whichever way the
+    /// clock has moved since it was verified) and its key still published.
     pub fn is_current(&self, now: u64) -> bool {
-        now <= self.valid_until && self.key.as_ref().is_none_or(|k| !k.is_retired())
+        (self.valid_from..=self.valid_until).contains(&now)
+            && self.key.as_ref().is_none_or(|k| !k.is_retired())
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
@@ -72,6 +78,7 @@ impl VerifiedToken {
         VerifiedToken {
             issuer: IssuerId::new(issuer),
             exp: u64::MAX,
+            valid_from: 0,
             valid_until: u64::MAX,
             scopes: scopes.iter().map(|s| (*s).into()).collect(),
             claims: claims
@@ -224,7 +231,7 @@ impl Verifier {
         if let Some(found) = policy.typ(&header)? {
             trace.pass("typ", format_args!("{found}"));
         }
-        let (exp, valid_until) = policy.times(&claims, now, trace)?;
+        let (exp, valid_from, valid_until) = policy.times(&claims, now, trace)?;
         policy.audience(&claims)?;
         trace.pass(
             "aud",
@@ -238,6 +245,7 @@ impl Verifier {
         Ok(VerifiedToken {
             issuer: idx,
             exp,
+            valid_from,
             valid_until,
             scopes,
             claims: self.rule_claims(&claims),
@@ -430,13 +438,13 @@ impl IssuerPolicy {
     }
 
     /// `exp`, `nbf`, `iat` and `max_token_age` at `now`, within the leeway;
-    /// returns `exp` and the last second the verification holds.
+    /// returns `exp` and the first and last seconds the verification holds.
     fn times(
         &self,
         claims: &Claims<'_>,
         now: u64,
         trace: &mut impl Trace,
-    ) -> Result<(u64, u64), Reject> {
+    ) -> Result<(u64, u64, u64), Reject> {
         let leeway = self.leeway;
         let exp = claims.numeric_date("exp")?.ok_or(Reject::MissingExp)?;
         if now > exp.saturating_add(leeway) {
@@ -446,7 +454,8 @@ impl IssuerPolicy {
             "exp",
             format_args!("{exp} is after now {now} (leeway {leeway}s)"),
         );
-        if let Some(nbf) = claims.numeric_date("nbf")? {
+        let nbf = claims.numeric_date("nbf")?;
+        if let Some(nbf) = nbf {
             if nbf > now.saturating_add(leeway) {
                 return Err(Reject::NotYetValid { nbf, now });
             }
@@ -474,7 +483,8 @@ impl IssuerPolicy {
                 format_args!("issued {}s ago, limit {max_age}s", now.saturating_sub(iat)),
             );
         }
-        Ok((exp, valid_until))
+        let valid_from = nbf.max(iat).map_or(0, |t| t.saturating_sub(leeway));
+        Ok((exp, valid_from, valid_until))
     }
 
     /// `aud`: a string, or a list with a member, that this issuer accepts.
