@@ -10,8 +10,8 @@ use std::task::{ready, Context, Poll};
 pub type Body = Either<Streamed, Full<Bytes>>;
 
 /// A body streamed through from a peer. An upstream response's body also holds
-/// the connection it came on, and gives it back to its pool once read to the end
-/// (a body dropped part-way leaves the connection to close).
+/// a lease on the connection it came on, and gives it back to its pool once read
+/// to the end (a body dropped part-way leaves the connection to close).
 pub struct Streamed {
     body: Incoming,
     /// Boxed: every request and response moves its body several times, and this
@@ -24,12 +24,22 @@ pub fn streamed(body: Incoming) -> Body {
     Either::Left(Streamed { body, lease: None })
 }
 
-/// An upstream response's body, giving `lease` back once read to the end.
-pub fn leased(body: Incoming, lease: Box<dyn GiveBack>) -> Body {
+/// An upstream response's body, giving `lease` (the connection it came on,
+/// when pooled) back once read to the end. One that fails part-way is logged:
+/// the caller's response is cut short after its head has gone out.
+pub fn from_upstream(body: Incoming, lease: Option<Box<dyn GiveBack>>) -> Body {
     Either::Left(Streamed {
         body,
-        lease: Some(lease),
+        lease: Some(lease.unwrap_or_else(|| Box::new(NotPooled))),
     })
+}
+
+/// The lease of an upstream response whose connection no pool takes back (a
+/// zero-sized box: no allocation).
+struct NotPooled;
+
+impl GiveBack for NotPooled {
+    fn give_back(self: Box<Self>) {}
 }
 
 /// What a streamed body hands back when it has been read to the end: the
@@ -47,6 +57,9 @@ impl hyper::body::Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if let (Some(Err(e)), Some(_)) = (&frame, &self.lease) {
+            tracing::warn!(error = %e, "upstream response body failed; the caller's response is cut short");
+        }
         // A chunked body's end shows only here, as the last (empty) poll.
         if frame.is_none() {
             if let Some(lease) = self.lease.take() {

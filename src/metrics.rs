@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::RwLock;
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub token_expiry: GaugeVec,
     pub token_waits: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// Set from the runtime at each scrape.
+    tasks: IntGauge,
 }
 
 impl Metrics {
@@ -109,6 +111,18 @@ impl Metrics {
             &["token"],
         )
         .expect("static metric definition");
+        let tasks = IntGauge::new(
+            "tokengate_tasks",
+            "Tasks alive on the runtime: connections, tunnels and background work",
+        )
+        .expect("static metric definition");
+        // process_open_fds, process_resident_memory_bytes, process_cpu_seconds_total…
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -121,6 +135,7 @@ impl Metrics {
             Box::new(token_expiry.clone()),
             Box::new(token_waits.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(tasks.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -137,6 +152,7 @@ impl Metrics {
             token_expiry,
             token_waits,
             config_reloads,
+            tasks,
         }
     }
 
@@ -157,6 +173,10 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -6,12 +6,11 @@ mod support;
 use hyper::StatusCode;
 use serde_json::json;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::process::*;
 use support::*;
 use tokengate::demo::{unix_now, DevIssuer, Echo, KeyKind, SigningKey};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -23,30 +22,6 @@ fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Sends SIGTERM to a child we started.
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits (bounded) for a child to exit.
-fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("tokengate did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -174,94 +149,6 @@ async fn verify_explains_each_check() {
         stdout.contains("FAIL  rule") && stdout.contains("orders:write"),
         "{stdout}"
     );
-}
-
-/// `tokengate run` as a child process, with its log lines forwarded to a channel.
-struct Running {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    /// `http://` + the inbound address it logged at start-up.
-    base: String,
-    /// `http://` + the admin address.
-    admin: String,
-}
-
-/// A field of a log line, text (`key=value`) or JSON (`"fields": {"key": …}`).
-fn field(line: &str, key: &str) -> String {
-    if let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) {
-        return entry["fields"][key]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-    }
-    let value = line
-        .split(&format!("{key}="))
-        .nth(1)
-        .unwrap_or_else(|| panic!("{key} in {line}"));
-    value.split_whitespace().next().unwrap_or("").to_string()
-}
-
-impl Running {
-    fn start(config: &std::path::Path) -> Running {
-        let mut command = Command::new(BIN);
-        command.args(["run", "--config", config.to_str().unwrap()]);
-        Running::spawn(command)
-    }
-
-    /// Runs `command` (a `tokengate run`) and waits for its start-up line.
-    fn spawn(mut command: Command) -> Running {
-        let mut child = command
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut running = Running {
-            child,
-            lines,
-            base: String::new(),
-            admin: String::new(),
-        };
-        let started = running.wait_for("tokengate started");
-        running.base = format!("http://{}", field(&started, "inbound"));
-        running.admin = format!("http://{}", field(&started, "admin"));
-        running
-    }
-
-    /// The next log line containing `needle` (bounded wait; blocks the thread).
-    fn wait_for(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        }
-        panic!("no log line containing {needle:?}");
-    }
-
-    /// SIGTERM, then the exit code (bounded wait).
-    fn stop(mut self) -> i32 {
-        terminate(&self.child);
-        wait_exit(&mut self.child, Duration::from_secs(10))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Only if a test failed before stop(): end the process we started.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Polls `url` until it stops answering 503 (bounded), returning the last status.
@@ -665,15 +552,6 @@ async fn every_request_gets_one_access_log_line_without_its_token() {
     ]);
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("not a log level"), "{stderr}");
-}
-
-/// Sends SIGHUP to a child we started.
-fn hangup(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,7 +181,15 @@ fn failed(
         .with_label_values(&[&config.name, label])
         .inc();
     let delay = backoff(*failures, jitter());
-    tracing::warn!(token = %config.name, error, attempt = *failures, retry_in_ms = delay.as_millis() as u64, "token fetch failed; the current token is used while it is valid");
+    let retry_in_ms = delay.as_millis() as u64;
+    match cell.seconds_left() {
+        Some(left) if left > 0.0 => {
+            tracing::warn!(token = %config.name, error, attempt = *failures, retry_in_ms, "token fetch failed; the current token is used while it is valid");
+        }
+        _ => {
+            tracing::warn!(token = %config.name, error, attempt = *failures, retry_in_ms, "token fetch failed; requests wait for a token, then get 503");
+        }
+    }
     delay
 }
 

@@ -5,7 +5,7 @@
 mod pool;
 mod tunnel;
 
-use crate::body::{leased, streamed, Body};
+use crate::body::{from_upstream, streamed, Body, GiveBack};
 use crate::client::{Alpn, HttpClient};
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
@@ -199,10 +199,8 @@ impl Upstream {
             return Ok(resp.map(streamed));
         }
         strip_hop_by_hop(resp.headers_mut());
-        Ok(match lease {
-            Some(lease) => resp.map(|body| leased(body, Box::new(lease))),
-            None => resp.map(streamed),
-        })
+        let lease = lease.map(|l| Box::new(l) as Box<dyn GiveBack>);
+        Ok(resp.map(|body| from_upstream(body, lease)))
     }
 
     /// `req` as this upstream gets it: Host, `X-Forwarded-*` and `Forwarded` for

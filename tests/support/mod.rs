@@ -2,6 +2,8 @@
 //! all on 127.0.0.1:0, and send requests to it.
 #![allow(dead_code)]
 
+pub mod process;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
