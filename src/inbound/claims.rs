@@ -3,7 +3,7 @@
 use super::reject::Reject;
 use crate::config::ClaimName;
 use hyper::header::HeaderValue;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer as _};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::{Borrow, Cow};
@@ -24,6 +24,25 @@ pub fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
     serde_json::from_str(raw.get()).ok()
 }
 
+/// Reads a JSON object's members, and whether a name came twice.
+struct NamesOnce;
+
+impl<'de> serde::de::Visitor<'de> for NamesOnce {
+    type Value = (BTreeMap<JsonStr<'de>, &'de RawValue>, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let (mut members, mut named_twice) = (BTreeMap::new(), false);
+        while let Some((name, value)) = map.next_entry::<JsonStr<'de>, &'de RawValue>()? {
+            named_twice |= members.insert(name, value).is_some();
+        }
+        Ok((members, named_twice))
+    }
+}
+
 /// A claim value as the checks tell them apart: a string, a list (members
 /// still raw), or anything else.
 pub enum Claim<'a> {
@@ -34,15 +53,25 @@ pub enum Claim<'a> {
 
 /// The payload's claims, each value still raw JSON: a check parses only the
 /// claim it reads, and strings borrow from the payload, so a token's claims cost
-/// one allocation rather than one per name and value. Duplicate names keep the
-/// last value, as RFC 7519 §4 allows.
+/// one allocation rather than one per name and value.
+///
+/// A payload naming a claim twice is refused. RFC 7519 §4 lets a parser
+/// either refuse it or keep the last value, but the app behind us may read
+/// the token too, with a parser keeping the first: the claims we checked
+/// must be the only reading there is.
 pub struct Claims<'a>(BTreeMap<JsonStr<'a>, &'a RawValue>);
 
 impl<'a> Claims<'a> {
     pub fn parse(payload: &'a [u8]) -> Result<Self, Reject> {
-        serde_json::from_slice(payload)
-            .map(Claims)
-            .map_err(|_| Reject::Malformed("payload is not a JSON object"))
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let (claims, named_twice) = de
+            .deserialize_map(NamesOnce)
+            .and_then(|read| de.end().map(|()| read))
+            .map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
+        match named_twice {
+            false => Ok(Claims(claims)),
+            true => Err(Reject::Malformed("a claim is named twice")),
+        }
     }
 
     pub fn raw(&self, name: &str) -> Option<&'a RawValue> {
