@@ -583,3 +583,128 @@ async fn a_config_file_that_disappears_before_a_reload_keeps_the_running_config(
     );
     stop(proxy).await;
 }
+
+// ------------------------------------------------- the clock
+
+/// libfaketime (Debian's `faketime`), installed when missing, as the interop
+/// test installs its npm packages. Preloaded into tokengate, it moves the
+/// process's wall clock by the offset in a file it rereads, and (with
+/// FAKETIME_DONT_FAKE_MONOTONIC) leaves the monotonic clock alone: what a VM
+/// resumed after hours, or an NTP step, looks like to the process.
+fn libfaketime() -> std::path::PathBuf {
+    let find = || {
+        ["x86_64-linux-gnu", "aarch64-linux-gnu", ""]
+            .iter()
+            .map(|arch| {
+                std::path::Path::new("/usr/lib")
+                    .join(arch)
+                    .join("faketime/libfaketimeMT.so.1")
+            })
+            .find(|p| p.exists())
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut install = std::process::Command::new(if root { "apt-get" } else { "sudo" });
+    if !root {
+        install.args(["-n", "apt-get"]);
+    }
+    let installed = install
+        .args(["install", "-y", "-q", "--no-install-recommends", "faketime"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(std::process::Stdio::null())
+        .status();
+    find().unwrap_or_else(|| {
+        panic!("libfaketime is needed for the clock-jump test and could not be installed ({installed:?}): apt-get install faketime")
+    })
+}
+
+/// The wall clock jumping under a running guard, its monotonic clock not: 3 h
+/// forward puts the keys' stale bound (1 h refresh + 1 h `stale_if_error`)
+/// behind the wall clock while the refresher still sleeps on the monotonic
+/// one, and a valid token must still pass (the keys are refetched at once,
+/// not an hour later); 1 h back puts a cached token before its `nbf`, and
+/// the cache must not serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_jumps_neither_stall_healthy_keys_nor_revive_a_cached_token() {
+    let faketime = libfaketime();
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = guard_yaml(
+        &issuer.issuer,
+        &format!("{}/jwks.json", issuer.issuer),
+        &format!("http://{}", echo.addr),
+        "",
+    )
+    .replace(
+        "refresh_interval: 1s, min_refresh: 1s, fetch_timeout: 1s",
+        "refresh_interval: 1h, max_refresh: 1h, stale_if_error: 1h",
+    );
+    let config = temp_file("clock.yaml", &yaml);
+    let clock = temp_file("clock-offset", "+0\n");
+    let (config_path, clock_path) = (config.to_path_buf(), clock.to_path_buf());
+    let proxy = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .args(["run", "--config", config_path.to_str().unwrap()])
+            .env("LD_PRELOAD", &faketime)
+            .env("FAKETIME_TIMESTAMP_FILE", &clock_path)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        Running::spawn(command)
+    })
+    .await
+    .unwrap();
+    ready_at(&proxy.admin).await;
+    let now = tokengate::demo::unix_now();
+    let token = issuer.mint(json!({ "scope": "items:read", "nbf": now, "exp": now + 4 * 3600 }));
+    let url = format!("{}/items", proxy.base);
+    assert_eq!(
+        get(&url, Some(&token)).await.0,
+        StatusCode::OK,
+        "verified and cached"
+    );
+    let fetches = || async {
+        let metrics = get(&format!("{}/metrics", proxy.admin), None).await.2;
+        counted_ok(&metrics, "tokengate_jwks_refresh_total")
+    };
+    let before = fetches().await;
+
+    std::fs::write(&clock, "+3h\n").unwrap();
+    let (status, _, body) = get(&url, Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "3 h forward: {body}");
+    assert_eq!(
+        fetches().await,
+        before + 1.0,
+        "one refetch brought the keys back"
+    );
+
+    std::fs::write(&clock, "-1h\n").unwrap();
+    let (status, headers, _) = get(&url, Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "1 h back, before its nbf");
+    let challenge = headers["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+
+    std::fs::write(&clock, "+0\n").unwrap();
+    assert_eq!(
+        get(&url, Some(&token)).await.0,
+        StatusCode::OK,
+        "the clock back"
+    );
+    stop(proxy).await;
+}
+
+/// The sum of a counter's `result="ok"` series.
+fn counted_ok(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(r#"result="ok""#))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}

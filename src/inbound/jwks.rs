@@ -216,6 +216,36 @@ impl Jwks {
         known
     }
 
+    /// Called when a token's issuer has keys past their stale bound. In an
+    /// outage that is what the bound is for, and a refetch at most once per
+    /// cooldown costs the IdP nothing. But the bound is wall-clock time while
+    /// the refresher sleeps on the monotonic clock: after the wall clock jumps
+    /// forward (a VM resumed after hours), healthy keys look stale until the
+    /// next scheduled refresh, and this refetch brings them back at once.
+    /// Returns true when the keys are usable now.
+    pub async fn refresh_stale(&self, id: IssuerId) -> bool {
+        let idx = id.index();
+        let Some(state) = self.issuers.get(idx) else {
+            return false;
+        };
+        let usable = || {
+            self.snapshot
+                .borrow()
+                .issuers
+                .get(idx)
+                .is_some_and(|s| s.is_usable(unix_now()))
+        };
+        let mut last = state.fetch_lock.lock().await;
+        if usable() {
+            return true; // refreshed while we waited
+        }
+        if last.is_some_and(|t| t.elapsed() < state.policy.refetch_cooldown) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        self.fetch_and_publish(idx).await.is_ok() && usable()
+    }
+
     fn knows(&self, idx: usize, kid: &str) -> bool {
         self.snapshot
             .borrow()

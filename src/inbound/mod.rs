@@ -120,7 +120,7 @@ impl Inbound {
     }
 
     /// A verification of `token`: from the cache, else the pure verifier (after one
-    /// key refetch if it names an unknown kid).
+    /// key refetch if it names an unknown kid or its issuer's keys look stale).
     async fn verified(
         &self,
         token: &[u8],
@@ -137,6 +137,13 @@ impl Inbound {
             Err(Reject::UnknownKid { issuer, kid }) => {
                 if !self.jwks.refresh_for_unknown_kid(issuer, &kid).await {
                     return Err(Reject::UnknownKid { issuer, kid });
+                }
+                self.verifier
+                    .verify(text, &self.jwks.snapshot(), unix_now())?
+            }
+            Err(Reject::KeysUnavailable { issuer }) => {
+                if !self.jwks.refresh_stale(issuer).await {
+                    return Err(Reject::KeysUnavailable { issuer });
                 }
                 self.verifier
                     .verify(text, &self.jwks.snapshot(), unix_now())?
