@@ -1,10 +1,9 @@
 //! Everything tokengate depends on, failing, end to end against the real
 //! binary: the app (resetting mid-body, answering garbage or an oversized
 //! head, never answering), the JWKS endpoint and the token server (huge,
-//! malformed, dripping, silent, garbage, a name that does not resolve), and
-//! the config file vanishing before a reload. (The clock jumping is tested
-//! where the code takes the time as an argument: `inbound::cache` and the
-//! verifier's table tests.)
+//! malformed, dripping, silent, garbage, a name that does not resolve), the
+//! config file vanishing before a reload, and the wall clock jumping either
+//! way (under libfaketime; `inbound::cache` has the table test).
 //!
 //! Each fault is repeated, and each ends in a bounded outcome the test names:
 //! the status the caller gets, the log line, the metric. Then the process is
