@@ -218,10 +218,11 @@ impl Jwks {
 
     /// Called when a token's issuer has keys past their stale bound. In an
     /// outage that is what the bound is for, and a refetch at most once per
-    /// cooldown costs the IdP nothing. But the bound is wall-clock time while
-    /// the refresher sleeps on the monotonic clock: after the wall clock jumps
-    /// forward (a VM resumed after hours), healthy keys look stale until the
-    /// next scheduled refresh, and this refetch brings them back at once.
+    /// `refetch_cooldown` adds little to the refresher's own retries. But the
+    /// bound is wall-clock time while the refresher sleeps on the monotonic
+    /// clock: after the wall clock jumps forward (a VM resumed after hours),
+    /// healthy keys look stale until the next scheduled refresh, and this
+    /// refetch brings them back at once.
     /// Returns true when the keys are usable now.
     pub async fn refresh_stale(&self, id: IssuerId) -> bool {
         let idx = id.index();
