@@ -87,16 +87,64 @@ async fn logging_app() -> (std::net::SocketAddr, Log) {
     (addr, log)
 }
 
+/// One line through its CRLF (bounded); `None` when the peer closed first.
+async fn read_line(conn: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if line.len() > 1024 || conn.read_exact(&mut byte).await.is_err() {
+            return None;
+        }
+        line.push(byte[0]);
+    }
+    Some(line)
+}
+
+/// Reads a chunked body to its end (sizes, data, trailers) as a strict app
+/// would; false when its framing is broken or the peer closed.
+async fn read_chunked(conn: &mut TcpStream) -> bool {
+    loop {
+        let Some(line) = read_line(conn).await else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+        let size = text.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
+            return false;
+        };
+        if size == 0 {
+            // Trailer lines, up to the empty one.
+            loop {
+                match read_line(conn).await {
+                    Some(l) if l == b"\r\n" => return true,
+                    Some(_) => continue,
+                    None => return false,
+                }
+            }
+        }
+        let mut data = vec![0u8; size + 2];
+        if conn.read_exact(&mut data).await.is_err() {
+            return false;
+        }
+    }
+}
+
 async fn serve_app_connection(mut conn: TcpStream, log: Log) {
     while let Some(raw) = read_head(&mut conn).await {
         let head = raw.to_lowercase();
         log.push(head.clone());
-        let length: usize = header(&head, "content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        if conn.read_exact(&mut body).await.is_err() {
-            return;
+        if header(&head, "transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+            if !read_chunked(&mut conn).await {
+                return;
+            }
+        } else {
+            let length: usize = header(&head, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            if conn.read_exact(&mut body).await.is_err() {
+                return;
+            }
         }
         let upgrade = header(&head, "upgrade").unwrap_or("");
         if upgrade.contains("h2c") {
@@ -824,5 +872,114 @@ async fn tunnels_count_against_max_connections() {
         .expect("served once the tunnel closed")
         .unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
+    g.stop().await;
+}
+
+/// Request smuggling: requests whose framing two parsers could read two ways
+/// (Content-Length against Transfer-Encoding, framing headers obfuscated,
+/// duplicated or folded, bare LF), each hiding a second request, for /admin,
+/// where one reading puts a body. The guard refuses each or frames it one
+/// way, and whatever follows on the connection is a request it checks: the
+/// app, which reads chunked and Content-Length bodies strictly, must never
+/// receive the hidden request, nor a framing header spelled with `_` (which
+/// an app reading `_` as `-` would frame the body by).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framing_cannot_smuggle_a_request_past_the_guard() {
+    let g = Guard::start("").await;
+    let hidden = "GET /admin/users HTTP/1.1\r\nHost: app.example\r\n\r\n";
+    let chunked = format!("{:x}\r\n{hidden}\r\n0\r\n\r\n", hidden.len());
+    let head = "POST /public/x HTTP/1.1\r\nHost: app.example\r\n";
+    // Content-Length covering the empty chunk and the hidden request.
+    let covering = 5 + hidden.len();
+    let te_variants = [
+        "Transfer-Encoding: xchunked",
+        "Transfer-Encoding : chunked",
+        "Transfer-Encoding:\tchunked",
+        "Transfer-Encoding: chunked, identity",
+        "Transfer-Encoding: identity, chunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+        "Transfer-Encoding: CHUNKED",
+        "Transfer-Encoding: \"chunked\"",
+        "X-Padding: a\r\n Transfer-Encoding: chunked",
+        "Transfer_Encoding: chunked",
+        "Content_Length: 0",
+    ];
+    let mut attacks = vec![
+        (
+            "CL.TE".to_string(),
+            format!("{head}Content-Length: {covering}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "TE.CL".to_string(),
+            format!("{head}Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{chunked}"),
+        ),
+        (
+            "two Content-Lengths".to_string(),
+            format!("{head}Content-Length: 0\r\nContent-Length: {}\r\n\r\n{hidden}", hidden.len()),
+        ),
+        (
+            "a Content-Length list".to_string(),
+            format!("{head}Content-Length: 0, {}\r\n\r\n{hidden}", hidden.len()),
+        ),
+        (
+            "a signed Content-Length".to_string(),
+            format!("{head}Content-Length: +{}\r\n\r\n{hidden}", hidden.len()),
+        ),
+        (
+            "bare LF line ends".to_string(),
+            format!("POST /public/x HTTP/1.1\nHost: app.example\nContent-Length: {}\n\n{hidden}", hidden.len()),
+        ),
+        (
+            "a chunk size that overflows".to_string(),
+            format!("{head}Transfer-Encoding: chunked\r\n\r\n10000000000000000{:x}\r\n{hidden}\r\n0\r\n\r\n", hidden.len()),
+        ),
+    ];
+    for te in te_variants {
+        attacks.push((
+            format!("{te:?} against Content-Length"),
+            format!("{head}{te}\r\nContent-Length: {covering}\r\n\r\n0\r\n\r\n{hidden}"),
+        ));
+        attacks.push((
+            format!("{te:?} alone"),
+            format!("{head}{te}\r\n\r\n{chunked}"),
+        ));
+    }
+    for (label, request) in attacks {
+        g.log.clear();
+        let mut conn = TcpStream::connect(g.addr()).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            answers.extend_from_slice(&buf[..n]);
+        }
+        let answers = String::from_utf8_lossy(&answers);
+        let heads = g.log.heads();
+        assert!(
+            heads.iter().all(|h| !h.contains("/admin")),
+            "{label}: the app received the hidden request: {heads:?}\nthe client got: {answers}"
+        );
+        assert!(
+            heads.len() <= 1,
+            "{label}: the app received {} requests: {heads:?}",
+            heads.len()
+        );
+        // An app reading `_` as `-` would frame the body by these.
+        assert!(
+            heads
+                .iter()
+                .all(|h| !h.contains("transfer_encoding") && !h.contains("content_length")),
+            "{label}: the app received a framing header in another spelling: {heads:?}"
+        );
+        assert!(
+            answers.starts_with("HTTP/1.1 "),
+            "{label}: the client got no answer"
+        );
+    }
     g.stop().await;
 }

@@ -77,7 +77,8 @@ pub const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 /// from a verified token, and, unless `keep_overrides`, the method and path
 /// override headers. Each also in the underscore spelling (`X_Forwarded_Host`)
 /// that CGI-style servers read as the same name; kept overrides keep only
-/// their own spelling, the one [`super::policy::overrides_agree`] checks.
+/// their own spelling, the one [`super::policy::overrides_agree`] checks. And
+/// the underscore spelling of a framing header ([`FRAMING`]).
 pub fn strip_caller_headers(
     headers: &mut HeaderMap,
     identity: &[HeaderName],
@@ -94,8 +95,22 @@ pub fn strip_caller_headers(
     }
 }
 
+/// Message-framing names with a `-` in them. Their own spelling is hyper's to
+/// frame the request by; the underscore spelling (`Transfer_Encoding`) is one a
+/// CGI-style app reads as the same name, and would frame the body another way
+/// than we did: on a shared upstream connection, a smuggled request.
+const FRAMING: [&str; 4] = [
+    "transfer-encoding",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+];
+
 fn is_reserved(name: &str, identity: &[HeaderName], keep_overrides: bool) -> bool {
     if identity.iter().any(|h| same_name(name, h.as_str())) || is_proxy_owned(name) {
+        return true;
+    }
+    if FRAMING.iter().any(|f| name != *f && same_name(name, f)) {
         return true;
     }
     let is_override = |list: &[&str]| {
@@ -283,6 +298,10 @@ mod tests {
             ("X_Client_IP", "q"),
             ("cf-connecting-ip", "r"),
             ("x-host", "s"),
+            ("transfer_encoding", "t"),
+            ("Content_Length", "u"),
+            ("content-length", "kept"),
+            ("keep_alive", "v"),
             ("x_other", "kept"),
             ("x-auth-subjectx", "kept"),
             ("forwarded-x", "kept"),
@@ -305,6 +324,7 @@ mod tests {
             left(false),
             [
                 "client-hints",
+                "content-length",
                 "forwarded-x",
                 "host",
                 "x-auth-subjectx",
@@ -316,6 +336,7 @@ mod tests {
             left(true),
             [
                 "client-hints",
+                "content-length",
                 "forwarded-x",
                 "host",
                 "x-auth-subjectx",
