@@ -976,9 +976,11 @@ async fn ambiguous_framing_cannot_smuggle_a_request_past_the_guard() {
                 .all(|h| !h.contains("transfer_encoding") && !h.contains("content_length")),
             "{label}: the app received a framing header in another spelling: {heads:?}"
         );
+        // Framed one way (200) or refused as the caller's fault (400): never
+        // a 5xx counted against the app.
         assert!(
-            answers.starts_with("HTTP/1.1 "),
-            "{label}: the client got no answer"
+            answers.starts_with("HTTP/1.1 200 ") || answers.starts_with("HTTP/1.1 400 "),
+            "{label}: the client got {answers}"
         );
     }
     g.stop().await;

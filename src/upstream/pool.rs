@@ -179,7 +179,7 @@ impl Pool {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(ProxyError::UpstreamFailed(e.into_error().to_string())),
+                    _ => return Err(send_failed(e.into_error())),
                 },
             }
         }
@@ -220,7 +220,7 @@ impl Pool {
                     // The shared connection closed meanwhile: `shared()` no
                     // longer returns it, so the next turn dials a new one.
                     Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(ProxyError::UpstreamFailed(e.into_error().to_string())),
+                    _ => return Err(send_failed(e.into_error())),
                 },
             }
         }
@@ -311,6 +311,19 @@ impl Pool {
 /// sends it: the Host becomes `:authority`, the target absolute (`:scheme`),
 /// and `te: trailers` — the one `te` HTTP/2 allows — is said again when the
 /// caller sent it (hop-by-hop, it was removed).
+/// Why a send failed. The request's body is the caller's, streamed through: a
+/// body that is malformed (a chunk size that overflows) or ends early fails
+/// the send from our side, and that is the caller's 400, not the upstream's
+/// 502 (which would count against the app and page its owners).
+fn send_failed(e: hyper::Error) -> ProxyError {
+    let callers_body =
+        e.is_user() && std::error::Error::source(&e).is_some_and(|s| s.is::<hyper::Error>());
+    match callers_body {
+        true => ProxyError::BadRequest("the request body is malformed or ended early"),
+        false => ProxyError::UpstreamFailed(e.to_string()),
+    }
+}
+
 fn into_h2(
     req: Request<Body>,
     scheme: Option<&Scheme>,
