@@ -77,14 +77,8 @@ inbound:
     .expect("jwks");
     let snapshot = KeySnapshot {
         issuers: vec![
-            Arc::new(KeySet {
-                keys: parsed.keys,
-                usable_until: u64::MAX,
-            }),
-            Arc::new(KeySet {
-                keys: vec![],
-                usable_until: u64::MAX,
-            }),
+            Arc::new(KeySet::never_stale(parsed.keys)),
+            Arc::new(KeySet::never_stale(vec![])),
         ],
     };
     let now = unix_now();

@@ -190,14 +190,8 @@ inbound:
     assert_eq!(parsed.keys.len(), ASYMMETRIC.len(), "{:?}", parsed.skipped);
     let snapshot = KeySnapshot {
         issuers: vec![
-            Arc::new(KeySet {
-                keys: parsed.keys,
-                usable_until: u64::MAX,
-            }),
-            Arc::new(KeySet {
-                keys: Vec::new(),
-                usable_until: u64::MAX,
-            }),
+            Arc::new(KeySet::never_stale(parsed.keys)),
+            Arc::new(KeySet::never_stale(Vec::new())),
         ],
     };
     (tokengate::inbound::verifier(&inbound), snapshot)

@@ -49,10 +49,7 @@ fn fixture() -> &'static Fixture {
         let parsed =
             KeySet::parse(JWKS.as_bytes(), algorithms, &KeySet::default()).expect("fixture JWKS");
         let keys = KeySnapshot {
-            issuers: vec![Arc::new(KeySet {
-                keys: parsed.keys,
-                usable_until: u64::MAX,
-            })],
+            issuers: vec![Arc::new(KeySet::never_stale(parsed.keys))],
         };
         let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(JWKS).expect("JWKS");
         let public = set

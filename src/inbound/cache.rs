@@ -212,10 +212,7 @@ mod tests {
 
     fn usable() -> KeySnapshot {
         KeySnapshot {
-            issuers: vec![Arc::new(super::super::keys::KeySet {
-                keys: vec![],
-                usable_until: u64::MAX,
-            })],
+            issuers: vec![Arc::new(super::super::keys::KeySet::never_stale(vec![]))],
         }
     }
 

@@ -43,6 +43,16 @@ pub enum FetchError {
     Credential(String),
 }
 
+/// What a request's refetch came to ([`Jwks::refetch`]).
+enum Refetch {
+    /// What the request wanted was there once the fetch lock was ours.
+    NotNeeded,
+    /// A refetch ran within the cooldown (or the issuer has no JWKS): none now.
+    CoolingDown,
+    /// A refetch ran: whether it succeeded, and whether the request has what it wanted.
+    Done { fetched: bool, satisfied: bool },
+}
+
 /// Owns the snapshot channel and one refresher per issuer.
 pub struct Jwks {
     issuers: Vec<IssuerKeys>,
@@ -95,13 +105,9 @@ impl Jwks {
             issuers: states
                 .iter()
                 .map(|s| {
-                    Arc::new(KeySet {
-                        keys: Vec::new(),
-                        usable_until: if s.source == KeySource::None {
-                            u64::MAX
-                        } else {
-                            0
-                        },
+                    Arc::new(match s.source {
+                        KeySource::None => KeySet::never_stale(Vec::new()),
+                        _ => KeySet::default(),
                     })
                 })
                 .collect(),
@@ -196,24 +202,18 @@ impl Jwks {
         if state.unknown_kids.contains_key(kid) {
             return false;
         }
-        let mut last = state.fetch_lock.lock().await;
-        // Someone else's refetch may have brought it while we waited.
-        if self.knows(idx, kid) {
-            return true;
+        match self.refetch(idx, || self.knows(idx, kid)).await {
+            Refetch::NotNeeded => true,
+            Refetch::CoolingDown => false,
+            Refetch::Done { fetched, satisfied } => {
+                // Only a successful fetch proves the kid unknown; after a failed
+                // one the cooldown alone throttles retries.
+                if fetched && !satisfied {
+                    state.unknown_kids.insert(kid.into(), ());
+                }
+                satisfied
+            }
         }
-        if last.is_some_and(|t| t.elapsed() < state.policy.refetch_cooldown) {
-            return false;
-        }
-        *last = Some(Instant::now());
-        let fetched = self.fetch_and_publish(idx).await.is_ok();
-        drop(last);
-        let known = self.knows(idx, kid);
-        // Only a successful fetch proves the kid unknown; after a failed one the
-        // cooldown alone throttles retries.
-        if fetched && !known {
-            state.unknown_kids.insert(kid.into(), ());
-        }
-        known
     }
 
     /// Called when a token's issuer has keys past their stale bound. In an
@@ -222,13 +222,9 @@ impl Jwks {
     /// bound is wall-clock time while the refresher sleeps on the monotonic
     /// clock: after the wall clock jumps forward (a VM resumed after hours),
     /// healthy keys look stale until the next scheduled refresh, and this
-    /// refetch brings them back at once.
-    /// Returns true when the keys are usable now.
+    /// refetch brings them back at once. Returns true when the keys are usable.
     pub async fn refresh_stale(&self, id: IssuerId) -> bool {
         let idx = id.index();
-        let Some(state) = self.issuers.get(idx) else {
-            return false;
-        };
         let usable = || {
             self.snapshot
                 .borrow()
@@ -236,15 +232,35 @@ impl Jwks {
                 .get(idx)
                 .is_some_and(|s| s.is_usable(unix_now()))
         };
+        match self.refetch(idx, usable).await {
+            Refetch::NotNeeded => true,
+            Refetch::CoolingDown => false,
+            Refetch::Done { satisfied, .. } => satisfied,
+        }
+    }
+
+    /// The refetch a request asks for when the keys fall short of `wanted`:
+    /// single flight, and at most one per `refetch_cooldown` (scheduled
+    /// refreshes do not count against it).
+    async fn refetch(&self, idx: usize, wanted: impl Fn() -> bool) -> Refetch {
+        let Some(state) = self.issuers.get(idx) else {
+            return Refetch::CoolingDown;
+        };
         let mut last = state.fetch_lock.lock().await;
-        if usable() {
-            return true; // refreshed while we waited
+        // Someone else's refetch may have brought it while we waited.
+        if wanted() {
+            return Refetch::NotNeeded;
         }
         if last.is_some_and(|t| t.elapsed() < state.policy.refetch_cooldown) {
-            return false;
+            return Refetch::CoolingDown;
         }
         *last = Some(Instant::now());
-        self.fetch_and_publish(idx).await.is_ok() && usable()
+        let fetched = self.fetch_and_publish(idx).await.is_ok();
+        drop(last);
+        Refetch::Done {
+            fetched,
+            satisfied: wanted(),
+        }
     }
 
     fn knows(&self, idx: usize, kid: &str) -> bool {

@@ -207,6 +207,15 @@ pub struct ParsedJwks {
 }
 
 impl KeySet {
+    /// Keys that never go stale: a shared-secret issuer's empty set (it has no
+    /// JWKS to refresh), or a fixed set for tests, benchmarks and fuzzing.
+    pub fn never_stale(keys: Vec<Arc<VerifyKey>>) -> KeySet {
+        KeySet {
+            keys,
+            usable_until: u64::MAX,
+        }
+    }
+
     pub fn is_loaded(&self) -> bool {
         self.usable_until > 0
     }

@@ -134,21 +134,21 @@ impl Inbound {
         self.cache_misses.inc();
         let text = token_text(token)?;
         let verified = match self.verifier.verify(text, keys, now) {
-            Err(Reject::UnknownKid { issuer, kid }) => {
-                if !self.jwks.refresh_for_unknown_kid(issuer, &kid).await {
-                    return Err(Reject::UnknownKid { issuer, kid });
+            Ok(verified) => verified,
+            Err(reject) => {
+                let refetched = match &reject {
+                    Reject::UnknownKid { issuer, kid } => {
+                        self.jwks.refresh_for_unknown_kid(*issuer, kid).await
+                    }
+                    Reject::KeysUnavailable { issuer } => self.jwks.refresh_stale(*issuer).await,
+                    _ => false,
+                };
+                if !refetched {
+                    return Err(reject);
                 }
                 self.verifier
                     .verify(text, &self.jwks.snapshot(), unix_now())?
             }
-            Err(Reject::KeysUnavailable { issuer }) => {
-                if !self.jwks.refresh_stale(issuer).await {
-                    return Err(Reject::KeysUnavailable { issuer });
-                }
-                self.verifier
-                    .verify(text, &self.jwks.snapshot(), unix_now())?
-            }
-            other => other?,
         };
         let verified = Arc::new(verified);
         self.cache.insert(token, verified.clone());

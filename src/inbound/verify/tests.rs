@@ -110,10 +110,7 @@ fn snapshot() -> KeySnapshot {
                 keys: parsed.keys,
                 usable_until: NOW + 3600,
             }),
-            Arc::new(KeySet {
-                keys: vec![],
-                usable_until: u64::MAX,
-            }),
+            Arc::new(KeySet::never_stale(vec![])),
         ],
     }
 }
@@ -775,10 +772,7 @@ fn hmac_variants_verify_with_the_shared_secret() {
         "issuer: hs, audiences: [api], algorithms: [HS256, HS384, HS512], shared_secret: \"{SECRET}\""
     ));
     let snap = KeySnapshot {
-        issuers: vec![Arc::new(KeySet {
-            keys: vec![],
-            usable_until: u64::MAX,
-        })],
+        issuers: vec![Arc::new(KeySet::never_stale(vec![]))],
     };
     for (alg, h) in [
         ("HS256", hmac::HMAC_SHA256),
