@@ -46,23 +46,6 @@ impl Log {
     }
 }
 
-/// Reads one request or response head (through the blank line), byte by byte so
-/// that nothing after it is consumed. `None` when the peer closed first.
-async fn read_head(conn: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            _ => return None,
-        }
-        if head.len() > 64 * 1024 {
-            return None;
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
 /// The value of header `name` in a lower-cased head, if present.
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()

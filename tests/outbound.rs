@@ -22,29 +22,6 @@ struct Out {
     admin: String,
 }
 
-/// Outbound config: route `api.test` → `upstream` with token `default` from the
-/// issuer; `extra_token` is YAML under that token, `extra` under `outbound:`.
-fn outbound_yaml(token_url: &str, upstream: &str, extra_token: &str, extra: &str) -> String {
-    format!(
-        r#"admin: {{ listen: "127.0.0.1:0" }}
-outbound:
-  listen: "127.0.0.1:0"
-  routes:
-    - {{ host: api.test, upstream: "{upstream}", token: default }}
-  tokens:
-    default:
-      kind: client_credentials
-      token_url: "{token_url}"
-      client_id: demo-app
-      client_secret: demo-app-secret
-      scopes: ["orders:read"]
-      audience: {AUD}
-{extra_token}{extra}"#,
-        extra_token = indent(extra_token, 6),
-        extra = indent(extra, 2),
-    )
-}
-
 async fn start(issuer: DevIssuer, echo: Echo, extra_token: &str, extra: &str) -> Out {
     let yaml = outbound_yaml(
         &issuer.token_url(),

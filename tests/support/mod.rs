@@ -196,6 +196,51 @@ inbound:
     )
 }
 
+/// Outbound config: route `api.test` → `upstream` with token `default` from the
+/// issuer; `extra_token` is YAML under that token, `extra` under `outbound:`.
+pub fn outbound_yaml(token_url: &str, upstream: &str, extra_token: &str, extra: &str) -> String {
+    format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+outbound:
+  listen: "127.0.0.1:0"
+  routes:
+    - {{ host: api.test, upstream: "{upstream}", token: default }}
+  tokens:
+    default:
+      kind: client_credentials
+      token_url: "{token_url}"
+      client_id: demo-app
+      client_secret: demo-app-secret
+      scopes: ["orders:read"]
+      audience: {AUD}
+{extra_token}{extra}"#,
+        extra_token = indent(extra_token, 6),
+        extra = indent(extra, 2),
+    )
+}
+
+/// Reads one request or response head (through the blank line), byte by byte so
+/// that nothing after it is consumed. `None` when the peer closed first.
+pub async fn read_head(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(conn, &mut byte),
+        )
+        .await
+        {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return None,
+        }
+        if head.len() > 64 * 1024 {
+            return None;
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
