@@ -46,11 +46,7 @@ log "building tokengate, the fixtures generator, the gRPC app and load client"
   --example grpc-upstream --example grpc-load) >&2
 TG="$ROOT/target/release/tokengate"
 EXAMPLES="$ROOT/target/release/examples"
-if [ ! -f "$WORK/tokens-rs256-unique" ] || [ -n "$(find "$WORK/tokens-rs256-unique" -mmin +720)" ] \
-  || [ "$(wc -l <"$WORK/tokens-rs256-unique")" -lt "$UNIQUE" ]; then
-  log "generating keys and $UNIQUE unique RS256 tokens"
-  "$EXAMPLES/load-fixtures" "$WORK" "$UNIQUE" >&2
-fi
+fixtures "$UNIQUE"
 TOKEN="$(cat "$WORK/token-rs256")"
 printf '\0\0\0\0\0' >"$WORK/grpc-empty-message.bin" # HealthCheckRequest {}, gRPC-framed
 

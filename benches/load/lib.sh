@@ -1,6 +1,7 @@
-# Shared by benches/load/run.sh and h2.sh (sourced): logging, missing tools, the processes a
-# script starts and stops by pid, waiting for a port, RSS, nginx configs.
-# Expects WORK to be set.
+# Shared by benches/load/run.sh, h2.sh and benches/soak/soak.sh (sourced): logging, missing
+# tools, the processes a script starts and stops by pid, waiting for a port, the load
+# fixtures, RSS, nginx configs.
+# Expects ROOT and WORK to be set.
 
 log() { echo "load: $*" >&2; }
 
@@ -41,6 +42,17 @@ install_missing() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
   fi
   export PATH="$PATH:/usr/sbin"
+}
+
+# Keys, JWKS and tokens in $WORK (the load-fixtures example, built by the
+# caller), with at least $1 unique tokens; reused while their tokens have more
+# than 12 hours left.
+fixtures() {
+  local unique="$WORK/tokens-rs256-unique"
+  if [ ! -f "$unique" ] || [ -n "$(find "$unique" -mmin +720)" ] || [ "$(wc -l <"$unique")" -lt "$1" ]; then
+    log "generating keys and $1 unique RS256 tokens"
+    "$ROOT/target/release/examples/load-fixtures" "$WORK" "$1" >&2
+  fi
 }
 
 rss_kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status" 2>/dev/null || echo 0; }

@@ -47,12 +47,7 @@ log "building tokengate and the fixtures generator"
 (cd "$ROOT" && cargo build --release --locked --bin tokengate --example load-fixtures) >&2
 TG="$ROOT/target/release/tokengate"
 
-# Fixtures are reused while their tokens have more than 12 hours left.
-if [ ! -f "$WORK/tokens-rs256-unique" ] || [ -n "$(find "$WORK/tokens-rs256-unique" -mmin +720)" ] \
-  || [ "$(wc -l <"$WORK/tokens-rs256-unique")" -lt "$UNIQUE" ]; then
-  log "generating keys and $UNIQUE unique RS256 tokens"
-  "$ROOT/target/release/examples/load-fixtures" "$WORK" "$UNIQUE" >&2
-fi
+fixtures "$UNIQUE"
 
 # --- configs ---------------------------------------------------------------
 TOKEN_ANSWER="$(cat "$WORK/token-answer.json")"

@@ -38,6 +38,8 @@ def main():
     num = lambda r, k: float(r[k])
     after = [r for r in rows if WARM_UP <= num(r, "seconds") <= WARM_UP + 60]
     last = [r for r in rows if num(r, "seconds") >= duration - 60]
+    if not after or not last:
+        sys.exit(f"soak: no samples between {WARM_UP} and {WARM_UP + 60} s to compare; run DURATION >= {WARM_UP}")
     mean = lambda rs, k: statistics.mean(num(r, k) for r in rs)
     checks = []
     for key, rel, add, unit in [("rss_mib", 0.05, 1.0, " MiB"), ("fds", 0.10, 2, ""), ("tasks", 0.10, 2, "")]:

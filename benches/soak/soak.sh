@@ -41,11 +41,7 @@ install_missing wrk:wrk h2load:nghttp2-client nginx:nginx-light gnuplot:gnuplot-
 mkdir -p "$WORK"
 log "building tokengate and the fixtures generator"
 (cd "$ROOT" && cargo build --release --locked --bin tokengate --example load-fixtures) >&2
-if [ ! -f "$WORK/tokens-rs256-unique" ] || [ -n "$(find "$WORK/tokens-rs256-unique" -mmin +720)" ] \
-  || [ "$(wc -l <"$WORK/tokens-rs256-unique")" -lt "$UNIQUE" ]; then
-  log "generating keys and $UNIQUE unique RS256 tokens"
-  "$ROOT/target/release/examples/load-fixtures" "$WORK" "$UNIQUE" >&2
-fi
+fixtures "$UNIQUE"
 TOKEN="$(cat "$WORK/token-rs256")"
 
 nginx_conf upstream "$UP" "
