@@ -55,7 +55,8 @@ inbound:
     let inbound = Config::from_yaml(&yaml, "bench", &|_| None)
         .expect("bench config")
         .inbound
-        .expect("inbound");
+        .expect("inbound")
+        .guard;
     let verifier = Verifier::new(
         &inbound.issuers,
         8192,

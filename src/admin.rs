@@ -2,6 +2,7 @@
 //! loaded and every outbound token fetched; else what is not, and why),
 //! `/metrics` (Prometheus text).
 
+use crate::authz::Authz;
 use crate::body::{full, Body};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub inbound: Option<Arc<Swap<Inbound>>>,
+    pub authz: Option<Arc<Swap<Authz>>>,
     pub outbound: Option<Arc<Swap<Outbound>>>,
 }
 
@@ -25,7 +27,10 @@ impl Admin {
     pub fn not_ready(&self) -> Vec<String> {
         let mut waiting = Vec::new();
         if let Some(inbound) = &self.inbound {
-            waiting.extend(inbound.current().not_ready());
+            waiting.extend(inbound.current().guard().not_ready());
+        }
+        if let Some(authz) = &self.authz {
+            waiting.extend(authz.current().guard().not_ready());
         }
         if let Some(outbound) = &self.outbound {
             waiting.extend(outbound.current().not_ready());

@@ -40,6 +40,9 @@ pub enum ProxyError {
     HeadersTooLarge,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// Nothing is served at this path; the value says where to ask.
+    #[error("not found: ask at {0}")]
+    NotFound(&'static str),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("upstream did not answer in time")]

@@ -5,10 +5,12 @@
 //! arguments, sets up logging and maps failures to exit codes.
 //!
 //! Inbound requests flow `server` → `inbound` (pure `verify` and `policy` at its
-//! core, keys from `inbound::jwks`) → `upstream`; `respond` turns every failure
-//! into a response in one place.
+//! core, keys from `inbound::jwks`) → `upstream`; `authz` answers the same
+//! decision for a fronting proxy instead of forwarding; `respond` turns every
+//! failure into a response in one place.
 
 pub mod admin;
+pub mod authz;
 pub mod body;
 pub mod cli;
 pub mod client;
@@ -25,7 +27,9 @@ pub mod upstream;
 pub mod watch;
 
 use admin::Admin;
+use authz::Authz;
 use config::Config;
+use inbound::guard::Guard;
 use inbound::Inbound;
 use metrics::Metrics;
 use outbound::Outbound;
@@ -66,6 +70,9 @@ pub enum StartError {
 pub struct App {
     pub admin_addr: SocketAddr,
     pub inbound_addr: Option<SocketAddr>,
+    pub authz_addr: Option<SocketAddr>,
+    /// The authz listener's gRPC `ext_authz` port, when `authz.grpc_listen` is set.
+    pub authz_grpc_addr: Option<SocketAddr>,
     pub outbound_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     outbound: Option<Arc<Swap<Outbound>>>,
@@ -74,6 +81,9 @@ pub struct App {
     inbound: Option<Arc<Swap<Inbound>>>,
     /// Cancels the current inbound generation's background work (JWKS refresh).
     inbound_work: CancellationToken,
+    authz: Option<Arc<Swap<Authz>>>,
+    /// Cancels the current authz generation's background work (JWKS refresh).
+    authz_work: CancellationToken,
     /// The config the listeners were bound with.
     config: Config,
     /// The inbound listener's certificate, when it serves TLS.
@@ -91,6 +101,11 @@ impl App {
     /// The inbound guard currently serving.
     pub fn inbound(&self) -> Option<Arc<Inbound>> {
         self.inbound.as_ref().map(|s| s.current())
+    }
+
+    /// The authz listener's handler currently serving.
+    pub fn authz(&self) -> Option<Arc<Authz>> {
+        self.authz.as_ref().map(|s| s.current())
     }
 
     /// Stops accepting and drains; returns when every listener has finished.
@@ -114,18 +129,29 @@ impl App {
             return Err(StartError::NeedsRestart("admin.listen"));
         }
         let inbound = self.prepare_inbound(&config).await?;
+        // Work started for a generation that will not serve.
+        let mut started: Vec<CancellationToken> = Vec::new();
+        started.extend(inbound.as_ref().map(|(_, work)| work.clone()));
+        let abandon = |started: Vec<CancellationToken>, e| {
+            started.iter().for_each(CancellationToken::cancel);
+            Err(e)
+        };
+        let authz = match self.prepare_authz(&config).await {
+            Ok(a) => a,
+            Err(e) => return abandon(started, e),
+        };
+        started.extend(authz.as_ref().map(|(_, work)| work.clone()));
         let outbound = match self.prepare_outbound(&config).await {
             Ok(o) => o,
-            Err(e) => {
-                if let Some((_, work)) = &inbound {
-                    work.cancel();
-                }
-                return Err(e);
-            }
+            Err(e) => return abandon(started, e),
         };
         if let (Some(swap), Some((guard, work))) = (&self.inbound, inbound) {
             swap.replace(guard);
             std::mem::replace(&mut self.inbound_work, work).cancel();
+        }
+        if let (Some(swap), Some((authz, work))) = (&self.authz, authz) {
+            swap.replace(authz);
+            std::mem::replace(&mut self.authz_work, work).cancel();
         }
         if let (Some(swap), Some((proxy, work))) = (&self.outbound, outbound) {
             swap.replace(proxy);
@@ -162,9 +188,47 @@ impl App {
         }
         let client = client::http_client(new.timeouts.upstream_connect, None)?;
         let guard = Inbound::new(new, client, self.metrics.clone())?;
+        let work = self.keys_loaded(guard.guard(), &new.guard).await?;
+        Ok(Some((guard, work)))
+    }
+
+    async fn prepare_authz(
+        &self,
+        config: &Config,
+    ) -> Result<Option<(Arc<Authz>, CancellationToken)>, StartError> {
+        let (old, new) = match (&self.config.authz, &config.authz) {
+            (None, None) => return Ok(None),
+            (Some(old), Some(new)) => (old, new),
+            _ => {
+                return Err(StartError::NeedsRestart(
+                    "the authz section (added or removed)",
+                ))
+            }
+        };
+        if old.listen != new.listen
+            || old.grpc_listen != new.grpc_listen
+            || authz_serve_options(old) != authz_serve_options(new)
+        {
+            return Err(StartError::NeedsRestart(
+                "authz listen, grpc_listen, header_read, drain, max_header_bytes or max_connections",
+            ));
+        }
+        let client = client::http_client(new.timeouts.upstream_connect, None)?;
+        let authz = Authz::new(new, client, self.metrics.clone());
+        let work = self.keys_loaded(authz.guard(), &new.guard).await?;
+        Ok(Some((authz, work)))
+    }
+
+    /// Starts a new guard's key refreshers and waits for its keys to load
+    /// (three fetch timeouts at most); the token cancels its refreshers.
+    async fn keys_loaded(
+        &self,
+        guard: &Guard,
+        config: &config::GuardConfig,
+    ) -> Result<CancellationToken, StartError> {
         let work = self.shutdown.child_token();
         guard.jwks().spawn_refreshers(work.clone());
-        let deadline = new
+        let deadline = config
             .issuers
             .iter()
             .map(|i| i.jwks_cache.fetch_timeout)
@@ -175,7 +239,7 @@ impl App {
             work.cancel();
             return Err(StartError::KeysNotLoaded);
         }
-        Ok(Some((guard, work)))
+        Ok(work)
     }
 
     async fn prepare_outbound(
@@ -281,11 +345,39 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         };
         let (listener, addr) = bind(cfg.listen, "inbound").await?;
         inbound_addr = Some(addr);
-        guard.jwks().spawn_refreshers(inbound_work.clone());
+        guard.guard().jwks().spawn_refreshers(inbound_work.clone());
         let opts = serve_options(cfg);
         let swap = Arc::new(Swap::new(guard));
         tasks.spawn(serve(listener, tls, opts, swap.clone(), shutdown.clone()));
         inbound = Some(swap);
+    }
+    let (mut authz_addr, mut authz_grpc_addr, mut authz) = (None, None, None);
+    let authz_work = shutdown.child_token();
+    if let Some(cfg) = &config.authz {
+        let client = client::http_client(cfg.timeouts.upstream_connect, None)?;
+        let handler = Authz::new(cfg, client, metrics.clone());
+        let (listener, addr) = bind(cfg.listen, "authz").await?;
+        authz_addr = Some(addr);
+        let grpc = match cfg.grpc_listen {
+            Some(grpc_listen) => Some(bind(grpc_listen, "authz gRPC").await?),
+            None => None,
+        };
+        handler.guard().jwks().spawn_refreshers(authz_work.clone());
+        let swap = Arc::new(Swap::new(handler));
+        tasks.spawn(serve(
+            listener,
+            None,
+            authz_serve_options(cfg),
+            swap.clone(),
+            shutdown.clone(),
+        ));
+        if let Some((listener, addr)) = grpc {
+            authz_grpc_addr = Some(addr);
+            let check = authz::grpc::GrpcCheck::new(swap.clone());
+            let opts = authz_serve_options(cfg);
+            tasks.spawn(serve(listener, None, opts, check, shutdown.clone()));
+        }
+        authz = Some(swap);
     }
     let mut outbound_addr = None;
     let mut outbound = None;
@@ -308,6 +400,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
         inbound: inbound.clone(),
+        authz: authz.clone(),
         outbound: outbound.clone(),
     });
     let (listener, admin_addr) = bind(config.admin.listen, "admin").await?;
@@ -322,18 +415,28 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         Some(addr) => tracing::info!(admin = %admin_addr, inbound = %addr, "tokengate started"),
         None => tracing::info!(admin = %admin_addr, "tokengate started"),
     }
+    if let Some(addr) = authz_addr {
+        match authz_grpc_addr {
+            Some(grpc) => tracing::info!(authz = %addr, grpc = %grpc, "authz listening"),
+            None => tracing::info!(authz = %addr, "authz listening"),
+        }
+    }
     if let Some(addr) = outbound_addr {
         tracing::info!(outbound = %addr, "outbound listening");
     }
     Ok(App {
         admin_addr,
         inbound_addr,
+        authz_addr,
+        authz_grpc_addr,
         outbound_addr,
         metrics,
         outbound,
         outbound_work,
         inbound,
         inbound_work,
+        authz,
+        authz_work,
         cert_store,
         config: config.clone(),
         shutdown,
@@ -353,11 +456,20 @@ fn outbound_serve_options(cfg: &config::OutboundConfig) -> ServeOptions {
 
 /// Listener settings of the inbound port (fixed for the process lifetime).
 fn serve_options(cfg: &config::InboundConfig) -> ServeOptions {
+    guard_serve_options(&cfg.timeouts, &cfg.guard.limits)
+}
+
+/// Listener settings of the authz port (fixed for the process lifetime).
+fn authz_serve_options(cfg: &config::AuthzConfig) -> ServeOptions {
+    guard_serve_options(&cfg.timeouts, &cfg.guard.limits)
+}
+
+fn guard_serve_options(timeouts: &config::Timeouts, limits: &config::Limits) -> ServeOptions {
     ServeOptions {
-        header_read_timeout: cfg.timeouts.header_read,
-        max_header_bytes: cfg.limits.max_header_bytes,
-        drain: cfg.timeouts.drain,
-        max_connections: cfg.limits.max_connections,
+        header_read_timeout: timeouts.header_read,
+        max_header_bytes: limits.max_header_bytes,
+        drain: timeouts.drain,
+        max_connections: limits.max_connections,
     }
 }
 

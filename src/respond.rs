@@ -263,6 +263,7 @@ fn classify(failure: &Failure) -> (StatusCode, &'static str, Option<String>) {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", None)
         }
         Failure::Proxy(ProxyError::NoRoute(_)) => (StatusCode::NOT_FOUND, "no_route", None),
+        Failure::Proxy(ProxyError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found", None),
         Failure::Proxy(ProxyError::TokenUnavailable(_)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", None)
         }

@@ -23,13 +23,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// Something that answers requests.
-pub trait Handler: Send + Sync + 'static {
+/// Something that answers requests, with bodies of type `B` (tokengate's
+/// own, unless a library's service answers: tonic's for gRPC `ext_authz`).
+pub trait Handler<B = Body>: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         from: Downstream,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    ) -> impl Future<Output = Response<B>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,13 +147,18 @@ fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsE
 }
 
 /// Accepts connections until `shutdown`, then drains in-flight requests for at most `opts.drain`.
-pub async fn serve<H: Handler>(
+pub async fn serve<H, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     opts: ServeOptions,
     handler: Arc<H>,
     shutdown: CancellationToken,
-) {
+) where
+    H: Handler<B>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let builder = Arc::new(connection_builder(&opts));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));

@@ -230,12 +230,12 @@ inbound:
         let app = start_yaml(&yaml).await;
         let guard = app.inbound().unwrap();
         for _ in 0..400 {
-            if guard.is_ready() {
+            if guard.guard().is_ready() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(guard.is_ready());
+        assert!(guard.guard().is_ready());
         Guard {
             issuer,
             app: Some(app),

@@ -180,7 +180,7 @@ inbound:
         HMAC.join(", ")
     );
     let config = Config::from_yaml(&yaml, "differential", &|_| None).expect("config");
-    let inbound = config.inbound.expect("inbound");
+    let inbound = config.inbound.expect("inbound").guard;
     let parsed = KeySet::parse(
         jwks.as_bytes(),
         &inbound.issuers[0].algorithms,
@@ -194,7 +194,7 @@ inbound:
             Arc::new(KeySet::never_stale(Vec::new())),
         ],
     };
-    (tokengate::inbound::verifier(&inbound), snapshot)
+    (tokengate::inbound::guard::verifier(&inbound), snapshot)
 }
 
 /// jsonwebtoken's verdict, configured as tokengate is: the key the header's

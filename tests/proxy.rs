@@ -28,12 +28,12 @@ async fn guard_for(upstream: &str, inbound_extra: &str) -> (DevIssuer, tokengate
     let app = start_yaml(&yaml).await;
     let guard = app.inbound().unwrap();
     for _ in 0..200 {
-        if guard.is_ready() {
+        if guard.guard().is_ready() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(guard.is_ready());
+    assert!(guard.guard().is_ready());
     (issuer, app)
 }
 

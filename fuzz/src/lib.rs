@@ -44,7 +44,7 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let config = Config::from_yaml(CONFIG, "fuzz", &|_| None).expect("fuzz config");
-        let inbound = config.inbound.expect("inbound");
+        let inbound = config.inbound.expect("inbound").guard;
         let algorithms = &inbound.issuers[0].algorithms;
         let parsed =
             KeySet::parse(JWKS.as_bytes(), algorithms, &KeySet::default()).expect("fixture JWKS");
@@ -65,7 +65,7 @@ fn fixture() -> &'static Fixture {
             })
             .collect();
         Fixture {
-            verifier: tokengate::inbound::verifier(&inbound),
+            verifier: tokengate::inbound::guard::verifier(&inbound),
             keys,
             public,
         }
@@ -226,7 +226,7 @@ fn rule_sets() -> &'static RuleSets {
     SETS.get_or_init(|| {
         let rules = |yaml: &str| {
             let config = Config::from_yaml(yaml, "fuzz", &|_| None).expect("rules config");
-            config.inbound.expect("inbound").rules
+            config.inbound.expect("inbound").guard.rules
         };
         let lowered = RULES.replace("/Reports/Q1", "/reports/q1");
         RuleSets {

@@ -3,7 +3,7 @@
 mod online;
 mod verify;
 
-use crate::config::{Access, Config, KeySource, Mode, UpstreamProtocol};
+use crate::config::{Access, Config, GuardConfig, KeySource, Mode, UpstreamProtocol};
 use crate::watch::ConfigWatch;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -79,7 +79,8 @@ enum Command {
         online: bool,
     },
     /// Explain, check by check, what the proxy would do with a request; the last
-    /// line is `decision: <status> <label>`. Exit 0 when it would be forwarded.
+    /// line is `decision: <status> <label>`. Exit 0 when it would be forwarded
+    /// (or, for `authz`, allowed).
     Verify {
         #[arg(long)]
         config: PathBuf,
@@ -96,6 +97,10 @@ enum Command {
         /// The `Host` header; empty: none (an HTTP/1.1 request without one is refused).
         #[arg(long, default_value = "localhost")]
         host: String,
+        /// Decide as the `authz` listener (the request described is the one a
+        /// fronting proxy asks about); the default when there is no `inbound`.
+        #[arg(long)]
+        authz: bool,
     },
     /// Fetch an outbound token once and print its lifetime and claims (never the token).
     Token {
@@ -164,12 +169,14 @@ impl Cli {
                 path,
                 method,
                 host,
+                authz,
             } => {
                 let asked = verify::Asked {
                     token: token.as_deref(),
                     target: &path,
                     method: &method,
                     host: &host,
+                    authz,
                 };
                 verify::verify(&config, asked).await
             }
@@ -313,6 +320,58 @@ fn protocol_note(url: &hyper::Uri, protocol: UpstreamProtocol) -> String {
     }
 }
 
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Strict => "strict",
+        Mode::Permissive => "permissive",
+        Mode::Audit => "audit (nothing is rejected)",
+    }
+}
+
+/// The issuers and rules of an `inbound` or `authz` section.
+fn print_guard(guard: &GuardConfig) {
+    for iss in &guard.issuers {
+        let keys = match &iss.keys {
+            KeySource::Jwks(u) => format!("jwks {u}"),
+            KeySource::Discovery(u) => format!("discovery {u}"),
+            KeySource::None => "shared secret only".to_string(),
+        };
+        let algorithms: Vec<String> = iss.algorithms.iter().map(|a| format!("{a:?}")).collect();
+        let mut fetch = String::new();
+        if iss.tls.is_some() {
+            fetch.push_str("  own TLS");
+        }
+        if let Some(file) = &iss.jwks_bearer_token_file {
+            fetch.push_str(&format!("  bearer from {}", file.display()));
+        }
+        println!(
+            "  issuer {}  {keys}{fetch}  algorithms {}  audiences {}",
+            iss.issuer,
+            algorithms.join(", "),
+            iss.audiences.join(", ")
+        );
+    }
+    for (n, r) in guard.rules.iter().enumerate() {
+        let access = match &r.access {
+            Access::Anonymous => "anonymous".to_string(),
+            Access::Token(req) => {
+                let mut needs = Vec::new();
+                if !req.scopes.is_empty() {
+                    needs.push(format!("scopes {}", req.scopes.join(" ")));
+                }
+                for (name, value) in &req.claims {
+                    needs.push(format!("claim {name} = {value}"));
+                }
+                match needs.is_empty() {
+                    true => "any valid token".to_string(),
+                    false => needs.join(", "),
+                }
+            }
+        };
+        println!("  rules[{n}] {}  {access}", r.name);
+    }
+}
+
 async fn check(path: &Path, online: bool) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
@@ -320,61 +379,31 @@ async fn check(path: &Path, online: bool) -> ExitCode {
     };
     println!("{}: OK", path.display());
     println!("admin    {}", config.admin.listen);
-    if let Some(i) = &config.inbound {
-        let mode = match i.mode {
-            Mode::Strict => "strict",
-            Mode::Permissive => "permissive",
-            Mode::Audit => "audit (nothing is rejected)",
-        };
-        println!(
-            "inbound  {}{} → {}  mode {mode}{}",
-            i.listen,
-            if i.tls.is_some() { " (TLS)" } else { "" },
-            i.upstream,
-            protocol_note(&i.upstream, i.upstream_protocol),
-        );
-        for iss in &i.issuers {
-            let keys = match &iss.keys {
-                KeySource::Jwks(u) => format!("jwks {u}"),
-                KeySource::Discovery(u) => format!("discovery {u}"),
-                KeySource::None => "shared secret only".to_string(),
-            };
-            let algorithms: Vec<String> = iss.algorithms.iter().map(|a| format!("{a:?}")).collect();
-            let mut fetch = String::new();
-            if iss.tls.is_some() {
-                fetch.push_str("  own TLS");
-            }
-            if let Some(file) = &iss.jwks_bearer_token_file {
-                fetch.push_str(&format!("  bearer from {}", file.display()));
-            }
+    match &config.inbound {
+        Some(i) => {
             println!(
-                "  issuer {}  {keys}{fetch}  algorithms {}  audiences {}",
-                iss.issuer,
-                algorithms.join(", "),
-                iss.audiences.join(", ")
+                "inbound  {}{} → {}  mode {}{}",
+                i.listen,
+                if i.tls.is_some() { " (TLS)" } else { "" },
+                i.upstream,
+                mode_name(i.guard.mode),
+                protocol_note(&i.upstream, i.upstream_protocol),
             );
+            print_guard(&i.guard);
         }
-        for (n, r) in i.rules.iter().enumerate() {
-            let access = match &r.access {
-                Access::Anonymous => "anonymous".to_string(),
-                Access::Token(req) => {
-                    let mut needs = Vec::new();
-                    if !req.scopes.is_empty() {
-                        needs.push(format!("scopes {}", req.scopes.join(" ")));
-                    }
-                    for (name, value) in &req.claims {
-                        needs.push(format!("claim {name} = {value}"));
-                    }
-                    match needs.is_empty() {
-                        true => "any valid token".to_string(),
-                        false => needs.join(", "),
-                    }
-                }
-            };
-            println!("  rules[{n}] {}  {access}", r.name);
-        }
-    } else {
-        println!("inbound  not configured");
+        None => println!("inbound  not configured"),
+    }
+    if let Some(a) = &config.authz {
+        let grpc = a
+            .grpc_listen
+            .map(|g| format!(", gRPC ext_authz {g}"))
+            .unwrap_or_default();
+        println!(
+            "authz    {}{grpc} (answers only)  mode {}",
+            a.listen,
+            mode_name(a.guard.mode)
+        );
+        print_guard(&a.guard);
     }
     match &config.outbound {
         Some(o) => {

@@ -27,12 +27,22 @@ pub async fn check(path: &Path, config: &Config) -> bool {
             .map_err(|e| e.to_string());
         report(format!("file {}", file.display()), read);
     }
-    if let Some(inbound) = &config.inbound {
-        match crate::client::http_client(inbound.timeouts.upstream_connect, None) {
-            Err(e) => report("inbound client".into(), Err(e.to_string())),
+    let guards = [
+        config
+            .inbound
+            .as_ref()
+            .map(|i| ("inbound", &i.guard, i.timeouts.upstream_connect)),
+        config
+            .authz
+            .as_ref()
+            .map(|a| ("authz", &a.guard, a.timeouts.upstream_connect)),
+    ];
+    for (section, guard, connect) in guards.into_iter().flatten() {
+        match crate::client::http_client(connect, None) {
+            Err(e) => report(format!("{section} client"), Err(e.to_string())),
             Ok(client) => {
-                let jwks = Jwks::new(&inbound.issuers, client, Arc::new(Metrics::new()));
-                for (idx, issuer) in inbound.issuers.iter().enumerate() {
+                let jwks = Jwks::new(&guard.issuers, client, Arc::new(Metrics::new()));
+                for (idx, issuer) in guard.issuers.iter().enumerate() {
                     if issuer.keys == KeySource::None {
                         continue;
                     }
@@ -45,7 +55,9 @@ pub async fn check(path: &Path, config: &Config) -> bool {
                             format!("{count} usable keys")
                         })
                         .map_err(|e| e.to_string());
-                    report(format!("issuer {}", issuer.issuer), fetched);
+                    // `issuer …` for inbound's, `authz issuer …` for authz's.
+                    let prefix = if section == "inbound" { "" } else { "authz " };
+                    report(format!("{prefix}issuer {}", issuer.issuer), fetched);
                 }
             }
         }

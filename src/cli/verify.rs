@@ -31,6 +31,8 @@ pub struct Asked<'a> {
     pub target: &'a str,
     pub method: &'a str,
     pub host: &'a str,
+    /// Decide as the authz listener rather than the inbound guard.
+    pub authz: bool,
 }
 
 /// `tokengate verify`: the proxy's own decision ([`Policy::decide`]) for the
@@ -41,9 +43,18 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(inbound) = &config.inbound else {
-        eprintln!("tokengate: the config has no inbound section");
-        return ExitCode::from(EXIT_CONFIG);
+    // The section deciding, and what its allow is called.
+    let (guard, allowed) = match (&config.inbound, &config.authz, asked.authz) {
+        (_, Some(authz), true) | (None, Some(authz), false) => (&authz.guard, "allow"),
+        (Some(inbound), _, false) => (&inbound.guard, "forward"),
+        (_, None, true) => {
+            eprintln!("tokengate: the config has no authz section");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        (None, None, false) => {
+            eprintln!("tokengate: the config has no inbound or authz section");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     let token = match asked.token {
         Some("-") => {
@@ -70,22 +81,27 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let client = match crate::client::http_client(inbound.timeouts.upstream_connect, None) {
+    let connect = crate::config::Timeouts::default().upstream_connect;
+    let connect = config
+        .inbound
+        .as_ref()
+        .map_or(connect, |i| i.timeouts.upstream_connect);
+    let client = match crate::client::http_client(connect, None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tokengate: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let jwks = Jwks::new(&inbound.issuers, client, Arc::new(Metrics::new()));
-    for (idx, iss) in inbound.issuers.iter().enumerate() {
+    let jwks = Jwks::new(&guard.issuers, client, Arc::new(Metrics::new()));
+    for (idx, iss) in guard.issuers.iter().enumerate() {
         if iss.keys != KeySource::None {
             if let Err(e) = jwks.refresh(IssuerId::new(idx)).await {
                 println!("  note  keys of {} could not be fetched: {e}", iss.issuer);
             }
         }
     }
-    let (policy, verifier) = (Policy::new(inbound), crate::inbound::verifier(inbound));
+    let (policy, verifier) = (Policy::new(guard), crate::inbound::guard::verifier(guard));
     match &token {
         Some(t) => println!(
             "request {} {} host {}, token {} ({} bytes)",
@@ -121,7 +137,7 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
             pending.finish(verified.map(Arc::new))
         }
     };
-    explain_decision(&policy, &decision)
+    explain_decision(&policy, &decision, allowed)
 }
 
 /// Why a `verify` request could not be built.
@@ -169,8 +185,9 @@ fn explain_rule(policy: &Policy, rule: Option<usize>) {
 }
 
 /// Prints how the decision ended, the human `result:` line and the
-/// `decision:` line; the exit code says whether the request would be forwarded.
-fn explain_decision(policy: &Policy, decision: &Decision) -> ExitCode {
+/// `decision:` line (`allowed`: what an allow is called); the exit code says
+/// whether the request would be forwarded (allowed).
+fn explain_decision(policy: &Policy, decision: &Decision, allowed: &str) -> ExitCode {
     let rule = decision
         .rule
         .map(|n| format!("rules[{n}] {}", policy.rules()[n].name))
@@ -206,7 +223,7 @@ fn explain_decision(policy: &Policy, decision: &Decision) -> ExitCode {
     match decision.verdict.failure() {
         None => {
             println!("result: ALLOWED");
-            println!("decision: 200 forward");
+            println!("decision: 200 {allowed}");
             ExitCode::SUCCESS
         }
         Some(failure) => {

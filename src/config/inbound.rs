@@ -1,4 +1,4 @@
-//! Validation of the `inbound` section: issuers, rules, forwarding.
+//! Validation of the `inbound` and `authz` sections: issuers, rules, forwarding.
 
 use super::raw::*;
 use super::*;
@@ -9,18 +9,6 @@ impl Validator<'_> {
         let upstream = self.http_uri("inbound.upstream", &raw.upstream);
         let upstream_protocol =
             self.upstream_protocol("inbound.protocol", raw.protocol.as_ref(), upstream.as_ref());
-        let mode = match raw.mode.as_deref() {
-            None | Some("strict") => Mode::Strict,
-            Some("permissive") => Mode::Permissive,
-            Some("audit") => Mode::Audit,
-            Some(other) => {
-                self.error(
-                    "inbound.mode",
-                    format!("expected strict, permissive or audit, got {other:?}"),
-                );
-                Mode::Strict
-            }
-        };
         let tls = raw.tls.map(|t| TlsFiles {
             cert_file: PathBuf::from(
                 self.text("inbound.tls.cert_file", &t.cert_file)
@@ -31,24 +19,123 @@ impl Validator<'_> {
                     .unwrap_or_default(),
             ),
         });
+        let timeouts = self.timeouts("inbound.timeouts", &raw.timeouts);
+        let guard = self.guard(
+            "inbound",
+            RawGuard {
+                mode: raw.mode,
+                issuers: raw.issuers,
+                rules: raw.rules,
+                forward: raw.forward,
+                limits: raw.limits,
+                token_cache: raw.token_cache,
+            },
+        );
+        Some(InboundConfig {
+            listen: listen?,
+            tls,
+            upstream: upstream?,
+            upstream_protocol,
+            timeouts,
+            guard,
+        })
+    }
+
+    /// The `authz` section: `inbound` without forwarding. What the inbound
+    /// guard strips before forwarding reaches the app through the fronting
+    /// proxy instead, so override headers are always checked (the rules must
+    /// agree on every reading they give), never stripped.
+    pub(super) fn authz(&mut self, raw: RawAuthz) -> Option<AuthzConfig> {
+        let listen = match &raw.listen {
+            Some(l) => self.socket_addr("authz.listen", l),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9191))),
+        };
+        let grpc_listen = raw
+            .grpc_listen
+            .as_ref()
+            .and_then(|l| self.socket_addr("authz.grpc_listen", l));
+        let timeouts = self.timeouts("authz.timeouts", &raw.timeouts);
+        let forwarding = [
+            ("upstream_connect", raw.timeouts.upstream_connect.is_some()),
+            (
+                "upstream_response",
+                raw.timeouts.upstream_response.is_some(),
+            ),
+            ("tunnel_idle", raw.timeouts.tunnel_idle.is_some()),
+        ];
+        for (field, _) in forwarding.iter().filter(|(_, set)| *set) {
+            self.error(
+                format!("authz.timeouts.{field}"),
+                "authz forwards nothing: only header_read and drain apply",
+            );
+        }
+        if raw.forward.authorization.is_some() {
+            self.error(
+                "authz.forward.authorization",
+                "authz forwards nothing: the fronting proxy decides what the app gets",
+            );
+        }
+        if raw.forward.override_headers.is_some() {
+            self.error(
+                "authz.forward.override_headers",
+                "authz cannot strip headers from what the app gets: override headers are always checked",
+            );
+        }
+        let mut guard = self.guard(
+            "authz",
+            RawGuard {
+                mode: raw.mode,
+                issuers: raw.issuers,
+                rules: raw.rules,
+                forward: raw.forward,
+                limits: raw.limits,
+                token_cache: raw.token_cache,
+            },
+        );
+        guard.forward.keep_override_headers = true;
+        Some(AuthzConfig {
+            listen: listen?,
+            grpc_listen,
+            timeouts,
+            guard,
+        })
+    }
+
+    /// What decides a request, for `section` (`inbound` or `authz`).
+    fn guard(&mut self, section: &str, raw: RawGuard) -> GuardConfig {
+        let mode = match raw.mode.as_deref() {
+            None | Some("strict") => Mode::Strict,
+            Some("permissive") => Mode::Permissive,
+            Some("audit") => Mode::Audit,
+            Some(other) => {
+                self.error(
+                    format!("{section}.mode"),
+                    format!("expected strict, permissive or audit, got {other:?}"),
+                );
+                Mode::Strict
+            }
+        };
         if raw.issuers.is_empty() {
-            self.error("inbound.issuers", "at least one issuer is required");
+            self.error(
+                format!("{section}.issuers"),
+                "at least one issuer is required",
+            );
         }
         let issuers: Vec<IssuerConfig> = raw
             .issuers
             .into_iter()
             .enumerate()
-            .filter_map(|(i, r)| self.issuer(&format!("inbound.issuers[{i}]"), r))
+            .filter_map(|(i, r)| self.issuer(&format!("{section}.issuers[{i}]"), r))
             .collect();
         let mut seen = std::collections::HashSet::new();
         for (i, iss) in issuers.iter().enumerate() {
             if !seen.insert(iss.issuer.clone()) {
-                self.error(format!("inbound.issuers[{i}].issuer"), "duplicate issuer");
+                self.error(format!("{section}.issuers[{i}].issuer"), "duplicate issuer");
             }
         }
         if raw.rules.is_empty() {
             self.error(
-                "inbound.rules",
+                format!("{section}.rules"),
                 "at least one rule is required (no match = deny)",
             );
         }
@@ -56,10 +143,9 @@ impl Validator<'_> {
             .rules
             .into_iter()
             .enumerate()
-            .filter_map(|(i, r)| self.rule(&format!("inbound.rules[{i}]"), r, &issuers))
+            .filter_map(|(i, r)| self.rule(&format!("{section}.rules[{i}]"), r, &issuers))
             .collect();
-        let forward = self.forward(raw.forward);
-        let timeouts = self.timeouts("inbound.timeouts", &raw.timeouts);
+        let forward = self.forward(section, raw.forward);
         let d = Limits::default();
         let limits = Limits {
             max_header_bytes: raw.limits.max_header_bytes.unwrap_or(d.max_header_bytes),
@@ -70,30 +156,31 @@ impl Validator<'_> {
             max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
         };
         if limits.max_connections == 0 {
-            self.error("inbound.limits.max_connections", "must be at least 1");
+            self.error(
+                format!("{section}.limits.max_connections"),
+                "must be at least 1",
+            );
         }
         if limits.max_header_bytes < 1024 {
-            self.error("inbound.limits.max_header_bytes", "must be at least 1024");
+            self.error(
+                format!("{section}.limits.max_header_bytes"),
+                "must be at least 1024",
+            );
         }
         if limits.max_token_bytes < 64 || limits.max_token_bytes > limits.max_header_bytes {
             self.error(
-                "inbound.limits.max_token_bytes",
+                format!("{section}.limits.max_token_bytes"),
                 "must be at least 64 and no more than max_header_bytes",
             );
         }
-        Some(InboundConfig {
-            listen: listen?,
-            tls,
-            upstream: upstream?,
-            upstream_protocol,
+        GuardConfig {
             mode,
             issuers,
             rules,
             forward,
-            timeouts,
             limits,
             token_cache_entries: raw.token_cache.max_entries.unwrap_or(10_000),
-        })
+        }
     }
 
     fn issuer(&mut self, path: &str, raw: RawIssuer) -> Option<IssuerConfig> {
@@ -421,7 +508,7 @@ impl Validator<'_> {
         }
     }
 
-    fn forward(&mut self, raw: RawForward) -> ForwardConfig {
+    fn forward(&mut self, section: &str, raw: RawForward) -> ForwardConfig {
         let claims_to_headers = raw
             .claims_to_headers
             .into_iter()
@@ -429,7 +516,7 @@ impl Validator<'_> {
                 let claim = match ClaimName::parse(&claim) {
                     Ok(claim) => claim,
                     Err(e) => {
-                        self.error("inbound.forward.claims_to_headers", e);
+                        self.error(format!("{section}.forward.claims_to_headers"), e);
                         return None;
                     }
                 };
@@ -438,7 +525,7 @@ impl Validator<'_> {
                     // callers' spellings of `-` names in both forms.
                     Ok(h) if h.as_str().contains('_') => {
                         self.error(
-                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("{section}.forward.claims_to_headers.{claim}"),
                             format!("{h}: write identity header names with '-', not '_'"),
                         );
                         None
@@ -446,14 +533,14 @@ impl Validator<'_> {
                     Ok(h) if !is_reserved_header(&h) => Some((claim, h)),
                     Ok(h) => {
                         self.error(
-                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("{section}.forward.claims_to_headers.{claim}"),
                             format!("{h} cannot carry identity"),
                         );
                         None
                     }
                     Err(_) => {
                         self.error(
-                            format!("inbound.forward.claims_to_headers.{claim}"),
+                            format!("{section}.forward.claims_to_headers.{claim}"),
                             format!("not a valid header name: {header:?}"),
                         );
                         None
@@ -461,10 +548,13 @@ impl Validator<'_> {
                 }
             })
             .collect();
-        let keep_authorization =
-            self.strip_or_keep("inbound.forward.authorization", raw.authorization, true);
+        let keep_authorization = self.strip_or_keep(
+            &format!("{section}.forward.authorization"),
+            raw.authorization,
+            true,
+        );
         let keep_override_headers = self.strip_or_keep(
-            "inbound.forward.override_headers",
+            &format!("{section}.forward.override_headers"),
             raw.override_headers,
             false,
         );

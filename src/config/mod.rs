@@ -34,6 +34,7 @@ use std::time::Duration;
 pub struct Config {
     pub admin: AdminConfig,
     pub inbound: Option<InboundConfig>,
+    pub authz: Option<AuthzConfig>,
     pub outbound: Option<OutboundConfig>,
 }
 
@@ -50,11 +51,35 @@ pub struct InboundConfig {
     pub upstream: Uri,
     /// How tokengate speaks to `upstream` (`protocol:` in the file).
     pub upstream_protocol: UpstreamProtocol,
+    pub timeouts: Timeouts,
+    pub guard: GuardConfig,
+}
+
+/// The `authz` section: a listener that answers "may this request pass?" for
+/// a fronting proxy (nginx `auth_request`, Traefik `forwardAuth`, Envoy
+/// `ext_authz`) and forwards nothing.
+#[derive(Debug, Clone)]
+pub struct AuthzConfig {
+    /// Default `127.0.0.1:9191`: only the fronting proxy may reach it, since
+    /// it trusts the `X-Forwarded-*` / `X-Original-*` headers it is sent.
+    pub listen: SocketAddr,
+    /// Envoy's `ext_authz` gRPC service (`Authorization/Check`), on its own
+    /// port; off unless set.
+    pub grpc_listen: Option<SocketAddr>,
+    /// `header_read` and `drain` apply; the upstream ones keep their defaults
+    /// (the connect timeout is that of JWKS fetches).
+    pub timeouts: Timeouts,
+    pub guard: GuardConfig,
+}
+
+/// What decides a request, shared by the inbound guard (which forwards what it
+/// allows) and the authz listener (which answers for another proxy).
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
     pub mode: Mode,
     pub issuers: Vec<IssuerConfig>,
     pub rules: Vec<RouteRule>,
     pub forward: ForwardConfig,
-    pub timeouts: Timeouts,
     pub limits: Limits,
     /// Verified-token cache capacity in entries; default 10 000, 0 disables it.
     pub token_cache_entries: u64,
@@ -505,12 +530,14 @@ impl Validator<'_> {
             .and_then(|l| self.socket_addr("admin.listen", &l))
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
         let inbound = raw.inbound.and_then(|i| self.inbound(i));
+        let authz = raw.authz.and_then(|a| self.authz(a));
         let outbound = raw.outbound.and_then(|o| self.outbound(o));
         Config {
             admin: AdminConfig {
                 listen: admin_listen,
             },
             inbound,
+            authz,
             outbound,
         }
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub inbound: Option<RawInbound>,
+    pub authz: Option<RawAuthz>,
     pub outbound: Option<RawOutbound>,
 }
 
@@ -40,6 +41,39 @@ pub struct RawInbound {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub token_cache: RawTokenCache,
+}
+
+/// `inbound`'s fields without those about forwarding (`upstream`,
+/// `protocol`, `tls`); `listen` has a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthz {
+    pub listen: Option<String>,
+    /// Envoy's ext_authz gRPC service, on its own port (off when absent).
+    pub grpc_listen: Option<String>,
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub forward: RawForward,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub token_cache: RawTokenCache,
+}
+
+/// The fields `inbound` and `authz` share: what decides a request.
+pub struct RawGuard {
+    pub mode: Option<String>,
+    pub issuers: Vec<RawIssuer>,
+    pub rules: Vec<RawRule>,
+    pub forward: RawForward,
+    pub limits: RawLimits,
     pub token_cache: RawTokenCache,
 }
 

@@ -34,16 +34,16 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
     let i = c.inbound.unwrap();
     assert_eq!(i.upstream, "http://127.0.0.1:8081/");
-    assert_eq!(i.mode, Mode::Strict);
-    assert_eq!(i.issuers[0].algorithms, [Algorithm::RS256]);
-    assert_eq!(i.issuers[0].leeway, Duration::from_secs(30));
-    assert_eq!(i.issuers[0].scope_claim, "scope");
-    assert_eq!(i.issuers[0].jwks_cache, JwksCachePolicy::default());
-    assert!(i.forward.keep_authorization);
-    assert!(!i.forward.keep_override_headers);
-    assert_eq!(i.rules.len(), 2);
+    assert_eq!(i.guard.mode, Mode::Strict);
+    assert_eq!(i.guard.issuers[0].algorithms, [Algorithm::RS256]);
+    assert_eq!(i.guard.issuers[0].leeway, Duration::from_secs(30));
+    assert_eq!(i.guard.issuers[0].scope_claim, "scope");
+    assert_eq!(i.guard.issuers[0].jwks_cache, JwksCachePolicy::default());
+    assert!(i.guard.forward.keep_authorization);
+    assert!(!i.guard.forward.keep_override_headers);
+    assert_eq!(i.guard.rules.len(), 2);
     assert_eq!(
-        i.rules[1].access,
+        i.guard.rules[1].access,
         Access::Token(Requirements {
             scopes: vec!["orders:read".into()],
             ..Default::default()
@@ -243,7 +243,10 @@ fn secrets_come_from_env_or_files_and_never_print() {
         ),
     );
     let c = load(&yaml).unwrap();
-    let secret = c.inbound.unwrap().issuers[0].shared_secret.clone().unwrap();
+    let secret = c.inbound.unwrap().guard.issuers[0]
+        .shared_secret
+        .clone()
+        .unwrap();
     assert_eq!(
         secret.expose(),
         b"file-secret-file-secret-file-secret",
@@ -538,7 +541,7 @@ fn rule_hosts_are_written_as_requests_are_matched() {
         "{ path: /health, host: Admin.Internal., allow: anonymous }",
     );
     let config = load(&yaml).unwrap();
-    let rule = &config.inbound.unwrap().rules[0];
+    let rule = &config.inbound.unwrap().guard.rules[0];
     assert!(rule.matches(&hyper::Method::GET, b"admin.internal", "/health"));
 }
 
@@ -549,4 +552,112 @@ fn a_token_source_lists_the_fields_set() {
     let mut present = raw.present();
     present.sort();
     assert_eq!(present, ["body", "kind", "login_token_ttl"]);
+}
+
+/// `inbound`'s issuers and rules, as an `authz` section.
+fn authz_yaml(extra: &str) -> String {
+    let section = MINIMAL
+        .replace("inbound:", "authz:")
+        .replace("  listen: 127.0.0.1:8443\n", "")
+        .replace("  upstream: http://127.0.0.1:${PORT}\n", "");
+    format!("{section}{extra}")
+}
+
+#[test]
+fn an_authz_section_decides_like_inbound_and_forwards_nothing() {
+    let c = load(&authz_yaml("")).unwrap();
+    assert!(c.inbound.is_none());
+    let a = c.authz.unwrap();
+    assert_eq!(a.listen.to_string(), "127.0.0.1:9191");
+    assert_eq!(a.grpc_listen, None);
+    assert_eq!(a.guard.mode, Mode::Strict);
+    assert_eq!(a.guard.rules.len(), 2);
+    assert_eq!(a.guard.issuers[0].issuer, "https://idp");
+    // It cannot strip what the app gets: override headers are checked instead.
+    assert!(a.guard.forward.keep_override_headers);
+    let both = load(&format!(
+        "{MINIMAL}{}",
+        authz_yaml("  listen: 127.0.0.1:7000\n  grpc_listen: 127.0.0.1:7001\n")
+    ))
+    .unwrap();
+    let a = both.authz.unwrap();
+    assert_eq!(a.listen.to_string(), "127.0.0.1:7000");
+    assert_eq!(
+        a.grpc_listen.map(|g| g.to_string()).as_deref(),
+        Some("127.0.0.1:7001")
+    );
+    assert!(both.inbound.is_some());
+}
+
+#[test]
+fn authz_errors_name_their_path() {
+    let cases = [
+        (
+            authz_yaml("  upstream: http://app\n"),
+            "authz.upstream",
+            "unknown field",
+        ),
+        (
+            authz_yaml("  tls: { cert_file: c, key_file: k }\n"),
+            "authz.tls",
+            "unknown field",
+        ),
+        (
+            authz_yaml("  listen: localhost:9191\n"),
+            "authz.listen",
+            "expected host:port",
+        ),
+        (
+            authz_yaml("  grpc_listen: nine\n"),
+            "authz.grpc_listen",
+            "expected host:port",
+        ),
+        (
+            authz_yaml("  mode: lax\n"),
+            "authz.mode",
+            "strict, permissive or audit",
+        ),
+        (
+            authz_yaml("  forward:\n    authorization: strip\n"),
+            "authz.forward.authorization",
+            "forwards nothing",
+        ),
+        (
+            authz_yaml("  forward:\n    override_headers: keep\n"),
+            "authz.forward.override_headers",
+            "always checked",
+        ),
+        (
+            authz_yaml("  forward:\n    claims_to_headers: { sub: host }\n"),
+            "authz.forward.claims_to_headers.sub",
+            "cannot carry identity",
+        ),
+        (
+            authz_yaml("  timeouts:\n    upstream_response: 1s\n"),
+            "authz.timeouts.upstream_response",
+            "only header_read and drain apply",
+        ),
+        (
+            authz_yaml("  limits:\n    max_connections: 0\n"),
+            "authz.limits.max_connections",
+            "at least 1",
+        ),
+        (
+            authz_yaml("").replace("/health, allow", "health, allow"),
+            "authz.rules[0].path",
+            "must start with '/'",
+        ),
+        (
+            authz_yaml("").replace("audiences: [api]", "audiences: []"),
+            "authz.issuers[0].audiences",
+            "at least one audience",
+        ),
+    ];
+    for (yaml, path, message) in cases {
+        let errors = load(&yaml).expect_err(&yaml);
+        assert!(
+            errors.iter().any(|(p, m)| p == path && m.contains(message)),
+            "{path}: {message} not in {errors:?}"
+        );
+    }
 }

@@ -65,7 +65,7 @@ pub async fn run_demo(shutdown: CancellationToken) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let guard = app.inbound().ok_or("demo config has no inbound")?;
     for _ in 0..100 {
-        if guard.is_ready() {
+        if guard.guard().is_ready() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

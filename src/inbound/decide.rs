@@ -15,7 +15,7 @@ use super::policy::{canonical_path, find_rule, overrides_agree, Shortfall};
 use super::reject::Reject;
 use super::shape::{method_spelling, request_host, strip_caller_headers, Host};
 use super::verify::VerifiedToken;
-use crate::config::{Access, InboundConfig, Mode, Requirements, RouteRule};
+use crate::config::{Access, GuardConfig, Mode, Requirements, RouteRule};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
 use hyper::header::{HeaderName, HeaderValue};
@@ -153,7 +153,7 @@ impl Pending<'_> {
 }
 
 impl Policy {
-    pub fn new(config: &InboundConfig) -> Policy {
+    pub fn new(config: &GuardConfig) -> Policy {
         Policy {
             rules: config.rules.clone(),
             mode: config.mode,
@@ -176,14 +176,7 @@ impl Policy {
     /// (until then nothing is served). Removes from `req` the hop-by-hop headers
     /// and those a caller may not send, so what is forwarded is what was decided on.
     pub fn decide<'a, B>(&'a self, req: &'a mut Request<B>, ready: bool) -> Step<'a> {
-        let refuse = |e| {
-            Step::Done(Decision {
-                verdict: Verdict::Refuse(e),
-                rule: None,
-                host: None,
-                hop: Hop::default(),
-            })
-        };
+        let refuse = |e| Step::Done(Decision::refused(e));
         if !ready {
             return refuse(ProxyError::NotReady);
         }
@@ -245,6 +238,16 @@ impl Policy {
 }
 
 impl Decision {
+    /// Refused before any rule: not ready, too large, or no one meaning.
+    pub fn refused(e: ProxyError) -> Decision {
+        Decision {
+            verdict: Verdict::Refuse(e),
+            rule: None,
+            host: None,
+            hop: Hop::default(),
+        }
+    }
+
     fn in_mode(self, mode: Mode, result: Result<Allowed, Denial>) -> Decision {
         Decision {
             verdict: in_mode(mode, result),

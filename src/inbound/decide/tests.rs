@@ -23,7 +23,7 @@ inbound:
 {extra}"#
     );
     let config = Config::from_yaml(&yaml, "test.yaml", &|_| None).expect("test config");
-    Policy::new(&config.inbound.expect("inbound"))
+    Policy::new(&config.inbound.expect("inbound").guard)
 }
 
 fn request(method: &str, target: &str, host: Option<&str>, auth: Option<&str>) -> Request<()> {

@@ -56,6 +56,7 @@ inbound:
         .unwrap()
         .inbound
         .unwrap()
+        .guard
         .issuers
 }
 
@@ -90,6 +91,7 @@ pub(crate) fn verifier_for(issuer: &str) -> Verifier {
         .unwrap()
         .inbound
         .unwrap()
+        .guard
         .issuers;
     Verifier::new(&issuers, 4096, vec![], vec![])
 }

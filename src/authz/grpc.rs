@@ -1,0 +1,175 @@
+//! Envoy's `ext_authz` gRPC service (`envoy.service.auth.v3.Authorization/Check`,
+//! the published protos from the `envoy-types` crate, served by tonic on
+//! `authz.grpc_listen`, h2c). The request Envoy describes is decided and answered as
+//! on the HTTP listener; the answer is then carried in Envoy's message: an allow
+//! as gRPC OK with an `OkHttpResponse` (the identity headers set, the unset
+//! ones in `headers_to_remove`), a refusal as a non-OK status with a
+//! `DeniedHttpResponse` (its HTTP status, `WWW-Authenticate` and JSON body).
+
+use super::original::other_spellings;
+use super::{Authz, HEADERS_TO_REMOVE};
+use crate::body::Body;
+use crate::error::ProxyError;
+use crate::inbound::decide::Decision;
+use crate::respond::{complete, grpc_status, Exchange, Protocol};
+use crate::server::{Downstream, Handler};
+use crate::Swap;
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
+    HttpStatusCode,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::{Method, Request, Response, StatusCode};
+use std::sync::Arc;
+use tower_service::Service;
+
+/// The gRPC face of the authz listener's current handler.
+pub struct Check(pub Arc<Swap<Authz>>);
+
+#[tonic::async_trait]
+impl Authorization for Check {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let authz = self.0.current();
+        let started = std::time::Instant::now();
+        let (req, decision) = match described(request.get_ref()) {
+            Ok(mut req) => {
+                let decision = match other_spellings(req.headers(), &authz.identity) {
+                    Ok(()) => authz.guard.decide(&mut req).await,
+                    Err(why) => Decision::refused(ProxyError::BadRequest(why)),
+                };
+                (req, decision)
+            }
+            Err(why) => (
+                Request::new(()),
+                Decision::refused(ProxyError::BadRequest(why)),
+            ),
+        };
+        let exchange = Exchange {
+            started,
+            protocol: Protocol::Http,
+            ..Exchange::of(&req)
+        };
+        let counters = authz.guard.counters(decision.rule);
+        authz.guard.record(&decision.verdict, &counters.route);
+        let reason = decision.verdict.reason();
+        let answer = authz.answer(&decision);
+        let resp = complete(counters, answer, exchange, reason, &authz.guard.duration);
+        Ok(tonic::Response::new(carried(resp).await))
+    }
+}
+
+/// PURE: the request an Envoy `CheckRequest` describes, as a request the
+/// guard decides: method, target (`path` holds the query too), `Host` from
+/// `host`, and the headers (pseudo-headers left out). `Err` when it describes
+/// none.
+fn described(check: &CheckRequest) -> Result<Request<()>, &'static str> {
+    let http = check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .ok_or("the CheckRequest describes no HTTP request")?;
+    let mut req = Request::builder()
+        .method(
+            Method::from_bytes(http.method.as_bytes())
+                .map_err(|_| "the CheckRequest's method is not a method")?,
+        )
+        .uri(http.path.as_str())
+        .body(())
+        .map_err(|_| "the CheckRequest's path is not a request target")?;
+    if req.uri().scheme().is_some() || !http.path.starts_with('/') {
+        return Err("the CheckRequest's path is not a request target");
+    }
+    let headers = req.headers_mut();
+    for (name, value) in &http.headers {
+        if name.starts_with(':') || name == "host" {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| "the CheckRequest has a header name that is not one")?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| "the CheckRequest has a header value that is not one")?;
+        headers.append(name, value);
+    }
+    if !http.host.is_empty() {
+        let host = HeaderValue::from_str(&http.host)
+            .map_err(|_| "the CheckRequest's host is not a host")?;
+        headers.insert(HOST, host);
+    }
+    Ok(req)
+}
+
+/// The HTTP answer, carried as Envoy reads it.
+async fn carried(resp: Response<Body>) -> CheckResponse {
+    let (parts, body) = resp.into_parts();
+    if parts.status == StatusCode::OK {
+        let mut ok = OkHttpResponseBuilder::new();
+        for (name, value) in &parts.headers {
+            if *name == HEADERS_TO_REMOVE {
+                let names = value.to_str().unwrap_or_default().split(',');
+                for unset in names.filter(|n| !n.is_empty()) {
+                    ok.remove_header(unset);
+                }
+            } else if let Ok(value) = value.to_str() {
+                let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+                ok.add_header(name.as_str(), value, overwrite, false);
+            }
+        }
+        let mut check = CheckResponse::with_status(tonic::Status::ok(""));
+        check.set_http_response(ok);
+        return check;
+    }
+    let mut denied = DeniedHttpResponseBuilder::new();
+    denied.set_http_status(
+        HttpStatusCode::try_from(i32::from(parts.status.as_u16()))
+            .unwrap_or(HttpStatusCode::Forbidden),
+    );
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            denied.add_header(name.as_str(), value, None, false);
+        }
+    }
+    // A local answer's body is whole already: collecting it cannot fail.
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    denied.set_body(String::from_utf8_lossy(&body));
+    let code = tonic::Code::from(i32::from(grpc_status(parts.status)));
+    let mut check = CheckResponse::with_status(tonic::Status::new(code, "denied"));
+    check.set_http_response(denied);
+    check
+}
+
+/// The `Check` service as tonic generates it, answering on a tokengate listener.
+pub struct GrpcCheck(AuthorizationServer<Check>);
+
+impl GrpcCheck {
+    pub fn new(authz: Arc<Swap<Authz>>) -> Arc<GrpcCheck> {
+        Arc::new(GrpcCheck(AuthorizationServer::new(Check(authz))))
+    }
+}
+
+impl Handler<tonic::body::Body> for GrpcCheck {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _: Downstream,
+    ) -> Response<tonic::body::Body> {
+        // tonic's generated service is always ready, and never fails: its
+        // errors are gRPC statuses in the response.
+        match self.0.clone().call(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The guard: one request's decision, with its token verified through the
+//! cache, and the counters that record it. Shared by the inbound proxy (which
+//! forwards what it allows) and the authz listener (which answers for another
+//! proxy); each labels its metrics with its own direction.
+
+use super::bearer::token_text;
+use super::cache::TokenCache;
+use super::decide::{Allowed, Decision, Policy, Step, Verdict};
+use super::jwks::{unix_now, Jwks};
+use super::keys::KeySnapshot;
+use super::reject::Reject;
+use super::verify::{VerifiedToken, Verifier};
+use crate::client::HttpClient;
+use crate::config::{Access, GuardConfig};
+use crate::metrics::{Metrics, RouteCounters};
+use hyper::Request;
+use prometheus::{Histogram, IntCounter};
+use std::sync::Arc;
+
+/// Everything a decision needs, built once from the config.
+pub struct Guard {
+    policy: Policy,
+    verifier: Verifier,
+    cache: TokenCache,
+    jwks: Arc<Jwks>,
+    metrics: Arc<Metrics>,
+    pub duration: Histogram,
+    /// Request counters per rule (same order as the rules), and for requests no rule took.
+    rule_counters: Vec<RouteCounters>,
+    unrouted: RouteCounters,
+    /// `allow` decisions, indexed by [`Allowed::index`], resolved once.
+    allowed: [IntCounter; 3],
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+}
+
+impl Guard {
+    /// `direction`: the metrics label of the listener it decides for.
+    pub fn new(
+        config: &GuardConfig,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+        direction: &'static str,
+    ) -> Guard {
+        Guard {
+            policy: Policy::new(config),
+            verifier: verifier(config),
+            cache: TokenCache::new(config.token_cache_entries),
+            jwks: Jwks::new(&config.issuers, client, metrics.clone()),
+            duration: metrics.duration_for(direction),
+            rule_counters: config
+                .rules
+                .iter()
+                .map(|r| metrics.route(direction, &r.name))
+                .collect(),
+            unrouted: metrics.route(direction, "none"),
+            allowed: Allowed::LABELS
+                .map(|label| metrics.auth_decisions.with_label_values(&["allow", label])),
+            cache_hits: metrics.verify_cache_hits.clone(),
+            cache_misses: metrics.verify_cache_misses.clone(),
+            metrics,
+        }
+    }
+
+    pub fn jwks(&self) -> &Arc<Jwks> {
+        &self.jwks
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.jwks.is_ready()
+    }
+
+    /// What keeps the guard from being ready (`/readyz`).
+    pub fn not_ready(&self) -> Vec<String> {
+        self.jwks.not_ready()
+    }
+
+    /// The policy's decision, with a token verified through the cache. One key
+    /// snapshot per request serves the readiness gate and verification: until
+    /// keys first load nothing is served; after that, keys past their stale
+    /// bound fail only their own issuer's tokens (a 503).
+    pub async fn decide<B>(&self, req: &mut Request<B>) -> Decision {
+        let keys = self.jwks.snapshot();
+        match self.policy.decide(req, keys.is_loaded()) {
+            Step::Done(decision) => decision,
+            Step::Verify(pending) => {
+                let verified = self.verified(pending.token, &keys).await;
+                pending.finish(verified)
+            }
+        }
+    }
+
+    /// A verification of `token`: from the cache, else the pure verifier (after one
+    /// key refetch if it names an unknown kid or its issuer's keys look stale).
+    async fn verified(
+        &self,
+        token: &[u8],
+        keys: &KeySnapshot,
+    ) -> Result<Arc<VerifiedToken>, Reject> {
+        let now = unix_now();
+        if let Some(hit) = self.cache.get(token, keys, now) {
+            self.cache_hits.inc();
+            return Ok(hit);
+        }
+        self.cache_misses.inc();
+        let text = token_text(token)?;
+        let verified = match self.verifier.verify(text, keys, now) {
+            Ok(verified) => verified,
+            Err(reject) => {
+                let refetched = match &reject {
+                    Reject::UnknownKid { issuer, kid } => {
+                        self.jwks.refresh_for_unknown_kid(*issuer, kid).await
+                    }
+                    Reject::KeysUnavailable { issuer } => self.jwks.refresh_stale(*issuer).await,
+                    _ => false,
+                };
+                if !refetched {
+                    return Err(reject);
+                }
+                self.verifier
+                    .verify(text, &self.jwks.snapshot(), unix_now())?
+            }
+        };
+        let verified = Arc::new(verified);
+        self.cache.insert(token, verified.clone());
+        Ok(verified)
+    }
+
+    /// The request counters of the rule that took a request (or of none).
+    pub fn counters(&self, rule: Option<usize>) -> &RouteCounters {
+        rule.map_or(&self.unrouted, |i| &self.rule_counters[i])
+    }
+
+    /// Counts the auth decision and logs what was refused.
+    pub fn record(&self, verdict: &Verdict, route: &str) {
+        let (outcome, denial) = match verdict {
+            Verdict::Allow(allowed) => {
+                self.allowed[allowed.index()].inc();
+                return;
+            }
+            Verdict::Refuse(_) => return,
+            Verdict::Audit(denial) => ("audit", denial),
+            Verdict::Deny(denial) => ("deny", denial),
+        };
+        self.metrics
+            .auth_decisions
+            .with_label_values(&[outcome, denial.reason()])
+            .inc();
+        if outcome == "audit" {
+            tracing::info!(route, reason = denial.reason(), detail = %denial, "audit: request would have been rejected");
+        } else {
+            // debug: rejections are counted in metrics; logging each at info would
+            // let any caller flood the logs.
+            tracing::debug!(route, reason = denial.reason(), detail = %denial, "request rejected");
+        }
+    }
+}
+
+/// The verifier for `config`'s issuers, extracting the claims its rules compare.
+pub fn verifier(config: &GuardConfig) -> Verifier {
+    let rule_claims = config
+        .rules
+        .iter()
+        .filter_map(|r| match &r.access {
+            Access::Token(req) => Some(req.claims.iter().map(|(name, _)| name.clone())),
+            Access::Anonymous => None,
+        })
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Verifier::new(
+        &config.issuers,
+        config.limits.max_token_bytes,
+        config.forward.claims_to_headers.clone(),
+        rule_claims,
+    )
+}
