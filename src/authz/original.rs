@@ -4,6 +4,7 @@
 //! - `X-Forwarded-Uri` (+ `X-Forwarded-Method`, `X-Forwarded-Host`): Traefik's
 //!   `forwardAuth`, nginx `auth_request` with `proxy_set_header`;
 //! - `X-Original-URL` (+ `X-Original-Method`): ingress-nginx's `auth-url`;
+//!   `X-Original-URI`, nginx's own `auth_request` example, is read alike;
 //! - `/authz/<original path>`: Envoy `ext_authz` HTTP mode (`path_prefix`).
 //!
 //! A method not named is the request's own; a host not named is its own
@@ -21,13 +22,14 @@ use hyper::{Method, Request, Uri, Version};
 pub const PREFIX: &str = "/authz";
 
 /// The headers that name the original request, removed once read.
-pub const CONTRACT: [&str; 6] = [
+pub const CONTRACT: [&str; 7] = [
     "x-forwarded-method",
     "x-forwarded-uri",
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-original-method",
     "x-original-url",
+    "x-original-uri",
 ];
 
 /// The request a fronting proxy asks about.
@@ -87,12 +89,13 @@ pub fn read(
         None => {}
     }
     let original_method = one(headers, "x-original-method")?;
-    match one(headers, "x-original-url")? {
-        Some(url) => readings.push(original_url(url, original_method)?),
-        None if original_method.is_some() => {
-            return unknown("X-Original-Method without X-Original-URL")
-        }
-        None => {}
+    let original_url = one(headers, "x-original-url")?;
+    let original_uri = one(headers, "x-original-uri")?;
+    for url in [original_url, original_uri].into_iter().flatten() {
+        readings.push(original(url, original_method)?);
+    }
+    if original_method.is_some() && original_url.is_none() && original_uri.is_none() {
+        return unknown("X-Original-Method without X-Original-URL");
     }
     if let Some(rest) = under_prefix {
         let target = match uri.query() {
@@ -182,8 +185,9 @@ fn text<'a>(bytes: &'a [u8], why: &'static str) -> Result<&'a str, Unread> {
     std::str::from_utf8(bytes).map_err(|_| Unread::Unknown(why))
 }
 
-/// ingress-nginx sends `$scheme://$http_host$request_uri`; a bare path is read too.
-fn original_url<'a>(url: &'a [u8], method: Option<&'a [u8]>) -> Result<Reading<'a>, Unread> {
+/// `X-Original-URL` (or `-URI`): ingress-nginx sends
+/// `$scheme://$http_host$request_uri`; a bare path is read too.
+fn original<'a>(url: &'a [u8], method: Option<&'a [u8]>) -> Result<Reading<'a>, Unread> {
     let url = text(url, "X-Original-URL is not text")?;
     if url.starts_with('/') {
         return Ok(Reading {

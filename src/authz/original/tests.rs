@@ -145,6 +145,8 @@ fn an_original_request_that_cannot_be_determined_is_refused() {
         ("GET", "/authz", vec![("x-forwarded-uri", "/public"), ("x-original-url", "https://h/admin")], unknown(twice)),
         ("GET", "/authz", vec![("x-forwarded-uri", "/a"), ("x-forwarded-method", "GET"), ("x-original-url", "/a"), ("x-original-method", "DELETE")], unknown(twice)),
         ("GET", "/authz/public", vec![("x-forwarded-uri", "/admin")], unknown(twice)),
+        ("GET", "/authz", vec![("x-original-uri", "/admin"), ("x-forwarded-uri", "/public")], unknown(twice)),
+        ("GET", "/authz", vec![("x-original-uri", "/admin"), ("x-original-url", "/public")], unknown(twice)),
         ("GET", "/authz", vec![("x-forwarded-uri", "/a"), ("x-forwarded-host", "a.example"), ("x-original-url", "https://b.example/a")], unknown("the original host is named twice, differently")),
         // Sent twice: no one value.
         ("GET", "/authz", vec![("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/admin")], unknown("a header naming the original request is sent twice")),

@@ -1,0 +1,528 @@
+//! Forward-auth end to end: the authz listener against a real dev issuer,
+//! asked the way each fronting proxy asks. Traefik's, ingress-nginx's and
+//! Envoy's HTTP-mode contracts are sent as raw bytes (what those proxies put
+//! on the wire); Envoy's gRPC `Check` with tonic's client built from the
+//! published protos. `authz_nginx.rs` runs a real nginx in front.
+
+mod support;
+
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use serde_json::json;
+use std::collections::HashMap;
+use support::*;
+use tokengate::demo::{DevIssuer, KeyKind, SigningKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The inbound harness's issuer and rules as an `authz` section, with an
+/// `/admin` rule and the subject as identity.
+pub fn authz_yaml(issuer: &str, extra: &str) -> String {
+    format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+authz:
+  listen: "127.0.0.1:0"
+  grpc_listen: "127.0.0.1:0"
+  issuers:
+    - issuer: "{issuer}"
+      jwks_uri: "{issuer}/jwks.json"
+      audiences: [{AUD}]
+  rules:
+    - {{ path: /public, allow: anonymous }}
+    - {{ path: /admin, scopes: [admin] }}
+    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
+    - {{ path: /orders, methods: [POST], scopes: ["orders:write"] }}
+  forward:
+    claims_to_headers: {{ sub: x-auth-subject }}
+{extra}"#,
+        extra = indent(extra, 2),
+    )
+}
+
+struct Authz {
+    issuer: DevIssuer,
+    app: tokengate::App,
+    addr: std::net::SocketAddr,
+    admin: String,
+}
+
+impl Authz {
+    async fn start(extra: &str) -> Authz {
+        let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+            .await
+            .expect("issuer");
+        let app = start_yaml(&authz_yaml(&issuer.issuer, extra)).await;
+        wait_ready(&app).await;
+        let addr = app.authz_addr.expect("authz listener");
+        let admin = format!("http://{}", app.admin_addr);
+        Authz {
+            issuer,
+            app,
+            addr,
+            admin,
+        }
+    }
+
+    fn token(&self, sub: &str, scope: &str) -> String {
+        self.issuer.mint(json!({ "sub": sub, "scope": scope }))
+    }
+
+    /// One raw HTTP/1.1 request to the authz listener: the status, the head
+    /// (lower-cased names) and the body.
+    async fn ask(&self, request_line: &str, headers: &[(&str, String)]) -> Answer {
+        let mut raw = format!("{request_line} HTTP/1.1\r\nHost: 127.0.0.1:9191\r\n");
+        for (name, value) in headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+        raw.push_str("Connection: close\r\n\r\n");
+        let mut conn = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        conn.write_all(raw.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_to_end(&mut answer),
+        )
+        .await
+        .expect("answered in time")
+        .unwrap();
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+        let status = head[9..12].parse().unwrap();
+        Answer {
+            status,
+            head: head.to_ascii_lowercase(),
+            body: body.to_string(),
+        }
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        metric_value(
+            &get(&format!("{}/metrics", self.admin), None).await.2,
+            series,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    /// The value of `name` (lower case) in the head, if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    }
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("Authorization", format!("Bearer {token}"))
+}
+
+/// Traefik's forwardAuth request for `method uri` on `api.example.com`.
+fn traefik(method: &str, uri: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-Forwarded-Method", method.to_string()),
+        ("X-Forwarded-Proto", "https".into()),
+        ("X-Forwarded-Host", "api.example.com".into()),
+        ("X-Forwarded-Uri", uri.to_string()),
+        ("X-Forwarded-For", "203.0.113.7".into()),
+    ]
+}
+
+#[tokio::test]
+async fn traefik_forward_auth_gets_the_inbound_decision_on_the_original_request() {
+    let a = Authz::start("").await;
+    let reader = a.token("alice", "orders:read");
+    let with = |mut h: Vec<(&'static str, String)>, token: &str| {
+        h.push(bearer(token));
+        h
+    };
+    // Allowed: 200, the identity for authResponseHeaders, no body to speak of.
+    let ok = a
+        .ask(
+            "GET /authz",
+            &with(traefik("GET", "/orders/7?x=1"), &reader),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("x-auth-subject"), Some("alice"));
+    assert_eq!(ok.header("x-envoy-auth-headers-to-remove"), None);
+    // The rule is the original method's: POST /orders needs orders:write.
+    let post = a
+        .ask("GET /authz", &with(traefik("POST", "/orders"), &reader))
+        .await;
+    assert_eq!(post.status, 403, "{post:?}");
+    assert!(post
+        .header("www-authenticate")
+        .unwrap()
+        .contains("orders:write"));
+    assert_eq!(json(&post.body)["error"], "insufficient_scope");
+    // No token: the inbound guard's 401 and challenge.
+    let none = a.ask("GET /authz", &traefik("GET", "/orders/7")).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(
+        none.header("www-authenticate"),
+        Some("bearer realm=\"tokengate\"")
+    );
+    assert_eq!(json(&none.body)["error"], "invalid_request");
+    // The original path's rule: /admin needs admin, whoever asks how.
+    let admin = a
+        .ask("GET /authz", &with(traefik("GET", "/admin/users"), &reader))
+        .await;
+    assert_eq!(admin.status, 403);
+    let root = a.token("root", "admin");
+    let admin = a
+        .ask("GET /authz", &with(traefik("GET", "/admin/users"), &root))
+        .await;
+    assert_eq!(
+        (admin.status, admin.header("x-auth-subject")),
+        (200, Some("root"))
+    );
+    // Anonymous: allowed, and the proxy is told to drop a caller's identity header.
+    let public = a.ask("GET /authz", &traefik("GET", "/public/x")).await;
+    assert_eq!(public.status, 200);
+    assert_eq!(public.header("x-auth-subject"), None);
+    assert_eq!(
+        public.header("x-envoy-auth-headers-to-remove"),
+        Some("x-auth-subject")
+    );
+    // A tampered token.
+    let bad = a
+        .ask(
+            "GET /authz",
+            &with(traefik("GET", "/orders"), &format!("{reader}x")),
+        )
+        .await;
+    assert_eq!(bad.status, 401);
+    assert!(bad
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    // Metrics: direction authz, by rule; the decisions counted.
+    let series = |rule: &str, status: &str| {
+        format!(
+            "tokengate_requests_total{{direction=\"authz\",route=\"{rule}\",status=\"{status}\"}}"
+        )
+    };
+    assert_eq!(a.metric(&series("/orders", "200")).await, 1.0);
+    assert_eq!(a.metric(&series("/orders", "403")).await, 1.0);
+    assert_eq!(a.metric(&series("/admin", "200")).await, 1.0);
+    assert_eq!(a.metric(&series("/public", "200")).await, 1.0);
+    assert!(
+        a.metric("tokengate_verify_cache_hits_total").await >= 1.0,
+        "the decision cache serves authz"
+    );
+    a.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn ingress_nginx_and_envoy_http_contracts() {
+    let a = Authz::start("").await;
+    let reader = a.token("alice", "orders:read");
+    // ingress-nginx auth-url: X-Original-URL (absolute) and X-Original-Method.
+    let original = |method: &str, url: &str| {
+        vec![
+            ("X-Original-URL", url.to_string()),
+            ("X-Original-Method", method.to_string()),
+            ("X-Sent-From", "nginx-ingress-controller".to_string()),
+            bearer(&reader),
+        ]
+    };
+    let ok = a
+        .ask(
+            "GET /authz",
+            &original("GET", "https://shop.example.com/orders?page=2"),
+        )
+        .await;
+    assert_eq!(
+        (ok.status, ok.header("x-auth-subject")),
+        (200, Some("alice"))
+    );
+    let denied = a
+        .ask(
+            "GET /authz",
+            &original("DELETE", "https://shop.example.com/orders"),
+        )
+        .await;
+    assert_eq!(denied.status, 403, "no rule for DELETE /orders");
+    // Envoy ext_authz HTTP mode, path_prefix /authz: the method is the request's own.
+    let envoy = a.ask("GET /authz/orders/7?x=1", &[bearer(&reader)]).await;
+    assert_eq!(
+        (envoy.status, envoy.header("x-auth-subject")),
+        (200, Some("alice"))
+    );
+    let envoy_post = a
+        .ask(
+            "POST /authz/orders",
+            &[bearer(&reader), ("Content-Length", "0".into())],
+        )
+        .await;
+    assert_eq!(envoy_post.status, 403);
+    let envoy_none = a.ask("GET /authz/admin", &[]).await;
+    assert_eq!(envoy_none.status, 401);
+    // The path's spelling rules hold on the original path, as inbound.
+    for sneaky in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/ADMIN",
+        "/public;/admin",
+    ] {
+        let r = a.ask("GET /authz", &traefik("GET", sneaky)).await;
+        assert!(matches!(r.status, 400 | 401), "{sneaky}: {r:?}");
+        assert_ne!(r.status, 200, "{sneaky}");
+    }
+    let sneaky = a.ask("GET /authz/public/..%2fadmin", &[]).await;
+    assert_eq!(sneaky.status, 400, "{sneaky:?}");
+    a.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_original_request_that_cannot_be_determined_is_never_allowed() {
+    let a = Authz::start("").await;
+    let anyone = a.token("mallory", "orders:read");
+    let cases: Vec<(&str, Vec<(&'static str, String)>)> = vec![
+        // Nothing names it.
+        ("GET /authz", vec![]),
+        ("GET /authz?uri=/public", vec![]),
+        // A caller's extra contract header, naming another request than the proxy's.
+        (
+            "GET /authz",
+            [
+                traefik("GET", "/admin"),
+                vec![("X-Original-URL", "/public".into())],
+            ]
+            .concat(),
+        ),
+        (
+            "GET /authz",
+            vec![
+                ("X-Original-URL", "https://h/admin".into()),
+                ("X-Forwarded-Uri", "/public".into()),
+            ],
+        ),
+        (
+            "GET /authz/public",
+            vec![("X-Forwarded-Uri", "/admin".into())],
+        ),
+        // Sent twice.
+        (
+            "GET /authz",
+            vec![
+                ("X-Forwarded-Uri", "/public".into()),
+                ("X-Forwarded-Uri", "/admin".into()),
+            ],
+        ),
+        // An override header naming a request under another rule (the app
+        // behind the proxy may honour it; nothing strips it there).
+        (
+            "GET /authz",
+            [
+                traefik("GET", "/orders"),
+                vec![("X-HTTP-Method-Override", "POST".into())],
+            ]
+            .concat(),
+        ),
+        (
+            "GET /authz",
+            [
+                traefik("GET", "/public"),
+                vec![("X-Rewrite-URL", "/admin".into())],
+            ]
+            .concat(),
+        ),
+        (
+            "GET /authz",
+            [
+                traefik("GET", "/public"),
+                vec![("X_Original_URL", "/admin".into())],
+            ]
+            .concat(),
+        ),
+        (
+            "GET /authz",
+            [
+                traefik("GET", "/public"),
+                vec![("X_Auth_Subject", "root".into())],
+            ]
+            .concat(),
+        ),
+        (
+            "GET /authz",
+            vec![("X-Forwarded-Uri", "http://evil.example/admin".into())],
+        ),
+    ];
+    for (line, mut headers) in cases {
+        headers.push(bearer(&anyone));
+        let r = a.ask(line, &headers).await;
+        assert_eq!(r.status, 400, "{line} {headers:?}: {r:?}");
+        assert_eq!(json(&r.body)["error"], "bad_request");
+    }
+    // Not the authz path at all.
+    let elsewhere = a.ask("GET /orders", &traefik("GET", "/public")).await;
+    assert_eq!(elsewhere.status, 404);
+    // A gRPC-looking original request is still answered in plain HTTP: a
+    // trailers-only gRPC refusal would be a 200, an allow to the proxy.
+    let grpc = a
+        .ask(
+            "POST /authz",
+            &[
+                ("X-Forwarded-Uri", "/orders".into()),
+                ("Content-Type", "application/grpc".into()),
+                ("Content-Length", "0".into()),
+            ],
+        )
+        .await;
+    assert_eq!(grpc.status, 401, "{grpc:?}");
+    assert_eq!(grpc.header("grpc-status"), None);
+    a.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn audit_and_permissive_modes_answer_as_inbound_forwards() {
+    let audit = Authz::start("mode: audit").await;
+    let r = audit.ask("GET /authz", &traefik("GET", "/admin")).await;
+    assert_eq!(
+        (r.status, r.header("x-auth-subject")),
+        (200, None),
+        "audit allows, without identity"
+    );
+    assert_eq!(
+        audit
+            .metric("tokengate_auth_decisions_total{decision=\"audit\",reason=\"missing_token\"}")
+            .await,
+        1.0
+    );
+    audit.app.shutdown().await;
+    let permissive = Authz::start("mode: permissive").await;
+    let r = permissive
+        .ask("GET /authz", &traefik("GET", "/orders"))
+        .await;
+    assert_eq!(r.status, 200);
+    let bad = permissive
+        .ask(
+            "GET /authz",
+            &[traefik("GET", "/orders"), vec![bearer("x.y.z")]].concat(),
+        )
+        .await;
+    assert_eq!(bad.status, 401, "a presented token must be valid");
+    permissive.app.shutdown().await;
+}
+
+/// The CheckRequest Envoy sends for `method path` with `headers`.
+fn check(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([(":authority".to_string(), "api.example.com".to_string())])
+        .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    host: "api.example.com".into(),
+                    scheme: "https".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test]
+async fn envoy_ext_authz_grpc_check() {
+    let a = Authz::start("").await;
+    let grpc = a.app.authz_grpc_addr.expect("grpc_listen");
+    let mut client = AuthorizationClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connects");
+    let reader = format!("Bearer {}", a.token("alice", "orders:read"));
+    // Allowed: OK, the identity set (overwriting a caller's), nothing to remove.
+    let ok = client
+        .check(check(
+            "GET",
+            "/orders/7?x=1",
+            &[("authorization", &reader), ("x-auth-subject", "root")],
+        ))
+        .await
+        .expect("a Check answer")
+        .into_inner();
+    assert_eq!(ok.status.as_ref().map(|s| s.code), Some(0));
+    let Some(HttpResponse::OkResponse(allowed)) = ok.http_response else {
+        panic!("an OkHttpResponse: {ok:?}");
+    };
+    let set: Vec<(String, String)> = allowed
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref().map(|h| (h.key.clone(), h.value.clone())))
+        .collect();
+    assert_eq!(set, [("x-auth-subject".to_string(), "alice".to_string())]);
+    assert!(allowed.headers_to_remove.is_empty());
+    // Anonymous: OK, and the caller's identity header removed.
+    let public = client
+        .check(check("GET", "/public", &[("x-auth-subject", "root")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(public.status.as_ref().map(|s| s.code), Some(0));
+    let Some(HttpResponse::OkResponse(allowed)) = public.http_response else {
+        panic!("an OkHttpResponse: {public:?}");
+    };
+    assert_eq!(allowed.headers_to_remove, ["x-auth-subject"]);
+    // Denied: UNAUTHENTICATED / PERMISSION_DENIED, with the HTTP answer Envoy sends.
+    let denials = [
+        (check("GET", "/orders", &[]), 16, 401, "invalid_request"),
+        (
+            check("POST", "/orders", &[("authorization", &reader)]),
+            7,
+            403,
+            "insufficient_scope",
+        ),
+        (
+            check("GET", "/admin", &[("authorization", &reader)]),
+            7,
+            403,
+            "insufficient_scope",
+        ),
+        (
+            check("GET", "/public/../admin", &[]),
+            13,
+            400,
+            "bad_request",
+        ),
+    ];
+    for (request, code, status, error) in denials {
+        let answer = client.check(request).await.unwrap().into_inner();
+        assert_eq!(
+            answer.status.as_ref().map(|s| s.code),
+            Some(code),
+            "{answer:?}"
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = answer.http_response else {
+            panic!("a DeniedHttpResponse: {answer:?}");
+        };
+        assert_eq!(denied.status.map(|s| s.code), Some(status));
+        assert_eq!(json(&denied.body)["error"], error);
+        let challenge = denied
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == "www-authenticate");
+        assert_eq!(challenge.is_some(), status != 400, "{denied:?}");
+    }
+    let series = "tokengate_requests_total{direction=\"authz\",route=\"/orders\",status=\"401\"}";
+    assert_eq!(a.metric(series).await, 1.0);
+    a.app.shutdown().await;
+}
