@@ -568,25 +568,7 @@ fn libfaketime() -> std::path::PathBuf {
             })
             .find(|p| p.exists())
     };
-    if let Some(found) = find() {
-        return found;
-    }
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let mut install = std::process::Command::new(if root { "apt-get" } else { "sudo" });
-    if !root {
-        install.args(["-n", "apt-get"]);
-    }
-    let installed = install
-        .args(["install", "-y", "-q", "--no-install-recommends", "faketime"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(std::process::Stdio::null())
-        .status();
-    find().unwrap_or_else(|| {
-        panic!("libfaketime is needed for the clock-jump test and could not be installed ({installed:?}): apt-get install faketime")
-    })
+    support::process::debian_package("faketime", find, "the clock-jump test")
 }
 
 /// The wall clock jumping under a running guard, its monotonic clock not: 3 h

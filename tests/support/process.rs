@@ -134,3 +134,32 @@ pub fn hangup(child: &Child) {
         .unwrap();
     assert!(status.success());
 }
+
+/// What `find` finds, after installing Debian's `package` when it finds
+/// nothing (as the interop test installs its npm packages): a missing tool
+/// fails the test that needs it (`needed_by`), never skips it.
+pub fn debian_package(
+    package: &str,
+    find: impl Fn() -> Option<std::path::PathBuf>,
+    needed_by: &str,
+) -> std::path::PathBuf {
+    if let Some(found) = find() {
+        return found;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut install = Command::new(if root { "apt-get" } else { "sudo" });
+    if !root {
+        install.args(["-n", "apt-get"]);
+    }
+    let installed = install
+        .args(["install", "-y", "-q", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status();
+    find().unwrap_or_else(|| {
+        panic!("{package} is needed for {needed_by} and could not be installed ({installed:?}): apt-get install {package}")
+    })
+}

@@ -1,0 +1,240 @@
+//! Forward-auth behind a real nginx (Debian's, installed when missing): nginx
+//! asks tokengate's authz listener with `auth_request` before proxying to an
+//! echo app, as the README's snippet configures it. Judged by what the client
+//! gets and what the app receives; requests are raw bytes on a socket.
+
+mod support;
+
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The README's nginx snippet: every request is first asked about at
+/// tokengate's `/authz`, with the original method, host and URI; the identity
+/// it answers with replaces whatever the client sent; the other contract's
+/// headers are cleared so a client cannot add them.
+fn server_block(port: u16, authz: std::net::SocketAddr, app: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+    server {{
+        listen 127.0.0.1:{port};
+
+        location / {{
+            auth_request /_tokengate;
+            auth_request_set $auth_subject $upstream_http_x_auth_subject;
+            proxy_set_header X-Auth-Subject $auth_subject;
+            proxy_pass http://{app};
+        }}
+
+        location = /_tokengate {{
+            internal;
+            proxy_pass http://{authz}/authz;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Forwarded-Method $request_method;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Uri $request_uri;
+            proxy_set_header X-Original-URL "";
+            proxy_set_header X-Original-URI "";
+            proxy_set_header X-Original-Method "";
+        }}
+    }}
+"#
+    )
+}
+
+/// nginx in the foreground, one process, everything under `dir`.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(authz: std::net::SocketAddr, app: std::net::SocketAddr) -> Nginx {
+        let binary = process::debian_package(
+            "nginx",
+            || {
+                ["/usr/sbin/nginx", "/usr/bin/nginx"]
+                    .iter()
+                    .map(std::path::PathBuf::from)
+                    .find(|p| p.exists())
+            },
+            "the nginx auth_request test",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A free port for nginx, which cannot report one it picked itself.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{}}}\n",
+            server_block(port, authz, app)
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        let nginx = Nginx {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return nginx;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let log = std::fs::read_to_string(nginx._dir.path().join("error.log")).unwrap_or_default();
+        panic!("nginx did not listen on {port}:\n{log}");
+    }
+
+    /// One raw request through nginx: status, lower-cased head, body.
+    async fn send(&self, request_line: &str, headers: &[(&str, String)]) -> (u16, String, String) {
+        let mut raw = format!("{request_line} HTTP/1.1\r\nHost: shop.example.com\r\n");
+        for (name, value) in headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+        raw.push_str("Connection: close\r\n\r\n");
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        conn.write_all(raw.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+            .await
+            .expect("nginx answered in time")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+        (
+            head[9..12].parse().unwrap(),
+            head.to_ascii_lowercase(),
+            body.to_string(),
+        )
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_asks_tokengate_and_the_app_sees_the_identity() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+authz:
+  listen: "127.0.0.1:0"
+  issuers:
+    - issuer: "{iss}"
+      jwks_uri: "{iss}/jwks.json"
+      audiences: [{AUD}]
+  rules:
+    - {{ path: /public, allow: anonymous }}
+    - {{ path: /admin, scopes: [admin] }}
+    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
+    - {{ path: /orders, methods: [POST], scopes: ["orders:write"] }}
+  forward:
+    claims_to_headers: {{ sub: x-auth-subject }}
+"#,
+        iss = issuer.issuer
+    );
+    let app = start_yaml(&yaml).await;
+    wait_ready(&app).await;
+    let nginx = Nginx::start(app.authz_addr.unwrap(), echo.addr);
+    let reader = issuer.mint(json!({ "sub": "alice", "scope": "orders:read" }));
+    let root = issuer.mint(json!({ "sub": "root", "scope": "admin" }));
+    let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
+
+    // A valid token: the app gets the request, with the identity tokengate named.
+    let (status, _, _) = nginx
+        .send(
+            "GET /orders/7?x=1",
+            &[bearer(&reader), ("X-Auth-Subject", "root".into())],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let seen = echo.last_headers().expect("the app was reached");
+    assert_eq!(
+        seen["x-auth-subject"], "alice",
+        "tokengate's identity, not the client's"
+    );
+    assert_eq!(seen.get_all("x-auth-subject").iter().count(), 1);
+    let reached = echo.hits();
+
+    // No token: the client gets tokengate's 401 and challenge; the app nothing.
+    let (status, head, _) = nginx.send("GET /orders/7", &[]).await;
+    assert_eq!(status, 401);
+    assert!(
+        head.contains("www-authenticate: bearer realm=\"tokengate\""),
+        "{head}"
+    );
+    // Missing scope, by the original method: POST /orders needs orders:write.
+    let (status, _, _) = nginx
+        .send(
+            "POST /orders",
+            &[bearer(&reader), ("Content-Length", "0".into())],
+        )
+        .await;
+    assert_eq!(status, 403);
+    // The rule of the original path: /admin needs admin.
+    let (status, _, _) = nginx.send("GET /admin/users", &[bearer(&reader)]).await;
+    assert_eq!(status, 403);
+    // A client naming another request in the contract headers changes nothing:
+    // nginx sets (or clears) every one of them.
+    let spoofed = [
+        bearer(&reader),
+        ("X-Forwarded-Uri", "/public".into()),
+        ("X-Forwarded-Method", "GET".into()),
+        ("X-Original-URL", "https://shop.example.com/public".into()),
+        ("X-Original-URI", "/public".into()),
+    ];
+    let (status, _, _) = nginx.send("GET /admin/users", &spoofed).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = nginx.send("GET /admin/users", &spoofed[1..]).await;
+    assert_eq!(status, 401);
+    assert_eq!(echo.hits(), reached, "no refused request reached the app");
+
+    // Allowed ones do reach it: the admin, and anonymous /public without a
+    // client-supplied identity.
+    let (status, _, _) = nginx.send("GET /admin/users", &[bearer(&root)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(echo.last_headers().unwrap()["x-auth-subject"], "root");
+    let (status, _, _) = nginx
+        .send("GET /public/x", &[("X-Auth-Subject", "root".into())])
+        .await;
+    assert_eq!(status, 200);
+    let seen = echo.last_headers().unwrap();
+    assert!(seen.get("x-auth-subject").is_none(), "{seen:?}");
+    assert_eq!(echo.hits(), reached + 2);
+
+    drop(nginx);
+    app.shutdown().await;
+}
