@@ -10,7 +10,12 @@
   under /var/run or /etc/tokengate, mounted in a pod, are stood in for by
   placeholder files: a certificate for *.crt, text for the rest);
 - every probe of a tokengate container names a port and path the config's
-  admin listener serves on an address the kubelet can reach (not loopback).
+  admin listener serves on an address the kubelet can reach (not loopback);
+- forward-auth: every ingress that asks tokengate (ingress-nginx `auth-url`, a
+  Traefik `forwardAuth` Middleware, an Envoy `ext_authz` cluster) names a
+  Service port that reaches the authz listener (`/authz`) or its gRPC port,
+  copies exactly the config's identity headers, and a NetworkPolicy guards
+  the authz pods.
 Exit 1 with every problem listed.
 """
 import pathlib
@@ -104,6 +109,72 @@ def check_probes(name, pod, configs):
                 problems.append(f"{name}/{c['name']}: {kind} path {get.get('path')} is not an admin path")
 
 
+def check_forward_auth(name, objects, configs):
+    """The ingress snippets reach the authz listener and copy its identity."""
+    authz = {n: c["authz"] for n, c in configs.items() if c.get("authz")}
+    if not authz:
+        return
+    # container port number -> what listens there, for pods mounting an authz config
+    listening, selectors = {}, []
+    for o in objects:
+        if o["kind"] != "Deployment":
+            continue
+        pod = o["spec"]["template"]["spec"]
+        volumes = {v["name"]: v.get("configMap", {}).get("name") for v in pod.get("volumes", [])}
+        for c in pod.get("containers", []):
+            for m in c.get("volumeMounts", []):
+                config = authz.get(volumes.get(m["name"]))
+                if config is None:
+                    continue
+                selectors.append(o["spec"]["selector"]["matchLabels"])
+                wanted = {int(config["listen"].rpartition(":")[2]): "http"}
+                if config.get("grpc_listen"):
+                    wanted[int(config["grpc_listen"].rpartition(":")[2])] = "grpc"
+                headers = sorted(h.lower() for h in config.get("forward", {}).get("claims_to_headers", {}).values())
+                for p in c.get("ports", []):
+                    if p["containerPort"] in wanted:
+                        listening[p.get("name")] = listening[p["containerPort"]] = (wanted[p["containerPort"]], headers)
+    services = {}
+    for o in objects:
+        if o["kind"] == "Service" and o["spec"].get("selector") in selectors:
+            for p in o["spec"]["ports"]:
+                services[(o["metadata"]["name"], p["port"])] = listening.get(p.get("targetPort", p["port"]))
+    asks = []
+    for o in objects:
+        annotations = o["metadata"].get("annotations", {})
+        if o["kind"] == "Ingress" and "nginx.ingress.kubernetes.io/auth-url" in annotations:
+            asks.append((f"Ingress {o['metadata']['name']}", "http", annotations["nginx.ingress.kubernetes.io/auth-url"],
+                         annotations.get("nginx.ingress.kubernetes.io/auth-response-headers", "").split(",")))
+        if o["kind"] == "Middleware" and "forwardAuth" in o.get("spec", {}):
+            fa = o["spec"]["forwardAuth"]
+            asks.append((f"Middleware {o['metadata']['name']}", "http", fa["address"], fa.get("authResponseHeaders", [])))
+        if o["kind"] == "ConfigMap":
+            for key, text in o.get("data", {}).items():
+                if "envoy.filters.http.ext_authz" in text:
+                    envoy = yaml.safe_load(text)
+                    for cluster in envoy.get("clusters", []):
+                        for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]:
+                            a = e["endpoint"]["address"]["socket_address"]
+                            asks.append((f"ConfigMap {o['metadata']['name']}/{key}", "grpc",
+                                         f"http://{a['address']}:{a['port_value']}", None))
+    if not asks:
+        problems.append(f"{name}: an authz config, and no ingress asks it")
+    for what, protocol, url, headers in asks:
+        m = re.match(r"http://([\w-]+)(?:\.[\w.-]+)?:(\d+)(/[^?]*)?$", url)
+        reached = m and services.get((m.group(1), int(m.group(2))))
+        if not reached or reached[0] != protocol:
+            problems.append(f"{name}: {what} asks {url}, which is not the authz {protocol} listener")
+            continue
+        if protocol == "http" and m.group(3) != "/authz":
+            problems.append(f"{name}: {what} asks {url}: the authz path is /authz")
+        if headers is not None and sorted(h.strip().lower() for h in headers if h.strip()) != reached[1]:
+            problems.append(f"{name}: {what} copies {headers}, not the identity headers {reached[1]}")
+    guarded = any(o["kind"] == "NetworkPolicy" and o["spec"]["podSelector"].get("matchLabels") in selectors
+                  for o in objects)
+    if not guarded:
+        problems.append(f"{name}: no NetworkPolicy guards the authz pods, which trust X-Forwarded-* headers")
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/tokengate"
     out = run(["hadolint", str(DEPLOY / "Dockerfile")])
@@ -134,6 +205,7 @@ def main():
         for o in objects:
             if o["kind"] in ("Deployment", "DaemonSet", "StatefulSet"):
                 check_probes(f"{name}/{o['metadata']['name']}", o["spec"]["template"]["spec"], configs)
+        check_forward_auth(name, objects, configs)
         print(f"deploy/kubernetes/{name}: {len(objects)} objects checked")
     if problems:
         print("\n".join(problems), file=sys.stderr)
