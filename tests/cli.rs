@@ -992,3 +992,77 @@ inbound:
         .unwrap();
     assert_eq!(code, 0);
 }
+
+/// `verify` decides as the authz listener (`--authz`, or when there is no
+/// `inbound`), and `check` lists the authz section.
+#[tokio::test]
+async fn verify_and_check_know_the_authz_section() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    // The harness's inbound rules, once as inbound and once as authz (with /orders anonymous).
+    let inbound = config_yaml(&issuer.issuer, "http://127.0.0.1:1", "", "");
+    let authz_section = inbound
+        .split_once("inbound:\n")
+        .unwrap()
+        .1
+        .replace(
+            "  listen: \"127.0.0.1:0\"\n  upstream: \"http://127.0.0.1:1\"\n",
+            "  listen: \"127.0.0.1:0\"\n  grpc_listen: \"127.0.0.1:0\"\n",
+        )
+        .replace(
+            "{ path: /orders, methods: [GET], scopes: [\"orders:read\"] }",
+            "{ path: /orders, methods: [GET], allow: anonymous }",
+        );
+    let both = temp_file("both.yaml", &format!("{inbound}authz:\n{authz_section}"));
+    let only = temp_file(
+        "authz-only.yaml",
+        &format!("admin: {{ listen: \"127.0.0.1:0\" }}\nauthz:\n{authz_section}"),
+    );
+    let (both, only) = (
+        both.to_str().unwrap().to_string(),
+        only.to_str().unwrap().to_string(),
+    );
+    let ask = move |config: String, extra: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["verify", "--config", &config, "--path", "/orders/1"];
+            args.extend_from_slice(extra);
+            run(&args)
+        })
+    };
+    // Inbound by default: /orders needs a token.
+    let (code, stdout, _) = ask(both.clone(), &[]).await.unwrap();
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.ends_with("decision: 401 invalid_request\n"),
+        "{stdout}"
+    );
+    // --authz: the authz section's rules; its allow is an allow, not a forward.
+    let (code, stdout, _) = ask(both.clone(), &["--authz"]).await.unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.ends_with("decision: 200 allow\n"), "{stdout}");
+    let (code, stdout, _) = ask(only.clone(), &[]).await.unwrap();
+    assert_eq!(
+        (code, stdout.ends_with("decision: 200 allow\n")),
+        (0, true),
+        "{stdout}"
+    );
+    // --authz without an authz section is a usage error.
+    let inbound_only = temp_file("inbound.yaml", &inbound);
+    let path = inbound_only.to_str().unwrap().to_string();
+    let (code, _, stderr) = ask(path, &["--authz"]).await.unwrap();
+    assert_eq!(code, 64);
+    assert!(stderr.contains("no authz section"), "{stderr}");
+    let (code, stdout, _) = tokio::task::spawn_blocking(move || run(&["check", "--config", &only]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("inbound  not configured"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "authz    127.0.0.1:0, gRPC ext_authz 127.0.0.1:0 (answers only)  mode strict"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rules[2] /orders  anonymous"), "{stdout}");
+}
