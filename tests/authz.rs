@@ -526,3 +526,31 @@ async fn envoy_ext_authz_grpc_check() {
     assert_eq!(a.metric(series).await, 1.0);
     a.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_swaps_the_authz_rules_and_keeps_its_listeners() {
+    let mut a = Authz::start("").await;
+    let asked = || traefik("GET", "/orders/7");
+    assert_eq!(a.ask("GET /authz", &asked()).await.status, 401);
+    let anonymous = authz_yaml(&a.issuer.issuer, "").replace(
+        "{ path: /orders, methods: [GET], scopes: [\"orders:read\"] }",
+        "{ path: /orders, methods: [GET], allow: anonymous }",
+    );
+    let config = tokengate::config::Config::from_yaml(&anonymous, "reload", &|_| None).unwrap();
+    a.app.reload(config).await.expect("reloads");
+    assert_eq!(a.ask("GET /authz", &asked()).await.status, 200);
+    // Its listeners are fixed for the process: a changed port needs a restart.
+    let moved = anonymous.replace(
+        "grpc_listen: \"127.0.0.1:0\"",
+        "grpc_listen: \"127.0.0.1:1\"",
+    );
+    let config = tokengate::config::Config::from_yaml(&moved, "reload", &|_| None).unwrap();
+    let refused = a.app.reload(config).await.expect_err("a restart is needed");
+    assert!(refused.to_string().contains("grpc_listen"), "{refused}");
+    assert_eq!(
+        a.ask("GET /authz", &asked()).await.status,
+        200,
+        "the running config serves on"
+    );
+    a.app.shutdown().await;
+}
