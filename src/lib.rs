@@ -165,18 +165,17 @@ impl App {
         &self,
         config: &Config,
     ) -> Result<Option<(Arc<Inbound>, CancellationToken)>, StartError> {
-        let (old, new) = match (&self.config.inbound, &config.inbound) {
-            (None, None) => return Ok(None),
-            (Some(old), Some(new)) => (old, new),
-            _ => {
-                return Err(StartError::NeedsRestart(
-                    "the inbound section (added or removed)",
-                ))
-            }
+        let Some((old, new)) = reloaded(
+            &self.config.inbound,
+            &config.inbound,
+            "the inbound section (added or removed)",
+        )?
+        else {
+            return Ok(None);
         };
         if old.listen != new.listen
             || old.tls.is_some() != new.tls.is_some()
-            || serve_options(old) != serve_options(new)
+            || inbound_serve_options(old) != inbound_serve_options(new)
         {
             return Err(StartError::NeedsRestart(
                 "inbound listen, TLS on/off, header_read, drain, max_header_bytes or max_connections",
@@ -196,14 +195,13 @@ impl App {
         &self,
         config: &Config,
     ) -> Result<Option<(Arc<Authz>, CancellationToken)>, StartError> {
-        let (old, new) = match (&self.config.authz, &config.authz) {
-            (None, None) => return Ok(None),
-            (Some(old), Some(new)) => (old, new),
-            _ => {
-                return Err(StartError::NeedsRestart(
-                    "the authz section (added or removed)",
-                ))
-            }
+        let Some((old, new)) = reloaded(
+            &self.config.authz,
+            &config.authz,
+            "the authz section (added or removed)",
+        )?
+        else {
+            return Ok(None);
         };
         if old.listen != new.listen
             || old.grpc_listen != new.grpc_listen
@@ -246,14 +244,13 @@ impl App {
         &self,
         config: &Config,
     ) -> Result<Option<(Arc<Outbound>, CancellationToken)>, StartError> {
-        let (old, new) = match (&self.config.outbound, &config.outbound) {
-            (None, None) => return Ok(None),
-            (Some(old), Some(new)) => (old, new),
-            _ => {
-                return Err(StartError::NeedsRestart(
-                    "the outbound section (added or removed)",
-                ))
-            }
+        let Some((old, new)) = reloaded(
+            &self.config.outbound,
+            &config.outbound,
+            "the outbound section (added or removed)",
+        )?
+        else {
+            return Ok(None);
         };
         if old.listen != new.listen || outbound_serve_options(old) != outbound_serve_options(new) {
             return Err(StartError::NeedsRestart(
@@ -275,6 +272,20 @@ impl App {
             return Err(StartError::TokensNotFetched);
         }
         Ok(Some((proxy, work)))
+    }
+}
+
+/// A section's running and new config, `None` when neither config has it;
+/// adding or removing it (`restart`, what to say) takes a restart.
+fn reloaded<'a, T>(
+    old: &'a Option<T>,
+    new: &'a Option<T>,
+    restart: &'static str,
+) -> Result<Option<(&'a T, &'a T)>, StartError> {
+    match (old, new) {
+        (None, None) => Ok(None),
+        (Some(old), Some(new)) => Ok(Some((old, new))),
+        _ => Err(StartError::NeedsRestart(restart)),
     }
 }
 
@@ -346,7 +357,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         let (listener, addr) = bind(cfg.listen, "inbound").await?;
         inbound_addr = Some(addr);
         guard.guard().jwks().spawn_refreshers(inbound_work.clone());
-        let opts = serve_options(cfg);
+        let opts = inbound_serve_options(cfg);
         let swap = Arc::new(Swap::new(guard));
         tasks.spawn(serve(listener, tls, opts, swap.clone(), shutdown.clone()));
         inbound = Some(swap);
@@ -455,7 +466,7 @@ fn outbound_serve_options(cfg: &config::OutboundConfig) -> ServeOptions {
 }
 
 /// Listener settings of the inbound port (fixed for the process lifetime).
-fn serve_options(cfg: &config::InboundConfig) -> ServeOptions {
+fn inbound_serve_options(cfg: &config::InboundConfig) -> ServeOptions {
     guard_serve_options(&cfg.timeouts, &cfg.guard.limits)
 }
 

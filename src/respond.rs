@@ -22,15 +22,32 @@ pub struct Exchange {
     pub asked: Option<(Method, Uri)>,
     /// How a failure is answered: plain HTTP, or gRPC's own way.
     pub protocol: Protocol,
+    /// A response that is not a failure came from an upstream (the access
+    /// log's `upstream_status`), not from tokengate itself.
+    pub upstream: bool,
 }
 
 impl Exchange {
+    /// A request to be forwarded, answered as it speaks.
     pub fn of<B>(req: &Request<B>) -> Exchange {
         let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO);
         Exchange {
             started: Instant::now(),
             asked: logged.then(|| (req.method().clone(), req.uri().clone())),
             protocol: Protocol::of(req.method(), req.headers()),
+            upstream: true,
+        }
+    }
+
+    /// A request tokengate answers itself, started at `started`: always in
+    /// plain HTTP, whatever it speaks (a fronting proxy asking the authz
+    /// listener reads the status, and a gRPC-style refusal is a 200).
+    pub fn answered<B>(req: &Request<B>, started: Instant) -> Exchange {
+        Exchange {
+            started,
+            protocol: Protocol::Http,
+            upstream: false,
+            ..Exchange::of(req)
         }
     }
 }
@@ -102,7 +119,7 @@ pub fn complete(
     duration: &prometheus::Histogram,
 ) -> Response<Body> {
     let (resp, reason, forwarded) = match result {
-        Ok(resp) => (resp, reason, true),
+        Ok(resp) => (resp, reason, exchange.upstream),
         Err(failure) => {
             if let Failure::Proxy(e) = &failure {
                 tracing::warn!(direction = route.direction, route = %route.route, error = %e, "request failed");

@@ -11,7 +11,7 @@ use super::{Authz, HEADERS_TO_REMOVE};
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::inbound::decide::Decision;
-use crate::respond::{complete, grpc_status, Exchange, Protocol};
+use crate::respond::grpc_status;
 use crate::server::{Downstream, Handler};
 use crate::Swap;
 use envoy_types::ext_authz::v3::pb::{
@@ -39,12 +39,9 @@ impl Authorization for Check {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let authz = self.0.current();
         let started = std::time::Instant::now();
-        let (req, decision) = match described(request.get_ref()) {
+        let (req, decision) = match described(request.get_ref(), &authz.identity) {
             Ok(mut req) => {
-                let decision = match other_spellings(req.headers(), &authz.identity) {
-                    Ok(()) => authz.guard.decide(&mut req).await,
-                    Err(why) => Decision::refused(ProxyError::BadRequest(why)),
-                };
+                let decision = authz.guard.decide(&mut req).await;
                 (req, decision)
             }
             Err(why) => (
@@ -52,16 +49,7 @@ impl Authorization for Check {
                 Decision::refused(ProxyError::BadRequest(why)),
             ),
         };
-        let exchange = Exchange {
-            started,
-            protocol: Protocol::Http,
-            ..Exchange::of(&req)
-        };
-        let counters = authz.guard.counters(decision.rule);
-        authz.guard.record(&decision.verdict, &counters.route);
-        let reason = decision.verdict.reason();
-        let answer = authz.answer(&decision);
-        let resp = complete(counters, answer, exchange, reason, &authz.guard.duration);
+        let resp = authz.complete(&req, decision, started);
         Ok(tonic::Response::new(carried(resp).await))
     }
 }
@@ -69,8 +57,9 @@ impl Authorization for Check {
 /// PURE: the request an Envoy `CheckRequest` describes, as a request the
 /// guard decides: method, target (`path` holds the query too), `Host` from
 /// `host`, and the headers (pseudo-headers left out). `Err` when it describes
-/// none.
-fn described(check: &CheckRequest) -> Result<Request<()>, &'static str> {
+/// none, or carries a spelling of an override or `identity` header that the
+/// guard cannot strip from what Envoy forwards ([`other_spellings`]).
+fn described(check: &CheckRequest, identity: &[HeaderName]) -> Result<Request<()>, &'static str> {
     let http = check
         .attributes
         .as_ref()
@@ -104,6 +93,7 @@ fn described(check: &CheckRequest) -> Result<Request<()>, &'static str> {
             .map_err(|_| "the CheckRequest's host is not a host")?;
         headers.insert(HOST, host);
     }
+    other_spellings(req.headers(), identity)?;
     Ok(req)
 }
 

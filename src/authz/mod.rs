@@ -17,15 +17,15 @@ use crate::config::AuthzConfig;
 use crate::error::{Failure, ProxyError};
 use crate::inbound::decide::{Decision, Verdict};
 use crate::inbound::guard::Guard;
-use crate::inbound::verify::VerifiedToken;
 use crate::metrics::Metrics;
-use crate::respond::{complete, Exchange, Protocol};
+use crate::respond::{complete, Exchange};
 use crate::server::{Downstream, Handler};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response};
 use original::Unread;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Asks Envoy's HTTP-mode `ext_authz` to remove these headers from the
 /// request it forwards: the identity headers this answer does not set, so a
@@ -37,19 +37,24 @@ pub struct Authz {
     guard: Guard,
     /// The `claims_to_headers` header names, in file order.
     identity: Vec<HeaderName>,
+    /// [`HEADERS_TO_REMOVE`] for an allow without identity: every identity
+    /// header (built once; `None` when there are none).
+    remove_all: Option<HeaderValue>,
 }
 
 impl Authz {
     pub fn new(config: &AuthzConfig, client: HttpClient, metrics: Arc<Metrics>) -> Arc<Authz> {
+        let identity: Vec<HeaderName> = config
+            .guard
+            .forward
+            .claims_to_headers
+            .iter()
+            .map(|(_, header)| header.clone())
+            .collect();
         Arc::new(Authz {
             guard: Guard::new(&config.guard, client, metrics, "authz"),
-            identity: config
-                .guard
-                .forward
-                .claims_to_headers
-                .iter()
-                .map(|(_, header)| header.clone())
-                .collect(),
+            remove_all: names(identity.iter()),
+            identity,
         })
     }
 
@@ -70,62 +75,67 @@ impl Authz {
         }
     }
 
-    /// The identity headers an allow answers with, and the names of those it
-    /// leaves unset (for the proxy to remove from what it forwards).
-    pub fn identity<'a>(
-        &'a self,
-        token: Option<&'a VerifiedToken>,
-    ) -> (&'a [(HeaderName, HeaderValue)], Vec<&'a HeaderName>) {
-        let set: &[(HeaderName, HeaderValue)] = token.map_or(&[], |t| &t.identity);
-        let unset = self
-            .identity
-            .iter()
-            .filter(|name| !set.iter().any(|(n, _)| n == *name))
-            .collect();
-        (set, unset)
-    }
-
     /// Phase answer: 200 with the identity for an allow (and for audit mode's
     /// would-be refusals, without one); the inbound guard's refusal otherwise.
-    fn answer(&self, decision: &Decision) -> Result<Response<Body>, Failure> {
-        let token = match &decision.verdict {
-            Verdict::Allow(allowed) => allowed.identity(),
-            Verdict::Audit(_) => None,
-            Verdict::Deny(denial) => return Err(denial.clone().into()),
-            Verdict::Refuse(e) => return Err(e.clone().into()),
+    fn answer(&self, verdict: &Verdict) -> Result<Response<Body>, Failure> {
+        if let Some(failure) = verdict.failure() {
+            return Err(failure);
+        }
+        let set = match verdict {
+            Verdict::Allow(allowed) => allowed.identity().map_or(&[][..], |t| &t.identity),
+            _ => &[],
         };
-        let (set, unset) = self.identity(token);
         let mut resp = Response::new(full(""));
         let headers = resp.headers_mut();
         for (name, value) in set {
             headers.insert(name.clone(), value.clone());
         }
-        if !unset.is_empty() {
-            let names: Vec<&str> = unset.iter().map(|n| n.as_str()).collect();
-            if let Ok(value) = HeaderValue::from_str(&names.join(",")) {
-                headers.insert(HEADERS_TO_REMOVE.clone(), value);
-            }
+        let unset = match set.len() {
+            0 => self.remove_all.clone(),
+            n if n == self.identity.len() => None,
+            // A token without some of the claims: rare, named per answer.
+            _ => names(
+                self.identity
+                    .iter()
+                    .filter(|h| !set.iter().any(|(n, _)| n == *h)),
+            ),
+        };
+        if let Some(unset) = unset {
+            headers.insert(HEADERS_TO_REMOVE.clone(), unset);
         }
         Ok(resp)
     }
+
+    /// Phase complete, for either face of the listener: the decision
+    /// recorded under the rule that took it, answered, and logged as the
+    /// original request `req`.
+    pub fn complete<B>(
+        &self,
+        req: &Request<B>,
+        decision: Decision,
+        started: Instant,
+    ) -> Response<Body> {
+        let exchange = Exchange::answered(req, started);
+        let counters = self.guard.counters(decision.rule);
+        self.guard.record(&decision.verdict, &counters.route);
+        let result = self.answer(&decision.verdict);
+        let reason = decision.verdict.reason();
+        complete(counters, result, exchange, reason, &self.guard.duration)
+    }
+}
+
+/// The header names as one comma-separated value; `None` for none.
+fn names<'a>(names: impl Iterator<Item = &'a HeaderName>) -> Option<HeaderValue> {
+    let joined = names.map(HeaderName::as_str).collect::<Vec<_>>().join(",");
+    HeaderValue::from_str(&joined)
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 impl Handler for Authz {
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>, _: Downstream) -> Response<Body> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let decision = self.decide(&mut req).await;
-        // Logged as the original request; answered in plain HTTP whatever it
-        // spoke, since the fronting proxy reads the status (a gRPC-style
-        // refusal is a 200).
-        let exchange = Exchange {
-            started,
-            protocol: Protocol::Http,
-            ..Exchange::of(&req)
-        };
-        let counters = self.guard.counters(decision.rule);
-        self.guard.record(&decision.verdict, &counters.route);
-        let reason = decision.verdict.reason();
-        let result = self.answer(&decision);
-        complete(counters, result, exchange, reason, &self.guard.duration)
+        self.complete(&req, decision, started)
     }
 }

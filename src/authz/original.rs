@@ -75,10 +75,9 @@ pub fn read(
     };
     let unknown = |why| Err(Unread::Unknown(why));
     other_spellings(headers, identity).map_err(Unread::Unknown)?;
-    let mut readings = Vec::with_capacity(1);
     let forwarded_method = one(headers, "x-forwarded-method")?;
-    match one(headers, "x-forwarded-uri")? {
-        Some(target) => readings.push(Reading {
+    let forwarded = match one(headers, "x-forwarded-uri")? {
+        Some(target) => Some(Reading {
             method: forwarded_method,
             target: text(target, "X-Forwarded-Uri is not text")?.into(),
             host: one(headers, "x-forwarded-host")?,
@@ -86,50 +85,47 @@ pub fn read(
         None if forwarded_method.is_some() => {
             return unknown("X-Forwarded-Method without X-Forwarded-Uri")
         }
-        None => {}
-    }
+        None => None,
+    };
     let original_method = one(headers, "x-original-method")?;
     let original_url = one(headers, "x-original-url")?;
     let original_uri = one(headers, "x-original-uri")?;
-    for url in [original_url, original_uri].into_iter().flatten() {
-        readings.push(original(url, original_method)?);
-    }
     if original_method.is_some() && original_url.is_none() && original_uri.is_none() {
         return unknown("X-Original-Method without X-Original-URL");
     }
-    if let Some(rest) = under_prefix {
-        let target = match uri.query() {
+    let prefixed = under_prefix.map(|rest| Reading {
+        method: None,
+        target: match uri.query() {
             Some(query) => format!("{rest}?{query}").into(),
             None => rest.into(),
-        };
-        readings.push(Reading {
-            method: None,
-            target,
-            host: None,
-        });
-    }
-    let Some(first) = readings.first() else {
+        },
+        host: None,
+    });
+    let readings = [
+        forwarded,
+        original_url
+            .map(|u| original(u, original_method))
+            .transpose()?,
+        original_uri
+            .map(|u| original(u, original_method))
+            .transpose()?,
+        prefixed,
+    ];
+    let mut named = readings.iter().flatten();
+    let Some(first) = named.next() else {
         return unknown("no original request named: send X-Forwarded-Uri or X-Original-URL, or ask at /authz/<path>");
     };
-    let mut host = None;
-    for reading in &readings {
+    let mut host = first.host;
+    for reading in named {
         if reading.method != first.method || reading.target != first.target {
             return unknown("the original request is named twice, differently");
         }
-        if let Some(named) = reading.host {
-            let name = |h| {
-                canonical_host(h, None)
-                    .ok()
-                    .flatten()
-                    .map(|h| h.name().to_vec())
-            };
-            match host {
-                None => host = Some(named),
-                Some(seen) if name(seen).is_none() || name(seen) != name(named) => {
-                    return unknown("the original host is named twice, differently")
-                }
-                Some(_) => {}
+        match (host, reading.host) {
+            (None, named) => host = named,
+            (Some(seen), Some(named)) if !same_host(seen, named) => {
+                return unknown("the original host is named twice, differently")
             }
+            _ => {}
         }
     }
     let method = match first.method {
@@ -167,6 +163,14 @@ pub fn into_original<B>(req: &mut Request<B>, original: Original) {
         Some(host) => headers.insert(HOST, host),
         None => headers.remove(HOST),
     };
+}
+
+/// Two host values naming the same host (ports aside); one that is no host names none.
+fn same_host(a: &[u8], b: &[u8]) -> bool {
+    match (canonical_host(a, None), canonical_host(b, None)) {
+        (Ok(Some(a)), Ok(Some(b))) => a.name() == b.name(),
+        _ => false,
+    }
 }
 
 /// The value of `name`, if sent once; sent twice, it names no one thing.

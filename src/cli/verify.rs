@@ -43,10 +43,13 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // The section deciding, and what its allow is called.
-    let (guard, allowed) = match (&config.inbound, &config.authz, asked.authz) {
-        (_, Some(authz), true) | (None, Some(authz), false) => (&authz.guard, "allow"),
-        (Some(inbound), _, false) => (&inbound.guard, "forward"),
+    // The section deciding, the connect timeout of its key fetches, and what
+    // its allow is called.
+    let (guard, connect, allowed) = match (&config.inbound, &config.authz, asked.authz) {
+        (_, Some(a), true) | (None, Some(a), false) => {
+            (&a.guard, a.timeouts.upstream_connect, "allow")
+        }
+        (Some(i), _, false) => (&i.guard, i.timeouts.upstream_connect, "forward"),
         (_, None, true) => {
             eprintln!("tokengate: the config has no authz section");
             return ExitCode::from(EXIT_CONFIG);
@@ -81,11 +84,6 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let connect = crate::config::Timeouts::default().upstream_connect;
-    let connect = config
-        .inbound
-        .as_ref()
-        .map_or(connect, |i| i.timeouts.upstream_connect);
     let client = match crate::client::http_client(connect, None) {
         Ok(c) => c,
         Err(e) => {
