@@ -15,31 +15,6 @@ use serde_json::json;
 use std::collections::HashMap;
 use support::*;
 use tokengate::demo::{DevIssuer, KeyKind, SigningKey};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The inbound harness's issuer and rules as an `authz` section, with an
-/// `/admin` rule and the subject as identity.
-pub fn authz_yaml(issuer: &str, extra: &str) -> String {
-    format!(
-        r#"admin: {{ listen: "127.0.0.1:0" }}
-authz:
-  listen: "127.0.0.1:0"
-  grpc_listen: "127.0.0.1:0"
-  issuers:
-    - issuer: "{issuer}"
-      jwks_uri: "{issuer}/jwks.json"
-      audiences: [{AUD}]
-  rules:
-    - {{ path: /public, allow: anonymous }}
-    - {{ path: /admin, scopes: [admin] }}
-    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
-    - {{ path: /orders, methods: [POST], scopes: ["orders:write"] }}
-  forward:
-    claims_to_headers: {{ sub: x-auth-subject }}
-{extra}"#,
-        extra = indent(extra, 2),
-    )
-}
 
 struct Authz {
     issuer: DevIssuer,
@@ -69,32 +44,9 @@ impl Authz {
         self.issuer.mint(json!({ "sub": sub, "scope": scope }))
     }
 
-    /// One raw HTTP/1.1 request to the authz listener: the status, the head
-    /// (lower-cased names) and the body.
-    async fn ask(&self, request_line: &str, headers: &[(&str, String)]) -> Answer {
-        let mut raw = format!("{request_line} HTTP/1.1\r\nHost: 127.0.0.1:9191\r\n");
-        for (name, value) in headers {
-            raw.push_str(&format!("{name}: {value}\r\n"));
-        }
-        raw.push_str("Connection: close\r\n\r\n");
-        let mut conn = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        conn.write_all(raw.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            conn.read_to_end(&mut answer),
-        )
-        .await
-        .expect("answered in time")
-        .unwrap();
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-        let status = head[9..12].parse().unwrap();
-        Answer {
-            status,
-            head: head.to_ascii_lowercase(),
-            body: body.to_string(),
-        }
+    /// One raw HTTP/1.1 request to the authz listener.
+    async fn ask(&self, request_line: &str, headers: &[(&str, String)]) -> RawAnswer {
+        raw_request(self.addr, request_line, "127.0.0.1:9191", headers).await
     }
 
     async fn metric(&self, series: &str) -> f64 {
@@ -102,23 +54,6 @@ impl Authz {
             &get(&format!("{}/metrics", self.admin), None).await.2,
             series,
         )
-    }
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Answer {
-    /// The value of `name` (lower case) in the head, if present.
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(str::trim)
     }
 }
 
@@ -553,4 +488,74 @@ async fn a_reload_swaps_the_authz_rules_and_keeps_its_listeners() {
         "the running config serves on"
     );
     a.app.shutdown().await;
+}
+
+/// The access log (of the binary, as run): one line per answer, naming the
+/// authz direction, the rule, and the original request's method and path,
+/// never its query or token; no `upstream_status`, since nothing was forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_answer_gets_an_access_log_line_for_the_original_request() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let config = temp_file("authz.yaml", &authz_yaml(&issuer.issuer, ""));
+    let mut command = std::process::Command::new(process::BIN);
+    command
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config.to_str().unwrap())
+        .env_remove("RUST_LOG");
+    let running = process::Running::spawn(command);
+    let listening = running.wait_for("authz listening");
+    let addr = process::field(&listening, "authz").parse().unwrap();
+    ready_at(&running.admin).await;
+    let token = issuer.mint(json!({ "sub": "alice", "scope": "orders:read" }));
+    let ask = |uri: &'static str, token: Option<&str>| {
+        let mut headers = traefik("GET", uri);
+        headers.extend(token.map(bearer));
+        async move {
+            raw_request(addr, "GET /authz", "127.0.0.1:9191", &headers)
+                .await
+                .status
+        }
+    };
+    assert_eq!(ask("/orders/7?secret=hush", Some(&token)).await, 200);
+    assert_eq!(ask("/admin", None).await, 401);
+    let (running, lines) = tokio::task::spawn_blocking(move || {
+        let lines = [
+            running.wait_for("tokengate::access"),
+            running.wait_for("tokengate::access"),
+        ];
+        (running, lines)
+    })
+    .await
+    .unwrap();
+    let entry =
+        |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap()["fields"].clone();
+    let (allowed, denied) = (entry(&lines[0]), entry(&lines[1]));
+    assert_eq!(allowed["direction"], "authz");
+    assert_eq!(allowed["route"], "/orders");
+    assert_eq!(
+        (allowed["method"].as_str(), allowed["path"].as_str()),
+        (Some("GET"), Some("/orders/7"))
+    );
+    assert_eq!(
+        (allowed["status"].as_u64(), allowed["reason"].as_str()),
+        (Some(200), Some("valid_token"))
+    );
+    assert!(
+        allowed.get("upstream_status").is_none_or(|v| v.is_null()),
+        "{allowed}"
+    );
+    assert_eq!(
+        (denied["path"].as_str(), denied["status"].as_u64()),
+        (Some("/admin"), Some(401))
+    );
+    assert_eq!(denied["reason"], "missing_token");
+    for line in &lines {
+        assert!(!line.contains(&token) && !line.contains("hush"), "{line}");
+    }
+    let code = tokio::task::spawn_blocking(move || running.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
 }

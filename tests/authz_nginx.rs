@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::*;
 use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The README's nginx snippet: every request is first asked about at
 /// tokengate's `/authz`, with the original method, host and URI; the identity
@@ -109,29 +108,10 @@ impl Nginx {
         panic!("nginx did not listen on {port}:\n{log}");
     }
 
-    /// One raw request through nginx: status, lower-cased head, body.
-    async fn send(&self, request_line: &str, headers: &[(&str, String)]) -> (u16, String, String) {
-        let mut raw = format!("{request_line} HTTP/1.1\r\nHost: shop.example.com\r\n");
-        for (name, value) in headers {
-            raw.push_str(&format!("{name}: {value}\r\n"));
-        }
-        raw.push_str("Connection: close\r\n\r\n");
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .unwrap();
-        conn.write_all(raw.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
-            .await
-            .expect("nginx answered in time")
-            .unwrap();
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-        (
-            head[9..12].parse().unwrap(),
-            head.to_ascii_lowercase(),
-            body.to_string(),
-        )
+    /// One raw request through nginx.
+    async fn send(&self, request_line: &str, headers: &[(&str, String)]) -> RawAnswer {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        raw_request(addr, request_line, "shop.example.com", headers).await
     }
 }
 
@@ -148,24 +128,7 @@ async fn nginx_auth_request_asks_tokengate_and_the_app_sees_the_identity() {
         .await
         .unwrap();
     let echo = Echo::start().await.unwrap();
-    let yaml = format!(
-        r#"admin: {{ listen: "127.0.0.1:0" }}
-authz:
-  listen: "127.0.0.1:0"
-  issuers:
-    - issuer: "{iss}"
-      jwks_uri: "{iss}/jwks.json"
-      audiences: [{AUD}]
-  rules:
-    - {{ path: /public, allow: anonymous }}
-    - {{ path: /admin, scopes: [admin] }}
-    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
-    - {{ path: /orders, methods: [POST], scopes: ["orders:write"] }}
-  forward:
-    claims_to_headers: {{ sub: x-auth-subject }}
-"#,
-        iss = issuer.issuer
-    );
+    let yaml = authz_yaml(&issuer.issuer, "");
     let app = start_yaml(&yaml).await;
     wait_ready(&app).await;
     let nginx = Nginx::start(app.authz_addr.unwrap(), echo.addr);
@@ -174,12 +137,13 @@ authz:
     let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
 
     // A valid token: the app gets the request, with the identity tokengate named.
-    let (status, _, _) = nginx
+    let status = nginx
         .send(
             "GET /orders/7?x=1",
             &[bearer(&reader), ("X-Auth-Subject", "root".into())],
         )
-        .await;
+        .await
+        .status;
     assert_eq!(status, 200);
     let seen = echo.last_headers().expect("the app was reached");
     assert_eq!(
@@ -190,22 +154,27 @@ authz:
     let reached = echo.hits();
 
     // No token: the client gets tokengate's 401 and challenge; the app nothing.
-    let (status, head, _) = nginx.send("GET /orders/7", &[]).await;
-    assert_eq!(status, 401);
+    let none = nginx.send("GET /orders/7", &[]).await;
+    assert_eq!(none.status, 401);
     assert!(
-        head.contains("www-authenticate: bearer realm=\"tokengate\""),
-        "{head}"
+        none.head
+            .contains("www-authenticate: bearer realm=\"tokengate\""),
+        "{none:?}"
     );
     // Missing scope, by the original method: POST /orders needs orders:write.
-    let (status, _, _) = nginx
+    let status = nginx
         .send(
             "POST /orders",
             &[bearer(&reader), ("Content-Length", "0".into())],
         )
-        .await;
+        .await
+        .status;
     assert_eq!(status, 403);
     // The rule of the original path: /admin needs admin.
-    let (status, _, _) = nginx.send("GET /admin/users", &[bearer(&reader)]).await;
+    let status = nginx
+        .send("GET /admin/users", &[bearer(&reader)])
+        .await
+        .status;
     assert_eq!(status, 403);
     // A client naming another request in the contract headers changes nothing:
     // nginx sets (or clears) every one of them.
@@ -216,20 +185,24 @@ authz:
         ("X-Original-URL", "https://shop.example.com/public".into()),
         ("X-Original-URI", "/public".into()),
     ];
-    let (status, _, _) = nginx.send("GET /admin/users", &spoofed).await;
+    let status = nginx.send("GET /admin/users", &spoofed).await.status;
     assert_eq!(status, 403);
-    let (status, _, _) = nginx.send("GET /admin/users", &spoofed[1..]).await;
+    let status = nginx.send("GET /admin/users", &spoofed[1..]).await.status;
     assert_eq!(status, 401);
     assert_eq!(echo.hits(), reached, "no refused request reached the app");
 
     // Allowed ones do reach it: the admin, and anonymous /public without a
     // client-supplied identity.
-    let (status, _, _) = nginx.send("GET /admin/users", &[bearer(&root)]).await;
+    let status = nginx
+        .send("GET /admin/users", &[bearer(&root)])
+        .await
+        .status;
     assert_eq!(status, 200);
     assert_eq!(echo.last_headers().unwrap()["x-auth-subject"], "root");
-    let (status, _, _) = nginx
+    let status = nginx
         .send("GET /public/x", &[("X-Auth-Subject", "root".into())])
-        .await;
+        .await
+        .status;
     assert_eq!(status, 200);
     let seen = echo.last_headers().unwrap();
     assert!(seen.get("x-auth-subject").is_none(), "{seen:?}");

@@ -196,6 +196,31 @@ inbound:
     )
 }
 
+/// An `authz` section (and its gRPC port) with the inbound harness's issuer
+/// and rules, an `/admin` rule, and the subject as identity; `extra` is YAML
+/// under `authz:`.
+pub fn authz_yaml(issuer: &str, extra: &str) -> String {
+    format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+authz:
+  listen: "127.0.0.1:0"
+  grpc_listen: "127.0.0.1:0"
+  issuers:
+    - issuer: "{issuer}"
+      jwks_uri: "{issuer}/jwks.json"
+      audiences: [{AUD}]
+  rules:
+    - {{ path: /public, allow: anonymous }}
+    - {{ path: /admin, scopes: [admin] }}
+    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
+    - {{ path: /orders, methods: [POST], scopes: ["orders:write"] }}
+  forward:
+    claims_to_headers: {{ sub: x-auth-subject }}
+{extra}"#,
+        extra = indent(extra, 2),
+    )
+}
+
 /// Outbound config: route `api.test` → `upstream` with token `default` from the
 /// issuer; `extra_token` is YAML under that token, `extra` under `outbound:`.
 pub fn outbound_yaml(token_url: &str, upstream: &str, extra_token: &str, extra: &str) -> String {
@@ -239,6 +264,56 @@ pub async fn read_head(conn: &mut tokio::net::TcpStream) -> Option<String> {
         }
     }
     Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// An answer read off the socket.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    /// The status line and headers, lower-cased.
+    pub head: String,
+    pub body: String,
+}
+
+impl RawAnswer {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    }
+}
+
+/// One HTTP/1.1 request written as raw bytes (`request_line`, `Host: host`,
+/// `headers` as given, `Connection: close`) and read to the connection's
+/// end; bounded, 10 s.
+pub async fn raw_request(
+    addr: std::net::SocketAddr,
+    request_line: &str,
+    host: &str,
+    headers: &[(&str, String)],
+) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = format!("{request_line} HTTP/1.1\r\nHost: {host}\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("Connection: close\r\n\r\n");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    RawAnswer {
+        status: head[9..12].parse().unwrap(),
+        head: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
 }
 
 fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
