@@ -22,6 +22,8 @@ CASES = [
     ("tg-rs256", "tokengate inbound, the same RS256 token on every request (cache hits), `sub` → header"),
     ("tg-es256", "tokengate inbound, the same ES256 token on every request (cache hits)"),
     ("tg-rs256-unique", "tokengate inbound, a different RS256 token on every request (every one a cache miss)"),
+    ("nginx-authz", "nginx 1.22 `auth_request` → tokengate `authz` (forward-auth), then the upstream; the same RS256 token (cache hits); nginx and tokengate share the proxy core"),
+    ("nginx-authz-unique", "as `nginx-authz`, a different RS256 token on every request"),
     ("tg-out-pass", "tokengate outbound, a route without a token (its own pass-through)"),
     ("tg-out-inject", "tokengate outbound, injecting a client_credentials token"),
 ]
@@ -161,7 +163,9 @@ def main():
             if r is not None:
                 target(f"c{conns:.0f}: {what}", good(r), shown.format(r))
 
-    tg_cases = [c for c, _ in present if c.startswith("tg-")]
+    out += forward_auth(rows, conns_list)
+
+    tg_cases = [c for c, _ in present if c.startswith("tg-") or c.startswith("nginx-authz")]
     idle = [median(rows, c, conns, "rss_idle_kb") for c in tg_cases for conns in conns_list]
     idle = [x for x in idle if x]
     top = max(conns_list) if conns_list else 0
@@ -219,6 +223,39 @@ def main():
     with open(a.markdown, "w") as f:
         f.write("\n".join(out))
     chart(rows, present, conns_list, a.chart)
+
+
+def forward_auth(rows, conns_list):
+    """Issue 16: nginx + auth_request → tokengate authz, beside nginx alone and
+    beside tokengate's inbound proxy. With the proxy core saturated, 1/req/s is
+    the core time one request costs, so the difference from nginx alone is what
+    the authz round trip (nginx's subrequest and tokengate's answer) costs."""
+    if not any(r["case"] == "nginx-authz" for r in rows):
+        return []
+    out = [
+        "## Forward-auth (nginx `auth_request` → tokengate `authz`)",
+        "",
+        "nginx and tokengate share the proxy core, so each row's req/s is what one core",
+        "serves with forward-auth in place; \"round trip\" is its core time per request",
+        "beyond nginx alone (1/req/s − 1/req/s of `nginx`).",
+        "",
+        "| conns | tokens | req/s | ÷ nginx alone | ÷ tokengate inbound proxy | round trip per request |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for conns in conns_list:
+        alone = median(rows, "nginx", conns, "rps")
+        for case, inbound, tokens in (("nginx-authz", "tg-rs256", "repeated (cache hits)"),
+                                      ("nginx-authz-unique", "tg-rs256-unique", "unique (cache misses)")):
+            rps = median(rows, case, conns, "rps")
+            if rps is None:
+                continue
+            extra = 1e6 / rps - 1e6 / alone if alone else None
+            out.append(
+                f"| {conns:.0f} | {tokens} | {fmt_num(rps)} | {fmt_ratio(ratio(rps, alone))} "
+                f"| {fmt_ratio(ratio(rps, median(rows, inbound, conns, 'rps')))} "
+                f"| {'—' if extra is None else f'{extra:.1f} µs'} |"
+            )
+    return out + [""]
 
 
 H2_BEGIN = "<!-- h2.sh: begin -->"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load benchmark: tokengate against its own pass-through, nginx and HAProxy 2.6,
-# on loopback only, each proxy pinned to one core (taskset), wrk and the
+# and as nginx's auth_request authorizer (forward-auth), on loopback only, each proxy pinned to one core (taskset), wrk and the
 # upstream nginx pinned to the other. Runs are interleaved (every case once per
 # round, ROUNDS rounds) and the report takes medians.
 #
@@ -13,7 +13,7 @@
 #   CASES [all]      space-separated subset of the case names below
 #   UNIQUE [250000]  unique tokens for the cache-miss case (must exceed its
 #                    requests per run; the report flags a run that wrapped)
-#   BASE_PORT [18080] first of 7 loopback ports used
+#   BASE_PORT [18080] first of 9 loopback ports used
 #   PROXY_CPU [0] / LOAD_CPU [1]
 # Installs wrk, nginx, haproxy, gnuplot and curl with apt-get when missing.
 # Everything it starts is stopped by pid on exit.
@@ -29,7 +29,7 @@ UNIQUE="${UNIQUE:-250000}"
 BASE="${BASE_PORT:-18080}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
-ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-rs256 tg-es256 tg-rs256-unique tg-out-pass tg-out-inject"
+ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-rs256 tg-es256 tg-rs256-unique nginx-authz nginx-authz-unique tg-out-pass tg-out-inject"
 CASES="${CASES:-$ALL_CASES}"
 
 # shellcheck source=benches/load/lib.sh
@@ -37,6 +37,7 @@ CASES="${CASES:-$ALL_CASES}"
 
 UP=$BASE NGINX=$((BASE + 1)) HAP_PASS=$((BASE + 2)) HAP_JWT=$((BASE + 3))
 TG_IN=$((BASE + 4)) TG_OUT=$((BASE + 5)) TG_ADMIN=$((BASE + 6))
+NGINX_AUTHZ=$((BASE + 7)) TG_AUTHZ=$((BASE + 8))
 
 # --- tools -------------------------------------------------------------------
 install_missing wrk:wrk nginx:nginx-light haproxy:haproxy gnuplot:gnuplot-nox curl:curl \
@@ -63,6 +64,35 @@ nginx_conf nginx-proxy "$NGINX" "
   server {
     listen 127.0.0.1:$NGINX;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
+
+# nginx asking tokengate's authz listener before each request (the README's
+# snippet), both on the proxy core: the pair is what stands where one proxy did.
+nginx_conf nginx-authz "$NGINX_AUTHZ" "
+  upstream app { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; }
+  upstream authz { server 127.0.0.1:$TG_AUTHZ; keepalive 256; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:$NGINX_AUTHZ;
+    location / {
+      auth_request /_tokengate;
+      auth_request_set \$auth_subject \$upstream_http_x_auth_subject;
+      proxy_set_header X-Auth-Subject \$auth_subject;
+      proxy_set_header Connection \"\";
+      proxy_http_version 1.1;
+      proxy_pass http://app;
+    }
+    location = /_tokengate {
+      internal;
+      proxy_pass http://authz/authz;
+      proxy_http_version 1.1;
+      proxy_pass_request_body off;
+      proxy_set_header Connection \"\";
+      proxy_set_header Content-Length \"\";
+      proxy_set_header X-Forwarded-Method \$request_method;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Forwarded-Uri \$request_uri;
+    }
   }"
 
 # HAProxy 2.6's jwt_verify as its documentation and blog configure it: RS256
@@ -120,6 +150,21 @@ inbound:
     # sends the upstream the same bytes.
     authorization: keep
 EOF
+cat >"$WORK/tokengate-authz.yaml" <<EOF
+admin: { listen: "127.0.0.1:$TG_ADMIN" }
+authz:
+  listen: "127.0.0.1:$TG_AUTHZ"
+  issuers:
+    - issuer: https://issuer.bench.local
+      jwks_uri: "http://127.0.0.1:$UP/jwks.json"
+      audiences: [bench-api]
+      algorithms: [RS256, ES256]
+  rules:
+    - { path: /public, allow: anonymous }
+    - { path: /, scopes: ["bench:read"] }
+  forward:
+    claims_to_headers: { sub: x-auth-subject }
+EOF
 cat >"$WORK/tokengate-out.yaml" <<EOF
 admin: { listen: "127.0.0.1:$TG_ADMIN" }
 outbound:
@@ -151,21 +196,32 @@ describe() {
     tg-rs256) echo "tg-in|http://127.0.0.1:$TG_IN/api|$rs256" ;;
     tg-es256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-es256")" ;;
     tg-rs256-unique) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
+    nginx-authz) echo "nginx-authz|http://127.0.0.1:$NGINX_AUTHZ/api|$rs256" ;;
+    nginx-authz-unique) echo "nginx-authz|http://127.0.0.1:$NGINX_AUTHZ/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
     tg-out-pass) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=pass.bench" ;;
     tg-out-inject) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=inject.bench" ;;
     *) log "unknown case $1"; exit 64 ;;
   esac
 }
 
-PID=0
-start_proxy() { # kind → PID (0: nothing started)
-  PID=0
+# A kind that runs tokengate (its metrics and RSS are read).
+runs_tokengate() { [[ $1 == tg-* || $1 == nginx-authz ]]; }
+
+PID=0 FRONT=0
+start_proxy() { # kind → PID (0: nothing started; tokengate's when it runs), FRONT (nginx in front of it)
+  PID=0 FRONT=0
+  if [ "$1" = nginx-authz ]; then
+    taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx-authz" -c "$WORK/nginx-authz/nginx.conf" -e "$WORK/nginx-authz/error.log" >/dev/null 2>&1 &
+    FRONT=$!
+    STARTED+=("$FRONT")
+  fi
   case "$1" in
     none) return ;;
     nginx) taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx-proxy" -c "$WORK/nginx-proxy/nginx.conf" -e "$WORK/nginx-proxy/error.log" >/dev/null 2>&1 & ;;
     haproxy) taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 & ;;
     tg-in) RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" run --config "$WORK/tokengate-in.yaml" >/dev/null 2>>"$WORK/tokengate.log" & ;;
     tg-out) RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" run --config "$WORK/tokengate-out.yaml" >/dev/null 2>>"$WORK/tokengate.log" & ;;
+    nginx-authz) RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" run --config "$WORK/tokengate-authz.yaml" >/dev/null 2>>"$WORK/tokengate.log" & ;;
   esac
   PID=$!
   STARTED+=("$PID")
@@ -176,6 +232,7 @@ ready_proxy() { # kind
     nginx) wait_port "$NGINX" ;;
     haproxy) wait_port "$HAP_PASS" ;;
     tg-in | tg-out) wait_port "$TG_ADMIN" /readyz ;;
+    nginx-authz) wait_port "$TG_ADMIN" /readyz && wait_port "$NGINX_AUTHZ" /public ;;
   esac
 }
 
@@ -201,7 +258,7 @@ run_case() { # case conns round
   # shellcheck disable=SC2086
   env $warm_envs taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d1s -s "$HERE/wrk.lua" "$url" >/dev/null
   local hits0=0 miss0=0
-  if [[ $kind == tg-* ]]; then hits0=$(metric tokengate_verify_cache_hits_total); miss0=$(metric tokengate_verify_cache_misses_total); fi
+  if runs_tokengate "$kind"; then hits0=$(metric tokengate_verify_cache_hits_total); miss0=$(metric tokengate_verify_cache_misses_total); fi
   # RSS under load: sampled half-way through the measured run.
   local load_rss_file="$WORK/rss.sample" sampler=""
   echo 0 >"$load_rss_file"
@@ -218,11 +275,12 @@ run_case() { # case conns round
     sleep 0.5
     after=$(rss_kb "$pid" VmRSS)
   fi
-  if [[ $kind == tg-* ]]; then
+  if runs_tokengate "$kind"; then
     hits=$(( $(metric tokengate_verify_cache_hits_total) - hits0 ))
     miss=$(( $(metric tokengate_verify_cache_misses_total) - miss0 ))
   fi
   if [ "$pid" != 0 ]; then stop_pid "$pid"; fi
+  if [ "$FRONT" != 0 ]; then stop_pid "$FRONT"; fi
   local line
   line=$(grep '^RESULT' <<<"$out") || { log "$name c$conns: wrk printed no result: $out"; exit 1; }
   local rps p50_us p99_us requests non2xx errors tokens
