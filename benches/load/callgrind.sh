@@ -5,10 +5,16 @@
 # its LIMIT but waits out its duration, SECONDS_PER_RUN); the count per request
 # is the difference of the two totals over the difference of the requests wrk
 # counted, so start-up, JWKS loading and shutdown cancel out. KEEP=1 keeps the
-# work directory, with each run's callgrind output, for callgrind_annotate. Cases, all sending the same request with the same
-# RS256 bearer token (as benches/load/run.sh does):
-#   pass  an anonymous route: the proxy path without verification
-#   hit   a token route: the token verified once, then served from the cache
+# work directory, with each run's callgrind output, for callgrind_annotate.
+# Cases, all the same request with an RS256 bearer token (as benches/load/run.sh
+# sends them):
+#   pass    an anonymous route: the proxy path without verification
+#   hit     a token route, one token: verified once, then served from the cache
+#   unique  a token route, a new token per request: each one verified, with the
+#           default 10 000-entry cache already full (N1U > 10 000), so every
+#           request pays the cache's steady state: insert, admission, eviction
+#   rsa     of the unique case, the RSA signature check alone (aws-lc-rs
+#           parsed_verify_sig, inclusive: what benches/verify.rs calls raw): the floor a unique token cannot go under
 #
 #   benches/load/callgrind.sh [tokengate binary …]   (default target/release/tokengate)
 #
@@ -23,8 +29,11 @@ BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=(target/release/tokengate)
 N1=${N1:-2000}
 N2=${N2:-12000}
+N1U=${N1U:-11000}
+N2U=${N2U:-16000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
-for tool in valgrind wrk; do
+UNIQUE_SECONDS=${UNIQUE_SECONDS:-90}
+for tool in valgrind wrk callgrind_annotate; do
   command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is required" >&2; exit 1; }
 done
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
@@ -40,7 +49,7 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --quiet --example load-fixtures
-target/release/examples/load-fixtures "$WORK" 1 >/dev/null
+target/release/examples/load-fixtures "$WORK" "$((N2U + 100))" >/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
@@ -95,10 +104,14 @@ inbound:
     claims_to_headers: { sub: x-auth-subject }
 EOF
 
-# One run of $1 serving about $3 requests to path $2; writes "instructions
-# requests" to $WORK/result. Runs in this shell, so cleanup sees its pid.
+# One run of $1 serving about $3 requests to path $2, with the one token
+# (TOKEN) or a new one per request (TOKENS_FILE) as the environment says; writes
+# "instructions requests rsa-instructions" to $WORK/result. Runs in this shell,
+# so cleanup sees its pid.
 run() {
   local out="$WORK/callgrind.out.$(basename "$1").${2//\//_}.$3"
+  local seconds=$SECONDS_PER_RUN
+  [ -z "${TOKENS_FILE:-}" ] || seconds=$UNIQUE_SECONDS
   RUST_LOG=${TG_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --workers 1 run --config "$WORK/tokengate.yaml" \
     >"$WORK/tokengate.log" 2>&1 &
   local pid=$!
@@ -111,26 +124,39 @@ run() {
     sleep 0.1
   done
   [ "$ready" = yes ] || { cat "$WORK/tokengate.log" >&2; exit 1; }
-  TOKEN=$(cat "$WORK/token-rs256") LIMIT=$3 wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" -s benches/load/wrk.lua \
+  LIMIT=$3 wrk -t1 -c8 -d"${seconds}s" -s benches/load/wrk.lua \
     "http://127.0.0.1:$IN$2" >"$WORK/wrk.log"
   grep -q "non2xx=0 errors=0" "$WORK/wrk.log" || { cat "$WORK/wrk.log" "$WORK/tokengate.log" >&2; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || true
   local requests
   requests=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' "$WORK/wrk.log")
-  [ "$requests" -ge "$3" ] || { echo "callgrind.sh: only $requests of $3 requests in ${SECONDS_PER_RUN}s" >&2; exit 1; }
-  echo "$(grep '^totals:' "$out" | awk '{print $2}') $requests" >"$WORK/result"
+  [ "$requests" -ge "$3" ] || { echo "callgrind.sh: only $requests of $3 requests in ${seconds}s" >&2; exit 1; }
+  local rsa
+  rsa=$(callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null |
+    awk '!n && /parsed_verify_sig \[/ { gsub(",", "", $1); print $1; n = 1 }')
+  echo "$(grep '^totals:' "$out" | awk '{print $2}') $requests ${rsa:-0}" >"$WORK/result"
 }
 
-printf '%-40s %12s %12s\n' binary pass hit
+# Instructions per request of one case: $1 binary, $2 path, $3 and $4 the two
+# request counts; the environment carries TOKEN or TOKENS_FILE. Sets PER and RSA.
+measure() {
+  run "$1" "$2" "$3"
+  read -r ia ra sa <"$WORK/result"
+  run "$1" "$2" "$4"
+  read -r ib rb sb <"$WORK/result"
+  PER=$(( (ib - ia) / (rb - ra) ))
+  RSA=$(( (sb - sa) / (rb - ra) ))
+}
+
+printf '%-40s %12s %12s %12s %12s\n' binary pass hit unique rsa
 for bin in "${BINS[@]}"; do
-  row=()
-  for path in /public/x /items/x; do
-    run "$bin" "$path" "$N1"
-    read -r ia ra <"$WORK/result"
-    run "$bin" "$path" "$N2"
-    read -r ib rb <"$WORK/result"
-    row+=("$(( (ib - ia) / (rb - ra) ))")
-  done
-  printf '%-40s %12s %12s\n' "$bin" "${row[0]}" "${row[1]}"
+  export TOKEN
+  TOKEN=$(cat "$WORK/token-rs256")
+  measure "$bin" /public/x "$N1" "$N2"
+  pass=$PER
+  measure "$bin" /items/x "$N1" "$N2"
+  hit=$PER
+  TOKEN="" TOKENS_FILE="$WORK/tokens-rs256-unique" measure "$bin" /items/x "$N1U" "$N2U"
+  printf '%-40s %12s %12s %12s %12s\n' "$bin" "$pass" "$hit" "$PER" "$RSA"
 done

@@ -29,7 +29,7 @@ UNIQUE="${UNIQUE:-250000}"
 BASE="${BASE_PORT:-18080}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
-ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-rs256 tg-es256 tg-rs256-unique nginx-authz nginx-authz-unique tg-out-pass tg-out-inject"
+ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-rs256 tg-es256 tg-rs256-unique tg-rs256-twice nginx-authz nginx-authz-unique tg-out-pass tg-out-inject"
 CASES="${CASES:-$ALL_CASES}"
 
 # shellcheck source=benches/load/lib.sh
@@ -196,6 +196,7 @@ describe() {
     tg-rs256) echo "tg-in|http://127.0.0.1:$TG_IN/api|$rs256" ;;
     tg-es256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-es256")" ;;
     tg-rs256-unique) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
+    tg-rs256-twice) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique REPEAT=2" ;;
     nginx-authz) echo "nginx-authz|http://127.0.0.1:$NGINX_AUTHZ/api|$rs256" ;;
     nginx-authz-unique) echo "nginx-authz|http://127.0.0.1:$NGINX_AUTHZ/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
     tg-out-pass) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=pass.bench" ;;

@@ -4,6 +4,7 @@
 --   TOKENS_FILE   one token per line, a different one per request (cache misses);
 --                 `tokens=` in the result says how many there were, so the
 --                 report can tell whether the run had to wrap around
+--   REPEAT        with TOKENS_FILE: send each token this many times in a row [1]
 --   LIMIT         stop after this many responses (instruction-count profiles)
 -- Prints one line: RESULT rps=… p50_us=… p99_us=… requests=… non2xx=… errors=… tokens=…
 
@@ -19,6 +20,7 @@ if token and token ~= "" then
 end
 
 local tokens, n, i = {}, 0, 0
+local each = tonumber(os.getenv("REPEAT") or "") or 1
 if file and file ~= "" then
   for line in io.lines(file) do
     n = n + 1
@@ -26,10 +28,10 @@ if file and file ~= "" then
   end
   function request()
     i = i + 1
-    if i > n then
+    if i > n * each then
       i = 1
     end
-    wrk.headers["Authorization"] = tokens[i]
+    wrk.headers["Authorization"] = tokens[math.floor((i - 1) / each) + 1]
     return wrk.format()
   end
 end

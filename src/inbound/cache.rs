@@ -1,40 +1,51 @@
 //! Verified-token cache: token → `VerifiedToken`, bounded, entries expiring at
 //! the token's own `exp`. A hit is only possible for the exact bytes that
-//! verified (the whole token is compared), and is re-checked for expiry and for
-//! its key still being published.
+//! verified, and is re-checked for expiry and for its key still being published.
 //!
-//! Keyed by a 64-bit hash, under a per-cache random key, of the token's last
-//! `HASHED_SUFFIX` bytes (signature bytes, which differ between any two tokens an
-//! issuer signs), with the token kept in the entry: moka then hashes 8 bytes
-//! instead of a ~1 KiB token on every lookup, insert, eviction and table resize
-//! (with a unique token per request, re-hashing whole tokens was a fifth of the
-//! CPU time), and a lookup costs the same whatever the token's size. A collision,
-//! even a crafted one, can only cost a miss, never a wrong hit: the whole token
-//! is compared, and a token that fails verification is never inserted.
+//! An entry keeps the token's SHA-256, not the token: a hit needs the same
+//! digest, which only the same bytes have (finding other bytes with a given
+//! SHA-256 is the preimage problem). So an entry is the same 32 bytes for a
+//! 600-byte RS256 token as for an 8 KiB one, where keeping tokens let a full
+//! cache grow with the tokens' size (10 000 × `max_token_bytes`, 80 MiB at the
+//! defaults); the digest costs about as much as comparing the kept token did
+//! plus hashing it for the key. moka's key is a 64-bit hash of the digest
+//! under a per-cache random key, so collisions cannot be chosen; a collision
+//! can only cost a miss, never a wrong hit (the digest is compared), and a
+//! token that fails verification is never inserted.
+//!
+//! A token enters the cache on its second verification, not its first: a
+//! [`Doorkeeper`] remembers the keys of tokens verified once. A token used once
+//! (minted per call, a burst of new clients, a flood of valid-looking tokens)
+//! then costs no insert, no eviction of a token that is in use, and no entry
+//! memory; a token used again costs one verification more than it would
+//! otherwise, once. This is the doorkeeper of TinyLFU (Einziger, Friedman and
+//! Manes, "TinyLFU: A Highly Efficient Cache Admission Policy", 2017), placed in
+//! front of moka, whose own admission still weighs what gets past it.
 
 use super::keys::KeySnapshot;
 use super::verify::VerifiedToken;
 use moka::sync::Cache;
 use moka::Expiry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// How much of the token's end is hashed for its key.
-const HASHED_SUFFIX: usize = 32;
-
-fn key_bytes(token: &[u8]) -> &[u8] {
-    &token[token.len().saturating_sub(HASHED_SUFFIX)..]
+/// A token as the cache knows it: its SHA-256, and moka's key for it.
+pub struct TokenKey {
+    digest: [u8; 32],
+    key: u64,
 }
 
 pub struct TokenCache<S = RandomState> {
     inner: Option<Cache<u64, Arc<Entry>, BuildHasherDefault<PreHashed>>>,
+    doorkeeper: Doorkeeper,
     /// Keyed hasher for tokens; random per cache, so collisions cannot be chosen.
     hasher: S,
 }
 
 struct Entry {
-    token: Box<[u8]>,
+    digest: [u8; 32],
     verified: Arc<VerifiedToken>,
 }
 
@@ -94,24 +105,38 @@ impl<S: BuildHasher> TokenCache<S> {
                 .expire_after(UntilExp)
                 .build_with_hasher(BuildHasherDefault::<PreHashed>::default())
         });
-        TokenCache { inner, hasher }
+        TokenCache {
+            inner,
+            doorkeeper: Doorkeeper::new(max_entries),
+            hasher,
+        }
     }
 
-    /// A verification of exactly `token` that still holds at `now`: not past its
-    /// `valid_until`, its key still published, and its issuer's keys not past their
-    /// stale bound in `keys`.
-    /// `token` is the header's bytes as sent: an entry only holds a token that
+    /// `token`'s key: computed once per request, for the lookup and the insert.
+    pub fn key(&self, token: &[u8]) -> TokenKey {
+        let mut digest = [0; 32];
+        digest
+            .copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token).as_ref());
+        TokenKey {
+            key: self.hasher.hash_one(digest),
+            digest,
+        }
+    }
+
+    /// A verification of exactly the token of `key` that still holds at `now`:
+    /// not past its `valid_until`, its key still published, and its issuer's keys
+    /// not past their stale bound in `keys`.
+    /// The token is the header's bytes as sent: an entry only holds a token that
     /// verified, so a hit needs no check of its characters.
-    pub fn get(&self, token: &[u8], keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
+    pub fn get(&self, key: &TokenKey, keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
         let cache = self.inner.as_ref()?;
-        let key = self.hasher.hash_one(key_bytes(token));
-        let entry = cache.get(&key)?;
-        if *entry.token != *token {
+        let entry = cache.get(&key.key)?;
+        if entry.digest != key.digest {
             return None;
         }
         let hit = &entry.verified;
         if !hit.is_current(now) {
-            cache.invalidate(&key);
+            cache.invalidate(&key.key);
             return None;
         }
         // Stale keys may come back; keep the entry but do not use it meanwhile.
@@ -121,13 +146,83 @@ impl<S: BuildHasher> TokenCache<S> {
             .then(|| hit.clone())
     }
 
-    pub fn insert(&self, token: &[u8], verified: Arc<VerifiedToken>) {
-        if let Some(cache) = &self.inner {
-            let entry = Entry {
-                token: token.into(),
-                verified,
-            };
-            cache.insert(self.hasher.hash_one(key_bytes(token)), Arc::new(entry));
+    /// Offers a verification of the token of `key` to the cache: kept if the
+    /// same token was verified before (within the doorkeeper's memory), else
+    /// only remembered.
+    pub fn insert(&self, key: &TokenKey, verified: Arc<VerifiedToken>) {
+        let Some(cache) = &self.inner else { return };
+        if !self.doorkeeper.seen_before(key.key) {
+            return;
+        }
+        let entry = Entry {
+            digest: key.digest,
+            verified,
+        };
+        cache.insert(key.key, Arc::new(entry));
+    }
+}
+
+/// A Bloom filter of the keys of tokens verified since it was last cleared,
+/// two bits per key (the key's halves: it is already a keyed, uniform hash).
+/// It forgets everything after `window` new keys, so it stays accurate and
+/// a token must come back within that many other new tokens to be cached:
+/// about as long as a cache of `window` entries could have kept it anyway.
+/// A false positive only lets a token in on its first verification, as if
+/// there were no doorkeeper; nothing it says can make a hit.
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    /// Bit index mask: the filter has a power-of-two number of bits.
+    mask: u64,
+    /// New keys since the last clear.
+    marked: AtomicU64,
+    window: u64,
+}
+
+impl Doorkeeper {
+    /// Bits per remembered key: at a full window about 1.4% of new tokens are
+    /// taken for seen (and cached on their first verification), 0.5% on
+    /// average over a window; 32 KiB for the default 10 000 entries.
+    const BITS_PER_KEY: u64 = 16;
+    const MIN_WINDOW: u64 = 1024;
+
+    fn new(cache_entries: u64) -> Self {
+        let window = cache_entries.clamp(Self::MIN_WINDOW, 1 << 26);
+        let bits = (window * Self::BITS_PER_KEY).next_power_of_two();
+        Doorkeeper {
+            bits: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+            mask: bits - 1,
+            marked: AtomicU64::new(0),
+            window,
+        }
+    }
+
+    /// Remembers `key`; whether it was remembered already.
+    fn seen_before(&self, key: u64) -> bool {
+        let first = self.mark(key & self.mask);
+        let second = self.mark((key >> 32) & self.mask);
+        if !(first || second) {
+            return true;
+        }
+        if self.marked.fetch_add(1, Relaxed) + 1 >= self.window {
+            self.clear();
+        }
+        false
+    }
+
+    /// Sets one bit; whether it was clear.
+    fn mark(&self, bit: u64) -> bool {
+        // Within `mask`, so within `bits`.
+        let word = &self.bits[(bit / 64) as usize];
+        let mask = 1 << (bit % 64);
+        word.load(Relaxed) & mask == 0 && word.fetch_or(mask, Relaxed) & mask == 0
+    }
+
+    /// Racing marks may survive a clear or be lost to it: either way a token
+    /// is cached one verification sooner or later, never wrongly.
+    fn clear(&self) {
+        self.marked.store(0, Relaxed);
+        for word in &*self.bits {
+            word.store(0, Relaxed);
         }
     }
 }
@@ -196,18 +291,35 @@ mod tests {
             (now + 7200, false),
         ] {
             // Cached at `now`; a miss drops the entry, so each row caches anew.
-            cache.insert(
-                token.as_bytes(),
+            cache_it(
+                &cache,
+                &token,
                 Arc::new(verifier.verify(&token, &keys, now).unwrap()),
             );
             let fresh = verifier.verify(&token, &keys, jumped_to).is_ok();
             assert_eq!(fresh, hit, "a fresh verification at {jumped_to}");
             assert_eq!(
-                cache.get(token.as_bytes(), &keys, jumped_to).is_some(),
+                lookup(&cache, token.as_bytes(), &keys, jumped_to).is_some(),
                 hit,
                 "a cache hit at {jumped_to}"
             );
         }
+    }
+
+    /// Verified twice: past the doorkeeper.
+    fn cache_it<S: BuildHasher>(cache: &TokenCache<S>, token: &str, v: Arc<VerifiedToken>) {
+        let key = cache.key(token.as_bytes());
+        cache.insert(&key, v.clone());
+        cache.insert(&key, v);
+    }
+
+    fn lookup<S: BuildHasher>(
+        cache: &TokenCache<S>,
+        token: &[u8],
+        keys: &KeySnapshot,
+        now: u64,
+    ) -> Option<Arc<VerifiedToken>> {
+        cache.get(&cache.key(token), keys, now)
     }
 
     fn usable() -> KeySnapshot {
@@ -222,21 +334,19 @@ mod tests {
         let cache = TokenCache::with_hasher(100, BuildHasherDefault::<Collide>::default());
         let (alice, alice_v) = verified("alice", now);
         let (bob, _) = verified("bob", now);
-        cache.insert(alice.as_bytes(), alice_v);
+        cache_it(&cache, &alice, alice_v);
         let keys = usable();
-        assert!(cache.get(alice.as_bytes(), &keys, now).is_some());
+        assert!(lookup(&cache, alice.as_bytes(), &keys, now).is_some());
         assert!(
-            cache.get(bob.as_bytes(), &keys, now).is_none(),
+            lookup(&cache, bob.as_bytes(), &keys, now).is_none(),
             "same hash, other token"
         );
         assert!(
-            cache
-                .get(&alice.as_bytes()[..alice.len() - 1], &keys, now)
-                .is_none(),
+            lookup(&cache, &alice.as_bytes()[..alice.len() - 1], &keys, now).is_none(),
             "a prefix is another token"
         );
         assert!(
-            cache.get(alice.as_bytes(), &keys, now + 60 + 31).is_none(),
+            lookup(&cache, alice.as_bytes(), &keys, now + 60 + 31).is_none(),
             "expired (30 s default leeway)"
         );
     }
@@ -248,20 +358,99 @@ mod tests {
         let (bob, _) = verified("bob", now);
         let keys = usable();
         let cache = TokenCache::new(100);
-        cache.insert(alice.as_bytes(), alice_v.clone());
-        assert!(cache.get(alice.as_bytes(), &keys, now).is_some());
-        assert!(cache.get(bob.as_bytes(), &keys, now).is_none());
-        // Same signature bytes, so the same key, but not the token that verified.
+        cache_it(&cache, &alice, alice_v.clone());
+        assert!(lookup(&cache, alice.as_bytes(), &keys, now).is_some());
+        assert!(lookup(&cache, bob.as_bytes(), &keys, now).is_none());
+        // Alice's signature on Bob's claims: not the token that verified.
         let (bob_input, _) = bob.rsplit_once('.').unwrap();
         let (_, alice_sig) = alice.rsplit_once('.').unwrap();
         let spliced = format!("{bob_input}.{alice_sig}");
-        assert_eq!(key_bytes(spliced.as_bytes()), key_bytes(alice.as_bytes()));
-        assert!(cache.get(spliced.as_bytes(), &keys, now).is_none());
-        assert!(cache
-            .get(format!("x{alice}").as_bytes(), &keys, now)
-            .is_none());
+        assert!(lookup(&cache, spliced.as_bytes(), &keys, now).is_none());
+        assert!(lookup(&cache, format!("x{alice}").as_bytes(), &keys, now).is_none());
         let off = TokenCache::new(0);
-        off.insert(alice.as_bytes(), alice_v);
-        assert!(off.get(alice.as_bytes(), &keys, now).is_none());
+        cache_it(&off, &alice, alice_v);
+        assert!(lookup(&off, alice.as_bytes(), &keys, now).is_none());
+    }
+
+    /// A token is cached on its second verification; the doorkeeper forgets
+    /// after a window of other new tokens, which then need two again.
+    #[test]
+    fn a_token_is_cached_when_verified_a_second_time_within_the_window() {
+        let now = 1_800_000_000;
+        let keys = usable();
+        let cache = TokenCache::new(100);
+        let window = Doorkeeper::MIN_WINDOW as usize;
+        let (alice, alice_v) = verified("alice", now);
+        let hit = |token: &str| lookup(&cache, token.as_bytes(), &keys, now).is_some();
+
+        cache.insert(&cache.key(alice.as_bytes()), alice_v.clone());
+        assert!(!hit(&alice), "verified once: only remembered");
+        cache.insert(&cache.key(alice.as_bytes()), alice_v.clone());
+        assert!(hit(&alice), "verified twice: cached");
+
+        // Past the window: other tokens, each verified once (twice the
+        // window, as a few are taken for seen and do not count).
+        let (bob, bob_v) = verified("bob", now);
+        cache.insert(&cache.key(bob.as_bytes()), bob_v.clone());
+        for i in 0..2 * window {
+            let (other, other_v) = verified(&format!("other-{i}"), now);
+            cache.insert(&cache.key(other.as_bytes()), other_v);
+        }
+        cache.insert(&cache.key(bob.as_bytes()), bob_v.clone());
+        assert!(!hit(&bob), "bob's first verification was forgotten");
+        cache.insert(&cache.key(bob.as_bytes()), bob_v);
+        assert!(hit(&bob));
+        assert!(hit(&alice), "the cache itself keeps what it holds");
+    }
+
+    /// Keys as the keyed hasher makes them: uniform 64-bit values.
+    fn keys(seed: u64, n: usize) -> impl Iterator<Item = u64> {
+        let mut x = seed;
+        std::iter::repeat_with(move || {
+            // splitmix64
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+        .take(n)
+    }
+
+    #[test]
+    fn the_doorkeeper_remembers_its_window_and_rarely_takes_a_new_key_for_seen() {
+        for entries in [0, 1, 100, 10_000, 100_000] {
+            let door = Doorkeeper::new(entries);
+            let window = door.window as usize;
+            assert!(window >= entries as usize && window >= 1024, "{entries}");
+            assert!(door.bits.len() as u64 * 64 >= window as u64 * Doorkeeper::BITS_PER_KEY);
+            // Just short of the window: every remembered key is still there.
+            let seen: Vec<u64> = keys(entries, window - 1).collect();
+            let new_taken_for_seen = seen.iter().filter(|&&k| door.seen_before(k)).count();
+            assert!(seen.iter().all(|&k| door.seen_before(k)), "{entries}");
+            // About 0.5% on average while a window fills.
+            assert!(
+                new_taken_for_seen < window / 50,
+                "{entries}: {new_taken_for_seen} of {window}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_doorkeeper_forgets_after_its_window() {
+        let door = Doorkeeper::new(0);
+        let window = door.window as usize;
+        let first = 1;
+        assert!(!door.seen_before(first));
+        // New keys until the window is full (a false positive is not a new key).
+        let fed = keys(2, 2 * window)
+            .take_while(|&k| {
+                door.seen_before(k);
+                door.marked.load(Relaxed) > 0
+            })
+            .count();
+        assert!((window - 2..window + window / 50).contains(&fed), "{fed}");
+        assert!(!door.seen_before(first), "forgotten");
+        assert!(door.seen_before(first));
     }
 }

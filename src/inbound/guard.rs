@@ -98,7 +98,8 @@ impl Guard {
         keys: &KeySnapshot,
     ) -> Result<Arc<VerifiedToken>, Reject> {
         let now = unix_now();
-        if let Some(hit) = self.cache.get(token, keys, now) {
+        let key = self.cache.key(token);
+        if let Some(hit) = self.cache.get(&key, keys, now) {
             self.cache_hits.inc();
             return Ok(hit);
         }
@@ -122,7 +123,7 @@ impl Guard {
             }
         };
         let verified = Arc::new(verified);
-        self.cache.insert(token, verified.clone());
+        self.cache.insert(&key, verified.clone());
         Ok(verified)
     }
 
