@@ -1,17 +1,16 @@
 //! Verified-token cache: token → `VerifiedToken`, bounded, entries expiring at
 //! the token's own `exp`. A hit is only possible for the exact bytes that
-//! verified, and is re-checked for expiry and for its key still being published.
+//! verified (the whole token is compared), and is re-checked for expiry and for
+//! its key still being published.
 //!
-//! An entry keeps the token's SHA-256, not the token: a hit needs the same
-//! digest, which only the same bytes have (finding other bytes with a given
-//! SHA-256 is the preimage problem). So an entry is the same 32 bytes for a
-//! 600-byte RS256 token as for an 8 KiB one, where keeping tokens let a full
-//! cache grow with the tokens' size (10 000 × `max_token_bytes`, 80 MiB at the
-//! defaults); the digest costs about as much as comparing the kept token did
-//! plus hashing it for the key. moka's key is a 64-bit hash of the digest
-//! under a per-cache random key, so collisions cannot be chosen; a collision
-//! can only cost a miss, never a wrong hit (the digest is compared), and a
-//! token that fails verification is never inserted.
+//! Keyed by a 64-bit hash, under a per-cache random key, of the token's last
+//! `HASHED_SUFFIX` bytes (signature bytes, which differ between any two tokens an
+//! issuer signs), with the token kept in the entry: moka then hashes 8 bytes
+//! instead of a ~1 KiB token on every lookup, insert, eviction and table resize
+//! (with a unique token per request, re-hashing whole tokens was a fifth of the
+//! CPU time), and a lookup costs the same whatever the token's size. A collision,
+//! even a crafted one, can only cost a miss, never a wrong hit: the whole token
+//! is compared, and a token that fails verification is never inserted.
 //!
 //! A token enters the cache on its second verification, not its first: a
 //! [`Doorkeeper`] remembers the keys of tokens verified once. A token used once
@@ -31,10 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A token as the cache knows it: its SHA-256, and moka's key for it.
-pub struct TokenKey {
-    digest: [u8; 32],
-    key: u64,
+/// How much of the token's end is hashed for its key.
+const HASHED_SUFFIX: usize = 32;
+
+fn key_bytes(token: &[u8]) -> &[u8] {
+    &token[token.len().saturating_sub(HASHED_SUFFIX)..]
 }
 
 pub struct TokenCache<S = RandomState> {
@@ -45,7 +45,7 @@ pub struct TokenCache<S = RandomState> {
 }
 
 struct Entry {
-    digest: [u8; 32],
+    token: Box<[u8]>,
     verified: Arc<VerifiedToken>,
 }
 
@@ -112,31 +112,21 @@ impl<S: BuildHasher> TokenCache<S> {
         }
     }
 
-    /// `token`'s key: computed once per request, for the lookup and the insert.
-    pub fn key(&self, token: &[u8]) -> TokenKey {
-        let mut digest = [0; 32];
-        digest
-            .copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token).as_ref());
-        TokenKey {
-            key: self.hasher.hash_one(digest),
-            digest,
-        }
-    }
-
-    /// A verification of exactly the token of `key` that still holds at `now`:
-    /// not past its `valid_until`, its key still published, and its issuer's keys
-    /// not past their stale bound in `keys`.
-    /// The token is the header's bytes as sent: an entry only holds a token that
+    /// A verification of exactly `token` that still holds at `now`: not past its
+    /// `valid_until`, its key still published, and its issuer's keys not past their
+    /// stale bound in `keys`.
+    /// `token` is the header's bytes as sent: an entry only holds a token that
     /// verified, so a hit needs no check of its characters.
-    pub fn get(&self, key: &TokenKey, keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
+    pub fn get(&self, token: &[u8], keys: &KeySnapshot, now: u64) -> Option<Arc<VerifiedToken>> {
         let cache = self.inner.as_ref()?;
-        let entry = cache.get(&key.key)?;
-        if entry.digest != key.digest {
+        let key = self.hasher.hash_one(key_bytes(token));
+        let entry = cache.get(&key)?;
+        if *entry.token != *token {
             return None;
         }
         let hit = &entry.verified;
         if !hit.is_current(now) {
-            cache.invalidate(&key.key);
+            cache.invalidate(&key);
             return None;
         }
         // Stale keys may come back; keep the entry but do not use it meanwhile.
@@ -146,19 +136,19 @@ impl<S: BuildHasher> TokenCache<S> {
             .then(|| hit.clone())
     }
 
-    /// Offers a verification of the token of `key` to the cache: kept if the
-    /// same token was verified before (within the doorkeeper's memory), else
-    /// only remembered.
-    pub fn insert(&self, key: &TokenKey, verified: Arc<VerifiedToken>) {
+    /// Offers a verification of `token` to the cache: kept if the same token
+    /// was verified before (within the doorkeeper's memory), else only remembered.
+    pub fn insert(&self, token: &[u8], verified: Arc<VerifiedToken>) {
         let Some(cache) = &self.inner else { return };
-        if !self.doorkeeper.seen_before(key.key) {
+        let key = self.hasher.hash_one(key_bytes(token));
+        if !self.doorkeeper.seen_before(key) {
             return;
         }
         let entry = Entry {
-            digest: key.digest,
+            token: token.into(),
             verified,
         };
-        cache.insert(key.key, Arc::new(entry));
+        cache.insert(key, Arc::new(entry));
     }
 }
 
@@ -308,9 +298,8 @@ mod tests {
 
     /// Verified twice: past the doorkeeper.
     fn cache_it<S: BuildHasher>(cache: &TokenCache<S>, token: &str, v: Arc<VerifiedToken>) {
-        let key = cache.key(token.as_bytes());
-        cache.insert(&key, v.clone());
-        cache.insert(&key, v);
+        cache.insert(token.as_bytes(), v.clone());
+        cache.insert(token.as_bytes(), v);
     }
 
     fn lookup<S: BuildHasher>(
@@ -319,7 +308,7 @@ mod tests {
         keys: &KeySnapshot,
         now: u64,
     ) -> Option<Arc<VerifiedToken>> {
-        cache.get(&cache.key(token), keys, now)
+        cache.get(token, keys, now)
     }
 
     fn usable() -> KeySnapshot {
@@ -361,10 +350,11 @@ mod tests {
         cache_it(&cache, &alice, alice_v.clone());
         assert!(lookup(&cache, alice.as_bytes(), &keys, now).is_some());
         assert!(lookup(&cache, bob.as_bytes(), &keys, now).is_none());
-        // Alice's signature on Bob's claims: not the token that verified.
+        // Same signature bytes, so the same key, but not the token that verified.
         let (bob_input, _) = bob.rsplit_once('.').unwrap();
         let (_, alice_sig) = alice.rsplit_once('.').unwrap();
         let spliced = format!("{bob_input}.{alice_sig}");
+        assert_eq!(key_bytes(spliced.as_bytes()), key_bytes(alice.as_bytes()));
         assert!(lookup(&cache, spliced.as_bytes(), &keys, now).is_none());
         assert!(lookup(&cache, format!("x{alice}").as_bytes(), &keys, now).is_none());
         let off = TokenCache::new(0);
@@ -383,22 +373,22 @@ mod tests {
         let (alice, alice_v) = verified("alice", now);
         let hit = |token: &str| lookup(&cache, token.as_bytes(), &keys, now).is_some();
 
-        cache.insert(&cache.key(alice.as_bytes()), alice_v.clone());
+        cache.insert(alice.as_bytes(), alice_v.clone());
         assert!(!hit(&alice), "verified once: only remembered");
-        cache.insert(&cache.key(alice.as_bytes()), alice_v.clone());
+        cache.insert(alice.as_bytes(), alice_v.clone());
         assert!(hit(&alice), "verified twice: cached");
 
         // Past the window: other tokens, each verified once (twice the
         // window, as a few are taken for seen and do not count).
         let (bob, bob_v) = verified("bob", now);
-        cache.insert(&cache.key(bob.as_bytes()), bob_v.clone());
+        cache.insert(bob.as_bytes(), bob_v.clone());
         for i in 0..2 * window {
             let (other, other_v) = verified(&format!("other-{i}"), now);
-            cache.insert(&cache.key(other.as_bytes()), other_v);
+            cache.insert(other.as_bytes(), other_v);
         }
-        cache.insert(&cache.key(bob.as_bytes()), bob_v.clone());
+        cache.insert(bob.as_bytes(), bob_v.clone());
         assert!(!hit(&bob), "bob's first verification was forgotten");
-        cache.insert(&cache.key(bob.as_bytes()), bob_v);
+        cache.insert(bob.as_bytes(), bob_v);
         assert!(hit(&bob));
         assert!(hit(&alice), "the cache itself keeps what it holds");
     }

@@ -98,8 +98,7 @@ impl Guard {
         keys: &KeySnapshot,
     ) -> Result<Arc<VerifiedToken>, Reject> {
         let now = unix_now();
-        let key = self.cache.key(token);
-        if let Some(hit) = self.cache.get(&key, keys, now) {
+        if let Some(hit) = self.cache.get(token, keys, now) {
             self.cache_hits.inc();
             return Ok(hit);
         }
@@ -123,7 +122,7 @@ impl Guard {
             }
         };
         let verified = Arc::new(verified);
-        self.cache.insert(&key, verified.clone());
+        self.cache.insert(token, verified.clone());
         Ok(verified)
     }
 
