@@ -9,12 +9,14 @@
 # Cases, all the same request with an RS256 bearer token (as benches/load/run.sh
 # sends them):
 #   pass    an anonymous route: the proxy path without verification
-#   hit     a token route, one token: verified once, then served from the cache
-#   unique  a token route, a new token per request: each one verified, with the
-#           default 10 000-entry cache already full (N1U > 10 000), so every
-#           request pays the cache's steady state: insert, admission, eviction
+#   hit     a token route, one token: verified (twice: the cache takes a token
+#           on its second verification), then served from the cache
+#   unique  a token route, a new token per request: each one verified, counted
+#           past the first 10 000 (N1U), the default cache's size, so in the
+#           cache's steady state
 #   rsa     of the unique case, the RSA signature check alone (aws-lc-rs
-#           parsed_verify_sig, inclusive: what benches/verify.rs calls raw): the floor a unique token cannot go under
+#           parsed_verify_sig, inclusive; what benches/verify.rs calls raw):
+#           the floor a unique token cannot go under
 #
 #   benches/load/callgrind.sh [tokengate binary …]   (default target/release/tokengate)
 #
