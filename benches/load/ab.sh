@@ -31,6 +31,7 @@ UP=$BASE HAP_PASS=$((BASE + 2)) HAP_JWT=$((BASE + 3)) TG_IN=$((BASE + 4)) TG_ADM
 # shellcheck source=benches/load/lib.sh
 . "$HERE/lib.sh"
 
+install_missing wrk:wrk nginx:nginx-light haproxy:haproxy curl:curl taskset:util-linux python3:python3
 for f in tokengate-in.yaml haproxy.cfg upstream/nginx.conf token-rs256 tokens-rs256-unique; do
   [ -e "$WORK/$f" ] || { log "no $WORK/$f: run benches/load/run.sh once first"; exit 1; }
 done
@@ -41,7 +42,7 @@ case "$CASE" in
 esac
 REPEATED="TOKEN=$(cat "$WORK/token-rs256")"
 
-nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" >/dev/null 2>&1 &
+taskset -c 1 nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" >/dev/null 2>&1 &
 STARTED+=($!)
 wait_port "$UP"
 
