@@ -22,7 +22,7 @@ CASES = [
     ("tg-rs256", "tokengate inbound, the same RS256 token on every request (cache hits), `sub` → header"),
     ("tg-es256", "tokengate inbound, the same ES256 token on every request (cache hits)"),
     ("tg-rs256-unique", "tokengate inbound, a different RS256 token on every request (every one a cache miss)"),
-    ("tg-rs256-twice", "tokengate inbound, each new RS256 token sent twice in a row: verified twice and cached once (the cache's doorkeeper at its worst; the cache fills and turns over)"),
+    ("tg-rs256-twice", "tokengate inbound, each new RS256 token sent twice in a row: once the cache is full (after 10 000 tokens), verified twice and cached once (the doorkeeper's worst case; the cache turns over)"),
     ("nginx-authz", "nginx 1.22 `auth_request` → tokengate `authz` (forward-auth), then the upstream; the same RS256 token (cache hits); nginx and tokengate share the proxy core"),
     ("nginx-authz-unique", "as `nginx-authz`, a different RS256 token on every request"),
     ("tg-out-pass", "tokengate outbound, a route without a token (its own pass-through)"),
