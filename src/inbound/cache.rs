@@ -191,7 +191,7 @@ impl Doorkeeper {
     /// the default 10 000 entries 64 KiB, 13 bits a key, and at a full window
     /// about 2% of new tokens are taken for seen (under 1% on average over one).
     const BITS_PER_KEY: u64 = 10;
-    /// 2 MiB, whatever the cache's size; a larger window shares it.
+    /// 2 MiB at most, whatever the cache's size: the window is capped to fit.
     const MAX_BITS: u64 = 1 << 24;
 
     fn new(cache_entries: u64) -> Self {
