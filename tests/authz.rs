@@ -46,7 +46,7 @@ impl Authz {
 
     /// One raw HTTP/1.1 request to the authz listener.
     async fn ask(&self, request_line: &str, headers: &[(&str, String)]) -> RawAnswer {
-        raw_request(self.addr, request_line, "127.0.0.1:9191", headers).await
+        raw_request(self.addr, request_line, &self.addr.to_string(), headers).await
     }
 
     async fn metric(&self, series: &str) -> f64 {
@@ -475,9 +475,11 @@ async fn a_reload_swaps_the_authz_rules_and_keeps_its_listeners() {
     a.app.reload(config).await.expect("reloads");
     assert_eq!(a.ask("GET /authz", &asked()).await.status, 200);
     // Its listeners are fixed for the process: a changed port needs a restart.
+    // The new port is one held here, so nothing else could be bound to it.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let moved = anonymous.replace(
         "grpc_listen: \"127.0.0.1:0\"",
-        "grpc_listen: \"127.0.0.1:1\"",
+        &format!("grpc_listen: \"{}\"", held.local_addr().unwrap()),
     );
     let config = tokengate::config::Config::from_yaml(&moved, "reload", &|_| None).unwrap();
     let refused = a.app.reload(config).await.expect_err("a restart is needed");
@@ -513,7 +515,7 @@ async fn each_answer_gets_an_access_log_line_for_the_original_request() {
         let mut headers = traefik("GET", uri);
         headers.extend(token.map(bearer));
         async move {
-            raw_request(addr, "GET /authz", "127.0.0.1:9191", &headers)
+            raw_request(addr, "GET /authz", &addr.to_string(), &headers)
                 .await
                 .status
         }

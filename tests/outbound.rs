@@ -854,10 +854,11 @@ async fn reload_swaps_token_sources_once_the_new_tokens_are_fetched() {
     assert_eq!(o.call("api.test", "/", &[]).await.0, StatusCode::OK);
     assert_eq!(claims_of(&o.seen_authorization())["scope"], "orders:write");
 
-    // Listener settings need a restart.
+    // Listener settings need a restart (the new port is one held here).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let moved = changed.replace(
         "outbound:\n  listen: \"127.0.0.1:0\"",
-        "outbound:\n  listen: \"127.0.0.1:1\"",
+        &format!("outbound:\n  listen: \"{}\"", held.local_addr().unwrap()),
     );
     let err = o
         .app
