@@ -1,6 +1,7 @@
 //! Every way a request can fail (`respond` turns each into its HTTP answer).
 
 use crate::inbound::reject::Reject;
+use std::borrow::Cow;
 
 /// Why the auth layer refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,8 +39,10 @@ pub enum ProxyError {
     NotReady,
     #[error("request headers are too large")]
     HeadersTooLarge,
+    /// The request has no one meaning; the value says why (naming the
+    /// headers at fault where there are some).
     #[error("bad request: {0}")]
-    BadRequest(&'static str),
+    BadRequest(Cow<'static, str>),
     /// Nothing is served at this path; the value says where to ask.
     #[error("not found: ask at {0}")]
     NotFound(&'static str),

@@ -209,17 +209,20 @@ impl Host {
 
 pub const BAD_HOST: &str = "malformed host";
 
-/// PURE: `raw` (`name[:port]`, `[v6]:port`) in its canonical spelling; `None`
-/// for an empty host. Names are labels of letters, digits, `-` and `_`
-/// separated by single dots (percent-encoding, commas, spaces, user info and
-/// anything else an app could read in more than one way are refused); a port
-/// is up to five digits. `sent` is the header value `raw` came from, reused
-/// when it is canonical already (no allocation on the common path). One pass
-/// over the name: this runs for every request.
-pub fn canonical_host(
-    raw: &[u8],
-    sent: Option<&HeaderValue>,
-) -> Result<Option<Host>, &'static str> {
+/// Where a valid host's parts end: its name (with any trailing dot), the
+/// name without it, and whether the name has upper case.
+struct HostParts {
+    name_end: usize,
+    name_len: usize,
+    upper: bool,
+}
+
+/// PURE: `raw` (`name[:port]`, `[v6]:port`) checked; `None` for an empty host.
+/// Names are labels of letters, digits, `-` and `_` separated by single dots
+/// (percent-encoding, commas, spaces, user info and anything else an app could
+/// read in more than one way are refused); a port is up to five digits. One
+/// pass over the name: this runs for every request.
+fn host_parts(raw: &[u8]) -> Result<Option<HostParts>, &'static str> {
     let Some(&first) = raw.first() else {
         return Ok(None);
     };
@@ -255,8 +258,7 @@ pub fn canonical_host(
         }
         i
     };
-    let port = &raw[name_end..];
-    match port.split_first() {
+    match raw[name_end..].split_first() {
         None => {}
         Some((b':', digits)) if digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit) => {}
         _ => return Err(BAD_HOST),
@@ -266,6 +268,36 @@ pub fn canonical_host(
         b'.' => name_end - 1,
         _ => name_end,
     };
+    Ok(Some(HostParts {
+        name_end,
+        name_len,
+        upper,
+    }))
+}
+
+/// PURE: the name `raw` names (no port, no trailing dot, case as sent), if it
+/// is a host ([`canonical_host`]'s rules); `None` for an empty one. Allocates
+/// nothing: for comparing hosts named in several places.
+pub fn host_name(raw: &[u8]) -> Result<Option<&[u8]>, &'static str> {
+    Ok(host_parts(raw)?.map(|p| &raw[..p.name_len]))
+}
+
+/// PURE: `raw` in its canonical spelling ([`host_parts`]' rules); `None` for
+/// an empty host. `sent` is the header value `raw` came from, reused when it
+/// is canonical already (no allocation on the common path).
+pub fn canonical_host(
+    raw: &[u8],
+    sent: Option<&HeaderValue>,
+) -> Result<Option<Host>, &'static str> {
+    let Some(HostParts {
+        name_end,
+        name_len,
+        upper,
+    }) = host_parts(raw)?
+    else {
+        return Ok(None);
+    };
+    let port = &raw[name_end..];
     let value = match sent {
         Some(sent) if !upper && name_len == name_end => sent.clone(),
         _ => {

@@ -384,7 +384,7 @@ mod tests {
             (Denial::NoRule.into(), 403, None, "access_denied", 7),
             (ProxyError::NotReady.into(), 503, None, "not_ready", 14),
             (ProxyError::HeadersTooLarge.into(), 431, None, "headers_too_large", 8),
-            (ProxyError::BadRequest("x").into(), 400, None, "bad_request", 13),
+            (ProxyError::BadRequest("x".into()).into(), 400, None, "bad_request", 13),
             (ProxyError::UpstreamUnreachable("refused".into()).into(), 502, None, "upstream_unavailable", 14),
             (ProxyError::UpstreamFailed("reset".into()).into(), 502, None, "upstream_unavailable", 14),
             (ProxyError::UpstreamTimeout.into(), 504, None, "upstream_timeout", 4),

@@ -6,10 +6,9 @@
 //! ones in `headers_to_remove`), a refusal as a non-OK status with a
 //! `DeniedHttpResponse` (its HTTP status, `WWW-Authenticate` and JSON body).
 
-use super::original::other_spellings;
+use super::original::{self, Asked, Face, Unread};
 use super::{Authz, HEADERS_TO_REMOVE};
 use crate::body::Body;
-use crate::error::ProxyError;
 use crate::inbound::decide::Decision;
 use crate::respond::grpc_status;
 use crate::server::{Downstream, Handler};
@@ -23,7 +22,7 @@ use envoy_types::ext_authz::v3::{
 };
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
 use tower_service::Service;
@@ -44,10 +43,7 @@ impl Authorization for Check {
                 let decision = authz.guard.decide(&mut req).await;
                 (req, decision)
             }
-            Err(why) => (
-                Request::new(()),
-                Decision::refused(ProxyError::BadRequest(why)),
-            ),
+            Err(unread) => (Request::new(()), Decision::refused(unread.into())),
         };
         let resp = authz.complete(&req, decision, started);
         Ok(tonic::Response::new(carried(resp).await))
@@ -55,45 +51,40 @@ impl Authorization for Check {
 }
 
 /// PURE: the request an Envoy `CheckRequest` describes, as a request the
-/// guard decides: method, target (`path` holds the query too), `Host` from
-/// `host`, and the headers (pseudo-headers left out). `Err` when it describes
-/// none, or carries a spelling of an override or `identity` header that the
-/// guard cannot strip from what Envoy forwards ([`other_spellings`]).
-fn described(check: &CheckRequest, identity: &[HeaderName]) -> Result<Request<()>, &'static str> {
+/// guard decides. Its method, path (which holds the query too) and host name
+/// the original request, and so does every header of its map that is a
+/// naming ([`original::read`]: they must agree); pseudo-headers are left out.
+fn described(check: &CheckRequest, identity: &[HeaderName]) -> Result<Request<()>, Unread> {
+    let unknown = |why: &'static str| Unread::Unknown(why.into());
     let http = check
         .attributes
         .as_ref()
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref())
-        .ok_or("the CheckRequest describes no HTTP request")?;
-    let mut req = Request::builder()
-        .method(
-            Method::from_bytes(http.method.as_bytes())
-                .map_err(|_| "the CheckRequest's method is not a method")?,
-        )
-        .uri(http.path.as_str())
-        .body(())
-        .map_err(|_| "the CheckRequest's path is not a request target")?;
-    if req.uri().scheme().is_some() || !http.path.starts_with('/') {
-        return Err("the CheckRequest's path is not a request target");
-    }
-    let headers = req.headers_mut();
+        .ok_or_else(|| unknown("the CheckRequest describes no HTTP request"))?;
+    let method = Method::from_bytes(http.method.as_bytes())
+        .map_err(|_| unknown("the CheckRequest's method is not a method"))?;
+    let mut headers = HeaderMap::with_capacity(http.headers.len());
     for (name, value) in &http.headers {
         if name.starts_with(':') || name == "host" {
             continue;
         }
         let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| "the CheckRequest has a header name that is not one")?;
+            .map_err(|_| unknown("the CheckRequest has a header name that is not one"))?;
         let value = HeaderValue::from_str(value)
-            .map_err(|_| "the CheckRequest has a header value that is not one")?;
+            .map_err(|_| unknown("the CheckRequest has a header value that is not one"))?;
         headers.append(name, value);
     }
-    if !http.host.is_empty() {
-        let host = HeaderValue::from_str(&http.host)
-            .map_err(|_| "the CheckRequest's host is not a host")?;
-        headers.insert(HOST, host);
-    }
-    other_spellings(req.headers(), identity)?;
+    let asked = Asked::Itself {
+        method: &method,
+        target: http.path.as_str().into(),
+        host: Some(http.host.as_bytes()),
+        face: Face::Grpc,
+    };
+    let read = original::read(&asked, &headers, identity)?;
+    let mut req = Request::new(());
+    *req.headers_mut() = headers;
+    original::into_original(&mut req, read);
     Ok(req)
 }
 

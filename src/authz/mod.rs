@@ -6,7 +6,8 @@
 //! answer (200 with the identity headers, or the inbound guard's refusal).
 //!
 //! The listener trusts the headers that name the original request, because
-//! only the fronting proxy can reach it: it binds loopback by default.
+//! only the fronting proxy can reach it: it binds loopback by default. It
+//! cannot strip what the app will read, so every naming must agree.
 
 pub mod grpc;
 pub mod original;
@@ -14,7 +15,7 @@ pub mod original;
 use crate::body::{full, Body};
 use crate::client::HttpClient;
 use crate::config::AuthzConfig;
-use crate::error::{Failure, ProxyError};
+use crate::error::Failure;
 use crate::inbound::decide::{Decision, Verdict};
 use crate::inbound::guard::Guard;
 use crate::metrics::Metrics;
@@ -23,7 +24,6 @@ use crate::server::{Downstream, Handler};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response};
-use original::Unread;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,13 +65,14 @@ impl Authz {
     /// Phases original and decide: the guard's decision on the request a
     /// fronting proxy asks about, read from `req` (which becomes it).
     pub async fn decide<B>(&self, req: &mut Request<B>) -> Decision {
-        match original::read(req.method(), req.uri(), req.headers(), &self.identity) {
-            Ok(asked) => {
-                original::into_original(req, asked);
+        let read = original::asked(req.method(), req.uri(), req.headers())
+            .and_then(|asked| original::read(&asked, req.headers(), &self.identity));
+        match read {
+            Ok(original) => {
+                original::into_original(req, original);
                 self.guard.decide(req).await
             }
-            Err(Unread::NotHere) => Decision::refused(ProxyError::NotFound(original::PREFIX)),
-            Err(Unread::Unknown(why)) => Decision::refused(ProxyError::BadRequest(why)),
+            Err(unread) => Decision::refused(unread.into()),
         }
     }
 

@@ -43,8 +43,9 @@ impl Validator<'_> {
 
     /// The `authz` section: `inbound` without forwarding. What the inbound
     /// guard strips before forwarding reaches the app through the fronting
-    /// proxy instead, so override headers are always checked (the rules must
-    /// agree on every reading they give), never stripped.
+    /// proxy instead, so override headers are always checked, never
+    /// stripped: the listener reads them as namings of the original request,
+    /// which must agree with it (`authz::original`), and its guard keeps them.
     pub(super) fn authz(&mut self, raw: RawAuthz) -> Option<AuthzConfig> {
         let listen = match &raw.listen {
             Some(l) => self.socket_addr("authz.listen", l),

@@ -11,7 +11,10 @@
 //! requirements) → mode (audit forwards what it would refuse).
 
 use super::bearer::bearer_token;
-use super::policy::{canonical_path, find_rule, overrides_agree, Shortfall};
+use super::policy::{
+    any_method_agrees, canonical_path, find_rule, overrides_agree, representative_methods,
+    Shortfall,
+};
 use super::reject::Reject;
 use super::shape::{method_spelling, request_host, strip_caller_headers, Host};
 use super::verify::VerifiedToken;
@@ -19,7 +22,7 @@ use crate::config::{Access, GuardConfig, Mode, Requirements, RouteRule};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::Request;
+use hyper::{Method, Request};
 use std::sync::Arc;
 
 /// The decision rules, compiled once from the config.
@@ -34,7 +37,15 @@ pub struct Policy {
     /// and the rules must agree on every reading they give a request.
     keep_override_headers: bool,
     max_header_bytes: usize,
+    /// Each method the rules name, and one they do not ([`MethodUnnamed`]).
+    methods: Vec<Method>,
 }
+
+/// Marks a request whose method nobody named: the authz listener's reading of
+/// a subrequest that names none (nginx and Traefik send theirs as GET). Such a
+/// request is decided as GET, and only if every method would be decided alike.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodUnnamed;
 
 /// Why a request was allowed: the `reason` label of its `allow` decision.
 #[derive(Debug, Clone)]
@@ -165,6 +176,7 @@ impl Policy {
                 .collect(),
             keep_override_headers: config.forward.keep_override_headers,
             max_header_bytes: config.limits.max_header_bytes,
+            methods: representative_methods(&config.rules),
         }
     }
 
@@ -185,7 +197,7 @@ impl Policy {
         }
         let host = match shape(req) {
             Ok(host) => host,
-            Err(why) => return refuse(ProxyError::BadRequest(why)),
+            Err(why) => return refuse(ProxyError::BadRequest(why.into())),
         };
         // Hop-by-hop first: nothing added later can then be named away by `Connection`.
         let hop = strip_hop_by_hop(req.headers_mut());
@@ -198,7 +210,7 @@ impl Policy {
         let host_name = host.as_ref().map_or(&b""[..], Host::name);
         let found = match self.route(req, host_name) {
             Ok(found) => found,
-            Err(why) => return refuse(ProxyError::BadRequest(why)),
+            Err(why) => return refuse(ProxyError::BadRequest(why.into())),
         };
         let decision = Decision {
             verdict: Verdict::Deny(Denial::NoRule),
@@ -229,8 +241,11 @@ impl Policy {
     ) -> Result<Option<(usize, &'a RouteRule)>, &'static str> {
         let (method, path) = (req.method(), req.uri().path());
         let found = find_rule(&self.rules, method, host, path)?;
+        let own = found.map(|(i, _)| i);
+        if req.extensions().get::<MethodUnnamed>().is_some() {
+            any_method_agrees(&self.rules, &self.methods, own, host, path)?;
+        }
         if self.keep_override_headers {
-            let own = found.map(|(i, _)| i);
             overrides_agree(&self.rules, (method, host, path), own, req.headers())?;
         }
         Ok(found)

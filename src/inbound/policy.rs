@@ -33,12 +33,19 @@ impl RouteRule {
             Case::Folded => path_has_prefix_folded(path, &self.prefix),
         };
         prefix
-            && self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+            && self.methods.as_deref().is_none_or(|ms| takes(ms, method))
             && self
                 .host
                 .as_deref()
                 .is_none_or(|h| h.as_bytes().eq_ignore_ascii_case(host))
     }
+}
+
+/// A rule's `methods` take `method`. A rule for GET takes HEAD too: apps answer
+/// HEAD with the GET handler (Express, Flask, Rails, Django, Spring), so HEAD is
+/// judged by the GET rule unless an earlier rule names HEAD itself.
+fn takes(methods: &[Method], method: &Method) -> bool {
+    methods.contains(method) || (method == Method::HEAD && methods.contains(&Method::GET))
 }
 
 /// `/items` matches `/items`, `/items/` and `/items/42`, never `/itemsx`.
@@ -187,25 +194,25 @@ fn no_ascii_lookalikes(path: &str) -> Result<(), &'static str> {
 /// - the path percent-decoded (`/v1/reports%3Aexport` is `/v1/reports:export`);
 /// - without a format suffix on its last segment (Rails' `(.:format)`, Spring's
 ///   suffix match: `/admin.json` is `/admin`);
-/// - with its ASCII case folded (Express and ASP.NET by default);
-/// - for `HEAD`, as `GET` (frameworks answer HEAD with the GET handler).
+/// - with its ASCII case folded (Express and ASP.NET by default).
 ///
+/// (HEAD needs no reading of its own: a rule for GET takes it, [`takes`].)
 /// A reading, or a combination of them, that selects a rule with other
 /// requirements would let a spelling choose the weaker rule, so the request is
 /// refused instead (`Err`, a 400). A plain request (no `%`, no `.` in its last
-/// segment, no upper case anywhere, not HEAD) costs one pass over the rules.
+/// segment, no upper case anywhere) costs one pass over the rules.
 pub fn find_rule<'a>(
     rules: &'a [RouteRule],
     method: &Method,
     host: &[u8],
     path: &str,
 ) -> Result<Option<(usize, &'a RouteRule)>, &'static str> {
-    let first = |method: &Method, path: &str, case: Case| {
+    let first = |path: &str, case: Case| {
         rules
             .iter()
             .position(|r| r.matches_as(method, host, path, case))
     };
-    let exact = first(method, path, Case::Exact);
+    let exact = first(path, Case::Exact);
     let decoded = path
         .contains('%')
         .then(|| percent_decoded_text(path))
@@ -224,13 +231,6 @@ pub fn find_rule<'a>(
             Reading::FormatSuffix,
         ),
     ];
-    let methods = [
-        (Some(method), Reading::AsSent),
-        (
-            (method == Method::HEAD).then_some(&Method::GET),
-            Reading::HeadAsGet,
-        ),
-    ];
     let case_matters =
         path.bytes().any(|b| b.is_ascii_uppercase()) || rules.iter().any(|r| r.prefix_has_upper);
     let cases = [
@@ -239,19 +239,14 @@ pub fn find_rule<'a>(
     ];
     for (p, path_reading) in paths {
         let Some(p) = p else { continue };
-        for (m, method_reading) in methods {
-            let Some(m) = m else { continue };
-            for (case, case_reading) in cases {
-                let Some(case) = case else { continue };
-                let readings = [path_reading, method_reading, case_reading];
-                if readings.iter().all(|r| *r == Reading::AsSent) {
-                    continue; // `exact` itself
-                }
-                if !same_requirements(rules, exact, first(m, p, case)) {
-                    // Name the reading that differs, the most specific first.
-                    let why = readings.into_iter().max().unwrap_or(Reading::AsSent);
-                    return Err(why.disagreement());
-                }
+        for (case, case_reading) in cases {
+            let Some(case) = case else { continue };
+            if (path_reading, case_reading) == (Reading::AsSent, Reading::AsSent) {
+                continue; // `exact` itself
+            }
+            if !same_requirements(rules, exact, first(p, case)) {
+                // Name the reading that differs, the most specific first.
+                return Err(path_reading.max(case_reading).disagreement());
             }
         }
     }
@@ -264,7 +259,6 @@ pub fn find_rule<'a>(
 enum Reading {
     AsSent,
     CaseFolded,
-    HeadAsGet,
     Decoded,
     FormatSuffix,
 }
@@ -274,7 +268,6 @@ impl Reading {
         match self {
             Reading::AsSent => "the request falls under another rule",
             Reading::CaseFolded => "the path falls under another rule when its case is ignored",
-            Reading::HeadAsGet => "HEAD falls under another rule than GET",
             Reading::Decoded => "the path falls under another rule once percent-decoded",
             Reading::FormatSuffix => "the path falls under another rule without its format suffix",
         }
@@ -319,6 +312,43 @@ fn same_requirements(rules: &[RouteRule], a: Option<usize>, b: Option<usize>) ->
         (Some(a), Some(b)) => rules[a].access == rules[b].access,
         _ => false,
     }
+}
+
+/// PURE: a request whose method nobody named (a forward-auth subrequest,
+/// which nginx and Traefik send as GET whatever the original method was) is
+/// decided only if its method cannot matter: every method in `methods` (each
+/// one a rule names, and one none names) falls under rules asking what
+/// `found`, the rule taking it as GET, asks.
+pub fn any_method_agrees(
+    rules: &[RouteRule],
+    methods: &[Method],
+    found: Option<usize>,
+    host: &[u8],
+    path: &str,
+) -> Result<(), &'static str> {
+    for method in methods {
+        let reading = find_rule(rules, method, host, path)?.map(|(i, _)| i);
+        if !same_requirements(rules, found, reading) {
+            return Err("the original method is not named and rules differ by method here: send X-Forwarded-Method or X-Original-Method");
+        }
+    }
+    Ok(())
+}
+
+/// Every method `rules` name, and one they do not: enough to read a request
+/// under each method ([`any_method_agrees`]), since a rule takes a method by name.
+pub fn representative_methods(rules: &[RouteRule]) -> Vec<Method> {
+    let mut methods: Vec<Method> = Vec::new();
+    for named in rules.iter().filter_map(|r| r.methods.as_deref()).flatten() {
+        if !methods.contains(named) {
+            methods.push(named.clone());
+        }
+    }
+    let unnamed = (0..)
+        .filter_map(|n| Method::from_bytes(format!("UNNAMED-{n}").as_bytes()).ok())
+        .find(|m| !methods.contains(m));
+    methods.extend(unnamed);
+    methods
 }
 
 /// PURE: with `forward.override_headers: keep`, an app may run the method an

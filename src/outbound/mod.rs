@@ -250,7 +250,7 @@ impl Outbound {
             Bytes::new()
         } else {
             self.read_kept(body).await.ok_or(ProxyError::BadRequest(
-                "request body ended early, was larger than announced, or stalled",
+                "request body ended early, was larger than announced, or stalled".into(),
             ))?
         };
         // The first attempt sends the request itself; a copy is kept for the

@@ -257,7 +257,7 @@ impl Upstream {
                 self.base_path,
                 pq.map_or("/", PathAndQuery::as_str)
             ))
-            .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
+            .map_err(|_| ProxyError::BadRequest("invalid request target".into()))?,
         };
         // Origin-form: the connection already goes to this upstream.
         Ok(Uri::from(path_and_query))

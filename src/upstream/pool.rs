@@ -319,7 +319,7 @@ fn send_failed(e: hyper::Error) -> ProxyError {
     let callers_body =
         e.is_user() && std::error::Error::source(&e).is_some_and(|s| s.is::<hyper::Error>());
     match callers_body {
-        true => ProxyError::BadRequest("the request body is malformed or ended early"),
+        true => ProxyError::BadRequest("the request body is malformed or ended early".into()),
         false => ProxyError::UpstreamFailed(e.to_string()),
     }
 }
@@ -332,14 +332,14 @@ fn into_h2(
     let (mut parts, body) = req.into_parts();
     let authority = match parts.headers.remove(header::HOST) {
         Some(host) => Authority::try_from(host.as_bytes())
-            .map_err(|_| ProxyError::BadRequest("invalid Host"))?,
-        None => return Err(ProxyError::BadRequest("no Host")),
+            .map_err(|_| ProxyError::BadRequest("invalid Host".into()))?,
+        None => return Err(ProxyError::BadRequest("no Host".into())),
     };
     let mut uri = parts.uri.into_parts();
     uri.scheme = Some(scheme.cloned().unwrap_or(Scheme::HTTP));
     uri.authority = Some(authority);
-    parts.uri =
-        Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    parts.uri = Uri::from_parts(uri)
+        .map_err(|_| ProxyError::BadRequest("invalid request target".into()))?;
     parts.version = Version::HTTP_2;
     // A WebSocket upgrade has no HTTP/2 form here: the request goes as it is.
     parts.headers.remove(header::CONNECTION);

@@ -170,7 +170,6 @@ fn readings_apps_give_a_request_must_select_the_same_requirements() {
         token_rule("/", None, "read"),
     ];
     let folded = Err("the path falls under another rule when its case is ignored");
-    let head = Err("HEAD falls under another rule than GET");
     let suffix = Err("the path falls under another rule without its format suffix");
     let decoded = Err("the path falls under another rule once percent-decoded");
     let cases = [
@@ -186,8 +185,9 @@ fn readings_apps_give_a_request_must_select_the_same_requirements() {
         (Method::GET, "/docs/x", Ok(Some(5))),
         (Method::GET, "/DOCS", Ok(Some(5))),
         (Method::GET, "/Docs/x", Ok(Some(3))),
-        // HEAD is served by GET's handler.
-        (Method::HEAD, "/reports/1", head),
+        // HEAD is served by GET's handler: the GET rule takes it.
+        (Method::HEAD, "/reports/1", Ok(Some(2))),
+        (Method::HEAD, "/REPORTS/1", folded),
         (Method::HEAD, "/admin/x", Ok(Some(1))),
         (Method::HEAD, "/items", Ok(Some(5))),
         (Method::GET, "/reports/1", Ok(Some(2))),
@@ -212,6 +212,68 @@ fn readings_apps_give_a_request_must_select_the_same_requirements() {
     for (method, path, want) in cases {
         let got = find_rule(&rules, &method, b"h", path).map(|r| r.map(|(i, _)| i));
         assert_eq!(got, want, "{method} {path}");
+    }
+}
+
+#[test]
+fn a_rule_for_get_takes_head_unless_an_earlier_rule_names_head() {
+    let rules = vec![
+        rule("/health", Some(&["HEAD"]), None),
+        token_rule("/health", Some(&["GET"]), "ops"),
+        token_rule("/reports", Some(&["GET"]), "admin"),
+        token_rule("/reports", Some(&["HEAD"]), "never"),
+        token_rule("/orders", Some(&["POST"]), "orders:write"),
+        rule("/", None, None),
+    ];
+    let cases = [
+        // No rule names HEAD before the GET rule: it is a GET without the body.
+        (Method::HEAD, "/reports/1", Some(2)),
+        (Method::GET, "/reports/1", Some(2)),
+        // Named first, HEAD has its own rule.
+        (Method::HEAD, "/health", Some(0)),
+        (Method::GET, "/health", Some(1)),
+        // POST's rule is POST's only.
+        (Method::HEAD, "/orders", Some(5)),
+        (Method::HEAD, "/", Some(5)),
+    ];
+    for (method, path, want) in cases {
+        let got = find_rule(&rules, &method, b"h", path).map(|r| r.map(|(i, _)| i));
+        assert_eq!(got, Ok(want), "{method} {path}");
+    }
+}
+
+#[test]
+fn an_unnamed_method_is_decided_only_where_no_method_matters() {
+    let rules = vec![
+        rule("/public", None, None),
+        token_rule("/admin", None, "admin"),
+        token_rule("/orders", Some(&["GET"]), "orders:read"),
+        token_rule("/orders", Some(&["POST"]), "orders:write"),
+        token_rule("/items", Some(&["GET", "PUT"]), "items"),
+        token_rule("/items", None, "items"),
+        token_rule("/feeds", Some(&["GET"]), "feeds"),
+        rule("/", Some(&["GET"]), Some("www.example")),
+    ];
+    let methods = representative_methods(&rules);
+    assert_eq!(methods.len(), 4, "{methods:?}");
+    let differ = Err("the original method is not named and rules differ by method here: send X-Forwarded-Method or X-Original-Method");
+    let cases = [
+        ("h", "/public/x", Ok(())),
+        ("h", "/admin", Ok(())),
+        ("h", "/orders/1", differ),
+        // Two rules, one requirement: no method can matter.
+        ("h", "/items", Ok(())),
+        // GET's rule, or no rule at all (a deny) for every other method.
+        ("h", "/feeds", differ),
+        ("www.example", "/x", differ),
+        ("h", "/x", Ok(())),
+    ];
+    for (host, path, want) in cases {
+        let found = find_rule(&rules, &Method::GET, host.as_bytes(), path)
+            .unwrap()
+            .map(|(i, _)| i);
+        let got = any_method_agrees(&rules, &methods, found, host.as_bytes(), path);
+        assert_eq!(got, want, "{host} {path}");
     }
 }
 
