@@ -25,10 +25,15 @@ struct Authz {
 
 impl Authz {
     async fn start(extra: &str) -> Authz {
+        Authz::with(|issuer| authz_yaml(issuer, extra)).await
+    }
+
+    /// With the config `yaml` writes for the issuer's URL.
+    async fn with(yaml: impl FnOnce(&str) -> String) -> Authz {
         let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
             .await
             .expect("issuer");
-        let app = start_yaml(&authz_yaml(&issuer.issuer, extra)).await;
+        let app = start_yaml(&yaml(&issuer.issuer)).await;
         wait_ready(&app).await;
         let addr = app.authz_addr.expect("authz listener");
         let admin = format!("http://{}", app.admin_addr);
@@ -310,6 +315,7 @@ async fn an_original_request_that_cannot_be_determined_is_never_allowed() {
             "POST /authz",
             &[
                 ("X-Forwarded-Uri", "/orders".into()),
+                ("X-Forwarded-Method", "POST".into()),
                 ("Content-Type", "application/grpc".into()),
                 ("Content-Length", "0".into()),
             ],
@@ -317,6 +323,307 @@ async fn an_original_request_that_cannot_be_determined_is_never_allowed() {
         .await;
     assert_eq!(grpc.status, 401, "{grpc:?}");
     assert_eq!(grpc.header("grpc-status"), None);
+    a.app.shutdown().await;
+}
+
+/// The config's rules with a host rule first: every path on `admin.internal`
+/// needs `admin`; elsewhere `/public` is anonymous.
+fn with_host_rule(issuer: &str) -> String {
+    authz_yaml(issuer, "").replace(
+        "  rules:\n",
+        "  rules:\n    - { host: admin.internal, path: /, scopes: [admin] }\n",
+    )
+}
+
+type Headers = Vec<(&'static str, String)>;
+
+fn headers(pairs: &[(&'static str, &str)]) -> Headers {
+    pairs.iter().map(|(n, v)| (*n, v.to_string())).collect()
+}
+
+/// Issue 25, class 1: the host is read wherever it is named. Each of these
+/// was decided by the listener's own Host before (the anonymous `/public`
+/// rule: 200) while the app behind the proxy would read `admin.internal`.
+#[tokio::test]
+async fn the_host_is_read_wherever_it_is_named_and_must_agree() {
+    let a = Authz::with(with_host_rule).await;
+    let refused = "bad_request";
+    let cases: Vec<(Headers, u16)> = vec![
+        // Named once, beside any target contract: the host rule applies.
+        (
+            headers(&[
+                ("X-Original-URI", "/public/x"),
+                ("X-Forwarded-Host", "admin.internal"),
+            ]),
+            401,
+        ),
+        (
+            headers(&[
+                ("X-Original-URL", "/public/x"),
+                ("X-Forwarded-Host", "Admin.Internal."),
+            ]),
+            401,
+        ),
+        (
+            headers(&[
+                ("X-Original-URI", "/public/x"),
+                ("X_Forwarded_Host", "admin.internal"),
+            ]),
+            401,
+        ),
+        (
+            headers(&[
+                ("X-Original-URI", "/public/x"),
+                ("Forwarded", "for=203.0.113.7;host=admin.internal"),
+            ]),
+            401,
+        ),
+        (
+            headers(&[
+                ("X-Original-URI", "/public/x"),
+                ("X-Host", "admin.internal"),
+            ]),
+            401,
+        ),
+        (
+            headers(&[
+                ("X-Original-URI", "/public/x"),
+                ("X-Original-Host", "admin.internal:443"),
+            ]),
+            401,
+        ),
+        (
+            headers(&[
+                ("X-Forwarded-Uri", "/public/x"),
+                ("X-Forwarded-Host", "www.example, admin.internal"),
+            ]),
+            400,
+        ),
+        // Named twice, differently: no one host.
+        (
+            headers(&[
+                ("X-Original-URL", "https://www.example/public/x"),
+                ("X-Forwarded-Host", "admin.internal"),
+            ]),
+            400,
+        ),
+        (
+            headers(&[
+                ("X-Original-URL", "https://admin.internal/public/x"),
+                ("X-Forwarded-Host", "www.example"),
+            ]),
+            400,
+        ),
+        (
+            headers(&[
+                ("X-Forwarded-Uri", "/public/x"),
+                ("X-Forwarded-Host", "www.example"),
+                ("Forwarded", "host=admin.internal"),
+            ]),
+            400,
+        ),
+        (
+            headers(&[
+                ("X-Forwarded-Uri", "/public/x"),
+                ("X-Forwarded-Host", "www.example"),
+                ("X_Forwarded_Host", "admin.internal"),
+            ]),
+            400,
+        ),
+        (
+            headers(&[
+                ("X-Forwarded-Uri", "/public/x"),
+                ("X-Forwarded-Host", "www.example"),
+                ("X-Forwarded-Host", "admin.internal"),
+            ]),
+            400,
+        ),
+        (
+            headers(&[
+                ("X-Forwarded-Uri", "/public/x"),
+                ("X-Forwarded-Host", "www.example"),
+                ("X-Host", "admin.internal"),
+            ]),
+            400,
+        ),
+        (
+            headers(&[
+                ("X-Original-URI", "/public/x"),
+                ("Forwarded", "host=www.example, host=admin.internal"),
+            ]),
+            400,
+        ),
+        // Present but empty: not absent.
+        (
+            headers(&[("X-Forwarded-Uri", "/public/x"), ("X-Forwarded-Host", "")]),
+            400,
+        ),
+        (
+            headers(&[("X-Original-URI", "/public/x"), ("X-Forwarded-Host", "")]),
+            400,
+        ),
+        (
+            headers(&[("X-Forwarded-Uri", "/public/x"), ("Forwarded", "host=\"\"")]),
+            400,
+        ),
+        (
+            headers(&[
+                ("X-Forwarded-Uri", "/public/x"),
+                ("X-Forwarded-Host", "www.example,"),
+            ]),
+            400,
+        ),
+        // Agreeing namings, and none: the listener's own Host.
+        (
+            headers(&[
+                ("X-Original-URL", "https://www.example/public/x"),
+                ("X-Forwarded-Host", "WWW.example:443"),
+                ("Forwarded", "host=www.example;proto=https"),
+                ("X-Forwarded-Proto", "https"),
+            ]),
+            200,
+        ),
+        (headers(&[("X-Original-URI", "/public/x")]), 200),
+    ];
+    for (mut sent, want) in cases {
+        sent.push(("X-Original-Method", "GET".into()));
+        let r = a.ask("GET /authz", &sent).await;
+        assert_eq!(r.status, want, "{sent:?}: {r:?}");
+        if want == 400 {
+            assert_eq!(json(&r.body)["error"], refused, "{sent:?}");
+        }
+    }
+    // The answer names the headers that disagree.
+    let r = a
+        .ask(
+            "GET /authz",
+            &headers(&[
+                ("X-Forwarded-Uri", "/public/x"),
+                ("X-Forwarded-Host", "www.example"),
+                ("Forwarded", "host=admin.internal"),
+            ]),
+        )
+        .await;
+    assert_eq!(
+        json(&r.body)["error_description"],
+        "bad request: the original host is named differently by x-forwarded-host and forwarded"
+    );
+    a.app.shutdown().await;
+}
+
+/// Issue 25, class 2: every spelling of every naming is read. Each of these
+/// passed unexamined before (Traefik names `/public`: 200).
+#[tokio::test]
+async fn underscore_spellings_of_every_naming_are_read() {
+    let a = Authz::start("").await;
+    let anyone = a.token("mallory", "orders:read");
+    let cases: Vec<(&'static str, &str)> = vec![
+        ("X_Forwarded_Uri", "/admin"),
+        ("X_Forwarded_Method", "DELETE"),
+        ("X_Forwarded_Host", "admin.internal"),
+        ("X_Forwarded_Proto", "http"),
+        ("X_Forwarded_Scheme", "http"),
+        ("X_Forwarded_Ssl", "off"),
+        ("X_Original_URI", "/admin"),
+        ("X_Original_Method", "DELETE"),
+        ("X_Original_Host", "admin.internal"),
+        ("X_Rewrite_URL", "/admin"),
+        ("X_HTTP_Method", "DELETE"),
+        ("X_Method_Override", "DELETE"),
+        ("x-forwarded-ssl", "off"),
+        ("Front-End-Https", "off"),
+        ("X-Url-Scheme", "http"),
+        ("X-Scheme", "http"),
+        ("Forwarded", "proto=http"),
+        ("X-HTTP-Method-Override", "DELETE"),
+    ];
+    for (name, value) in cases {
+        let mut sent = traefik("GET", "/public/x");
+        sent.push((name, value.to_string()));
+        sent.push(bearer(&anyone));
+        let r = a.ask("GET /authz", &sent).await;
+        assert_eq!(r.status, 400, "{name}: {value}: {r:?}");
+        let why = json(&r.body)["error_description"].to_string();
+        assert!(why.contains(&name.to_ascii_lowercase()), "{name}: {why}");
+    }
+    // The same values agreeing with the proxy's change nothing.
+    let mut sent = traefik("GET", "/public/x");
+    sent.extend(headers(&[
+        ("X_Forwarded_Uri", "/public/x"),
+        ("X_Forwarded_Host", "api.example.com"),
+        ("X-Forwarded-Ssl", "on"),
+        (
+            "Forwarded",
+            "for=203.0.113.7;proto=https;host=api.example.com",
+        ),
+    ]));
+    assert_eq!(a.ask("GET /authz", &sent).await.status, 200);
+    a.app.shutdown().await;
+}
+
+/// Issue 25, items 3 and 4: HEAD is judged by the GET rule; an empty
+/// `X-Original-URL` or `X-Original-Method` is a 400 on every face; and a
+/// subrequest that names no method (nginx sends its auth_request as GET
+/// whatever the original method) is decided only where no method matters.
+#[tokio::test]
+async fn head_empty_namings_and_unnamed_methods() {
+    let a = Authz::start("").await;
+    let reader = a.token("alice", "orders:read");
+    // /orders has a GET rule and a POST rule: HEAD is a GET without the body.
+    let head = a
+        .ask(
+            "GET /authz",
+            &[traefik("HEAD", "/orders/7"), vec![bearer(&reader)]].concat(),
+        )
+        .await;
+    assert_eq!(
+        (head.status, head.header("x-auth-subject")),
+        (200, Some("alice")),
+        "{head:?}"
+    );
+    let head = a.ask("GET /authz", &traefik("HEAD", "/orders/7")).await;
+    assert_eq!(head.status, 401, "{head:?}");
+    let envoy_head = a.ask("HEAD /authz/orders/7", &[bearer(&reader)]).await;
+    assert_eq!(envoy_head.status, 200, "{envoy_head:?}");
+    // Empty namings.
+    for sent in [
+        headers(&[("X-Original-URL", ""), ("X-Original-Method", "GET")]),
+        headers(&[
+            ("X-Original-URL", "https://shop.example/public"),
+            ("X-Original-Method", ""),
+        ]),
+        headers(&[("X-Original-URI", "/public"), ("X-Original-Method", " ")]),
+        headers(&[("X-Forwarded-Uri", "/public"), ("X-Forwarded-Method", "")]),
+    ] {
+        let r = a.ask("GET /authz", &sent).await;
+        assert_eq!(r.status, 400, "{sent:?}: {r:?}");
+        let why = json(&r.body)["error_description"].to_string();
+        assert!(why.contains("names an empty"), "{why}");
+    }
+    // No method named: where rules differ by method, a 400 asking for one...
+    let unnamed = a
+        .ask(
+            "DELETE /authz",
+            &[("X-Original-URI", "/orders/7".into()), bearer(&reader)],
+        )
+        .await;
+    assert_eq!(unnamed.status, 400, "{unnamed:?}");
+    assert!(json(&unnamed.body)["error_description"]
+        .to_string()
+        .contains("X-Forwarded-Method"));
+    // ... elsewhere decided as any method would be.
+    let root = a.token("root", "admin");
+    let admin = a
+        .ask(
+            "GET /authz",
+            &[("X-Original-URI", "/admin/x".into()), bearer(&root)],
+        )
+        .await;
+    assert_eq!(admin.status, 200, "{admin:?}");
+    let admin = a
+        .ask("GET /authz", &[("X-Original-URI", "/admin/x".into())])
+        .await;
+    assert_eq!(admin.status, 401, "{admin:?}");
     a.app.shutdown().await;
 }
 
@@ -416,6 +723,26 @@ async fn envoy_ext_authz_grpc_check() {
         panic!("an OkHttpResponse: {public:?}");
     };
     assert_eq!(allowed.headers_to_remove, ["x-auth-subject"]);
+    // Namings that agree with the described request change nothing.
+    let agreeing = client
+        .check(check(
+            "HEAD",
+            "/public",
+            &[
+                ("x-forwarded-host", "API.example.com:443"),
+                ("x-forwarded-proto", "https"),
+                ("forwarded", "proto=https;host=api.example.com"),
+                ("x-original-method", "HEAD"),
+            ],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        agreeing.status.as_ref().map(|s| s.code),
+        Some(0),
+        "{agreeing:?}"
+    );
     // Denied: UNAUTHENTICATED / PERMISSION_DENIED, with the HTTP answer Envoy sends.
     let denials = [
         (check("GET", "/orders", &[]), 16, 401, "invalid_request"),
@@ -433,6 +760,68 @@ async fn envoy_ext_authz_grpc_check() {
         ),
         (
             check("GET", "/public/../admin", &[]),
+            13,
+            400,
+            "bad_request",
+        ),
+        // Every naming in the headers map must agree with the described
+        // request, in every spelling; an empty one names nothing.
+        (
+            check("GET", "/public", &[("x-forwarded-host", "admin.internal")]),
+            13,
+            400,
+            "bad_request",
+        ),
+        (
+            check(
+                "GET",
+                "/public",
+                &[("forwarded", "for=x;host=admin.internal")],
+            ),
+            13,
+            400,
+            "bad_request",
+        ),
+        (
+            check("GET", "/public", &[("x_forwarded_uri", "/admin")]),
+            13,
+            400,
+            "bad_request",
+        ),
+        (
+            check(
+                "GET",
+                "/public",
+                &[("x-original-url", "https://api.example.com/admin")],
+            ),
+            13,
+            400,
+            "bad_request",
+        ),
+        (
+            check("GET", "/public", &[("x-http-method-override", "DELETE")]),
+            13,
+            400,
+            "bad_request",
+        ),
+        (
+            check(
+                "GET",
+                "/public",
+                &[("x-forwarded-proto", "https"), ("x-forwarded-ssl", "off")],
+            ),
+            13,
+            400,
+            "bad_request",
+        ),
+        (
+            check("GET", "/public", &[("x-original-url", "")]),
+            13,
+            400,
+            "bad_request",
+        ),
+        (
+            check("GET", "/public", &[("x-original-method", "")]),
             13,
             400,
             "bad_request",
