@@ -12,9 +12,11 @@ use support::*;
 use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
 
 /// The README's nginx snippet: every request is first asked about at
-/// tokengate's `/authz`, with the original method, host and URI; the identity
-/// it answers with replaces whatever the client sent; the other contract's
-/// headers are cleared so a client cannot add them.
+/// tokengate's `/authz`, with the original method, host, scheme and URI; the
+/// identity it answers with replaces whatever the client sent; the app is
+/// sent the host and scheme tokengate judged. The client's own headers reach
+/// tokengate as they reach the app, so any other naming of the request must
+/// agree with nginx's.
 fn server_block(port: u16, authz: std::net::SocketAddr, app: std::net::SocketAddr) -> String {
     format!(
         r#"
@@ -25,6 +27,9 @@ fn server_block(port: u16, authz: std::net::SocketAddr, app: std::net::SocketAdd
             auth_request /_tokengate;
             auth_request_set $auth_subject $upstream_http_x_auth_subject;
             proxy_set_header X-Auth-Subject $auth_subject;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_pass http://{app};
         }}
 
@@ -37,9 +42,32 @@ fn server_block(port: u16, authz: std::net::SocketAddr, app: std::net::SocketAdd
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Host $host;
             proxy_set_header X-Forwarded-Uri $request_uri;
-            proxy_set_header X-Original-URL "";
-            proxy_set_header X-Original-URI "";
-            proxy_set_header X-Original-Method "";
+        }}
+    }}
+"#
+    )
+}
+
+/// nginx's own `auth_request` example: only `X-Original-URI` names the
+/// original request. nginx sends the subrequest as GET whatever the
+/// original method, and passes the client's headers to both.
+fn nginx_own_example(port: u16, authz: std::net::SocketAddr, app: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+    server {{
+        listen 127.0.0.1:{port};
+
+        location / {{
+            auth_request /auth;
+            proxy_pass http://{app};
+        }}
+
+        location = /auth {{
+            internal;
+            proxy_pass http://{authz}/authz;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
         }}
     }}
 "#
@@ -53,8 +81,11 @@ struct Nginx {
     _dir: tempfile::TempDir,
 }
 
+/// A server block listening on a port, asking `authz`, proxying to `app`.
+type ServerBlock = fn(u16, std::net::SocketAddr, std::net::SocketAddr) -> String;
+
 impl Nginx {
-    fn start(authz: std::net::SocketAddr, app: std::net::SocketAddr) -> Nginx {
+    fn start(block: ServerBlock, authz: std::net::SocketAddr, app: std::net::SocketAddr) -> Nginx {
         let binary = process::debian_package(
             "nginx",
             || {
@@ -78,7 +109,7 @@ impl Nginx {
              events {{ worker_connections 64; }}\n\
              http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{}}}\n",
-            server_block(port, authz, app)
+            block(port, authz, app)
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -131,7 +162,7 @@ async fn nginx_auth_request_asks_tokengate_and_the_app_sees_the_identity() {
     let yaml = authz_yaml(&issuer.issuer, "");
     let app = start_yaml(&yaml).await;
     wait_ready(&app).await;
-    let nginx = Nginx::start(app.authz_addr.unwrap(), echo.addr);
+    let nginx = Nginx::start(server_block, app.authz_addr.unwrap(), echo.addr);
     let reader = issuer.mint(json!({ "sub": "alice", "scope": "orders:read" }));
     let root = issuer.mint(json!({ "sub": "root", "scope": "admin" }));
     let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
@@ -176,19 +207,31 @@ async fn nginx_auth_request_asks_tokengate_and_the_app_sees_the_identity() {
         .await
         .status;
     assert_eq!(status, 403);
-    // A client naming another request in the contract headers changes nothing:
-    // nginx sets (or clears) every one of them.
-    let spoofed = [
+    // A client naming another request in the headers nginx sets changes
+    // nothing (nginx replaces them); naming it in any other header, which
+    // nginx passes on to tokengate and the app alike, is refused.
+    let replaced = [
         bearer(&reader),
         ("X-Forwarded-Uri", "/public".into()),
         ("X-Forwarded-Method", "GET".into()),
-        ("X-Original-URL", "https://shop.example.com/public".into()),
-        ("X-Original-URI", "/public".into()),
+        ("X-Forwarded-Host", "other.example".into()),
+        ("X-Forwarded-Proto", "https".into()),
     ];
-    let status = nginx.send("GET /admin/users", &spoofed).await.status;
+    let status = nginx.send("GET /admin/users", &replaced).await.status;
     assert_eq!(status, 403);
-    let status = nginx.send("GET /admin/users", &spoofed[1..]).await.status;
-    assert_eq!(status, 401);
+    for other in [
+        ("X-Original-URL", "https://shop.example.com/public"),
+        ("X-Original-URI", "/public"),
+        ("X-Rewrite-URL", "/public"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("Forwarded", "host=other.example"),
+        ("X-Forwarded-Scheme", "https"),
+    ] {
+        let sent = [bearer(&reader), (other.0, other.1.to_string())];
+        let r = nginx.send("GET /admin/users", &sent).await;
+        // tokengate's 400; nginx turns any auth answer but 401 and 403 into a 500.
+        assert_eq!(r.status, 500, "{other:?}: {r:?}");
+    }
     assert_eq!(echo.hits(), reached, "no refused request reached the app");
 
     // Allowed ones do reach it: the admin, and anonymous /public without a
@@ -207,6 +250,71 @@ async fn nginx_auth_request_asks_tokengate_and_the_app_sees_the_identity() {
     let seen = echo.last_headers().unwrap();
     assert!(seen.get("x-auth-subject").is_none(), "{seen:?}");
     assert_eq!(echo.hits(), reached + 2);
+
+    drop(nginx);
+    app.shutdown().await;
+}
+
+/// Issue 25 through a real nginx configured as nginx's own example
+/// (`X-Original-URI` alone): a client's `X-Forwarded-Host`, which nginx passes
+/// on to the app, is read, so a host rule holds; and since nginx sends the
+/// subrequest as GET whatever the method, a method the rules distinguish is
+/// refused, never judged as GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_own_example_reads_the_forwarded_host_and_never_guesses_the_method() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = authz_yaml(&issuer.issuer, "").replace(
+        "  rules:\n",
+        "  rules:\n    - { host: admin.internal, path: /, scopes: [admin] }\n",
+    );
+    let app = start_yaml(&yaml).await;
+    wait_ready(&app).await;
+    let nginx = Nginx::start(nginx_own_example, app.authz_addr.unwrap(), echo.addr);
+    let reader = issuer.mint(json!({ "sub": "alice", "scope": "orders:read" }));
+    let root = issuer.mint(json!({ "sub": "root", "scope": "admin" }));
+    let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
+    let admin_host = || ("X-Forwarded-Host", "admin.internal".to_string());
+
+    // Anonymous /public on the shop's host reaches the app.
+    assert_eq!(nginx.send("GET /public/x", &[]).await.status, 200);
+    let reached = echo.hits();
+    // The app would read X-Forwarded-Host: admin.internal; so does tokengate.
+    let r = nginx.send("GET /public/x", &[admin_host()]).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        echo.hits(),
+        reached,
+        "a token-less request for admin.internal reached the app"
+    );
+    let r = nginx
+        .send("GET /public/x", &[admin_host(), bearer(&reader)])
+        .await;
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = nginx
+        .send("GET /public/x", &[admin_host(), bearer(&root)])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        echo.last_headers().unwrap()["x-forwarded-host"],
+        "admin.internal"
+    );
+    let reached = echo.hits();
+
+    // /orders has a GET rule (orders:read) and a POST rule (orders:write):
+    // a DELETE or POST arrives as GET, so it cannot be judged.
+    for line in ["DELETE /orders/7", "POST /orders"] {
+        let sent = [bearer(&reader), ("Content-Length", "0".to_string())];
+        let r = nginx.send(line, &sent).await;
+        // tokengate's 400, as nginx passes it on: a 500.
+        assert_eq!(r.status, 500, "{line}: {r:?}");
+    }
+    assert_eq!(echo.hits(), reached, "no unjudged method reached the app");
+    // Where no method matters, it is decided.
+    let r = nginx.send("DELETE /admin/x", &[bearer(&root)]).await;
+    assert_eq!(r.status, 200, "{r:?}");
 
     drop(nginx);
     app.shutdown().await;
