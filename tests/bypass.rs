@@ -679,7 +679,7 @@ async fn a_head_request_takes_the_rule_its_get_would() {
     let admin = g.issuer.mint(json!({ "sub": "root", "scope": "admin" }));
     assert_eq!(g.status(&head(admin)).await, 200);
     assert!(
-        g.log.last_head().starts_with("HEAD /reports/x "),
+        g.log.last_head().starts_with("head /reports/x "),
         "{}",
         g.log.last_head()
     );
