@@ -683,6 +683,31 @@ fn check(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     }
 }
 
+/// The CheckRequest Envoy sends with `encode_raw_headers: true`: each header
+/// line in `header_map`, as sent, and no `headers` map.
+fn check_raw(method: &str, path: &str, lines: &[(&str, &str)]) -> CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let mut request = check(method, path, &[]);
+    let http = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    http.headers.clear();
+    http.header_map = Some(HeaderMap {
+        headers: lines
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: k.to_string(),
+                raw_value: v.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    request
+}
+
 #[tokio::test]
 async fn envoy_ext_authz_grpc_check() {
     let a = Authz::start("").await;
@@ -743,6 +768,12 @@ async fn envoy_ext_authz_grpc_check() {
         Some(0),
         "{agreeing:?}"
     );
+    let raw = client
+        .check(check_raw("GET", "/orders/7", &[("authorization", &reader)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(raw.status.as_ref().map(|s| s.code), Some(0), "{raw:?}");
     // Denied: UNAUTHENTICATED / PERMISSION_DENIED, with the HTTP answer Envoy sends.
     let denials = [
         (check("GET", "/orders", &[]), 16, 401, "invalid_request"),
@@ -826,6 +857,35 @@ async fn envoy_ext_authz_grpc_check() {
             400,
             "bad_request",
         ),
+        // Envoy joins two lines of one name with `,`: `/admin` and `x` would
+        // equal this path, while an app reading the first line routes /admin.
+        (
+            check("GET", "/admin,x", &[("x-original-url", "/admin,x")]),
+            13,
+            400,
+            "bad_request",
+        ),
+        // With encode_raw_headers, each line is read as sent.
+        (
+            check_raw(
+                "GET",
+                "/public",
+                &[
+                    ("x-forwarded-host", "api.example.com"),
+                    ("x-forwarded-host", "admin.internal"),
+                ],
+            ),
+            13,
+            400,
+            "bad_request",
+        ),
+        (
+            check_raw("GET", "/public", &[("x_forwarded_uri", "/admin")]),
+            13,
+            400,
+            "bad_request",
+        ),
+        (check_raw("GET", "/orders", &[]), 16, 401, "invalid_request"),
     ];
     for (request, code, status, error) in denials {
         let answer = client.check(request).await.unwrap().into_inner();
@@ -847,7 +907,11 @@ async fn envoy_ext_authz_grpc_check() {
         assert_eq!(challenge.is_some(), status != 400, "{denied:?}");
     }
     let series = "tokengate_requests_total{direction=\"authz\",route=\"/orders\",status=\"401\"}";
-    assert_eq!(a.metric(series).await, 1.0);
+    assert_eq!(
+        a.metric(series).await,
+        2.0,
+        "the two token-less /orders checks"
+    );
     a.app.shutdown().await;
 }
 

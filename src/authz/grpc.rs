@@ -52,8 +52,10 @@ impl Authorization for Check {
 
 /// PURE: the request an Envoy `CheckRequest` describes, as a request the
 /// guard decides. Its method, path (which holds the query too) and host name
-/// the original request, and so does every header of its map that is a
-/// naming ([`original::read`]: they must agree); pseudo-headers are left out.
+/// the original request, and so does every header that is a naming
+/// ([`original::read`]: they must agree); pseudo-headers are left out. The
+/// headers come as a map (lines of one name joined with `,`) or, with
+/// Envoy's `encode_raw_headers`, as `header_map` (each line as sent).
 fn described(check: &CheckRequest, identity: &[HeaderName]) -> Result<Request<()>, Unread> {
     let unknown = |why: &'static str| Unread::Unknown(why.into());
     let http = check
@@ -64,16 +66,31 @@ fn described(check: &CheckRequest, identity: &[HeaderName]) -> Result<Request<()
         .ok_or_else(|| unknown("the CheckRequest describes no HTTP request"))?;
     let method = Method::from_bytes(http.method.as_bytes())
         .map_err(|_| unknown("the CheckRequest's method is not a method"))?;
-    let mut headers = HeaderMap::with_capacity(http.headers.len());
-    for (name, value) in &http.headers {
+    let lines = http.header_map.as_ref().map_or(&[][..], |m| &m.headers[..]);
+    if !lines.is_empty() && !http.headers.is_empty() {
+        return Err(unknown("the CheckRequest has both headers and header_map"));
+    }
+    let raw_lines = lines.iter().map(|h| {
+        let value = match h.raw_value.is_empty() {
+            true => h.value.as_bytes(),
+            false => &h.raw_value[..],
+        };
+        (h.key.as_str(), value)
+    });
+    let joined = http.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let mut headers = HeaderMap::with_capacity(lines.len() + http.headers.len());
+    for (name, value) in raw_lines.chain(joined) {
         if name.starts_with(':') || name == "host" {
             continue;
         }
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| unknown("the CheckRequest has a header name that is not one"))?;
-        let value = HeaderValue::from_str(value)
+        let value = HeaderValue::from_bytes(value)
             .map_err(|_| unknown("the CheckRequest has a header value that is not one"))?;
         headers.append(name, value);
+    }
+    if !http.headers.is_empty() {
+        original::unjoined_targets(&headers)?;
     }
     let asked = Asked::Itself {
         method: &method,

@@ -234,13 +234,6 @@ impl<'a> Part<'a> {
         Ok(())
     }
 
-    /// Each comma-separated entry of `value` is a naming.
-    fn named_each(&mut self, value: &'a [u8], source: Source<'a>) -> Result<(), Unread> {
-        value
-            .split(|&b| b == b',')
-            .try_for_each(|entry| self.named(entry, source))
-    }
-
     fn value(&self) -> Option<&'a [u8]> {
         self.first.map(|(value, _)| value)
     }
@@ -285,10 +278,9 @@ impl<'a> Namings<'a> {
             Form::Method => self.method.named(value, source),
             Form::Target => self.target.named(value, source),
             Form::Url => self.url(value, source),
-            Form::Hosts => value
-                .split(|&b| b == b',')
-                .try_for_each(|host| self.host(host, source)),
-            Form::Schemes => self.scheme.named_each(value, source),
+            // One entry per proxy hop: each is a naming.
+            Form::Hosts => entries(value).try_for_each(|host| self.host(host, source)),
+            Form::Schemes => entries(value).try_for_each(|s| self.scheme.named(s, source)),
             Form::Flag => match value.trim_ascii() {
                 v if v.eq_ignore_ascii_case(b"on") => self.scheme.named(b"https", source),
                 v if v.eq_ignore_ascii_case(b"off") => self.scheme.named(b"http", source),
@@ -332,50 +324,50 @@ impl<'a> Namings<'a> {
     }
 
     /// RFC 7239 `Forwarded`: every `host=` and `proto=` of every element.
+    /// Read only in the form every parser reads alike: apps split it on `,`
+    /// and `;` without regard to quotes (Rack), or search it for `host=`
+    /// (Spring), so a value holding `, ; = " \` inside quotes, a bare value
+    /// holding `=`, or a parameter RFC 7239 does not define (`x-host=`) is
+    /// refused, not read one way of several.
     fn forwarded(&mut self, value: &'a [u8], source: Source<'a>) -> Result<(), Unread> {
         if value.trim_ascii().is_empty() {
-            return self.host.named(value, source);
+            return Err(Unread::Unknown(format!("{source} is empty").into()));
         }
-        let malformed =
-            || Unread::Unknown(format!("{source} is not an RFC 7239 Forwarded value").into());
-        for element in split_unquoted(value, b',') {
-            for pair in split_unquoted(element, b';') {
-                let pair = pair.trim_ascii();
-                if pair.is_empty() {
-                    continue;
-                }
-                let at = pair.iter().position(|&b| b == b'=').ok_or_else(malformed)?;
-                let (key, value) = (pair[..at].trim_ascii(), pair[at + 1..].trim_ascii());
-                let value = match value {
-                    [b'"', inner @ .., b'"'] => inner,
-                    [b'"', ..] => return Err(malformed()),
-                    v => v,
-                };
-                if key.eq_ignore_ascii_case(b"host") {
-                    self.host(value, source)?;
-                } else if key.eq_ignore_ascii_case(b"proto") {
-                    self.scheme.named(value, source)?;
-                }
+        let malformed = || {
+            Unread::Unknown(
+                format!("{source} is not a Forwarded value every parser reads alike").into(),
+            )
+        };
+        for pair in value.split(|&b| b == b',' || b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                continue; // an empty list element names nothing (RFC 9110 §5.6.1)
+            }
+            let at = pair.iter().position(|&b| b == b'=').ok_or_else(malformed)?;
+            let (key, value) = (pair[..at].trim_ascii(), pair[at + 1..].trim_ascii());
+            let value = match value {
+                [b'"', inner @ .., b'"'] => inner,
+                v => v,
+            };
+            if value.iter().any(|b| b",;=\"\\".contains(b)) {
+                return Err(malformed());
+            }
+            let is = |name: &[u8]| key.eq_ignore_ascii_case(name);
+            if is(b"host") {
+                self.host(value, source)?;
+            } else if is(b"proto") {
+                self.scheme.named(value, source)?;
+            } else if !(is(b"for") || is(b"by")) {
+                return Err(malformed());
             }
         }
         Ok(())
     }
 }
 
-/// `value` split at each `sep` outside a quoted string.
-fn split_unquoted(value: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
-    let mut quoted = false;
-    let mut escaped = false;
-    value.split(move |&b| {
-        match (escaped, quoted, b) {
-            (true, _, _) => escaped = false,
-            (false, true, b'\\') => escaped = true,
-            (false, _, b'"') => quoted = !quoted,
-            (false, false, b) if b == sep => return true,
-            _ => {}
-        }
-        false
-    })
+/// The comma-separated entries of a list value.
+fn entries(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',')
 }
 
 /// PURE: the original request `asked` about, read with every naming in
@@ -443,6 +435,23 @@ pub fn read<'a>(
             .transpose()
             .map_err(|_| Unread::Unknown("the original host is not a host".into()))?,
     })
+}
+
+/// PURE: refuses a target naming with a comma in `headers` whose lines of
+/// one name were joined with `,` (Envoy's `CheckRequest.headers` map): two
+/// lines, `/admin` and `x`, arrive as `/admin,x`, which may equal the path
+/// while an app reading the first line routes `/admin`. Host and scheme
+/// namings are read entry by entry anyway; a method holds no comma.
+pub fn unjoined_targets(headers: &HeaderMap) -> Result<(), Unread> {
+    for (name, value) in headers {
+        let is_target = matches!(naming(name.as_str()), Some(Form::Target | Form::Url));
+        if is_target && value.as_bytes().contains(&b',') {
+            return Err(Unread::Unknown(
+                format!("{name} holds a comma: in a CheckRequest's headers map it may be two lines joined").into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The authz request becomes the original request, to be decided as the
