@@ -266,10 +266,7 @@ async fn nginx_own_example_reads_the_forwarded_host_and_never_guesses_the_method
         .await
         .unwrap();
     let echo = Echo::start().await.unwrap();
-    let yaml = authz_yaml(&issuer.issuer, "").replace(
-        "  rules:\n",
-        "  rules:\n    - { host: admin.internal, path: /, scopes: [admin] }\n",
-    );
+    let yaml = authz_yaml_with_host_rule(&issuer.issuer);
     let app = start_yaml(&yaml).await;
     wait_ready(&app).await;
     let nginx = Nginx::start(nginx_own_example, app.authz_addr.unwrap(), echo.addr);

@@ -221,6 +221,15 @@ authz:
     )
 }
 
+/// [`authz_yaml`] with a host rule first: every path on `admin.internal`
+/// needs `admin`; elsewhere `/public` stays anonymous.
+pub fn authz_yaml_with_host_rule(issuer: &str) -> String {
+    authz_yaml(issuer, "").replace(
+        "  rules:\n",
+        "  rules:\n    - { host: admin.internal, path: /, scopes: [admin] }\n",
+    )
+}
+
 /// Outbound config: route `api.test` → `upstream` with token `default` from the
 /// issuer; `extra_token` is YAML under that token, `extra` under `outbound:`.
 pub fn outbound_yaml(token_url: &str, upstream: &str, extra_token: &str, extra: &str) -> String {
