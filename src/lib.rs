@@ -9,6 +9,7 @@
 //! decision for a fronting proxy instead of forwarding; `respond` turns every
 //! failure into a response in one place.
 
+pub mod access_log;
 pub mod admin;
 pub mod authz;
 pub mod body;

@@ -19,11 +19,14 @@ fn main() -> ExitCode {
         }
     };
     cli.init_logging();
-    match cli.runtime() {
+    let code = match cli.runtime() {
         Ok(rt) => rt.block_on(cli.run()),
         Err(e) => {
             eprintln!("tokengate: cannot start the runtime: {e}");
             ExitCode::from(1)
         }
-    }
+    };
+    // The access log's last lines, written by its own thread.
+    tokengate::access_log::close();
+    code
 }

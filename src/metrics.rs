@@ -23,6 +23,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Set from the runtime at each scrape.
     tasks: IntGauge,
+    /// Brought up to the access log's own count at each scrape.
+    access_log_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -116,6 +118,11 @@ impl Metrics {
             "Tasks alive on the runtime: connections, tunnels and background work",
         )
         .expect("static metric definition");
+        let access_log_dropped = IntCounter::new(
+            "tokengate_access_log_dropped_total",
+            "Access-log lines dropped because stderr could not keep up (the request went on)",
+        )
+        .expect("static metric definition");
         // process_open_fds, process_resident_memory_bytes, process_cpu_seconds_total…
         #[cfg(target_os = "linux")]
         registry
@@ -136,6 +143,7 @@ impl Metrics {
             Box::new(token_waits.clone()),
             Box::new(config_reloads.clone()),
             Box::new(tasks.clone()),
+            Box::new(access_log_dropped.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -153,6 +161,7 @@ impl Metrics {
             token_waits,
             config_reloads,
             tasks,
+            access_log_dropped,
         }
     }
 
@@ -177,6 +186,9 @@ impl Metrics {
             let alive = runtime.metrics().num_alive_tasks();
             self.tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
         }
+        let dropped = crate::access_log::dropped();
+        self.access_log_dropped
+            .inc_by(dropped.saturating_sub(self.access_log_dropped.get()));
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -30,7 +30,7 @@ pub struct Exchange {
 impl Exchange {
     /// A request to be forwarded, answered as it speaks.
     pub fn of<B>(req: &Request<B>) -> Exchange {
-        let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO);
+        let logged = crate::access_log::sink().is_some();
         Exchange {
             started: Instant::now(),
             asked: logged.then(|| (req.method().clone(), req.uri().clone())),
@@ -104,9 +104,6 @@ impl Protocol {
     }
 }
 
-/// The target of the access log: `--access-log off` (or a log filter) turns it off.
-pub const ACCESS_LOG: &str = "tokengate::access";
-
 /// The one completion point of both directions, on success and on failure: turns
 /// a failure into its response, logs proxy-side failures (auth denials are logged
 /// where they are decided), records the request metrics, and writes the access
@@ -135,19 +132,17 @@ pub fn complete(
     let elapsed = exchange.started.elapsed();
     route.inc(resp.status());
     duration.observe(elapsed.as_secs_f64());
-    if let Some((method, uri)) = &exchange.asked {
-        tracing::info!(
-            target: ACCESS_LOG,
-            direction = route.direction,
-            route = %route.route,
-            method = %method,
-            path = uri.path(),
-            status = resp.status().as_u16(),
+    if let (Some((method, uri)), Some(log)) = (&exchange.asked, crate::access_log::sink()) {
+        log.record(&crate::access_log::Line {
+            direction: route.direction,
+            route: &route.route,
+            method: method.as_str(),
+            path: uri.path(),
+            status: resp.status().as_u16(),
             reason,
-            upstream_status = forwarded.then(|| resp.status().as_u16()),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            "request"
-        );
+            upstream_status: forwarded.then(|| resp.status().as_u16()),
+            duration: elapsed,
+        });
     }
     resp
 }

@@ -554,6 +554,106 @@ async fn every_request_gets_one_access_log_line_without_its_token() {
     assert!(stderr.contains("not a log level"), "{stderr}");
 }
 
+/// stderr that nobody reads (a log collector that stalled) never holds a
+/// request up: the access log's bounded buffer fills, later lines are dropped
+/// and counted in `tokengate_access_log_dropped_total`, and every line kept is
+/// written once stderr drains, the last of them at exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stderr_drops_access_lines_and_never_blocks_a_request() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "");
+    let config = temp_file("stalled.yaml", &yaml);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read up to the start-up line, then stop reading: the pipe (64 KiB) fills.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let started = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        while !line.contains("tokengate started") {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "exited early");
+        }
+        (stderr, line)
+    });
+    let (mut stderr, line) = tokio::time::timeout(Duration::from_secs(20), started)
+        .await
+        .expect("started")
+        .unwrap();
+    let (base, admin) = (
+        format!("http://{}", field(&line, "inbound")),
+        format!("http://{}", field(&line, "admin")),
+    );
+    ready_at(&admin).await;
+    // About 3.4 MB of lines: more than the pipe, the buffer (1 MiB) and the
+    // batch the writer is stuck writing (at most 1 MiB) hold together.
+    let (tasks, each) = (8, 2000);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: hyper::Uri = format!("{base}/public/x").parse().unwrap();
+    let requests = (0..tasks).map(|_| {
+        let (client, uri) = (client.clone(), uri.clone());
+        tokio::spawn(async move {
+            for _ in 0..each {
+                let resp = client.get(uri.clone()).await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    let all = join_all_tasks(requests);
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every request answered while stderr was stalled");
+    let dropped = metric_value(
+        &get(&format!("{admin}/metrics"), None).await.2,
+        "tokengate_access_log_dropped_total",
+    );
+    assert!(
+        dropped > 0.0,
+        "nothing dropped: the test did not fill the buffer"
+    );
+    // Drain stderr; stop; every line not dropped is there, each one whole.
+    let reader = std::thread::spawn(move || {
+        let mut access = 0u64;
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("tokengate::access") {
+                assert!(
+                    line.ends_with('\n') && line.contains(" duration_ms="),
+                    "{line}"
+                );
+                access += 1;
+            }
+            line.clear();
+        }
+        access
+    });
+    terminate(&child);
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let written = reader.join().unwrap();
+    assert_eq!(written as f64, f64::from(tasks * each) - dropped);
+}
+
+/// Every future of `futures`, to completion (a panic in one is re-raised).
+async fn join_all_tasks(futures: impl Iterator<Item = tokio::task::JoinHandle<()>>) {
+    for handle in futures.collect::<Vec<_>>() {
+        handle.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_prints_lifetime_and_claims_never_the_token() {
     let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)

@@ -3,6 +3,7 @@
 mod online;
 mod verify;
 
+use crate::access_log;
 use crate::config::{Access, Config, GuardConfig, KeySource, Mode, UpstreamProtocol};
 use crate::watch::ConfigWatch;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -133,6 +134,9 @@ impl Cli {
         builder.enable_all().build()
     }
 
+    /// Logging to stderr: `tracing` for events, and, when on and not filtered
+    /// out (`tokengate::access=off`, or a level above info), the access log,
+    /// written off the request path ([`crate::access_log`]).
     pub fn init_logging(&self) {
         use tracing_subscriber::EnvFilter;
         let directives = std::env::var("RUST_LOG")
@@ -144,7 +148,7 @@ impl Cli {
             EnvFilter::new("info")
         });
         if self.access_log == Switch::Off {
-            if let Ok(off) = format!("{}=off", crate::respond::ACCESS_LOG).parse() {
+            if let Ok(off) = format!("{}=off", access_log::TARGET).parse() {
                 filter = filter.add_directive(off);
             }
         }
@@ -153,9 +157,29 @@ impl Cli {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .with_ansi(ansi);
-        match self.log_format {
-            LogFormat::Text => builder.init(),
-            LogFormat::Json => builder.json().init(),
+        let format = match self.log_format {
+            LogFormat::Text => {
+                builder.init();
+                access_log::Format::Text
+            }
+            LogFormat::Json => {
+                builder.json().init();
+                access_log::Format::Json
+            }
+        };
+        if tracing::enabled!(target: access_log::TARGET, tracing::Level::INFO) {
+            match access_log::AccessLog::spawn(
+                format,
+                access_log::DEFAULT_CAPACITY,
+                std::io::stderr(),
+            ) {
+                Ok(log) => {
+                    access_log::install(log);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the access log writer; no access log")
+                }
+            }
         }
     }
 
