@@ -19,7 +19,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The `tracing` target the access log's lines name, and that a log filter
 /// names to turn it off (`tokengate::access=off`).
@@ -77,6 +77,7 @@ struct Shared {
 #[derive(Default)]
 struct State {
     pending: Vec<u8>,
+    stamp: Stamp,
     /// Buffers the writer has taken, and of those, written: a flush waits
     /// until the next one taken is written.
     taken: u64,
@@ -155,8 +156,9 @@ impl AccessLog {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        format_line(&mut state.pending, self.format, now, line);
-        let wake = before == 0 || (before < WRITE_AT && state.pending.len() >= WRITE_AT);
+        let State { pending, stamp, .. } = &mut *state;
+        format_line(pending, self.format, stamp, now, line);
+        let wake = before == 0 || (before < WRITE_AT && pending.len() >= WRITE_AT);
         drop(state);
         if wake {
             self.shared.wake.notify_one();
@@ -258,124 +260,187 @@ fn write_out(shared: &Shared, mut out: impl Write) {
 }
 
 /// PURE: `line` as `tracing-subscriber` would print it at `now`, appended to
-/// `buf` with its newline. Allocates nothing beyond `buf`'s growth.
-pub fn format_line(buf: &mut Vec<u8>, format: Format, now: SystemTime, line: &Line<'_>) {
-    let mut out = Out(buf);
-    // Writing into a Vec cannot fail.
-    let _ = match format {
-        Format::Text => text(&mut out, now, line),
-        Format::Json => json(&mut out, now, line),
-    };
-}
-
-/// `Vec<u8>` as a `fmt::Write`, so numbers and escapes format in place.
-struct Out<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Out<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+/// `buf` with its newline. Allocates nothing beyond `buf`'s growth; `stamp`
+/// keeps the formatted second between lines.
+pub fn format_line(
+    buf: &mut Vec<u8>,
+    format: Format,
+    stamp: &mut Stamp,
+    now: SystemTime,
+    line: &Line<'_>,
+) {
+    match format {
+        Format::Text => text(buf, stamp, now, line),
+        Format::Json => json(buf, stamp, now, line),
     }
 }
 
-fn text(out: &mut Out<'_>, now: SystemTime, line: &Line<'_>) -> std::fmt::Result {
-    timestamp(out, now)?;
-    write!(
-        out,
-        "  INFO {TARGET}: request direction={:?} route=",
-        line.direction
-    )?;
+fn text(out: &mut Vec<u8>, stamp: &mut Stamp, now: SystemTime, line: &Line<'_>) {
+    stamp.write(out, now);
+    out.extend_from_slice(b"  INFO ");
+    out.extend_from_slice(TARGET.as_bytes());
+    out.extend_from_slice(b": request direction=");
+    quoted(out, line.direction);
+    out.extend_from_slice(b" route=");
     // Bare, as tracing printed it; quoted if it would not read back as one word.
-    if line
-        .route
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        out.write_str(line.route)?;
+    if plain(line.route) && !line.route.is_empty() {
+        out.extend_from_slice(line.route.as_bytes());
     } else {
-        write!(out, "{:?}", line.route)?;
+        quoted(out, line.route);
     }
-    write!(
-        out,
-        " method={} path={:?} status={} reason={:?}",
-        line.method, line.path, line.status, line.reason
-    )?;
+    out.extend_from_slice(b" method=");
+    out.extend_from_slice(line.method.as_bytes());
+    out.extend_from_slice(b" path=");
+    quoted(out, line.path);
+    out.extend_from_slice(b" status=");
+    number(out, line.status.into());
+    out.extend_from_slice(b" reason=");
+    quoted(out, line.reason);
     if let Some(upstream) = line.upstream_status {
-        write!(out, " upstream_status={upstream}")?;
+        out.extend_from_slice(b" upstream_status=");
+        number(out, upstream.into());
     }
-    out.write_str(" duration_ms=")?;
-    millis(out, line.duration)?;
-    out.write_char('\n')
+    out.extend_from_slice(b" duration_ms=");
+    millis(out, line.duration);
+    out.push(b'\n');
 }
 
-fn json(out: &mut Out<'_>, now: SystemTime, line: &Line<'_>) -> std::fmt::Result {
-    out.write_str("{\"timestamp\":\"")?;
-    timestamp(out, now)?;
-    out.write_str("\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"direction\":")?;
-    json_string(out, line.direction)?;
-    out.write_str(",\"route\":")?;
-    json_string(out, line.route)?;
-    out.write_str(",\"method\":")?;
-    json_string(out, line.method)?;
-    out.write_str(",\"path\":")?;
-    json_string(out, line.path)?;
-    write!(out, ",\"status\":{},\"reason\":", line.status)?;
-    json_string(out, line.reason)?;
+fn json(out: &mut Vec<u8>, stamp: &mut Stamp, now: SystemTime, line: &Line<'_>) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    stamp.write(out, now);
+    out.extend_from_slice(
+        b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"direction\":",
+    );
+    json_string(out, line.direction);
+    out.extend_from_slice(b",\"route\":");
+    json_string(out, line.route);
+    out.extend_from_slice(b",\"method\":");
+    json_string(out, line.method);
+    out.extend_from_slice(b",\"path\":");
+    json_string(out, line.path);
+    out.extend_from_slice(b",\"status\":");
+    number(out, line.status.into());
+    out.extend_from_slice(b",\"reason\":");
+    json_string(out, line.reason);
     if let Some(upstream) = line.upstream_status {
-        write!(out, ",\"upstream_status\":{upstream}")?;
+        out.extend_from_slice(b",\"upstream_status\":");
+        number(out, upstream.into());
     }
-    out.write_str(",\"duration_ms\":")?;
-    millis(out, line.duration)?;
-    writeln!(out, "}},\"target\":\"{TARGET}\"}}")
+    out.extend_from_slice(b",\"duration_ms\":");
+    millis(out, line.duration);
+    out.extend_from_slice(b"},\"target\":\"");
+    out.extend_from_slice(TARGET.as_bytes());
+    out.extend_from_slice(b"\"}\n");
 }
 
-/// RFC 3339 in UTC with microseconds, as `tracing-subscriber` writes it.
-fn timestamp(out: &mut Out<'_>, now: SystemTime) -> std::fmt::Result {
-    let t = time::OffsetDateTime::from(now);
-    write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+/// The timestamp's text up to the second, kept while the second lasts: RFC
+/// 3339 in UTC with microseconds, as `tracing-subscriber` writes it.
+#[derive(Debug, Default)]
+pub struct Stamp {
+    second: u64,
+    /// `2026-12-04T21:18:50.`
+    text: Vec<u8>,
+}
+
+impl Stamp {
+    fn write(&mut self, out: &mut Vec<u8>, now: SystemTime) {
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.text.is_empty() || self.second != since.as_secs() {
+            let t = time::OffsetDateTime::from(now);
+            self.second = since.as_secs();
+            self.text.clear();
+            let mut text = String::with_capacity(20);
+            // Writing into a String cannot fail.
+            let _ = write!(
+                text,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            self.text.extend_from_slice(text.as_bytes());
+        }
+        out.extend_from_slice(&self.text);
+        padded(out, since.subsec_micros().into(), 6);
+        out.push(b'Z');
+    }
+}
+
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `n` in at least `width` digits, zero-padded.
+fn padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n);
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits.as_bytes());
 }
 
 /// Milliseconds with three decimals (microsecond resolution).
-fn millis(out: &mut Out<'_>, duration: Duration) -> std::fmt::Result {
-    let micros = duration.as_micros();
-    write!(out, "{}.{:03}", micros / 1000, micros % 1000)
+fn millis(out: &mut Vec<u8>, duration: Duration) {
+    let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    number(out, micros / 1000);
+    out.push(b'.');
+    padded(out, micros % 1000, 3);
+}
+
+/// Printable ASCII that needs no escape in either format.
+fn plain(text: &str) -> bool {
+    text.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// `text` as Rust's `{:?}` quotes it (what `tracing` printed for a string).
+fn quoted(out: &mut Vec<u8>, text: &str) {
+    if plain(text) {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        let mut escaped = String::new();
+        // Writing into a String cannot fail.
+        let _ = write!(escaped, "{text:?}");
+        out.extend_from_slice(escaped.as_bytes());
+    }
 }
 
 /// A JSON string literal (RFC 8259 escapes), written in place.
-fn json_string(out: &mut Out<'_>, text: &str) -> std::fmt::Result {
-    out.write_char('"')?;
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
     let mut start = 0;
     for (i, b) in text.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
             _ => continue,
         };
-        out.write_str(&text[start..i])?;
+        out.extend_from_slice(&text.as_bytes()[start..i]);
         if escape.is_empty() {
-            write!(out, "\\u{b:04x}")?;
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
         } else {
-            out.write_str(escape)?;
+            out.extend_from_slice(escape);
         }
         start = i + 1;
     }
-    out.write_str(&text[start..])?;
-    out.write_char('"')
+    out.extend_from_slice(&text.as_bytes()[start..]);
+    out.push(b'"');
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests;

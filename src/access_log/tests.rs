@@ -23,7 +23,7 @@ fn line<'a>(path: &'a str, upstream_status: Option<u16>) -> Line<'a> {
 
 fn formatted(format: Format, line: &Line<'_>) -> String {
     let mut buf = Vec::new();
-    format_line(&mut buf, format, at(), line);
+    format_line(&mut buf, format, &mut Stamp::default(), at(), line);
     String::from_utf8(buf).unwrap()
 }
 
@@ -60,9 +60,24 @@ fn lines_are_what_tracing_subscriber_printed() {
 }
 
 /// Whatever a route or path holds, a JSON line parses back to it, and a text
-/// line quotes it as `tracing` did (Rust's debug escapes).
+/// line quotes it as `tracing` did (Rust's debug escapes), fast path or not.
 #[test]
 fn strings_are_escaped() {
+    for text in [
+        "a\"b",
+        "a\\b",
+        "tab\there",
+        "nl\nx",
+        "cr\rx",
+        "\u{1}\u{1f}",
+        "ünï",
+        "",
+        "x'y z",
+    ] {
+        let mut out = Vec::new();
+        quoted(&mut out, text);
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{text:?}"));
+    }
     for text in [
         "a\"b",
         "a\\b",
@@ -174,4 +189,33 @@ fn flush_and_close_write_everything_recorded() {
     assert_eq!(written.lines().count(), 31);
     assert!(written.contains("\"/c\"") && !written.contains("\"/d\""));
     assert_eq!(log.dropped(), 1);
+}
+
+/// The second's text is kept while the second lasts, and redone when it turns
+/// (also backwards: the wall clock may be set back).
+#[test]
+fn the_timestamp_follows_the_clock() {
+    let mut stamp = Stamp::default();
+    let mut at_time = |micros: u64| {
+        let mut out = Vec::new();
+        stamp.write(&mut out, UNIX_EPOCH + Duration::from_micros(micros));
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(
+        at_time(1_796_419_130_269_071),
+        "2026-12-04T21:18:50.269071Z"
+    );
+    assert_eq!(
+        at_time(1_796_419_130_000_001),
+        "2026-12-04T21:18:50.000001Z"
+    );
+    assert_eq!(
+        at_time(1_796_419_131_000_000),
+        "2026-12-04T21:18:51.000000Z"
+    );
+    assert_eq!(
+        at_time(1_796_419_129_999_999),
+        "2026-12-04T21:18:49.999999Z"
+    );
+    assert_eq!(at_time(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
 }
