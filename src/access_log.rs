@@ -44,6 +44,8 @@ pub enum Format {
 /// What one line says of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct Line<'a> {
+    /// `inbound`, `outbound` or `authz`: like `reason`, one of tokengate's
+    /// own words, written without an escape check.
     pub direction: &'static str,
     /// The rule's name, the outbound host, or `none`.
     pub route: &'a str,
@@ -51,6 +53,7 @@ pub struct Line<'a> {
     /// The path, never the query (it may hold secrets).
     pub path: &'a str,
     pub status: u16,
+    /// Why the answer is what it is (`ok`, `missing_token`, …).
     pub reason: &'static str,
     /// The upstream's status, when the answer came from the upstream.
     pub upstream_status: Option<u16>,
@@ -276,12 +279,12 @@ pub fn format_line(
 }
 
 fn text(out: &mut Vec<u8>, stamp: &mut Stamp, now: SystemTime, line: &Line<'_>) {
+    out.reserve(TEXT_FIXED + line.route.len() + line.method.len() + line.path.len());
     stamp.write(out, now);
-    out.extend_from_slice(b"  INFO ");
-    out.extend_from_slice(TARGET.as_bytes());
-    out.extend_from_slice(b": request direction=");
-    quoted(out, line.direction);
-    out.extend_from_slice(b" route=");
+    debug_assert!(plain(line.direction) && plain(line.reason));
+    out.extend_from_slice(b"  INFO tokengate::access: request direction=\"");
+    out.extend_from_slice(line.direction.as_bytes());
+    out.extend_from_slice(b"\" route=");
     // Bare, as tracing printed it; quoted if it would not read back as one word.
     if plain(line.route) && !line.route.is_empty() {
         out.extend_from_slice(line.route.as_bytes());
@@ -293,17 +296,21 @@ fn text(out: &mut Vec<u8>, stamp: &mut Stamp, now: SystemTime, line: &Line<'_>) 
     out.extend_from_slice(b" path=");
     quoted(out, line.path);
     out.extend_from_slice(b" status=");
-    number(out, line.status.into());
-    out.extend_from_slice(b" reason=");
-    quoted(out, line.reason);
+    status(out, line.status);
+    out.extend_from_slice(b" reason=\"");
+    out.extend_from_slice(line.reason.as_bytes());
+    out.push(b'"');
     if let Some(upstream) = line.upstream_status {
         out.extend_from_slice(b" upstream_status=");
-        number(out, upstream.into());
+        status(out, upstream);
     }
     out.extend_from_slice(b" duration_ms=");
     millis(out, line.duration);
     out.push(b'\n');
 }
+
+/// A text line's bytes beyond its route, method and path, or more.
+const TEXT_FIXED: usize = 224;
 
 fn json(out: &mut Vec<u8>, stamp: &mut Stamp, now: SystemTime, line: &Line<'_>) {
     out.extend_from_slice(b"{\"timestamp\":\"");
@@ -319,12 +326,12 @@ fn json(out: &mut Vec<u8>, stamp: &mut Stamp, now: SystemTime, line: &Line<'_>) 
     out.extend_from_slice(b",\"path\":");
     json_string(out, line.path);
     out.extend_from_slice(b",\"status\":");
-    number(out, line.status.into());
+    status(out, line.status);
     out.extend_from_slice(b",\"reason\":");
     json_string(out, line.reason);
     if let Some(upstream) = line.upstream_status {
         out.extend_from_slice(b",\"upstream_status\":");
-        number(out, upstream.into());
+        status(out, upstream);
     }
     out.extend_from_slice(b",\"duration_ms\":");
     millis(out, line.duration);
@@ -364,7 +371,7 @@ impl Stamp {
             self.text.extend_from_slice(text.as_bytes());
         }
         out.extend_from_slice(&self.text);
-        padded(out, since.subsec_micros().into(), 6);
+        out.extend_from_slice(&digits::<6>(since.subsec_micros().into()));
         out.push(b'Z');
     }
 }
@@ -373,15 +380,25 @@ fn number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// `n` in at least `width` digits, zero-padded.
-fn padded(out: &mut Vec<u8>, n: u64, width: usize) {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(n);
-    out.extend(std::iter::repeat_n(
-        b'0',
-        width.saturating_sub(digits.len()),
-    ));
-    out.extend_from_slice(digits.as_bytes());
+/// An HTTP status: three digits (hyper's `StatusCode` holds 100–999), else
+/// as a number.
+fn status(out: &mut Vec<u8>, code: u16) {
+    if (100..1000).contains(&code) {
+        out.extend_from_slice(&digits::<3>(code.into()));
+    } else {
+        number(out, code.into());
+    }
+}
+
+/// The last `N` decimal digits of `n`, zero-padded.
+fn digits<const N: usize>(mut n: u64) -> [u8; N] {
+    let mut text = [b'0'; N];
+    for digit in text.iter_mut().rev() {
+        // A remainder of 10 is below 10: the cast is exact.
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    text
 }
 
 /// Milliseconds with three decimals (microsecond resolution).
@@ -389,14 +406,24 @@ fn millis(out: &mut Vec<u8>, duration: Duration) {
     let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
     number(out, micros / 1000);
     out.push(b'.');
-    padded(out, micros % 1000, 3);
+    out.extend_from_slice(&digits::<3>(micros % 1000));
 }
 
 /// Printable ASCII that needs no escape in either format.
 fn plain(text: &str) -> bool {
-    text.bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    text.bytes().all(|b| PLAIN[usize::from(b)])
 }
+
+/// [`plain`]'s bytes: printable ASCII but `"` and `\\`.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        table[b as usize] = b != b'"' && b != b'\\';
+        b += 1;
+    }
+    table
+};
 
 /// `text` as Rust's `{:?}` quotes it (what `tracing` printed for a string).
 fn quoted(out: &mut Vec<u8>, text: &str) {

@@ -219,3 +219,40 @@ fn the_timestamp_follows_the_clock() {
     );
     assert_eq!(at_time(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
 }
+
+/// Statuses and durations, at the edges of their fixed widths.
+#[test]
+fn numbers_are_written_whole() {
+    let cases: [(u16, u64, &str); 5] = [
+        (100, 0, "status=100 reason=\"anonymous\" duration_ms=0.000"),
+        (
+            599,
+            999,
+            "status=599 reason=\"anonymous\" duration_ms=0.999",
+        ),
+        (
+            999,
+            1_000,
+            "status=999 reason=\"anonymous\" duration_ms=1.000",
+        ),
+        (
+            42,
+            1_000_001,
+            "status=42 reason=\"anonymous\" duration_ms=1000.001",
+        ),
+        (
+            1_000,
+            u64::MAX,
+            "status=1000 reason=\"anonymous\" duration_ms=18446744073709551.615",
+        ),
+    ];
+    for (status, micros, want) in cases {
+        let line = Line {
+            status,
+            duration: Duration::from_micros(micros),
+            ..line("/n", None)
+        };
+        let out = formatted(Format::Text, &line);
+        assert!(out.ends_with(&format!("{want}\n")), "{out}");
+    }
+}
