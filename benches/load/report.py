@@ -19,6 +19,7 @@ CASES = [
     ("haproxy-pass", "HAProxy 2.6 plain reverse proxy, 1 thread"),
     ("haproxy-rs256", "HAProxy 2.6 `jwt_verify` RS256 + iss/aud/exp checks (verifies every request)"),
     ("tg-pass", "tokengate inbound, anonymous rule (its own pass-through)"),
+    ("tg-pass-nolog", "as `tg-pass`, with `--access-log off`"),
     ("tg-rs256", "tokengate inbound, the same RS256 token on every request (cache hits), `sub` → header"),
     ("tg-es256", "tokengate inbound, the same ES256 token on every request (cache hits)"),
     ("tg-rs256-unique", "tokengate inbound, a different RS256 token on every request (every one a cache miss)"),
@@ -27,7 +28,18 @@ CASES = [
     ("nginx-authz-unique", "as `nginx-authz`, a different RS256 token on every request"),
     ("tg-out-pass", "tokengate outbound, a route without a token (its own pass-through)"),
     ("tg-out-inject", "tokengate outbound, injecting a client_credentials token"),
+    ("haproxy-pass-2c", "as `haproxy-pass`, `nbthread 2` on both cores (shared with wrk and the upstream)"),
+    ("haproxy-rs256-2c", "as `haproxy-rs256`, `nbthread 2` on both cores"),
+    ("tg-pass-2c", "as `tg-pass`, 2 workers on both cores"),
+    ("tg-rs256-unique-2c", "as `tg-rs256-unique`, 2 workers on both cores"),
 ]
+# Two-core case → its one-core counterpart.
+TWO_CORE = {
+    "haproxy-pass-2c": "haproxy-pass",
+    "haproxy-rs256-2c": "haproxy-rs256",
+    "tg-pass-2c": "tg-pass",
+    "tg-rs256-unique-2c": "tg-rs256-unique",
+}
 MIB = 1024.0
 
 
@@ -92,6 +104,7 @@ def main():
     ap.add_argument("chart")
     ap.add_argument("--duration", default="?")
     ap.add_argument("--rounds", default="?")
+    ap.add_argument("--alloc", help="benches/alloc.rs --tsv output")
     a = ap.parse_args()
     rows = load(a.results)
     root = os.path.dirname(os.path.abspath(a.markdown))
@@ -104,7 +117,9 @@ def main():
         "",
         "Produced by `benches/load/run.sh` (do not edit by hand; rerun it). Loopback only;",
         "each proxy pinned to one core with `taskset`, wrk (1 thread) and the upstream nginx",
-        "(a fixed `200 ok`) pinned to the other; every case started fresh for each run,",
+        "(a fixed `200 ok`) pinned to the other (the `-2c` cases: the proxy on both cores);",
+        "tokengate runs with its defaults, logging at info with the access log on (written",
+        "to a file); every case started fresh for each run,",
         f"warmed up for 1 s, then measured for {a.duration} s; {a.rounds} interleaved rounds",
         "(A B C … A B C …); the tables show medians, and every ratio compares medians from",
         "this one run. Every inbound case sends the same request, with a 598-byte RS256",
@@ -134,6 +149,8 @@ def main():
             "|---|---:|---:|---:|---:|---:|",
         ]
         for case, _ in present:
+            if case in TWO_CORE:
+                continue
             rps = median(rows, case, conns, "rps")
             base = out_pass if case.startswith("tg-out") else tg_pass
             out.append(
@@ -143,6 +160,10 @@ def main():
             )
         out += ["", "(outbound cases are divided by the outbound pass-through, the rest by the inbound one)", ""]
 
+    out += two_cores(rows, conns_list)
+    out += access_log_cost(rows, conns_list)
+    out += allocations(a.alloc)
+
     # Targets, evaluated on these medians.
     targets = []
 
@@ -151,6 +172,8 @@ def main():
 
     # (what, case, over case, field, is the ratio good enough, shown as)
     ratio_targets = [
+        ("tokengate pass-through ≥ 1.0× HAProxy pass-through (issue 26)", "tg-pass", "haproxy-pass", "rps", lambda r: r >= 1.0, "{:.2f}×"),
+        ("access log costs ≤ 3% of pass-through req/s (issue 26)", "tg-pass", "tg-pass-nolog", "rps", lambda r: r >= 0.97, lambda r: f"{1 - r:.1%}"),
         ("RS256 cache hits ≥ 95% of pass-through req/s", "tg-rs256", "tg-pass", "rps", lambda r: r >= 0.95, "{:.1%}"),
         ("RS256 cache hits p99 ≤ 110% of pass-through p99", "tg-rs256", "tg-pass", "p99_us", lambda r: r <= 1.10, "{:.1%}"),
         ("RS256 cache hits ≥ 2.5× HAProxy jwt_verify", "tg-rs256", "haproxy-rs256", "rps", lambda r: r >= 2.5, "{:.2f}×"),
@@ -162,7 +185,8 @@ def main():
         for what, case, base, field, good, shown in ratio_targets:
             r = ratio(median(rows, case, conns, field), median(rows, base, conns, field))
             if r is not None:
-                target(f"c{conns:.0f}: {what}", good(r), shown.format(r))
+                text = shown(r) if callable(shown) else shown.format(r)
+                target(f"c{conns:.0f}: {what}", good(r), text)
 
     out += forward_auth(rows, conns_list)
 
@@ -179,7 +203,7 @@ def main():
         case, kb = max(peak.items(), key=lambda kv: kv[1])
         target(f"RSS under {top:.0f} connections ≤ 40 MiB (peak, worst case `{case}`)", kb / MIB <= 40, f"{kb / MIB:.1f} MiB")
     if targets:
-        out += ["## Targets (issue 4)", "", "| target | measured | |", "|---|---:|---|", *targets, ""]
+        out += ["## Targets (issues 4 and 26)", "", "| target | measured | |", "|---|---:|---|", *targets, ""]
 
     # Memory.
     if tg_cases:
@@ -226,6 +250,74 @@ def main():
     with open(a.markdown, "w") as f:
         f.write("\n".join(out))
     chart(rows, present, conns_list, a.chart)
+
+
+def two_cores(rows, conns_list):
+    """Issue 26: each proxy on both cores, against HAProxy on both, and the
+    scaling from one core to two (wrk and the upstream share the second core,
+    so the factor is a floor)."""
+    if not any(r["case"] in TWO_CORE for r in rows):
+        return []
+    out = [
+        "## Two cores",
+        "",
+        "tokengate with 2 workers and HAProxy with `nbthread 2`, both pinned to both",
+        "cores, which wrk and the upstream share: the scaling factor (÷ the same case",
+        "on one core) is what a second core gave under that sharing.",
+        "",
+        "| case | conns | req/s | p99 | ÷ HAProxy on 2 cores | 1 → 2 cores |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    peer = {"tg-pass-2c": "haproxy-pass-2c", "tg-rs256-unique-2c": "haproxy-rs256-2c"}
+    for conns in conns_list:
+        for case, one in TWO_CORE.items():
+            rps = median(rows, case, conns, "rps")
+            if rps is None:
+                continue
+            hap = median(rows, peer[case], conns, "rps") if case in peer else None
+            out.append(
+                f"| `{case}` | {conns:.0f} | {fmt_num(rps)} | {fmt_num(median(rows, case, conns, 'p99_us'), ' µs')} "
+                f"| {fmt_ratio(ratio(rps, hap))} | {fmt_ratio(ratio(rps, median(rows, one, conns, 'rps')))} |"
+            )
+    return out + [""]
+
+
+def access_log_cost(rows, conns_list):
+    """Issue 26: what the access log (on by default) costs a pass-through request."""
+    lines = []
+    for conns in conns_list:
+        on, off = median(rows, "tg-pass", conns, "rps"), median(rows, "tg-pass-nolog", conns, "rps")
+        if on and off:
+            lines.append(
+                f"- c{conns:.0f}: {fmt_num(on)} req/s with the access log, {fmt_num(off)} with "
+                f"`--access-log off`: it costs **{(1 - on / off):.1%}** of pass-through throughput"
+            )
+    if not lines:
+        return []
+    return ["## Access log cost", "", "The access log is on by default; its cost, as 1 − on ÷ off:", "", *lines, ""]
+
+
+def allocations(path):
+    """Issue 26: benches/alloc.rs's heap allocations per request."""
+    if not path or not os.path.exists(path):
+        return []
+    out = [
+        "## Heap allocations per request",
+        "",
+        "`cargo bench --bench alloc`: a counting global allocator (in the bench only)",
+        "around the real proxy on a single-threaded runtime, between a client and an",
+        "upstream that allocate nothing per request; the same request as above, on one",
+        "keep-alive connection, 3 000 requests counted after 500 of warm-up.",
+        "",
+        "| case | allocations | bytes |",
+        "|---|---:|---:|",
+    ]
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 3:
+                out.append(f"| {parts[0]} | {parts[1]} | {int(float(parts[2])):,} |")
+    return out + [""]
 
 
 def forward_auth(rows, conns_list):

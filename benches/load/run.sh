@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Load benchmark: tokengate against its own pass-through, nginx and HAProxy 2.6,
 # and as nginx's auth_request authorizer (forward-auth), on loopback only, each proxy pinned to one core (taskset), wrk and the
-# upstream nginx pinned to the other. Runs are interleaved (every case once per
-# round, ROUNDS rounds) and the report takes medians.
+# upstream nginx pinned to the other; the `-2c` cases give tokengate (2
+# workers) and HAProxy (nbthread 2) both cores, shared with wrk and the
+# upstream. tokengate runs as a user runs it: logging at info, its access log
+# on (to a file); `tg-pass-nolog` is the same pass-through with
+# `--access-log off`. Runs are interleaved (every case once per round, ROUNDS
+# rounds) and the report takes medians. The report also carries the heap
+# allocations per request of benches/alloc.rs.
 #
 #   benches/load/run.sh            # writes BENCHMARKS.md and docs/benchmarks.png
 #
@@ -14,7 +19,7 @@
 #   UNIQUE [250000]  unique tokens for the cache-miss case (must exceed its
 #                    requests per run; the report flags a run that wrapped)
 #   BASE_PORT [18080] first of 9 loopback ports used
-#   PROXY_CPU [0] / LOAD_CPU [1]
+#   PROXY_CPU [0] / LOAD_CPU [1] / PROXY_CPUS_2C [0,1]
 # Installs wrk, nginx, haproxy, gnuplot and curl with apt-get when missing.
 # Everything it starts is stopped by pid on exit.
 set -euo pipefail
@@ -29,7 +34,8 @@ UNIQUE="${UNIQUE:-250000}"
 BASE="${BASE_PORT:-18080}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
-ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-rs256 tg-es256 tg-rs256-unique tg-rs256-twice nginx-authz nginx-authz-unique tg-out-pass tg-out-inject"
+PROXY_CPUS_2C="${PROXY_CPUS_2C:-0,1}"
+ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-pass-nolog tg-rs256 tg-es256 tg-rs256-unique tg-rs256-twice nginx-authz nginx-authz-unique tg-out-pass tg-out-inject haproxy-pass-2c haproxy-rs256-2c tg-pass-2c tg-rs256-unique-2c"
 CASES="${CASES:-$ALL_CASES}"
 
 # shellcheck source=benches/load/lib.sh
@@ -47,6 +53,8 @@ mkdir -p "$WORK"
 log "building tokengate and the fixtures generator"
 (cd "$ROOT" && cargo build --release --locked --bin tokengate --example load-fixtures) >&2
 TG="$ROOT/target/release/tokengate"
+log "counting allocations per request (benches/alloc.rs)"
+(cd "$ROOT" && cargo bench --locked --bench alloc -- --tsv) >"$WORK/alloc.tsv"
 
 fixtures "$UNIQUE"
 
@@ -130,6 +138,8 @@ frontend jwt
 backend app
   server up 127.0.0.1:$UP
 EOF
+# The same on two threads, for the two-core rows.
+sed 's/^  nbthread 1$/  nbthread 2/' "$WORK/haproxy.cfg" >"$WORK/haproxy-2c.cfg"
 
 cat >"$WORK/tokengate-in.yaml" <<EOF
 admin: { listen: "127.0.0.1:$TG_ADMIN" }
@@ -193,6 +203,11 @@ describe() {
     haproxy-pass) echo "haproxy|http://127.0.0.1:$HAP_PASS/|$rs256" ;;
     haproxy-rs256) echo "haproxy|http://127.0.0.1:$HAP_JWT/|$rs256" ;;
     tg-pass) echo "tg-in|http://127.0.0.1:$TG_IN/public|$rs256" ;;
+    tg-pass-nolog) echo "tg-in-nolog|http://127.0.0.1:$TG_IN/public|$rs256" ;;
+    haproxy-pass-2c) echo "haproxy-2c|http://127.0.0.1:$HAP_PASS/|$rs256" ;;
+    haproxy-rs256-2c) echo "haproxy-2c|http://127.0.0.1:$HAP_JWT/|$rs256" ;;
+    tg-pass-2c) echo "tg-in-2c|http://127.0.0.1:$TG_IN/public|$rs256" ;;
+    tg-rs256-unique-2c) echo "tg-in-2c|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
     tg-rs256) echo "tg-in|http://127.0.0.1:$TG_IN/api|$rs256" ;;
     tg-es256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-es256")" ;;
     tg-rs256-unique) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
@@ -220,9 +235,14 @@ start_proxy() { # kind → PID (0: nothing started; tokengate's when it runs), F
     none) return ;;
     nginx) taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx-proxy" -c "$WORK/nginx-proxy/nginx.conf" -e "$WORK/nginx-proxy/error.log" >/dev/null 2>&1 & ;;
     haproxy) taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 & ;;
-    tg-in) RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" run --config "$WORK/tokengate-in.yaml" >/dev/null 2>>"$WORK/tokengate.log" & ;;
-    tg-out) RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" run --config "$WORK/tokengate-out.yaml" >/dev/null 2>>"$WORK/tokengate.log" & ;;
-    nginx-authz) RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" run --config "$WORK/tokengate-authz.yaml" >/dev/null 2>>"$WORK/tokengate.log" & ;;
+    haproxy-2c) taskset -c "$PROXY_CPUS_2C" haproxy -db -f "$WORK/haproxy-2c.cfg" >>"$WORK/haproxy.log" 2>&1 & ;;
+    # tokengate as a user runs it (RUST_LOG unset: info, the access log on);
+    # its workers default to the CPUs taskset leaves it.
+    tg-in) taskset -c "$PROXY_CPU" env -u RUST_LOG "$TG" run --config "$WORK/tokengate-in.yaml" >/dev/null 2>"$WORK/tokengate.stderr" & ;;
+    tg-in-nolog) taskset -c "$PROXY_CPU" env -u RUST_LOG "$TG" --access-log off run --config "$WORK/tokengate-in.yaml" >/dev/null 2>"$WORK/tokengate.stderr" & ;;
+    tg-in-2c) taskset -c "$PROXY_CPUS_2C" env -u RUST_LOG "$TG" run --config "$WORK/tokengate-in.yaml" >/dev/null 2>"$WORK/tokengate.stderr" & ;;
+    tg-out) taskset -c "$PROXY_CPU" env -u RUST_LOG "$TG" run --config "$WORK/tokengate-out.yaml" >/dev/null 2>"$WORK/tokengate.stderr" & ;;
+    nginx-authz) taskset -c "$PROXY_CPU" env -u RUST_LOG "$TG" run --config "$WORK/tokengate-authz.yaml" >/dev/null 2>"$WORK/tokengate.stderr" & ;;
   esac
   PID=$!
   STARTED+=("$PID")
@@ -231,8 +251,8 @@ start_proxy() { # kind → PID (0: nothing started; tokengate's when it runs), F
 ready_proxy() { # kind
   case "$1" in
     nginx) wait_port "$NGINX" ;;
-    haproxy) wait_port "$HAP_PASS" ;;
-    tg-in | tg-out) wait_port "$TG_ADMIN" /readyz ;;
+    haproxy | haproxy-2c) wait_port "$HAP_PASS" ;;
+    tg-in | tg-in-nolog | tg-in-2c | tg-out) wait_port "$TG_ADMIN" /readyz ;;
     nginx-authz) wait_port "$TG_ADMIN" /readyz && wait_port "$NGINX_AUTHZ" /public ;;
   esac
 }
@@ -282,6 +302,11 @@ run_case() { # case conns round
   fi
   if [ "$pid" != 0 ]; then stop_pid "$pid"; fi
   if [ "$FRONT" != 0 ]; then stop_pid "$FRONT"; fi
+  # Everything but the access log (a line per request) is kept.
+  if runs_tokengate "$kind"; then
+    grep -v ' tokengate::access: ' "$WORK/tokengate.stderr" >>"$WORK/tokengate.log" || true
+    rm -f "$WORK/tokengate.stderr"
+  fi
   local line
   line=$(grep '^RESULT' <<<"$out") || { log "$name c$conns: wrk printed no result: $out"; exit 1; }
   local rps p50_us p99_us requests non2xx errors tokens
@@ -307,5 +332,5 @@ for round in $(seq "$ROUNDS"); do
 done
 
 python3 "$HERE/report.py" "$RESULTS" "$ROOT/BENCHMARKS.md" "$ROOT/docs/benchmarks.png" \
-  --duration "$DURATION" --rounds "$ROUNDS"
+  --duration "$DURATION" --rounds "$ROUNDS" --alloc "$WORK/alloc.tsv"
 log "wrote BENCHMARKS.md and docs/benchmarks.png"
