@@ -1,19 +1,21 @@
-//! Listeners: TCP (optionally TLS) → hyper-util `auto` (HTTP/1.1 + h2c / h2 via
-//! ALPN) → a handler, with graceful shutdown and a bounded drain.
+//! Listeners: TCP (optionally TLS) → hyper-util `auto` (HTTP/1.1 + h2c,
+//! told apart by the first bytes), or, when TLS's ALPN has chosen, hyper's
+//! `http1` or `auto` for h2, → a handler, with graceful shutdown and a bounded
+//! drain.
 
 use crate::body::Body;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
+use hyper::server::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::Poll;
@@ -22,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Something that answers requests, with bodies of type `B` (tokengate's
 /// own, unless a library's service answers: tonic's for gRPC `ext_authz`).
@@ -159,8 +162,9 @@ pub async fn serve<H, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = Arc::new(connection_builder(&opts));
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&opts));
+    // The connections being served; each is told to finish at `shutdown`.
+    let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     loop {
         let (stream, peer, slot) = tokio::select! {
@@ -186,25 +190,42 @@ pub async fn serve<H, B>(
             let from = from.clone();
             async move { Ok::<_, std::convert::Infallible>(handler.handle(req, from).await) }
         });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        let closing = shutdown.clone();
         let tls = tls.clone();
         let first_request = opts.header_read_timeout;
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let deadline = tokio::time::Instant::now() + first_request;
             let result = match tls {
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    until_first_request(watcher.watch(conn.into_owned()), deadline, &active).await
+                    let conn = builders
+                        .auto
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn = until_closing(conn, &closing, |c| c.graceful_shutdown());
+                    until_first_request(conn, deadline, &active).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                            until_first_request(watcher.watch(conn.into_owned()), deadline, &active)
+                        // ALPN chose HTTP/1.1: no protocol detection, no
+                        // rewinding reader under every read.
+                        Ok(Ok(tls_stream))
+                            if tls_stream.get_ref().1.alpn_protocol() == Some(b"http/1.1") =>
+                        {
+                            let conn = builders
+                                .http1
+                                .serve_connection(TokioIo::new(tls_stream), service)
+                                .with_upgrades();
+                            let conn = until_closing(conn, &closing, |c| c.graceful_shutdown());
+                            until_first_request(conn, deadline, &active)
                                 .await
+                                .map_err(Into::into)
+                        }
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builders
+                                .auto
+                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                            let conn = until_closing(conn, &closing, |c| c.graceful_shutdown());
+                            until_first_request(conn, deadline, &active).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -220,39 +241,73 @@ pub async fn serve<H, B>(
         });
     }
     drop(listener);
+    connections.close();
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = connections.wait() => {}
         () = tokio::time::sleep(opts.drain) => tracing::warn!("drain timed out; closing remaining connections"),
     }
 }
 
+/// Runs `conn` until it ends; once `closing` fires, `finish` asks it to
+/// complete the requests in flight and close (hyper's graceful shutdown),
+/// and it runs until it has.
+async fn until_closing<C: Future>(
+    conn: C,
+    closing: &CancellationToken,
+    finish: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    let mut conn = pin!(conn);
+    tokio::select! {
+        biased;
+        done = conn.as_mut() => return done,
+        () = closing.cancelled() => finish(conn.as_mut()),
+    }
+    conn.await
+}
+
 /// How each connection is served: HTTP/1.1 with the header-read timeout and
-/// the header size limit, HTTP/2 with keep-alive pings and the same limit.
-fn connection_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        // hyper answers 431 itself when the header block outgrows its read buffer.
-        .max_buf_size(opts.max_header_bytes.max(8192) + 1024);
-    // Hostile h2 callers stay bounded (hyper's and h2's settings, set here so
-    // they are visible): streams open at once per connection; the header list
-    // (which also bounds a CONTINUATION flood: h2 stops reading a header block
-    // past it); streams a caller opens and resets before they are served (the
-    // rapid-reset attack, CVE-2023-44487: past the bound the connection is
-    // closed with GOAWAY); and resets the server itself sends for a caller's
-    // errors.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
-    builder
+/// the header size limit, HTTP/2 with keep-alive pings and the same limit;
+/// `auto` when the first bytes tell which, `http1` when ALPN has.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+}
+
+impl Builders {
+    fn new(opts: &ServeOptions) -> Builders {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        // The same HTTP/1.1 settings on both builders.
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .max_buf_size(http1_buf_size(opts));
+        // Hostile h2 callers stay bounded (hyper's and h2's settings, set here so
+        // they are visible): streams open at once per connection; the header list
+        // (which also bounds a CONTINUATION flood: h2 stops reading a header block
+        // past it); streams a caller opens and resets before they are served (the
+        // rapid-reset attack, CVE-2023-44487: past the bound the connection is
+        // closed with GOAWAY); and resets the server itself sends for a caller's
+        // errors.
+        auto.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .max_buf_size(http1_buf_size(opts));
+        Builders { auto, http1 }
+    }
+}
+
+/// hyper answers 431 itself when the header block outgrows its read buffer.
+fn http1_buf_size(opts: &ServeOptions) -> usize {
+    opts.max_header_bytes.max(8192) + 1024
 }
 
 /// Streams an h2 caller may have open at once on one connection.

@@ -285,6 +285,109 @@ async fn tls_listener_serves_h2_and_http1_via_alpn() {
     s.stop().await;
 }
 
+/// A TLS connection that chose HTTP/1.1 by ALPN is served by hyper's http1
+/// without protocol detection: the header-read timeout still closes a
+/// stalled or a silent one, and at shutdown a request in flight on one
+/// completes and the connection closes, well within the 20 s drain.
+#[tokio::test]
+async fn tls_http1_connections_keep_the_header_read_timeout_and_drain() {
+    use rustls::pki_types::ServerName;
+    use std::sync::Arc;
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_file = temp_file("tls.crt", &cert.cert.pem());
+    let key_file = temp_file("tls.key", &cert.signing_key.serialize_pem());
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "k")],
+        "",
+        &format!(
+            "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\ntimeouts: {{ header_read: 300ms }}",
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .await;
+    s.ready().await;
+    let addr = s.app.as_ref().unwrap().inbound_addr.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client(
+        &[cert.cert.der().clone()],
+        Some("http/1.1"),
+    )));
+    let connect = || async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        tls
+    };
+
+    // One request answered (past the first-request deadline's watch), then a
+    // second whose headers never end: hyper's own header-read timeout.
+    let mut stalled = connect().await;
+    stalled
+        .write_all(
+            b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\nGET /public/y HTTP/1.1\r\nHost: x\r\n",
+        )
+        .await
+        .unwrap();
+    let mut silent = connect().await;
+    for (what, conn, answered) in [
+        ("stalled", &mut stalled, true),
+        ("silent", &mut silent, false),
+    ] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "{what}: the server closed the connection");
+        let text = String::from_utf8_lossy(&buf);
+        if answered {
+            assert!(text.starts_with("HTTP/1.1 200"), "{what}: {text}");
+            assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{what}: {text}");
+        } else {
+            assert!(
+                buf.is_empty() || text.starts_with("HTTP/1.1 408"),
+                "{what}: {text}"
+            );
+        }
+    }
+    assert_eq!(s.echo.hits(), 1);
+
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(connect().await))
+        .await
+        .unwrap();
+    let closed = tokio::spawn(conn);
+    let req = Request::get("/public/slow?delay_ms=800")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let in_flight = tokio::spawn(sender.send_request(req));
+    for _ in 0..500 {
+        if s.echo.hits() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.echo.hits(), 2, "the slow request reached the app");
+    let stopped = tokio::spawn(s.stop());
+    let resp = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .expect("the request in flight was answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.into_body().collect().await.unwrap();
+    let closing = tokio::time::timeout(Duration::from_secs(5), closed).await;
+    assert!(
+        closing.is_ok(),
+        "the connection closed after its last request"
+    );
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("shutdown waited only for the request in flight")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn clients_that_stall_while_sending_headers_are_disconnected() {
     let s = Stack::start(
