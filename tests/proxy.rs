@@ -225,20 +225,7 @@ async fn tls_listener_serves_h2_and_http1_via_alpn() {
     use rustls::pki_types::ServerName;
     use std::sync::Arc;
 
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_file = temp_file("tls.crt", &cert.cert.pem());
-    let key_file = temp_file("tls.key", &cert.signing_key.serialize_pem());
-    let s = Stack::start(
-        vec![SigningKey::generate(KeyKind::Rs256, "k")],
-        "",
-        &format!(
-            "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}",
-            cert_file.display(),
-            key_file.display()
-        ),
-    )
-    .await;
-    s.ready().await;
+    let (s, cert) = tls_stack("").await;
     let addr = s.app.as_ref().unwrap().inbound_addr.unwrap();
     let token = s.issuer.mint(json!({ "scope": "orders:read" }));
 
@@ -294,20 +281,7 @@ async fn tls_http1_connections_keep_the_header_read_timeout_and_drain() {
     use rustls::pki_types::ServerName;
     use std::sync::Arc;
 
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_file = temp_file("tls.crt", &cert.cert.pem());
-    let key_file = temp_file("tls.key", &cert.signing_key.serialize_pem());
-    let s = Stack::start(
-        vec![SigningKey::generate(KeyKind::Rs256, "k")],
-        "",
-        &format!(
-            "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\ntimeouts: {{ header_read: 300ms }}",
-            cert_file.display(),
-            key_file.display()
-        ),
-    )
-    .await;
-    s.ready().await;
+    let (s, cert) = tls_stack("timeouts: { header_read: 300ms }").await;
     let addr = s.app.as_ref().unwrap().inbound_addr.unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client(
         &[cert.cert.der().clone()],
@@ -499,6 +473,27 @@ async fn max_connections_bounds_concurrent_connections() {
         .unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
     s.stop().await;
+}
+
+/// A ready stack whose inbound listener serves TLS with a fresh self-signed
+/// `localhost` certificate (returned, for clients to trust), plus `extra`
+/// config.
+async fn tls_stack(extra: &str) -> (Stack, rcgen::CertifiedKey<rcgen::KeyPair>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_file = temp_file("tls.crt", &cert.cert.pem());
+    let key_file = temp_file("tls.key", &cert.signing_key.serialize_pem());
+    let s = Stack::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "k")],
+        "",
+        &format!(
+            "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n{extra}",
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .await;
+    s.ready().await;
+    (s, cert)
 }
 
 /// A TLS client trusting exactly `trust`, offering `alpn` if given.
