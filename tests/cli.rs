@@ -151,6 +151,60 @@ async fn verify_explains_each_check() {
     );
 }
 
+/// With no `--path` the request is `GET /`, which no rule takes: the decision
+/// is the proxy's (no rule → 403, exit 1), and a line after it still says what
+/// is wrong with the token itself — or that it is valid.
+#[tokio::test]
+async fn verify_judges_the_token_even_when_the_decision_stops_before_it() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let config = temp_file(
+        "verify-no-path.yaml",
+        &config_yaml(&issuer.issuer, "http://127.0.0.1:1", "", ""),
+    );
+    let config = config.to_str().unwrap().to_string();
+    let expired_at = unix_now() - 3600;
+    let mut other = issuer.mint(json!({ "scope": "orders:read" }));
+    other.replace_range(other.len() - 4.., "AAAA");
+    let cases = [
+        (
+            issuer.mint(json!({ "exp": expired_at })),
+            format!("FAIL expired: token expired at {expired_at}"),
+        ),
+        (
+            issuer.mint(json!({ "aud": "someone-else" })),
+            "FAIL wrong_audience: audience does not match".to_string(),
+        ),
+        (
+            other,
+            "FAIL bad_signature: signature does not verify".to_string(),
+        ),
+        (
+            issuer.mint(json!({ "scope": "orders:read" })),
+            format!("valid, issuer {}, scopes [orders:read]", issuer.issuer),
+        ),
+    ];
+    for (token, says) in cases {
+        let config = config.clone();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            run(&["verify", "--config", &config, "--token", &token])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 1, "{stdout}{stderr}");
+        let (decided, after) = stdout
+            .split_once("decision: 403 access_denied\n")
+            .unwrap_or_else(|| panic!("the decision stays the proxy's: {stdout}"));
+        assert!(decided.contains("no rule matches"), "{stdout}");
+        assert!(
+            after.starts_with(&format!("token (not reached by the decision): {says}"))
+                && after.lines().count() == 1,
+            "{stdout}"
+        );
+    }
+}
+
 /// Polls `url` until it stops answering 503 (bounded), returning the last status.
 async fn once_serving(url: &str, token: Option<&str>) -> StatusCode {
     let mut status = StatusCode::SERVICE_UNAVAILABLE;

@@ -7,7 +7,8 @@ use crate::error::Denial;
 use crate::inbound::bearer::token_text;
 use crate::inbound::decide::{Allowed, Decision, Policy, Step, Verdict};
 use crate::inbound::jwks::{unix_now, Jwks};
-use crate::inbound::verify::Trace;
+use crate::inbound::reject::Reject;
+use crate::inbound::verify::{Trace, VerifiedToken, Verifier};
 use crate::metrics::Metrics;
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
 use hyper::Request;
@@ -116,26 +117,51 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
     }
     // Decided as a serving proxy decides: an issuer whose keys could not be
     // fetched fails its own tokens (503), as keys past their stale bound do.
-    let decision = match policy.decide(&mut req, true) {
-        Step::Done(decision) => decision,
+    let (decision, token_reached) = match policy.decide(&mut req, true) {
+        Step::Done(decision) => (decision, false),
         Step::Verify(pending) => {
             explain_rule(&policy, pending.rule());
             let verified = token_text(pending.token).and_then(|text| {
                 verifier.verify_traced(text, &jwks.snapshot(), unix_now(), &mut Explain)
             });
             if let Ok(v) = &verified {
-                let scopes: Vec<&str> = v.scopes().collect();
-                println!(
-                    "  ok    {:<14} issuer {}, scopes [{}]",
-                    "token",
-                    verifier.issuer_name(v.issuer),
-                    scopes.join(" ")
-                );
+                println!("  ok    {:<14} {}", "token", identity(&verifier, v));
             }
-            pending.finish(verified.map(Arc::new))
+            (pending.finish(verified.map(Arc::new)), true)
         }
     };
-    explain_decision(&policy, &decision, allowed)
+    let code = explain_decision(&policy, &decision, allowed);
+    // The decision stopped before the token (no rule, an anonymous route, a
+    // refused request): say what the token itself would meet, apart from it.
+    if let (Some(token), false) = (&token, token_reached) {
+        let alone = verifier.verify(token, &jwks.snapshot(), unix_now());
+        println!("{}", token_alone(&verifier, alone.as_ref()));
+    }
+    code
+}
+
+/// PURE: the line after the decision for a token the decision did not reach.
+fn token_alone(verifier: &Verifier, verified: Result<&VerifiedToken, &Reject>) -> String {
+    match verified {
+        Ok(v) => format!(
+            "token (not reached by the decision): valid, {}",
+            identity(verifier, v)
+        ),
+        Err(reject) => format!(
+            "token (not reached by the decision): FAIL {}: {reject}",
+            reject.reason()
+        ),
+    }
+}
+
+/// PURE: who a verified token speaks for, as `verify` prints it.
+fn identity(verifier: &Verifier, token: &VerifiedToken) -> String {
+    let scopes: Vec<&str> = token.scopes().collect();
+    format!(
+        "issuer {}, scopes [{}]",
+        verifier.issuer_name(token.issuer),
+        scopes.join(" ")
+    )
 }
 
 /// Why a `verify` request could not be built.
