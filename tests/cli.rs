@@ -82,6 +82,100 @@ fn check_summarizes_both_directions() {
     }
 }
 
+/// Files a config names may exist only in the pod (a mounted Secret, a
+/// projected token): offline, `check` warns about each and exits 0 — the
+/// shipped outbound example included; `--online` reads them and fails.
+/// A file that is there but wrong still fails offline.
+#[test]
+fn check_offline_warns_about_files_that_exist_only_where_it_runs() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/outbound-sidecar/tokengate.yaml"
+    );
+    let (code, stdout, stderr) = run(&["check", "--config", example]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(
+        stderr.contains("warning: /var/run/secrets/reports-client/client-secret does not exist"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let gone = |name: &str| dir.path().join("mounted").join(name).display().to_string();
+    let yaml = format!(
+        r#"inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://127.0.0.1:1"
+  issuers:
+    - issuer: "https://issuer.example"
+      jwks_uri: "https://issuer.example/jwks.json"
+      jwks_bearer_token_file: {bearer}
+      audiences: [api]
+      tls: {{ ca_file: {ca} }}
+  rules:
+    - {{ path: /, allow: anonymous }}
+outbound:
+  listen: "127.0.0.1:0"
+  tls: {{ cert_file: {cert}, key_file: {key} }}
+  routes:
+    - {{ host: "*", upstream: "https://api.example", token: secret }}
+  tokens:
+    secret:
+      kind: client_credentials
+      token_url: "https://idp.example/token"
+      client_id: app
+      client_secret_file: {secret}
+    signed:
+      kind: client_credentials
+      token_url: "https://idp.example/token"
+      client_id: app
+      client_auth: private_key_jwt
+      private_key_file: {private}
+"#,
+        bearer = gone("bearer"),
+        ca = gone("ca.crt"),
+        cert = gone("tls.crt"),
+        key = gone("tls.key"),
+        secret = gone("client-secret"),
+        private = gone("key.pem"),
+    );
+    let config = temp_file("absent-files.yaml", &yaml);
+    let config = config.to_str().unwrap();
+    let (code, stdout, stderr) = run(&["check", "--config", config]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for name in [
+        "bearer",
+        "ca.crt",
+        "tls.crt",
+        "tls.key",
+        "client-secret",
+        "key.pem",
+    ] {
+        let warning = format!("warning: {} does not exist here", gone(name));
+        assert!(stderr.contains(&warning), "missing {warning:?} in {stderr}");
+    }
+    assert!(stdout.contains("token signed"), "{stdout}");
+
+    let (code, _, stderr) = run(&["check", "--online", "--config", config]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("client-secret") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+
+    // There but not a certificate: validated as before.
+    let not_pem = temp_file("not-a-cert.pem", "hello");
+    let wrong = yaml.replace(&gone("ca.crt"), not_pem.to_str().unwrap());
+    assert_ne!(wrong, yaml);
+    let wrong = temp_file("wrong-file.yaml", &wrong);
+    let (code, _, stderr) = run(&["check", "--config", wrong.to_str().unwrap()]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("inbound.issuers[0].tls.ca_file"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn run_exits_1_when_it_cannot_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

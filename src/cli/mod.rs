@@ -4,7 +4,7 @@ mod online;
 mod verify;
 
 use crate::access_log;
-use crate::config::{Access, Config, GuardConfig, KeySource, Mode, UpstreamProtocol};
+use crate::config::{AbsentFiles, Access, Config, GuardConfig, KeySource, Mode, UpstreamProtocol};
 use crate::watch::ConfigWatch;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -397,11 +397,32 @@ fn print_guard(guard: &GuardConfig) {
 }
 
 async fn check(path: &Path, online: bool) -> ExitCode {
-    let config = match load(path) {
+    // Offline, files that exist only where tokengate runs (a mounted Secret,
+    // a projected token) are warned about, not refused; online reads them.
+    let absent = if online {
+        AbsentFiles::Refuse
+    } else {
+        AbsentFiles::StandIn
+    };
+    let config = match Config::load_with(path, absent) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("tokengate: invalid config {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     println!("{}: OK", path.display());
+    if !online {
+        for file in crate::watch::named_files(path).iter().skip(1) {
+            if crate::config::is_absent(file) {
+                eprintln!(
+                    "tokengate: warning: {} does not exist here; it must where tokengate runs \
+                     (`check --online` reads it)",
+                    file.display()
+                );
+            }
+        }
+    }
     println!("admin    {}", config.admin.listen);
     match &config.inbound {
         Some(i) => {

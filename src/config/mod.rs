@@ -322,9 +322,30 @@ impl ConfigError {
     }
 }
 
+/// How validation takes a file the config names that does not exist here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbsentFiles {
+    /// An error at its field: the config is loaded to run.
+    Refuse,
+    /// Stood in for (an empty secret, no key, no extra certificates):
+    /// `tokengate check` offline, on a machine without the pod's mounted
+    /// Secrets. A config loaded so is only ever printed, never served.
+    StandIn,
+}
+
+/// Whether nothing exists at `file` (unlike an unreadable file, which is there).
+pub fn is_absent(file: &Path) -> bool {
+    std::fs::metadata(file).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, AbsentFiles::Refuse)
+    }
+
+    /// [`Config::load`], taking absent files as `absent` says.
+    pub fn load_with(path: &Path, absent: AbsentFiles) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
@@ -333,7 +354,7 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        Self::from_yaml(&text, &file, &|k| std::env::var(k).ok())
+        Self::validate(&text, &file, &|k| std::env::var(k).ok(), absent)
     }
 
     /// Parses and validates YAML text; `env` resolves `${VAR}` (injected for tests).
@@ -342,6 +363,15 @@ impl Config {
         file: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::validate(text, file, env, AbsentFiles::Refuse)
+    }
+
+    fn validate(
+        text: &str,
+        file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        absent: AbsentFiles,
+    ) -> Result<Config, ConfigError> {
         let (raw, unknown_fields) = parse::parse_raw(text).map_err(|errors| ConfigError {
             file: file.to_string(),
             errors,
@@ -349,6 +379,7 @@ impl Config {
         let mut v = Validator {
             errors: Vec::new(),
             env,
+            absent,
         };
         let config = v.config(raw);
         v.errors.splice(0..0, unknown_fields);
@@ -366,9 +397,16 @@ impl Config {
 struct Validator<'a> {
     errors: Vec<FieldError>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    absent: AbsentFiles,
 }
 
 impl Validator<'_> {
+    /// Whether `file` is to be stood in for: it does not exist, and this
+    /// validation stands in for absent files ([`AbsentFiles::StandIn`]).
+    fn stand_in(&self, file: &str) -> bool {
+        self.absent == AbsentFiles::StandIn && is_absent(Path::new(file))
+    }
+
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(FieldError {
             path: path.into(),
@@ -425,6 +463,9 @@ impl Validator<'_> {
             (None, Some(f)) => {
                 let p = format!("{path}.{field}_file");
                 let f = self.text(&p, f)?;
+                if self.stand_in(&f) {
+                    return Some(Secret::new(Vec::new()));
+                }
                 match std::fs::read(&f) {
                     Ok(bytes) => Some(Secret::new(trim_newline(bytes))),
                     Err(e) => {

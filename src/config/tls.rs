@@ -27,6 +27,10 @@ impl Validator<'_> {
                 let chain = self.certificates(&format!("{path}.cert_file"), cert)?;
                 let field = format!("{path}.key_file");
                 let key = self.text(&field, key)?;
+                if chain.is_empty() || self.stand_in(&key) {
+                    // Stood in for: no client certificate.
+                    return self.tls_config(path, roots, None);
+                }
                 match PrivateKeyDer::from_pem_file(&key) {
                     Ok(der) => Some((chain, der)),
                     Err(e) => {
@@ -43,6 +47,15 @@ impl Validator<'_> {
                 return None;
             }
         };
+        self.tls_config(path, roots, identity)
+    }
+
+    fn tls_config(
+        &mut self,
+        path: &str,
+        roots: Vec<CertificateDer<'static>>,
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Option<Arc<rustls::ClientConfig>> {
         match crate::client::client_tls(&roots, identity) {
             Ok(config) => Some(Arc::new(config)),
             Err(e) => {
@@ -52,9 +65,13 @@ impl Validator<'_> {
         }
     }
 
-    /// The PEM certificates in the file `file` names (at least one).
+    /// The PEM certificates in the file `file` names (at least one; none when
+    /// the file is stood in for).
     fn certificates(&mut self, field: &str, file: &str) -> Option<Vec<CertificateDer<'static>>> {
         let file = self.text(field, file)?;
+        if self.stand_in(&file) {
+            return Some(Vec::new());
+        }
         match CertificateDer::pem_file_iter(&file).and_then(|it| it.collect::<Result<Vec<_>, _>>())
         {
             Ok(certs) if !certs.is_empty() => Some(certs),
