@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::HeaderMap;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -46,6 +47,43 @@ impl GiveBack for NotPooled {
 /// connection it came on, to its pool.
 pub trait GiveBack: Send + Sync {
     fn give_back(self: Box<Self>);
+
+    /// The body's trailers, as they pass through (gRPC's status is there).
+    fn trailers(&mut self, _trailers: &HeaderMap) {}
+}
+
+/// Calls `seen` with the trailers of an upstream response's body as they
+/// pass through to the caller. A body not from an upstream has none to watch.
+pub fn watch_trailers(body: &mut Body, seen: impl FnOnce(&HeaderMap) + Send + Sync + 'static) {
+    if let Either::Left(Streamed {
+        lease: Some(lease), ..
+    }) = body
+    {
+        let inner = std::mem::replace(lease, Box::new(NotPooled));
+        *lease = Box::new(Watched {
+            inner,
+            seen: Some(seen),
+        });
+    }
+}
+
+/// A lease whose body's trailers someone watches.
+struct Watched<F> {
+    inner: Box<dyn GiveBack>,
+    seen: Option<F>,
+}
+
+impl<F: FnOnce(&HeaderMap) + Send + Sync> GiveBack for Watched<F> {
+    fn give_back(self: Box<Self>) {
+        self.inner.give_back();
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(seen) = self.seen.take() {
+            seen(trailers);
+        }
+        self.inner.trailers(trailers);
+    }
 }
 
 impl hyper::body::Body for Streamed {
@@ -57,8 +95,16 @@ impl hyper::body::Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-        if let (Some(Err(e)), Some(_)) = (&frame, &self.lease) {
-            tracing::warn!(error = %e, "upstream response body failed; the caller's response is cut short");
+        match (&frame, &mut self.lease) {
+            (Some(Err(e)), Some(_)) => {
+                tracing::warn!(error = %e, "upstream response body failed; the caller's response is cut short");
+            }
+            (Some(Ok(frame)), Some(lease)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    lease.trailers(trailers);
+                }
+            }
+            _ => {}
         }
         // A chunked body's end shows only here, as the last (empty) poll.
         if frame.is_none() {

@@ -388,6 +388,149 @@ outbound:
     proxy.shutdown().await;
 }
 
+/// The gRPC C-core server of `tests/grpcio/server.py` (Debian's
+/// python3-grpcio, installed when missing), read line by line.
+struct CCoreApp {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    port: u16,
+}
+
+impl CCoreApp {
+    fn start() -> CCoreApp {
+        let python = support::process::debian_package(
+            "python3-grpcio",
+            || {
+                std::process::Command::new("/usr/bin/python3")
+                    .args(["-c", "import grpc"])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                    .then(|| "/usr/bin/python3".into())
+            },
+            "the gRPC C-core test",
+        );
+        let mut child = std::process::Command::new(python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/grpcio/server.py"
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut app = CCoreApp {
+            child,
+            stdin,
+            lines,
+            port: 0,
+        };
+        app.port = app.next().strip_prefix("port ").unwrap().parse().unwrap();
+        app
+    }
+
+    /// The server's next line (bounded wait).
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a line from the grpcio server")
+    }
+
+    /// Revokes the last call's token; its refusals are sent as `form`.
+    fn revoke(&mut self, form: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "revoke {form}").unwrap();
+        assert_eq!(self.next(), format!("revoked {form}"));
+    }
+}
+
+impl Drop for CCoreApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Outbound over h2c (`protocol: h2`) to a gRPC C-core server: its
+/// UNAUTHENTICATED drops the token and renews it like a 401, whether it comes
+/// trailers-only or as response headers followed by trailers
+/// (`grpc-status: 16`); the next call carries a new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_c_core_unauthenticated_renews_the_token_in_either_form() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let mut app = tokio::task::spawn_blocking(CCoreApp::start).await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+outbound:
+  listen: "127.0.0.1:0"
+  routes:
+    - {{ host: "*", upstream: "http://127.0.0.1:{port}", protocol: h2, token: app }}
+  tokens:
+    app:
+      kind: client_credentials
+      token_url: "{token_url}"
+      client_id: demo-app
+      client_secret: demo-app-secret
+"#,
+        port = app.port,
+        token_url = issuer.token_url(),
+    );
+    let proxy = start_yaml(&yaml).await;
+    wait_ready(&proxy).await;
+    let endpoint =
+        Endpoint::from_shared(format!("http://{}", proxy.outbound_addr.unwrap())).unwrap();
+    let mut client = HealthClient::new(endpoint.connect().await.unwrap());
+    let call_seen = |line: String, outcome: &str| {
+        let (token, got) = line
+            .strip_prefix("call ")
+            .and_then(|rest| rest.rsplit_once(' '))
+            .unwrap_or_else(|| panic!("not a call line: {line}"));
+        assert_eq!(got, outcome, "{line}");
+        assert!(token.starts_with("Bearer ey"), "{line}");
+        token.to_string()
+    };
+
+    for form in ["trailers-only", "after-headers"] {
+        let answer = client.check(check_request(None)).await.unwrap();
+        assert_eq!(answer.get_ref().status(), ServingStatus::Serving);
+        let token = call_seen(app.next(), "served");
+        let fetched = issuer.token_calls().len();
+
+        app.revoke(form);
+        let status = client.check(check_request(None)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{form}: {status:?}");
+        // The form C-core sent: only the second had a head of its own.
+        let head = status.metadata().get("x-refusal").is_some();
+        assert_eq!(head, form == "after-headers", "{form}: {status:?}");
+        assert_eq!(call_seen(app.next(), form), token);
+
+        // The very next call: a new token, fetched once.
+        let answer = client.check(check_request(None)).await.unwrap();
+        assert_eq!(answer.get_ref().status(), ServingStatus::Serving, "{form}");
+        let next = call_seen(app.next(), "served");
+        assert_ne!(next, token, "{form}: the refused token was sent again");
+        assert_eq!(issuer.token_calls().len(), fetched + 1, "{form}");
+    }
+    proxy.shutdown().await;
+}
+
 /// `grpc-timeout` bounds the wait for the upstream's answer and never extends
 /// `timeouts.upstream_response`; its expiry is DEADLINE_EXCEEDED.
 #[tokio::test]

@@ -2,21 +2,22 @@
 //! route (limits; the route by host: absolute-form target or `Host`, `*`
 //! fallback) → forward (hop-by-hop headers and the app's `Authorization` out;
 //! token: the route's current one in) → on a `retry_on` status, one replay with
-//! a newer token when the body was small enough to keep → complete (one point
-//! records every outcome).
+//! a newer token when the body was small enough to keep (a gRPC
+//! UNAUTHENTICATED in the trailers, seen as the body passes, renews it for the
+//! next request) → complete (one point records every outcome).
 
 pub mod renew;
 pub mod schedule;
 pub mod source;
 pub mod token;
 
-use crate::body::{full, streamed, Body};
+use crate::body::{full, streamed, watch_trailers, Body};
 use crate::client::HttpClient;
 use crate::config::OutboundConfig;
 use crate::error::{Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
 use crate::metrics::{Metrics, RouteCounters};
-use crate::respond::{complete, Exchange};
+use crate::respond::{complete, Exchange, Protocol};
 use crate::server::Downstream;
 use crate::server::Handler;
 use crate::upstream::{Direction, Upstream, UpstreamUrlError};
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
-use hyper::{Request, Response};
+use hyper::{HeaderMap, Request, Response};
 use prometheus::Histogram;
 use renew::spawn_renewal;
 use std::sync::Arc;
@@ -201,7 +202,13 @@ impl Outbound {
                 .size_hint()
                 .upper()
                 .is_some_and(|n| n <= self.max_retry_body_bytes as u64);
-        if !replayable {
+        // A gRPC answer may refuse the token after its head, in its trailers.
+        let grpc = source.retry_on.contains(&401)
+            && Protocol::of(req.method(), req.headers()) == Protocol::Grpc;
+        let mut answer = if replayable {
+            self.forward_replayable(route, source, &token, req, from, hop)
+                .await?
+        } else {
             let answer = route
                 .upstream
                 .forward(req.map(streamed), from, hop, None)
@@ -210,10 +217,17 @@ impl Outbound {
                 // Cannot replay this body, but the app's own retry should get a new token.
                 source.cell.request_renewal(token.generation);
             }
-            return Ok(answer);
+            answer
+        };
+        if grpc {
+            let (cell, generation) = (source.cell.clone(), token.generation);
+            watch_trailers(answer.body_mut(), move |trailers| {
+                if grpc_unauthenticated(trailers) {
+                    cell.request_renewal(generation);
+                }
+            });
         }
-        self.forward_replayable(route, source, &token, req, from, hop)
-            .await
+        Ok(answer)
     }
 
     /// Phase token: the source's current token; only before the first one, or
@@ -401,16 +415,19 @@ fn route_host<B>(req: &Request<B>) -> &str {
 
 /// PURE: the upstream's answer refuses the token, by a `retry_on` status. A
 /// gRPC UNAUTHENTICATED (a trailers-only answer: HTTP 200 with
-/// `grpc-status: 16` in the headers) counts as a 401.
+/// `grpc-status: 16` in the headers) counts as a 401; so does one in the
+/// trailers after a head, which only the body shows (`watch_trailers`).
 fn refuses_token<B>(retry_on: &[u16], answer: &Response<B>) -> bool {
     let status = answer.status().as_u16();
     retry_on.contains(&status)
-        || status == 200
-            && retry_on.contains(&401)
-            && answer
-                .headers()
-                .get(&crate::respond::GRPC_STATUS)
-                .is_some_and(|code| code == "16")
+        || status == 200 && retry_on.contains(&401) && grpc_unauthenticated(answer.headers())
+}
+
+/// PURE: headers or trailers saying gRPC UNAUTHENTICATED (`grpc-status: 16`).
+fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
+    headers
+        .get(&crate::respond::GRPC_STATUS)
+        .is_some_and(|code| code == "16")
 }
 
 #[cfg(test)]

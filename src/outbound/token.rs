@@ -25,6 +25,10 @@ struct State {
     attempts: u64,
     /// Why the last fetch failed; cleared when a token is published.
     last_error: Option<Arc<str>>,
+    /// The upstream refused the current token: no request is given it while
+    /// a newer one is fetched. Cleared by the next attempt, so a failed fetch
+    /// hands the refused token out again rather than none.
+    refused: bool,
 }
 
 /// The current token of one source.
@@ -43,13 +47,15 @@ impl TokenCell {
         })
     }
 
-    /// The current token if it has not expired.
+    /// The current token if it has not expired and the upstream has not refused it.
     pub fn usable(&self) -> Option<Arc<Token>> {
-        usable(&self.state.borrow().token)
+        usable(&self.state.borrow())
     }
 
+    /// A token is held and has not expired (one the upstream refused counts:
+    /// a newer one is on its way).
     pub fn is_ready(&self) -> bool {
-        self.usable().is_some()
+        unexpired(&self.state.borrow().token).is_some()
     }
 
     /// Seconds until the current token expires (negative once expired); `None` before the first.
@@ -64,16 +70,16 @@ impl TokenCell {
         })
     }
 
-    /// The upstream refused token `rejected`: ask for an early fetch, unless a
-    /// newer token has already replaced it.
+    /// The upstream refused token `rejected`: unless a newer token has
+    /// already replaced it, stop handing it out and ask for an early fetch.
     pub fn request_renewal(&self, rejected: u64) {
-        let current = self
-            .state
-            .borrow()
-            .token
-            .as_ref()
-            .map_or(0, |t| t.generation);
-        if current <= rejected {
+        let refused = self.state.send_if_modified(|s| {
+            let current = s.token.as_ref().map_or(0, |t| t.generation);
+            let refused = current <= rejected;
+            s.refused |= refused && current > 0;
+            refused
+        });
+        if refused {
             self.wake.notify_one();
         }
     }
@@ -84,7 +90,7 @@ impl TokenCell {
     /// attempt finishes without a newer token.
     pub async fn newer_than(&self, after: u64, wait: Duration) -> Option<Arc<Token>> {
         let mut rx = self.state.subscribe();
-        let newer = |s: &State| usable(&s.token).filter(|t| t.generation > after);
+        let newer = |s: &State| usable(s).filter(|t| t.generation > after);
         let attempts_before = {
             let s = rx.borrow_and_update();
             if let Some(t) = newer(&s) {
@@ -122,12 +128,16 @@ impl TokenCell {
             }));
             s.attempts += 1;
             s.last_error = None;
+            s.refused = false;
         });
     }
 
     /// An attempt that published nothing new (an unchanged token file).
     pub(super) fn attempt_failed(&self) {
-        self.state.send_modify(|s| s.attempts += 1);
+        self.state.send_modify(|s| {
+            s.attempts += 1;
+            s.refused = false;
+        });
     }
 
     /// An attempt that failed, and why (`/readyz` says it).
@@ -135,6 +145,7 @@ impl TokenCell {
         self.state.send_modify(|s| {
             s.attempts += 1;
             s.last_error = Some(error.into());
+            s.refused = false;
         });
     }
 
@@ -143,8 +154,12 @@ impl TokenCell {
     }
 }
 
-fn usable(token: &Option<Arc<Token>>) -> Option<Arc<Token>> {
+fn unexpired(token: &Option<Arc<Token>>) -> Option<Arc<Token>> {
     token.clone().filter(|t| t.expires_at > Instant::now())
+}
+
+fn usable(s: &State) -> Option<Arc<Token>> {
+    unexpired(&s.token).filter(|_| !s.refused)
 }
 
 #[cfg(test)]
@@ -179,6 +194,28 @@ mod tests {
             Instant::now() + Duration::from_secs(60),
         );
         assert_eq!(waiter.await.unwrap().unwrap().generation, 2);
+    }
+
+    #[test]
+    fn a_refused_token_is_not_handed_out_until_the_next_attempt() {
+        let cell = TokenCell::new("t");
+        let later = Instant::now() + Duration::from_secs(60);
+        cell.publish(HeaderValue::from_static("Bearer one"), later);
+        cell.request_renewal(1);
+        assert!(
+            cell.usable().is_none(),
+            "refused: requests wait for a newer one"
+        );
+        assert!(cell.is_ready(), "still ready: a newer token is on its way");
+        // The fetch fails: the refused token is the best there is again.
+        cell.fetch_failed("token server down");
+        assert_eq!(cell.usable().unwrap().generation, 1);
+        cell.request_renewal(1);
+        cell.publish(HeaderValue::from_static("Bearer two"), later);
+        assert_eq!(cell.usable().unwrap().generation, 2);
+        // A refusal of a replaced token changes nothing.
+        cell.request_renewal(1);
+        assert_eq!(cell.usable().unwrap().generation, 2);
     }
 
     #[test]

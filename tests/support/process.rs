@@ -150,6 +150,7 @@ pub fn debian_package(
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    eprintln!("installing Debian's {package} with apt-get, for {needed_by}");
     let mut install = Command::new(if root { "apt-get" } else { "sudo" });
     if !root {
         install.args(["-n", "apt-get"]);
