@@ -1,10 +1,12 @@
 //! Command line: `run`, `check`, `verify`, `token`, `demo`.
 
+mod check;
 mod online;
+mod token;
 mod verify;
 
 use crate::access_log;
-use crate::config::{AbsentFiles, Access, Config, GuardConfig, KeySource, Mode, UpstreamProtocol};
+use crate::config::{AbsentFiles, Config};
 use crate::watch::ConfigWatch;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -12,9 +14,60 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a bad config or bad usage (EX_USAGE).
-pub const EXIT_CONFIG: u8 = 64;
+const EXIT_CONFIG: u8 = 64;
 /// Exit code for a start-up failure (and a request `verify` would not forward).
-pub const EXIT_FAILURE: u8 = 1;
+const EXIT_FAILURE: u8 = 1;
+
+/// Why a command did not succeed; [`exit`] is the one place that says it and
+/// picks the exit code.
+#[derive(Debug)]
+pub enum Failed {
+    /// Bad usage or config: exit 64.
+    Usage(String),
+    /// The command could not do its job (start-up, a fetch): exit 1.
+    Run(String),
+    /// The command's own output has said why (a request `verify` would not
+    /// forward, a `check --online` FAIL): exit 1, nothing more printed.
+    Said,
+    /// Arguments clap refused (64), or `--help` and `--version` (0).
+    Args(clap::Error),
+}
+
+/// The exit code of a command's result, its error said on stderr.
+fn exit(result: Result<(), Failed>) -> ExitCode {
+    let (code, message) = match result {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(Failed::Usage(why)) => (EXIT_CONFIG, Some(why)),
+        Err(Failed::Run(why)) => (EXIT_FAILURE, Some(why)),
+        Err(Failed::Said) => (EXIT_FAILURE, None),
+        Err(Failed::Args(e)) => {
+            // --help and --version print to stdout and succeed.
+            let _ = e.print();
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            return ExitCode::from(code);
+        }
+    };
+    if let Some(why) = message {
+        eprintln!("tokengate: {why}");
+    }
+    ExitCode::from(code)
+}
+
+/// The binary: arguments → logging → runtime → command → exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit(Err(Failed::Args(e))),
+    };
+    cli.init_logging();
+    let result = match cli.runtime() {
+        Ok(rt) => rt.block_on(cli.command.run()),
+        Err(e) => Err(Failed::Run(format!("cannot start the runtime: {e}"))),
+    };
+    // The access log's last lines, written by its own thread.
+    access_log::close();
+    exit(result)
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -119,7 +172,7 @@ impl Cli {
     /// The async runtime for this command: single-threaded for one worker (a
     /// work-stealing pool would have nothing to steal and only add cross-thread
     /// wake-ups, which is why linkerd2-proxy does the same), multi-threaded otherwise.
-    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+    fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let workers = self.workers.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get()),
             usize::from,
@@ -137,7 +190,7 @@ impl Cli {
     /// Logging to stderr: `tracing` for events, and, when on and not filtered
     /// out (`tokengate::access=off`, or a level above info), the access log,
     /// written off the request path ([`crate::access_log`]).
-    pub fn init_logging(&self) {
+    fn init_logging(&self) {
         use tracing_subscriber::EnvFilter;
         let directives = std::env::var("RUST_LOG")
             .ok()
@@ -182,11 +235,13 @@ impl Cli {
             }
         }
     }
+}
 
-    pub async fn run(self) -> ExitCode {
-        match self.command {
+impl Command {
+    async fn run(self) -> Result<(), Failed> {
+        match self {
             Command::Run { config } => run(&config).await,
-            Command::Check { config, online } => check(&config, online).await,
+            Command::Check { config, online } => check::check(&config, online).await,
             Command::Verify {
                 config,
                 token,
@@ -204,42 +259,32 @@ impl Cli {
                 };
                 verify::verify(&config, asked).await
             }
-            Command::Token { config, name } => token(&config, &name).await,
+            Command::Token { config, name } => token::token(&config, &name).await,
             Command::Demo => {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
-                match crate::demo::run_demo(shutdown).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("tokengate demo: {e}");
-                        ExitCode::from(EXIT_FAILURE)
-                    }
-                }
+                crate::demo::run_demo(shutdown)
+                    .await
+                    .map_err(|e| Failed::Run(format!("demo: {e}")))
             }
         }
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        eprintln!("tokengate: invalid config {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+fn load(path: &Path) -> Result<Config, Failed> {
+    load_with(path, AbsentFiles::Refuse)
 }
 
-async fn run(path: &Path) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+fn load_with(path: &Path, absent: AbsentFiles) -> Result<Config, Failed> {
+    Config::load_with(path, absent).map_err(|e| Failed::Usage(format!("invalid config {e}")))
+}
+
+async fn run(path: &Path) -> Result<(), Failed> {
+    let config = load(path)?;
     let shutdown = CancellationToken::new();
-    let mut app = match crate::start(&config, shutdown.clone()).await {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("tokengate: cannot start: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
+    let mut app = crate::start(&config, shutdown.clone())
+        .await
+        .map_err(|e| Failed::Run(format!("cannot start: {e}")))?;
     // Reloads on SIGHUP and when the config file, or a file it names, changes.
     let mut watch = ConfigWatch::new(path);
     let stop = cancel_on_signal(shutdown.clone());
@@ -259,7 +304,7 @@ async fn run(path: &Path) -> ExitCode {
     }
     tracing::info!("shutting down: draining in-flight requests");
     app.wait().await;
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Re-reads and validates the file and applies it; an invalid one is rejected
@@ -333,223 +378,4 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
     shutdown.cancel();
-}
-
-/// `  protocol h2` when an upstream's protocol is not its URL's default;
-/// nothing otherwise.
-fn protocol_note(url: &hyper::Uri, protocol: UpstreamProtocol) -> String {
-    match protocol == UpstreamProtocol::default_for(url) {
-        true => String::new(),
-        false => format!("  protocol {}", protocol.name()),
-    }
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Strict => "strict",
-        Mode::Permissive => "permissive",
-        Mode::Audit => "audit (nothing is rejected)",
-    }
-}
-
-/// The issuers and rules of an `inbound` or `authz` section.
-fn print_guard(guard: &GuardConfig) {
-    for iss in &guard.issuers {
-        let keys = match &iss.keys {
-            KeySource::Jwks(u) => format!("jwks {u}"),
-            KeySource::Discovery(u) => format!("discovery {u}"),
-            KeySource::None => "shared secret only".to_string(),
-        };
-        let algorithms: Vec<String> = iss.algorithms.iter().map(|a| format!("{a:?}")).collect();
-        let mut fetch = String::new();
-        if iss.tls.is_some() {
-            fetch.push_str("  own TLS");
-        }
-        if let Some(file) = &iss.jwks_bearer_token_file {
-            fetch.push_str(&format!("  bearer from {}", file.display()));
-        }
-        println!(
-            "  issuer {}  {keys}{fetch}  algorithms {}  audiences {}",
-            iss.issuer,
-            algorithms.join(", "),
-            iss.audiences.join(", ")
-        );
-    }
-    for (n, r) in guard.rules.iter().enumerate() {
-        let access = match &r.access {
-            Access::Anonymous => "anonymous".to_string(),
-            Access::Token(req) => {
-                let mut needs = Vec::new();
-                if !req.scopes.is_empty() {
-                    needs.push(format!("scopes {}", req.scopes.join(" ")));
-                }
-                for (name, value) in &req.claims {
-                    needs.push(format!("claim {name} = {value}"));
-                }
-                match needs.is_empty() {
-                    true => "any valid token".to_string(),
-                    false => needs.join(", "),
-                }
-            }
-        };
-        println!("  rules[{n}] {}  {access}", r.name);
-    }
-}
-
-async fn check(path: &Path, online: bool) -> ExitCode {
-    // Offline, files that exist only where tokengate runs (a mounted Secret,
-    // a projected token) are warned about, not refused; online reads them.
-    let absent = if online {
-        AbsentFiles::Refuse
-    } else {
-        AbsentFiles::StandIn
-    };
-    let config = match Config::load_with(path, absent) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tokengate: invalid config {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    println!("{}: OK", path.display());
-    if !online {
-        for file in crate::watch::named_files(path).iter().skip(1) {
-            if crate::config::is_absent(file) {
-                eprintln!(
-                    "tokengate: warning: {} does not exist here; it must where tokengate runs \
-                     (`check --online` reads it)",
-                    file.display()
-                );
-            }
-        }
-    }
-    println!("admin    {}", config.admin.listen);
-    match &config.inbound {
-        Some(i) => {
-            println!(
-                "inbound  {}{} → {}  mode {}{}",
-                i.listen,
-                if i.tls.is_some() { " (TLS)" } else { "" },
-                i.upstream,
-                mode_name(i.guard.mode),
-                protocol_note(&i.upstream, i.upstream_protocol),
-            );
-            print_guard(&i.guard);
-        }
-        None => println!("inbound  not configured"),
-    }
-    if let Some(a) = &config.authz {
-        let grpc = a
-            .grpc_listen
-            .map(|g| format!(", gRPC ext_authz {g}"))
-            .unwrap_or_default();
-        println!(
-            "authz    {}{grpc} (answers only)  mode {}",
-            a.listen,
-            mode_name(a.guard.mode)
-        );
-        print_guard(&a.guard);
-    }
-    match &config.outbound {
-        Some(o) => {
-            println!("outbound {}", o.listen);
-            for r in &o.routes {
-                let token = r
-                    .token
-                    .map_or("none (pass-through)", |i| o.tokens[i].name.as_str());
-                println!(
-                    "  host {}  → {}  token {token}{}",
-                    r.host.as_deref().unwrap_or("*"),
-                    r.upstream,
-                    protocol_note(&r.upstream, r.protocol),
-                );
-            }
-            for t in &o.tokens {
-                let kind = match &t.source {
-                    crate::config::TokenSource::OAuth(g) => {
-                        format!("{} {}", t.source.kind(), g.token_url)
-                    }
-                    crate::config::TokenSource::Login(l) => format!("login {}", l.url),
-                    crate::config::TokenSource::File { path } => format!("file {}", path.display()),
-                };
-                println!(
-                    "  token {}  {kind}  renew_before {}",
-                    t.name, t.renew_before
-                );
-            }
-        }
-        None => println!("outbound not configured"),
-    }
-    if online && !online::check(path, &config).await {
-        return ExitCode::from(EXIT_FAILURE);
-    }
-    ExitCode::SUCCESS
-}
-
-async fn token(path: &Path, name: &str) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let Some(outbound) = &config.outbound else {
-        eprintln!("tokengate: the config has no outbound section");
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let Some(t) = outbound.tokens.iter().find(|t| t.name == name) else {
-        let names: Vec<&str> = outbound.tokens.iter().map(|t| t.name.as_str()).collect();
-        eprintln!(
-            "tokengate: no token {name:?} (configured: {})",
-            names.join(", ")
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let client = match crate::client::http_client(
-        outbound.timeouts.upstream_connect,
-        outbound.tls.as_deref(),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tokengate: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    match crate::outbound::source::fetch(&t.source, &client, t.fetch_timeout).await {
-        Err(e) => {
-            println!("token {name} ({}): FAILED: {e}", t.source.kind());
-            ExitCode::from(EXIT_FAILURE)
-        }
-        Ok(fetched) => {
-            let lifetime = fetched
-                .lifetime
-                .map_or("not stated".to_string(), |d| format!("{}s", d.as_secs()));
-            println!(
-                "token {name} ({}): ok, {} bytes, fingerprint {}, lifetime {lifetime}",
-                t.source.kind(),
-                fetched.token.len(),
-                crate::fingerprint(fetched.token.as_bytes())
-            );
-            let decode = |part: &str| -> Option<serde_json::Value> {
-                serde_json::from_slice(
-                    &base64::Engine::decode(
-                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                        part,
-                    )
-                    .ok()?,
-                )
-                .ok()
-            };
-            let mut parts = fetched.token.split('.');
-            match (parts.next().and_then(decode), parts.next().and_then(decode)) {
-                (Some(header), Some(claims)) => {
-                    println!("header {header}");
-                    println!(
-                        "claims {}",
-                        serde_json::to_string_pretty(&claims).unwrap_or_default()
-                    );
-                }
-                _ => println!("an opaque token (not a JWT): no claims to show"),
-            }
-            ExitCode::SUCCESS
-        }
-    }
 }

@@ -1,7 +1,7 @@
 //! `tokengate verify`: the proxy's own decision for a described request,
 //! explained check by check.
 
-use super::{load, EXIT_CONFIG, EXIT_FAILURE};
+use super::{load, Failed};
 use crate::config::{Access, IssuerId, KeySource};
 use crate::error::Denial;
 use crate::inbound::bearer::token_text;
@@ -14,7 +14,6 @@ use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
 use hyper::Request;
 use std::fmt;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Prints each passed check as it happens.
@@ -39,11 +38,8 @@ pub struct Asked<'a> {
 /// `tokengate verify`: the proxy's own decision ([`Policy::decide`]) for the
 /// request described, each check explained, ending in `decision: <status>
 /// <label>` (the `error` of the answer the proxy would send, or `forward`).
-pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
+    let config = load(path)?;
     // The section deciding, the connect timeout of its key fetches, and what
     // its allow is called.
     let (guard, connect, allowed) = match (&config.inbound, &config.authz, asked.authz) {
@@ -51,21 +47,18 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
             (&a.guard, a.timeouts.upstream_connect, "allow")
         }
         (Some(i), _, false) => (&i.guard, i.timeouts.upstream_connect, "forward"),
-        (_, None, true) => {
-            eprintln!("tokengate: the config has no authz section");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        (_, None, true) => return Err(Failed::Usage("the config has no authz section".into())),
         (None, None, false) => {
-            eprintln!("tokengate: the config has no inbound or authz section");
-            return ExitCode::from(EXIT_CONFIG);
+            return Err(Failed::Usage(
+                "the config has no inbound or authz section".into(),
+            ))
         }
     };
     let token = match asked.token {
         Some("-") => {
             let mut buf = String::new();
             if std::io::stdin().read_line(&mut buf).is_err() {
-                eprintln!("tokengate: cannot read the token from stdin");
-                return ExitCode::from(EXIT_CONFIG);
+                return Err(Failed::Usage("cannot read the token from stdin".into()));
             }
             Some(buf.trim().to_string())
         }
@@ -73,25 +66,17 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
     };
     let mut req = match request(&asked, token.as_deref()) {
         Ok(req) => req,
-        Err(RequestError::Usage(why)) => {
-            eprintln!("tokengate: {why}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(RequestError::Usage(why)) => return Err(Failed::Usage(why)),
         Err(RequestError::Unparsable(why)) => {
             // The proxy's HTTP parser answers these itself, before the guard.
             println!("  FAIL  {:<14} {why}", "request");
             println!("result: REJECTED with 400 bad_request");
             println!("decision: 400 bad_request");
-            return ExitCode::from(EXIT_FAILURE);
+            return Err(Failed::Said);
         }
     };
-    let client = match crate::client::http_client(connect, None) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tokengate: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
+    let client =
+        crate::client::http_client(connect, None).map_err(|e| Failed::Run(e.to_string()))?;
     let jwks = Jwks::new(&guard.issuers, client, Arc::new(Metrics::new()));
     for (idx, iss) in guard.issuers.iter().enumerate() {
         if iss.keys != KeySource::None {
@@ -130,14 +115,14 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> ExitCode {
             (pending.finish(verified.map(Arc::new)), true)
         }
     };
-    let code = explain_decision(&policy, &decision, allowed);
+    let forwarded = explain_decision(&policy, &decision, allowed);
     // The decision stopped before the token (no rule, an anonymous route, a
     // refused request): say what the token itself would meet, apart from it.
     if let (Some(token), false) = (&token, token_reached) {
         let alone = verifier.verify(token, &jwks.snapshot(), unix_now());
         println!("{}", token_alone(&verifier, alone.as_ref()));
     }
-    code
+    forwarded
 }
 
 /// PURE: the line after the decision for a token the decision did not reach.
@@ -209,9 +194,9 @@ fn explain_rule(policy: &Policy, rule: Option<usize>) {
 }
 
 /// Prints how the decision ended, the human `result:` line and the
-/// `decision:` line (`allowed`: what an allow is called); the exit code says
-/// whether the request would be forwarded (allowed).
-fn explain_decision(policy: &Policy, decision: &Decision, allowed: &str) -> ExitCode {
+/// `decision:` line (`allowed`: what an allow is called); `Ok` when the
+/// request would be forwarded (allowed).
+fn explain_decision(policy: &Policy, decision: &Decision, allowed: &str) -> Result<(), Failed> {
     let rule = decision
         .rule
         .map(|n| format!("rules[{n}] {}", policy.rules()[n].name))
@@ -248,13 +233,13 @@ fn explain_decision(policy: &Policy, decision: &Decision, allowed: &str) -> Exit
         None => {
             println!("result: ALLOWED");
             println!("decision: 200 {allowed}");
-            ExitCode::SUCCESS
+            Ok(())
         }
         Some(failure) => {
             let (status, label) = crate::respond::status_and_label(&failure);
             println!("result: REJECTED with {} {label}", status.as_u16());
             println!("decision: {} {label}", status.as_u16());
-            ExitCode::from(EXIT_FAILURE)
+            Err(Failed::Said)
         }
     }
 }
