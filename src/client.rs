@@ -2,7 +2,9 @@
 //! it and the upstream pools dial with.
 
 use crate::body::Body;
-use hyper::Request;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::{HeaderMap, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -48,9 +50,58 @@ pub enum Alpn {
     Both,
 }
 
+/// Why a [`HttpClient::fetch`] got no whole answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchFailed {
+    /// No connection, a broken one, or a body past its cap.
+    #[error("{0}")]
+    Transport(String),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// A whole answer: its status and headers, and its body (capped).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
 impl HttpClient {
     pub fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
         self.client.request(req)
+    }
+
+    /// Sends `req` and reads the whole answer, its body at most `max_body`
+    /// bytes, all within `timeout`: the one fetch of token servers, JWKS and
+    /// discovery documents.
+    pub async fn fetch(
+        &self,
+        req: Request<Body>,
+        max_body: usize,
+        timeout: Duration,
+    ) -> Result<Answer, FetchFailed> {
+        let work = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| FetchFailed::Transport(error_chain(&e)))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, max_body)
+                .collect()
+                .await
+                .map_err(|e| FetchFailed::Transport(e.to_string()))?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| FetchFailed::Timeout)?
     }
 
     /// A connector with this client's TLS and connect timeout, offering

@@ -15,15 +15,18 @@ pub mod authz;
 pub mod body;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+mod grpc;
 pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod respond;
 pub mod server;
+mod unverified;
 pub mod upstream;
 pub mod watch;
 

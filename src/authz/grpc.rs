@@ -9,8 +9,8 @@
 use super::original::{self, Asked, Face, Unread};
 use super::{Authz, HEADERS_TO_REMOVE};
 use crate::body::Body;
+use crate::grpc::grpc_status;
 use crate::inbound::decide::Decision;
-use crate::respond::grpc_status;
 use crate::server::{Downstream, Handler};
 use crate::Swap;
 use envoy_types::ext_authz::v3::pb::{

@@ -35,26 +35,15 @@ pub async fn token(path: &Path, name: &str) -> Result<(), Failed> {
                 fetched.token.len(),
                 crate::fingerprint(fetched.token.as_bytes())
             );
-            let decode = |part: &str| -> Option<serde_json::Value> {
-                serde_json::from_slice(
-                    &base64::Engine::decode(
-                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                        part,
-                    )
-                    .ok()?,
-                )
-                .ok()
-            };
-            let mut parts = fetched.token.split('.');
-            match (parts.next().and_then(decode), parts.next().and_then(decode)) {
-                (Some(header), Some(claims)) => {
+            match crate::unverified::header_and_claims(&fetched.token) {
+                Some((header, claims)) => {
                     println!("header {header}");
                     println!(
                         "claims {}",
                         serde_json::to_string_pretty(&claims).unwrap_or_default()
                     );
                 }
-                _ => println!("an opaque token (not a JWT): no claims to show"),
+                None => println!("an opaque token (not a JWT): no claims to show"),
             }
             Ok(())
         }

@@ -2,11 +2,12 @@
 //! explained check by check.
 
 use super::{load, Failed};
+use crate::clock::unix_now;
 use crate::config::{Access, IssuerId, KeySource};
 use crate::error::Denial;
 use crate::inbound::bearer::token_text;
 use crate::inbound::decide::{Allowed, Decision, Policy, Step, Verdict};
-use crate::inbound::jwks::{unix_now, Jwks};
+use crate::inbound::jwks::Jwks;
 use crate::inbound::reject::Reject;
 use crate::inbound::verify::{Trace, VerifiedToken, Verifier};
 use crate::metrics::Metrics;

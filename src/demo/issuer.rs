@@ -1,12 +1,12 @@
 //! DEVELOPMENT ONLY: the dev issuer (JWKS, discovery, `/mint`, an OAuth token
 //! endpoint) on loopback.
 
-use super::keys::{unix_now, SigningKey};
+use super::keys::SigningKey;
 use super::{json_response, spawn_dev_server};
 use crate::body::{full, Body};
+use crate::clock::unix_now;
 use crate::server::Downstream;
 use crate::server::Handler;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -189,9 +189,7 @@ impl IssuerState {
         // The subject: the client itself, or (dev only: unverified) the `sub` of the
         // presented assertion / subject token.
         let presented_sub = |jwt: &str| -> Option<String> {
-            let payload = jwt.split('.').nth(1)?;
-            let claims: Value =
-                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+            let claims = crate::unverified::claims(jwt)?;
             claims.get("sub")?.as_str().map(str::to_string)
         };
         let subject = match form.get("grant_type").map(String::as_str) {

@@ -7,7 +7,6 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPa
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Signature algorithms the dev issuer can sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,10 +149,4 @@ pub fn sign_with_header(
     );
     let sig = sign(input.as_bytes());
     format!("{input}.{}", b64(&sig))
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -9,9 +9,10 @@ mod fixtures;
 mod issuer;
 mod keys;
 
+pub use crate::clock::unix_now;
 pub use echo::Echo;
 pub use issuer::{DevIssuer, DEV_CLIENT_ID, DEV_CLIENT_SECRET};
-pub use keys::{sign_with_header, unix_now, KeyKind, SigningKey};
+pub use keys::{sign_with_header, KeyKind, SigningKey};
 
 use crate::body::{full, Body};
 use crate::server::{serve, Handler, ServeOptions};

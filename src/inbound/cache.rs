@@ -29,7 +29,7 @@ use moka::Expiry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How much of the token's end is hashed for its key.
 const HASHED_SUFFIX: usize = 32;
@@ -79,9 +79,7 @@ struct UntilExp;
 
 impl Expiry<u64, Arc<Entry>> for UntilExp {
     fn expire_after_create(&self, _: &u64, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_now();
         Some(Duration::from_secs(
             entry
                 .verified

@@ -6,11 +6,12 @@
 use super::bearer::token_text;
 use super::cache::TokenCache;
 use super::decide::{Allowed, Decision, Policy, Step, Verdict};
-use super::jwks::{unix_now, Jwks};
+use super::jwks::Jwks;
 use super::keys::KeySnapshot;
 use super::reject::Reject;
 use super::verify::{VerifiedToken, Verifier};
 use crate::client::HttpClient;
+use crate::clock::unix_now;
 use crate::config::{Access, GuardConfig};
 use crate::metrics::{Metrics, RouteCounters};
 use hyper::Request;

@@ -11,17 +11,17 @@
 
 use super::keys::{KeySet, KeySnapshot};
 use crate::body::full;
-use crate::client::HttpClient;
+use crate::client::{FetchFailed, HttpClient};
+use crate::clock::unix_now;
 use crate::config::{IssuerConfig, IssuerId, JwksCachePolicy, KeySource};
 use crate::metrics::Metrics;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL};
 use hyper::{Request, StatusCode, Uri};
 use jsonwebtoken::Algorithm;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +41,15 @@ pub enum FetchError {
     /// `jwks_bearer_token_file` cannot be read or is not a header value.
     #[error("jwks_bearer_token_file {0}")]
     Credential(String),
+}
+
+impl From<FetchFailed> for FetchError {
+    fn from(e: FetchFailed) -> FetchError {
+        match e {
+            FetchFailed::Transport(why) => FetchError::Transport(why),
+            FetchFailed::Timeout => FetchError::Timeout,
+        }
+    }
 }
 
 /// What a request's refetch came to ([`Jwks::refetch`]).
@@ -382,29 +391,16 @@ async fn get(
     if let Some(value) = authorization {
         req.headers_mut().insert(AUTHORIZATION, value.clone());
     }
-    let work = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| FetchError::Transport(crate::client::error_chain(&e)))?;
-        if resp.status() != StatusCode::OK {
-            return Err(FetchError::Status(resp.status()));
-        }
-        let max_age = resp
-            .headers()
-            .get(CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_max_age);
-        let body = Limited::new(resp.into_body(), MAX_DOCUMENT_BYTES)
-            .collect()
-            .await
-            .map_err(|e| FetchError::Transport(e.to_string()))?
-            .to_bytes();
-        Ok((body, max_age))
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| FetchError::Timeout)?
+    let answer = client.fetch(req, MAX_DOCUMENT_BYTES, timeout).await?;
+    if answer.status != StatusCode::OK {
+        return Err(FetchError::Status(answer.status));
+    }
+    let max_age = answer
+        .headers
+        .get(CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_max_age);
+    Ok((answer.body, max_age))
 }
 
 fn jwks_uri_from_discovery(body: &[u8], issuer: &str) -> Result<Uri, FetchError> {
@@ -455,12 +451,6 @@ pub fn refresh_after(max_age: Option<Duration>, policy: &JwksCachePolicy) -> Dur
 pub fn retry_after(failures: u32, policy: &JwksCachePolicy) -> Duration {
     let exp = Duration::from_secs(1u64 << failures.saturating_sub(1).min(16));
     exp.min(policy.min_refresh).max(Duration::from_millis(100))
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@ use crate::body::{full, streamed, watch_trailers, Body};
 use crate::client::HttpClient;
 use crate::config::OutboundConfig;
 use crate::error::{Failure, ProxyError};
+use crate::grpc::{self, Protocol};
 use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
 use crate::metrics::{Metrics, RouteCounters};
-use crate::respond::{complete, Exchange, Protocol};
+use crate::respond::{complete, Exchange};
 use crate::server::Downstream;
 use crate::server::Handler;
 use crate::upstream::{Direction, Upstream, UpstreamUrlError};
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
-use hyper::{HeaderMap, Request, Response};
+use hyper::{Request, Response};
 use prometheus::Histogram;
 use renew::spawn_renewal;
 use std::sync::Arc;
@@ -222,7 +223,7 @@ impl Outbound {
         if grpc {
             let (cell, generation) = (source.cell.clone(), token.generation);
             watch_trailers(answer.body_mut(), move |trailers| {
-                if grpc_unauthenticated(trailers) {
+                if grpc::unauthenticated(trailers) {
                     cell.request_renewal(generation);
                 }
             });
@@ -420,14 +421,7 @@ fn route_host<B>(req: &Request<B>) -> &str {
 fn refuses_token<B>(retry_on: &[u16], answer: &Response<B>) -> bool {
     let status = answer.status().as_u16();
     retry_on.contains(&status)
-        || status == 200 && retry_on.contains(&401) && grpc_unauthenticated(answer.headers())
-}
-
-/// PURE: headers or trailers saying gRPC UNAUTHENTICATED (`grpc-status: 16`).
-fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
-    headers
-        .get(&crate::respond::GRPC_STATUS)
-        .is_some_and(|code| code == "16")
+        || status == 200 && retry_on.contains(&401) && grpc::unauthenticated(answer.headers())
 }
 
 #[cfg(test)]

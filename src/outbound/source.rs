@@ -2,16 +2,16 @@
 //! `token.rs`; parsing answers is pure and tested here.
 
 use crate::body::full;
-use crate::client::HttpClient;
+use crate::client::{FetchFailed, HttpClient};
+use crate::clock::unix_now;
 use crate::config::{Assertion, AssertionKey, ClientAuth, Grant, Login, OAuthGrant, TokenSource};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
 use serde_json::Value;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Largest token endpoint answer accepted.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
@@ -52,6 +52,15 @@ pub enum SourceError {
     Invalid(String),
     #[error("cannot read the token file: {0}")]
     File(String),
+}
+
+impl From<FetchFailed> for SourceError {
+    fn from(e: FetchFailed) -> SourceError {
+        match e {
+            FetchFailed::Transport(why) => SourceError::Transport(why),
+            FetchFailed::Timeout => SourceError::Timeout,
+        }
+    }
 }
 
 impl SourceError {
@@ -346,22 +355,8 @@ async fn post(
     req: Request<crate::body::Body>,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), SourceError> {
-    let work = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| SourceError::Transport(crate::client::error_chain(&e)))?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| SourceError::Transport(e.to_string()))?
-            .to_bytes();
-        Ok((status, body.to_vec()))
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| SourceError::Timeout)?
+    let answer = client.fetch(req, MAX_ANSWER_BYTES, timeout).await?;
+    Ok((answer.status.as_u16(), answer.body.to_vec()))
 }
 
 /// PURE: an OAuth 2.0 token endpoint answer (RFC 6749 §5.1 / §5.2).
@@ -413,16 +408,8 @@ fn seconds(v: &Value) -> Option<Duration> {
 
 /// PURE: seconds until a JWT's `exp` (unverified: only used for scheduling), capped at `MAX_LIFETIME`.
 pub fn jwt_lifetime(token: &str, now: u64) -> Option<Duration> {
-    let payload = token.split('.').nth(1)?;
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    let exp = claims.get("exp")?.as_u64()?;
+    let exp = crate::unverified::claims(token)?.get("exp")?.as_u64()?;
     Some(Duration::from_secs(exp.saturating_sub(now)).min(MAX_LIFETIME))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use crate::body::{from_upstream, streamed, Body, GiveBack};
 use crate::client::{Alpn, HttpClient};
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
+use crate::grpc::{grpc_timeout, Protocol, GRPC_TIMEOUT};
 use crate::headers::{
     strip_hop_by_hop, Hop, FORWARDED, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
-use crate::respond::Protocol;
 use crate::server::Downstream;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::uri::{PathAndQuery, Scheme};
@@ -50,28 +50,6 @@ fn switched_to_websocket(headers: &HeaderMap) -> bool {
 }
 
 static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
-static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
-
-/// PURE: a `grpc-timeout` value (gRPC over HTTP/2: at most 8 digits and a
-/// unit, `H` `M` `S` `m` `u` `n`) as a duration; `None` when malformed.
-pub fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
-    let value = value.as_bytes();
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(n * 3600),
-        b'M' => Duration::from_secs(n * 60),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// An upstream URL that cannot be dialled (config validation catches these first).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamUrlError {
@@ -291,31 +269,6 @@ mod tests {
         let forward = up.forward(Request::new(full("")), &from, Hop::default(), None);
         let size = std::mem::size_of_val(&forward);
         assert!(size <= 2048, "forward's future is {size} bytes");
-    }
-
-    #[test]
-    fn grpc_timeouts() {
-        let cases = [
-            ("1S", Some(Duration::from_secs(1))),
-            ("250m", Some(Duration::from_millis(250))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("1H", Some(Duration::from_secs(3600))),
-            ("99999999u", Some(Duration::from_micros(99_999_999))),
-            ("5n", Some(Duration::from_nanos(5))),
-            ("123456789S", None),
-            ("S", None),
-            ("1s", None),
-            ("-1S", None),
-            ("1.5S", None),
-            ("", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(
-                grpc_timeout(&HeaderValue::from_static(text)),
-                want,
-                "{text:?}"
-            );
-        }
     }
 
     #[test]

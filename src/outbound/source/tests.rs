@@ -1,4 +1,5 @@
 use super::*;
+use http_body_util::BodyExt;
 
 fn jwt(exp: u64) -> String {
     format!(
