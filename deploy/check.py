@@ -3,7 +3,8 @@
 
   deploy/check.py TOKENGATE_BINARY
 
-- deploy/Dockerfile passes hadolint;
+- deploy/Dockerfile passes hadolint, and stands in a file for every target
+  Cargo.toml names (else the image build fails at manifest load);
 - every deploy/kubernetes/*/ renders with `kubectl kustomize` and every object
   validates with `kubernetes-validate --strict` against Kubernetes 1.33;
 - every ConfigMap's tokengate.yaml passes `tokengate check` as is (files it
@@ -22,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 import yaml
 
@@ -34,6 +36,18 @@ problems = []
 
 def run(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, **kw)
+
+
+def check_dockerfile_stubs():
+    """The Dockerfile's dependency layer stands in a file for every target
+    Cargo.toml names; a missing one fails the image build at manifest load."""
+    manifest = tomllib.loads((DEPLOY.parent / "Cargo.toml").read_text())
+    paths = [t.get("path", f"benches/{t['name']}.rs") for t in manifest.get("bench", [])]
+    paths += [t.get("path", f"examples/{t['name']}.rs") for t in manifest.get("example", [])]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for path in paths:
+        if path not in dockerfile:
+            problems.append(f"deploy/Dockerfile: no stand-in for {path}, which Cargo.toml names")
 
 
 def check_config(binary, name, text):
@@ -148,6 +162,7 @@ def check_forward_auth(name, objects, configs):
 
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/tokengate"
+    check_dockerfile_stubs()
     out = run(["hadolint", str(DEPLOY / "Dockerfile")])
     if out.returncode != 0:
         problems.append(f"hadolint:\n{out.stdout}{out.stderr}")

@@ -1,6 +1,6 @@
 //! Forward-auth behind a real nginx (Debian's, installed when missing): nginx
 //! asks tokengate's authz listener with `auth_request` before proxying to an
-//! echo app, as the README's snippet configures it. Judged by what the client
+//! echo app, as docs/forward-auth.md's snippet configures it. Judged by what the client
 //! gets and what the app receives; requests are raw bytes on a socket.
 
 mod support;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::*;
 use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
 
-/// The README's nginx snippet: every request is first asked about at
+/// The nginx snippet of docs/forward-auth.md: every request is first asked about at
 /// tokengate's `/authz`, with the original method, host, scheme and URI; the
 /// identity it answers with replaces whatever the client sent; the app is
 /// sent the host and scheme tokengate judged. The client's own headers reach

@@ -74,7 +74,7 @@ nginx_conf nginx-proxy "$NGINX" "
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
   }"
 
-# nginx asking tokengate's authz listener before each request (the README's
+# nginx asking tokengate's authz listener before each request (docs/forward-auth.md's
 # snippet), both on the proxy core: the pair is what stands where one proxy did.
 nginx_conf nginx-authz "$NGINX_AUTHZ" "
   upstream app { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; }
