@@ -21,9 +21,9 @@ use std::time::Duration;
 use tokengate::config::Config;
 use tokengate::config::Requirements;
 use tokengate::demo::{sign_with_header, unix_now, KeyKind, SigningKey};
-use tokengate::inbound::cache::TokenCache;
-use tokengate::inbound::keys::{KeySet, KeySnapshot};
-use tokengate::inbound::verify::Verifier;
+use tokengate::guard::cache::TokenCache;
+use tokengate::guard::keys::{KeySet, KeySnapshot};
+use tokengate::guard::verify::Verifier;
 
 const ISS: &str = "https://idp.bench";
 const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";

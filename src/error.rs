@@ -1,6 +1,6 @@
 //! Every way a request can fail (`respond` turns each into its HTTP answer).
 
-use crate::inbound::reject::Reject;
+use crate::guard::reject::Reject;
 use std::borrow::Cow;
 
 /// Why the auth layer refused a request.

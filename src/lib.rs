@@ -1,39 +1,47 @@
 //! tokengate: a sidecar authenticating reverse proxy.
 //!
 //! `start` builds everything from a validated [`config::Config`], binds the
-//! listeners and returns a running [`App`]; the binary (`main.rs`) only parses
-//! arguments, sets up logging and maps failures to exit codes.
+//! listeners and returns a running [`App`]; the binary only calls
+//! [`cli::main`], which parses arguments, sets up logging and maps failures
+//! to exit codes.
 //!
-//! Inbound requests flow `server` → `inbound` (pure `verify` and `policy` at its
-//! core, keys from `inbound::jwks`) → `upstream`; `authz` answers the same
-//! decision for a fronting proxy instead of forwarding; `respond` turns every
-//! failure into a response in one place.
+//! Layers, each importing only those below it:
+//!
+//! - faces: `cli`, `inbound` (the guard, then forward), `authz` (the guard's
+//!   answer for a fronting proxy), `outbound` (token injection), `admin`;
+//! - `guard`: the decision both inbound faces and `tokengate verify` share:
+//!   shape, policy, bearer, the pure verifier, keys, JWKS, the token cache;
+//! - `server`, `upstream`, `respond` (every failure's answer, in one place);
+//! - leaves: `config`, `error` (with `guard::reject`, which imports only
+//!   `config`), `metrics`, `headers`, `grpc`, `body`,
+//!   `client`, `clock`, `unverified`, `access_log`, `watch`.
 
 pub mod access_log;
-pub mod admin;
-pub mod authz;
-pub mod body;
+mod admin;
+mod authz;
+mod body;
 pub mod cli;
-pub mod client;
-pub mod clock;
+mod client;
+mod clock;
 pub mod config;
 pub mod demo;
-pub mod error;
+mod error;
 mod grpc;
+pub mod guard;
 pub mod headers;
-pub mod inbound;
-pub mod metrics;
+mod inbound;
+mod metrics;
 pub mod outbound;
-pub mod respond;
-pub mod server;
+mod respond;
+mod server;
 mod unverified;
-pub mod upstream;
-pub mod watch;
+mod upstream;
+mod watch;
 
 use admin::Admin;
 use authz::Authz;
 use config::Config;
-use inbound::guard::Guard;
+use guard::Guard;
 use inbound::Inbound;
 use metrics::Metrics;
 use outbound::Outbound;

@@ -4,7 +4,7 @@
 use crate::body::{full, Body};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::grpc::{grpc_message, grpc_status, Protocol, GRPC_MESSAGE, GRPC_STATUS};
-use crate::inbound::reject::Reject;
+use crate::guard::reject::Reject;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use std::time::Instant;

@@ -390,6 +390,7 @@ struct ConnectionFacts {
 }
 
 impl Downstream {
+    #[cfg(test)]
     pub fn new(peer: SocketAddr, tls: bool) -> Downstream {
         Self::holding(peer, tls, None)
     }

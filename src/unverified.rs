@@ -1,6 +1,6 @@
 //! A JWT's header and claims read WITHOUT verification: for display (`tokengate
 //! token`), scheduling (an outbound token's `exp`) and the dev issuer, never
-//! for a decision. The guard's own reading is `inbound::verify`.
+//! for a decision. The guard's own reading is `guard::verify`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokengate::config::Config;
-use tokengate::inbound::keys::{KeySet, KeySnapshot};
+use tokengate::guard::keys::{KeySet, KeySnapshot};
 
 const LEEWAY: u64 = 5;
 const SECRET: &str = "differential-shared-secret-0123456789abcdef";
@@ -156,7 +156,7 @@ fn keys() -> Vec<Key> {
 }
 
 /// tokengate's verifier over the two issuers, with the JWKS as its snapshot.
-fn tokengate(jwks: &str) -> (tokengate::inbound::verify::Verifier, KeySnapshot) {
+fn tokengate(jwks: &str) -> (tokengate::guard::verify::Verifier, KeySnapshot) {
     let yaml = format!(
         r#"
 inbound:
@@ -194,7 +194,7 @@ inbound:
             Arc::new(KeySet::never_stale(Vec::new())),
         ],
     };
-    (tokengate::inbound::guard::verifier(&inbound), snapshot)
+    (tokengate::guard::verifier(&inbound), snapshot)
 }
 
 /// jsonwebtoken's verdict, configured as tokengate is: the key the header's

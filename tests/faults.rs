@@ -3,7 +3,7 @@
 //! head, never answering), the JWKS endpoint and the token server (huge,
 //! malformed, dripping, silent, garbage, a name that does not resolve), the
 //! config file vanishing before a reload, and the wall clock jumping either
-//! way (under libfaketime; `inbound::cache` has the table test).
+//! way (under libfaketime; `guard::cache` has the table test).
 //!
 //! Each fault is repeated, and each ends in a bounded outcome the test names:
 //! the status the caller gets, the log line, the metric. Then the process is

@@ -10,8 +10,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use tokengate::config::{ClaimName, Config};
-use tokengate::inbound::keys::{KeySet, KeySnapshot};
-use tokengate::inbound::verify::Verifier;
+use tokengate::guard::keys::{KeySet, KeySnapshot};
+use tokengate::guard::verify::Verifier;
 
 /// The public keys the fixture tokens are signed with (`kid` bench-rs256,
 /// bench-es256), as `load-fixtures` wrote them.
@@ -65,7 +65,7 @@ fn fixture() -> &'static Fixture {
             })
             .collect();
         Fixture {
-            verifier: tokengate::inbound::guard::verifier(&inbound),
+            verifier: tokengate::guard::verifier(&inbound),
             keys,
             public,
         }
@@ -81,8 +81,8 @@ pub fn accepts(data: &[u8]) -> bool {
     };
     let mut headers = HeaderMap::new();
     headers.insert(AUTHORIZATION, value);
-    match tokengate::inbound::bearer::bearer_token(&headers) {
-        Ok(Some(raw)) => tokengate::inbound::bearer::token_text(raw)
+    match tokengate::guard::bearer::bearer_token(&headers) {
+        Ok(Some(raw)) => tokengate::guard::bearer::token_text(raw)
             .is_ok_and(|text| f.verifier.verify(text, &f.keys, NOW).is_ok()),
         _ => false,
     }
@@ -99,10 +99,10 @@ pub fn token(data: &[u8]) {
     };
     let mut headers = HeaderMap::new();
     headers.insert(AUTHORIZATION, value);
-    let Ok(Some(raw)) = tokengate::inbound::bearer::bearer_token(&headers) else {
+    let Ok(Some(raw)) = tokengate::guard::bearer::bearer_token(&headers) else {
         return;
     };
-    let Ok(text) = tokengate::inbound::bearer::token_text(raw) else {
+    let Ok(text) = tokengate::guard::bearer::token_text(raw) else {
         return;
     };
     let Ok(verified) = f.verifier.verify(text, &f.keys, NOW) else {
@@ -123,7 +123,7 @@ pub fn token(data: &[u8]) {
 
 /// A JWT payload: claim parsing, every check's reading of it, JSON pointers.
 pub fn claims(data: &[u8]) {
-    let Ok(claims) = tokengate::inbound::claims::Claims::parse(data) else {
+    let Ok(claims) = tokengate::guard::claims::Claims::parse(data) else {
         return;
     };
     let _ = claims.numeric_date("exp");
@@ -134,7 +134,7 @@ pub fn claims(data: &[u8]) {
     for name in ["sub", "/kubernetes.io/namespace", "/a/0/b", "/~1x/~0y"] {
         let name = ClaimName::parse(name).expect("claim name");
         if let Some(value) = claims.resolve(&name) {
-            let _ = tokengate::inbound::claims::header_value(&value);
+            let _ = tokengate::guard::claims::header_value(&value);
             let _ = value.parse();
         }
     }
@@ -181,9 +181,9 @@ pub fn path_and_host(data: &[u8]) {
         return;
     };
     let (path, host) = text.split_once('\n').unwrap_or((text, ""));
-    let _ = tokengate::inbound::policy::canonical_path(path);
+    let _ = tokengate::guard::policy::canonical_path(path);
     for prefix in ["/", "/admin", "/Admin/x", "/orders"] {
-        let _ = tokengate::inbound::policy::path_has_prefix(path, prefix);
+        let _ = tokengate::guard::policy::path_has_prefix(path, prefix);
     }
     if let Ok(host) = HeaderValue::from_str(host) {
         let _ = tokengate::headers::canonical_host(host.as_bytes(), Some(&host));
@@ -277,7 +277,7 @@ fn percent_decode(path: &str) -> Option<String> {
 /// canonical path it accepts must fall under rules asking the same however an
 /// app reads it: percent-decoded, with its case folded, or (for HEAD) as GET.
 pub fn rules(data: &[u8]) {
-    use tokengate::inbound::policy::{canonical_path, find_rule};
+    use tokengate::guard::policy::{canonical_path, find_rule};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

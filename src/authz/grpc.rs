@@ -10,7 +10,7 @@ use super::original::{self, Asked, Face, Unread};
 use super::{Authz, HEADERS_TO_REMOVE};
 use crate::body::Body;
 use crate::grpc::grpc_status;
-use crate::inbound::decide::Decision;
+use crate::guard::decide::Decision;
 use crate::server::{Downstream, Handler};
 use crate::Swap;
 use envoy_types::ext_authz::v3::pb::{

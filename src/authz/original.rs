@@ -117,7 +117,7 @@ pub enum Face {
 /// The request a fronting proxy asks about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Original {
-    /// `None`: nothing named it (see [`crate::inbound::decide::MethodUnnamed`]).
+    /// `None`: nothing named it (see [`crate::guard::decide::MethodUnnamed`]).
     pub method: Option<Method>,
     /// Origin form: path and query.
     pub target: Uri,
@@ -458,14 +458,14 @@ pub fn unjoined_targets(headers: &HeaderMap) -> Result<(), Unread> {
 /// inbound guard decides one: its method (GET, marked [`MethodUnnamed`], when
 /// none was named), target and host, without the headers that named them.
 ///
-/// [`MethodUnnamed`]: crate::inbound::decide::MethodUnnamed
+/// [`MethodUnnamed`]: crate::guard::decide::MethodUnnamed
 pub fn into_original<B>(req: &mut Request<B>, original: Original) {
     match original.method {
         Some(method) => *req.method_mut() = method,
         None => {
             *req.method_mut() = Method::GET;
             req.extensions_mut()
-                .insert(crate::inbound::decide::MethodUnnamed);
+                .insert(crate::guard::decide::MethodUnnamed);
         }
     }
     *req.uri_mut() = original.target;

@@ -4,7 +4,7 @@
 //! its reason.
 
 use crate::config::{Config, IssuerId, KeySource};
-use crate::inbound::jwks::Jwks;
+use crate::guard::jwks::Jwks;
 use crate::metrics::Metrics;
 use std::path::Path;
 use std::sync::Arc;

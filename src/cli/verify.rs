@@ -5,11 +5,11 @@ use super::{load, Failed};
 use crate::clock::unix_now;
 use crate::config::{Access, IssuerId, KeySource};
 use crate::error::Denial;
-use crate::inbound::bearer::token_text;
-use crate::inbound::decide::{Allowed, Decision, Policy, Step, Verdict};
-use crate::inbound::jwks::Jwks;
-use crate::inbound::reject::Reject;
-use crate::inbound::verify::{Trace, VerifiedToken, Verifier};
+use crate::guard::bearer::token_text;
+use crate::guard::decide::{Allowed, Decision, Policy, Step, Verdict};
+use crate::guard::jwks::Jwks;
+use crate::guard::reject::Reject;
+use crate::guard::verify::{Trace, VerifiedToken, Verifier};
 use crate::metrics::Metrics;
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
 use hyper::Request;
@@ -86,7 +86,7 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
             }
         }
     }
-    let (policy, verifier) = (Policy::new(guard), crate::inbound::guard::verifier(guard));
+    let (policy, verifier) = (Policy::new(guard), crate::guard::verifier(guard));
     match &token {
         Some(t) => println!(
             "request {} {} host {}, token {} ({} bytes)",

@@ -1,5 +1,5 @@
 //! Validated inbound rules: plain data, built once from the config. How a
-//! request is matched against them is `inbound::policy`'s job.
+//! request is matched against them is `guard::policy`'s job.
 
 use hyper::Method;
 use std::fmt;

@@ -3,29 +3,17 @@
 //! the cache and the pure verifier) → forward (identity headers set, the canonical Host)
 //! → complete (one point records every outcome).
 
-pub mod bearer;
-pub mod cache;
-pub mod claims;
-pub mod decide;
-pub mod guard;
-pub mod jwks;
-pub mod keys;
-pub mod policy;
-pub mod reject;
-pub mod shape;
-pub mod verify;
-
 use crate::body::{streamed, Body};
 use crate::client::HttpClient;
 use crate::config::InboundConfig;
 use crate::error::Failure;
+use crate::guard::decide::{Decision, Verdict};
+use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::respond::{complete, Exchange};
 use crate::server::Downstream;
 use crate::server::Handler;
 use crate::upstream::{Direction, Upstream, UpstreamUrlError};
-use decide::{Decision, Verdict};
-use guard::Guard;
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Request, Response};

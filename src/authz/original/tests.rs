@@ -2,7 +2,7 @@
 //! pair of namings of each part, in every spelling.
 
 use super::*;
-use crate::inbound::shape::{METHOD_OVERRIDES, PATH_OVERRIDES};
+use crate::guard::shape::{METHOD_OVERRIDES, PATH_OVERRIDES};
 
 const TRAEFIK: &[(&str, &str)] = &[
     ("x-forwarded-method", "POST"),
@@ -622,7 +622,7 @@ fn the_authz_request_becomes_the_original() {
     assert_eq!(req.headers().len(), 2, "{:?}", req.headers());
     assert!(req
         .extensions()
-        .get::<crate::inbound::decide::MethodUnnamed>()
+        .get::<crate::guard::decide::MethodUnnamed>()
         .is_none());
     // No method named: decided as GET, marked so every method is checked.
     let mut req = Request::builder()
@@ -638,6 +638,6 @@ fn the_authz_request_becomes_the_original() {
     assert_eq!(req.method(), Method::GET);
     assert!(req
         .extensions()
-        .get::<crate::inbound::decide::MethodUnnamed>()
+        .get::<crate::guard::decide::MethodUnnamed>()
         .is_some());
 }

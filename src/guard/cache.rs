@@ -240,7 +240,7 @@ impl Doorkeeper {
 mod tests {
     use super::*;
     use crate::demo::sign_with_header;
-    use crate::inbound::verify::tests::verifier_for;
+    use crate::guard::verify::tests::verifier_for;
     use serde_json::json;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-cache";
@@ -255,7 +255,7 @@ mod tests {
         fn write(&mut self, _: &[u8]) {}
     }
 
-    fn shared_secret_verifier() -> crate::inbound::verify::Verifier {
+    fn shared_secret_verifier() -> crate::guard::verify::Verifier {
         verifier_for(&format!(
             "issuer: peer, audiences: [api], algorithms: [HS256], shared_secret: \"{SECRET}\""
         ))

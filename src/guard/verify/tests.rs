@@ -5,7 +5,7 @@ use super::*;
 use crate::config::IssuerId;
 use crate::config::{Config, IssuerConfig};
 use crate::demo::{sign_with_header, KeyKind, SigningKey};
-use crate::inbound::keys::KeySet;
+use crate::guard::keys::KeySet;
 use aws_lc_rs::hmac;
 use serde_json::json;
 use std::sync::OnceLock;

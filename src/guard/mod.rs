@@ -3,20 +3,31 @@
 //! forwards what it allows) and the authz listener (which answers for another
 //! proxy); each labels its metrics with its own direction.
 
-use super::bearer::token_text;
-use super::cache::TokenCache;
-use super::decide::{Allowed, Decision, Policy, Step, Verdict};
-use super::jwks::Jwks;
-use super::keys::KeySnapshot;
-use super::reject::Reject;
-use super::verify::{VerifiedToken, Verifier};
+pub mod bearer;
+pub mod cache;
+pub mod claims;
+pub mod decide;
+pub mod jwks;
+pub mod keys;
+pub mod policy;
+pub mod reject;
+pub mod shape;
+pub mod verify;
+
 use crate::client::HttpClient;
 use crate::clock::unix_now;
 use crate::config::{Access, GuardConfig};
 use crate::metrics::{Metrics, RouteCounters};
+use bearer::token_text;
+use cache::TokenCache;
+use decide::{Allowed, Decision, Policy, Step, Verdict};
 use hyper::Request;
+use jwks::Jwks;
+use keys::KeySnapshot;
 use prometheus::{Histogram, IntCounter};
+use reject::Reject;
 use std::sync::Arc;
+use verify::{VerifiedToken, Verifier};
 
 /// Everything a decision needs, built once from the config.
 pub struct Guard {
