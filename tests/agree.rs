@@ -92,10 +92,9 @@ async fn cli(config: &std::path::Path, case: &Case) -> (u16, String, i32) {
         .unwrap()
         .expect("run tokengate verify");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let last = stdout.lines().last().unwrap_or("");
-    let decision = last
+    let decision = decision_line(&stdout)
         .strip_prefix("decision: ")
-        .unwrap_or_else(|| panic!("last line is not the decision: {stdout}"));
+        .unwrap_or_else(|| panic!("no decision line: {stdout}"));
     let (status, label) = decision.split_once(' ').expect("status and label");
     (
         status.parse().unwrap(),
@@ -254,6 +253,17 @@ async fn keys_past_their_stale_bound_are_a_503_to_both() {
     app.shutdown().await;
 }
 
+/// The `decision:` line: the last line, or the one before a token the
+/// decision did not reach, judged on its own line after it.
+fn decision_line(stdout: &str) -> &str {
+    let mut lines = stdout.lines().rev();
+    let last = lines.next().unwrap_or("");
+    match last.starts_with("token (not reached by the decision): ") {
+        true => lines.next().unwrap_or(""),
+        false => last,
+    }
+}
+
 #[test]
 fn the_decision_line_is_last_and_exact() {
     // No network needed: a config whose issuer has only a shared secret.
@@ -300,6 +310,13 @@ inbound:
     for (args, code, line) in cases {
         let (got, stdout) = run(args);
         assert_eq!(got, Some(code), "{args:?}: {stdout}");
-        assert_eq!(stdout.lines().last(), Some(line), "{args:?}: {stdout}");
+        assert_eq!(decision_line(&stdout), line, "{args:?}: {stdout}");
+        // Only a token the decision did not reach is judged after it.
+        let after = stdout.lines().last() != Some(line);
+        assert_eq!(
+            after,
+            args == ["--path", "/public/x", "--token", "garbage"],
+            "{stdout}"
+        );
     }
 }

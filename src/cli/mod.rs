@@ -132,8 +132,9 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
-    /// Explain, check by check, what the proxy would do with a request; the last
-    /// line is `decision: <status> <label>`. Exit 0 when it would be forwarded
+    /// Explain, check by check, what the proxy would do with a request, ending
+    /// in `decision: <status> <label>` (then, if the decision did not reach
+    /// the token, a line judging it alone). Exit 0 when it would be forwarded
     /// (or, for `authz`, allowed).
     Verify {
         #[arg(long)]
