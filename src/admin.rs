@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::server::Downstream;
 use crate::server::Handler;
-use crate::Swap;
+use crate::swap::Swap;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};

@@ -12,7 +12,7 @@ use crate::body::Body;
 use crate::grpc::grpc_status;
 use crate::guard::decide::Decision;
 use crate::server::{Downstream, Handler};
-use crate::Swap;
+use crate::swap::Swap;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
     HttpStatusCode,

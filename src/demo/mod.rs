@@ -65,12 +65,8 @@ pub async fn run_demo(shutdown: CancellationToken) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let guard = app.inbound().ok_or("demo config has no inbound")?;
-    for _ in 0..100 {
-        if guard.guard().is_ready() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Waited for (bounded): the printed commands should work at once.
+    let _ = tokio::time::timeout(Duration::from_secs(5), guard.guard().ready()).await;
     let base = format!("http://{}", app.inbound_addr.ok_or("no inbound address")?);
     let reader = issuer.mint(json!({ "sub": "alice", "scope": "orders:read" }));
     let writer = issuer.mint(json!({ "sub": "bob", "scope": "orders:read orders:write" }));

@@ -139,6 +139,16 @@ impl Jwks {
         self.not_ready().is_empty()
     }
 
+    /// Resolves once [`Jwks::is_ready`] holds, woken by each published key set.
+    pub async fn ready(&self) {
+        let mut published = self.snapshot.subscribe();
+        while !self.is_ready() {
+            if published.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// What keeps this from being ready: each issuer whose keys are not usable, and why.
     pub fn not_ready(&self) -> Vec<String> {
         let now = unix_now();

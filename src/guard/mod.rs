@@ -82,6 +82,11 @@ impl Guard {
         self.jwks.is_ready()
     }
 
+    /// Resolves once the guard's keys have loaded.
+    pub async fn ready(&self) {
+        self.jwks.ready().await;
+    }
+
     /// What keeps the guard from being ready (`/readyz`).
     pub fn not_ready(&self) -> Vec<String> {
         self.jwks.not_ready()

@@ -125,9 +125,11 @@ impl Outbound {
         }))
     }
 
-    /// Every source has a valid token.
-    pub fn is_ready(&self) -> bool {
-        self.sources.iter().all(|s| s.cell.is_ready())
+    /// Resolves once every source has a valid token.
+    pub async fn ready(&self) {
+        for source in &self.sources {
+            source.cell.ready().await;
+        }
     }
 
     /// What keeps this from being ready: each token source without a valid token.

@@ -58,6 +58,18 @@ impl TokenCell {
         unexpired(&self.state.borrow().token).is_some()
     }
 
+    /// Resolves once [`TokenCell::is_ready`] holds, woken by each attempt.
+    pub async fn ready(&self) {
+        let mut published = self.state.subscribe();
+        if published
+            .wait_for(|s| unexpired(&s.token).is_some())
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Seconds until the current token expires (negative once expired); `None` before the first.
     pub fn seconds_left(&self) -> Option<f64> {
         let now = Instant::now();
