@@ -1,7 +1,19 @@
 //! Validation of the `inbound` and `authz` sections: issuers, rules, forwarding.
 
-use super::raw::*;
-use super::*;
+use super::raw::{RawAuthz, RawForward, RawGuard, RawInbound, RawIssuer, RawJwksCache, RawRule};
+use super::rules::{Access, ClaimName, IssuerId, Requirements, RouteRule};
+use super::{
+    is_hmac, AuthzConfig, ForwardConfig, GuardConfig, InboundConfig, IssuerConfig, JwksCachePolicy,
+    KeySource, Limits, Mode, Secret, TlsFiles, Validator,
+};
+use crate::headers::{canonical_host, is_hop_by_hop, is_set_by_proxy};
+use hyper::header::HeaderName;
+use hyper::{Method, Uri};
+use jsonwebtoken::Algorithm;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 impl Validator<'_> {
     pub(super) fn inbound(&mut self, raw: RawInbound) -> Option<InboundConfig> {
@@ -104,17 +116,16 @@ impl Validator<'_> {
 
     /// What decides a request, for `section` (`inbound` or `authz`).
     fn guard(&mut self, section: &str, raw: RawGuard) -> GuardConfig {
+        let modes = [
+            ("strict", Mode::Strict),
+            ("permissive", Mode::Permissive),
+            ("audit", Mode::Audit),
+        ];
         let mode = match raw.mode.as_deref() {
-            None | Some("strict") => Mode::Strict,
-            Some("permissive") => Mode::Permissive,
-            Some("audit") => Mode::Audit,
-            Some(other) => {
-                self.error(
-                    format!("{section}.mode"),
-                    format!("expected strict, permissive or audit, got {other:?}"),
-                );
-                Mode::Strict
-            }
+            None => Mode::Strict,
+            Some(mode) => self
+                .one_of(&format!("{section}.mode"), mode, &modes)
+                .unwrap_or(Mode::Strict),
         };
         if raw.issuers.is_empty() {
             self.error(
@@ -402,91 +413,9 @@ impl Validator<'_> {
                 format!("must start with '/', got {prefix:?}"),
             );
         }
-        let methods = raw.methods.map(|ms| {
-            ms.iter()
-                .enumerate()
-                .filter_map(
-                    |(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                        Ok(m) => Some(m),
-                        Err(_) => {
-                            self.error(
-                                format!("{path}.methods[{i}]"),
-                                format!("not an HTTP method: {m:?}"),
-                            );
-                            None
-                        }
-                    },
-                )
-                .collect()
-        });
-        let wants_token = raw.scopes.is_some() || raw.issuers.is_some() || raw.claims.is_some();
-        let access = match raw.allow.as_deref() {
-            Some("anonymous") if wants_token => {
-                self.error(
-                    format!("{path}.allow"),
-                    "an anonymous rule cannot also require scopes, issuers or claims",
-                );
-                return None;
-            }
-            Some("anonymous") => Access::Anonymous,
-            Some("authenticated") | None => {
-                let issuer_idx = raw.issuers.map(|names| {
-                    names
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, n)| match issuers.iter().position(|c| &c.issuer == n) {
-                            Some(idx) => Some(IssuerId::new(idx)),
-                            None => {
-                                self.error(
-                                    format!("{path}.issuers[{i}]"),
-                                    format!("{n:?} is not a configured issuer"),
-                                );
-                                None
-                            }
-                        })
-                        .collect()
-                });
-                let claims = raw
-                    .claims
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(name, want)| match ClaimName::parse(&name) {
-                        Ok(name) => Some((name, want)),
-                        Err(e) => {
-                            self.error(format!("{path}.claims"), e);
-                            None
-                        }
-                    })
-                    .collect();
-                Access::Token(Requirements {
-                    scopes: raw.scopes.unwrap_or_default(),
-                    issuers: issuer_idx,
-                    claims,
-                })
-            }
-            Some(other) => {
-                self.error(
-                    format!("{path}.allow"),
-                    format!("expected anonymous or authenticated, got {other:?}"),
-                );
-                return None;
-            }
-        };
-        // Requests are matched on their canonical host: compare like with like.
-        let host = raw
-            .host
-            .and_then(|h| match canonical_host(h.as_bytes(), None) {
-                Ok(Some(host)) if host.name().len() == host.value().len() => {
-                    Some(String::from_utf8_lossy(host.name()).into_owned())
-                }
-                _ => {
-                    self.error(
-                        format!("{path}.host"),
-                        format!("expected a host name without port, got {h:?}"),
-                    );
-                    None
-                }
-            });
+        let methods = raw.methods.as_deref().map(|ms| self.rule_methods(path, ms));
+        let access = self.access(path, &raw, issuers)?;
+        let host = raw.host.as_deref().and_then(|h| self.rule_host(path, h));
         Some(RouteRule::new(
             raw.name.unwrap_or_else(|| prefix.clone()),
             &prefix,
@@ -496,16 +425,116 @@ impl Validator<'_> {
         ))
     }
 
+    fn rule_methods(&mut self, path: &str, methods: &[String]) -> Vec<Method> {
+        methods
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        self.error(
+                            format!("{path}.methods[{i}]"),
+                            format!("not an HTTP method: {m:?}"),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
+    }
+
+    /// `allow`: anonymous, or a token meeting the rule's requirements.
+    fn access(&mut self, path: &str, raw: &RawRule, issuers: &[IssuerConfig]) -> Option<Access> {
+        let wants_token = raw.scopes.is_some() || raw.issuers.is_some() || raw.claims.is_some();
+        let anonymous = match raw.allow.as_deref() {
+            None => false,
+            Some(allow) => self.one_of(
+                &format!("{path}.allow"),
+                allow,
+                &[("anonymous", true), ("authenticated", false)],
+            )?,
+        };
+        match (anonymous, wants_token) {
+            (true, true) => {
+                self.error(
+                    format!("{path}.allow"),
+                    "an anonymous rule cannot also require scopes, issuers or claims",
+                );
+                None
+            }
+            (true, false) => Some(Access::Anonymous),
+            (false, _) => Some(Access::Token(self.requirements(path, raw, issuers))),
+        }
+    }
+
+    /// What a token must carry: scopes, one of the named issuers, claims.
+    fn requirements(
+        &mut self,
+        path: &str,
+        raw: &RawRule,
+        issuers: &[IssuerConfig],
+    ) -> Requirements {
+        let issuer_idx = raw.issuers.as_ref().map(|names| {
+            names
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| match issuers.iter().position(|c| &c.issuer == n) {
+                    Some(idx) => Some(IssuerId::new(idx)),
+                    None => {
+                        self.error(
+                            format!("{path}.issuers[{i}]"),
+                            format!("{n:?} is not a configured issuer"),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        });
+        let claims = raw
+            .claims
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, want)| match ClaimName::parse(&name) {
+                Ok(name) => Some((name, want)),
+                Err(e) => {
+                    self.error(format!("{path}.claims"), e);
+                    None
+                }
+            })
+            .collect();
+        Requirements {
+            scopes: raw.scopes.clone().unwrap_or_default(),
+            issuers: issuer_idx,
+            claims,
+        }
+    }
+
+    /// A rule's `host`: matched on the request's canonical host, so it must
+    /// be one (a name without port).
+    fn rule_host(&mut self, path: &str, host: &str) -> Option<String> {
+        match canonical_host(host.as_bytes(), None) {
+            Ok(Some(canonical)) if canonical.name().len() == canonical.value().len() => {
+                Some(String::from_utf8_lossy(canonical.name()).into_owned())
+            }
+            _ => {
+                self.error(
+                    format!("{path}.host"),
+                    format!("expected a host name without port, got {host:?}"),
+                );
+                None
+            }
+        }
+    }
+
     /// A `strip | keep` field: whether to keep, `keep_by_default` when absent.
     fn strip_or_keep(&mut self, path: &str, value: Option<String>, keep_by_default: bool) -> bool {
         match value.as_deref() {
             None => keep_by_default,
-            Some("keep") => true,
-            Some("strip") => false,
-            Some(other) => {
-                self.error(path, format!("expected strip or keep, got {other:?}"));
-                keep_by_default
-            }
+            Some(value) => self
+                .one_of(path, value, &[("strip", false), ("keep", true)])
+                .unwrap_or(keep_by_default),
         }
     }
 
@@ -570,7 +599,7 @@ impl Validator<'_> {
 /// Headers that the proxy itself owns (Host, the forwarding headers it sets),
 /// or that never reach the app (hop-by-hop), and so cannot carry claims.
 fn is_reserved_header(h: &HeaderName) -> bool {
-    use hyper::header::*;
+    use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST};
     is_hop_by_hop(h)
         || is_set_by_proxy(h)
         || [AUTHORIZATION, HOST, CONTENT_LENGTH, COOKIE].contains(h)

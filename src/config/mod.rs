@@ -13,20 +13,22 @@ mod rules;
 mod tls;
 mod tokens;
 
-pub use outbound::*;
+pub use outbound::{
+    Assertion, AssertionKey, ClientAuth, Grant, Inject, Login, LoginToken, OAuthClient, OAuthGrant,
+    OutboundConfig, OutboundRoute, RenewBefore, TokenConfig, TokenSource,
+};
 pub use parse::{interpolate, parse_duration};
 pub use rules::{Access, ClaimName, IssuerId, Requirements, RouteRule};
 pub use tokens::assertion_key;
 
-use crate::headers::{canonical_host, is_hop_by_hop, is_set_by_proxy};
 use hyper::header::HeaderName;
-use hyper::{Method, Uri};
+use hyper::Uri;
 use jsonwebtoken::Algorithm;
-use raw::*;
+use raw::{RawConfig, RawTimeouts};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
 use std::time::Duration;
 
 /// The whole validated configuration.
@@ -333,6 +335,16 @@ pub enum AbsentFiles {
     StandIn,
 }
 
+/// PURE: `expected a, b or c, got "x"`.
+fn expected(names: &[&str], got: &str) -> String {
+    let listed = match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    };
+    format!("expected {listed}, got {got:?}")
+}
+
 /// Whether nothing exists at `file` (unlike an unreadable file, which is there).
 pub fn is_absent(file: &Path) -> bool {
     std::fs::metadata(file).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
@@ -412,6 +424,17 @@ impl Validator<'_> {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    /// A field that takes one of `choices`: the value named, or `None` with
+    /// an error at `path` naming every choice (`expected a, b or c, got "x"`).
+    fn one_of<T: Copy>(&mut self, path: &str, value: &str, choices: &[(&str, T)]) -> Option<T> {
+        let found = choices.iter().find(|(name, _)| *name == value);
+        if found.is_none() {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            self.error(path, expected(&names, value));
+        }
+        found.map(|(_, v)| *v)
     }
 
     /// Interpolates a string field, recording a failure under `path`.
@@ -545,22 +568,24 @@ impl Validator<'_> {
         url: Option<&Uri>,
     ) -> UpstreamProtocol {
         let tls = url.is_some_and(|u| u.scheme_str() == Some("https"));
-        match raw.map(String::as_str) {
-            None => url.map_or(UpstreamProtocol::Http1, UpstreamProtocol::default_for),
-            Some("http1") => UpstreamProtocol::Http1,
-            Some("h2") => UpstreamProtocol::H2,
-            Some("auto") if tls || url.is_none() => UpstreamProtocol::Auto,
-            Some("auto") => {
+        let Some(raw) = raw else {
+            return url.map_or(UpstreamProtocol::Http1, UpstreamProtocol::default_for);
+        };
+        let choices = [
+            ("http1", UpstreamProtocol::Http1),
+            ("h2", UpstreamProtocol::H2),
+            ("auto", UpstreamProtocol::Auto),
+        ];
+        match self.one_of(path, raw, &choices) {
+            Some(UpstreamProtocol::Auto) if !tls && url.is_some() => {
                 self.error(
                     path,
                     "auto negotiates by ALPN, which needs an https:// upstream; for h2c write h2",
                 );
                 UpstreamProtocol::Http1
             }
-            Some(other) => {
-                self.error(path, format!("expected http1, h2 or auto, got {other:?}"));
-                UpstreamProtocol::Http1
-            }
+            Some(protocol) => protocol,
+            None => UpstreamProtocol::Http1,
         }
     }
 

@@ -1,10 +1,33 @@
 //! Validation of `outbound.tokens` entries: which fields each kind takes, and
 //! each kind's settings (OAuth grants and client authentication, logins, files).
 
+use super::outbound::{
+    Assertion, AssertionKey, ClientAuth, Grant, Login, LoginToken, OAuthClient, OAuthGrant,
+    TokenSource,
+};
 use super::raw::RawTokenSource;
-use super::*;
+use super::{expected, Secret, Validator};
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::EncodingKey;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every token source `kind`.
+const KINDS: [&str; 5] = [
+    "client_credentials",
+    "jwt_bearer",
+    "token_exchange",
+    "login",
+    "file",
+];
+
+/// Every `client_auth`.
+const CLIENT_AUTHS: [&str; 4] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+];
 
 impl Validator<'_> {
     /// The kind-specific part of a token source. Each kind lists the fields it
@@ -45,10 +68,7 @@ impl Validator<'_> {
             ],
             "file" => vec!["path"],
             other => {
-                self.error(
-                    format!("{path}.kind"),
-                    format!("expected client_credentials, jwt_bearer, token_exchange, login or file, got {other:?}"),
-                );
+                self.error(format!("{path}.kind"), expected(&KINDS, other));
                 return None;
             }
         };
@@ -196,7 +216,7 @@ impl Validator<'_> {
             other => {
                 self.error(
                     format!("{path}.client_auth"),
-                    format!("expected client_secret_basic, client_secret_post, private_key_jwt or none, got {other:?}"),
+                    expected(&CLIENT_AUTHS, other),
                 );
                 return None;
             }
@@ -345,17 +365,11 @@ impl Validator<'_> {
 
     /// A login's HTTP method: POST (the default) or PUT.
     fn login_method(&mut self, path: &str, raw: Option<&str>) -> hyper::Method {
-        match raw.unwrap_or("POST").to_ascii_uppercase().as_str() {
-            "POST" => hyper::Method::POST,
-            "PUT" => hyper::Method::PUT,
-            other => {
-                self.error(
-                    format!("{path}.method"),
-                    format!("expected POST or PUT, got {other:?}"),
-                );
-                hyper::Method::POST
-            }
-        }
+        let method = raw.unwrap_or("POST").to_ascii_uppercase();
+        let methods = [("POST", &hyper::Method::POST), ("PUT", &hyper::Method::PUT)];
+        self.one_of(&format!("{path}.method"), &method, &methods)
+            .unwrap_or(&hyper::Method::POST)
+            .clone()
     }
 
     /// A JSON pointer field (`/a/b`), when set.
