@@ -241,12 +241,10 @@ async fn keys_past_their_stale_bound_are_a_503_to_both() {
     );
     let addr = app.inbound_addr.unwrap();
     // Bounded wait for the keys to pass their bound.
-    for _ in 0..100 {
-        if proxy(addr, &stale).await.0 != 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_millis(5000), || async {
+        proxy(addr, &stale).await.0 != 200
+    })
+    .await;
     assert_decisions(addr, &file, &stale).await;
     let anonymous = case("anonymous route meanwhile", "GET", "/public/x", None, 200);
     assert_decisions(addr, &file, &anonymous).await;

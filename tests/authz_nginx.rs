@@ -129,14 +129,15 @@ impl Nginx {
             port,
             _dir: dir,
         };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return nginx;
-            }
-            std::thread::sleep(Duration::from_millis(25));
+        let listening = eventually_blocking(Duration::from_millis(5000), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !listening {
+            let log =
+                std::fs::read_to_string(nginx._dir.path().join("error.log")).unwrap_or_default();
+            panic!("nginx did not listen on {port}:\n{log}");
         }
-        let log = std::fs::read_to_string(nginx._dir.path().join("error.log")).unwrap_or_default();
-        panic!("nginx did not listen on {port}:\n{log}");
+        nginx
     }
 
     /// One raw request through nginx.

@@ -229,13 +229,13 @@ inbound:
         );
         let app = start_yaml(&yaml).await;
         let guard = app.inbound().unwrap();
-        for _ in 0..400 {
-            if guard.guard().is_ready() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(guard.guard().is_ready());
+        assert!(
+            eventually(Duration::from_millis(4000), || async {
+                guard.guard().is_ready()
+            })
+            .await,
+            "the guard never became ready (keys never loaded)"
+        );
         Guard {
             issuer,
             app: Some(app),

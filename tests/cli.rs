@@ -301,15 +301,16 @@ async fn verify_judges_the_token_even_when_the_decision_stops_before_it() {
 
 /// Polls `url` until it stops answering 503 (bounded), returning the last status.
 async fn once_serving(url: &str, token: Option<&str>) -> StatusCode {
-    let mut status = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..200 {
-        status = get(url, token).await.0;
-        if status != StatusCode::SERVICE_UNAVAILABLE {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    status
+    // The status the last poll got, not a fresh request after it: callers
+    // count the requests the app saw and the access-log lines written.
+    let last = std::sync::Mutex::new(None);
+    eventually(Duration::from_millis(5000), || async {
+        let status = get(url, token).await.0;
+        *last.lock().unwrap() = Some(status);
+        status != StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    last.into_inner().unwrap().expect("polled at least once")
 }
 
 // Multi-threaded: the log reader blocks, and the in-process issuer must keep serving.
@@ -335,9 +336,10 @@ async fn run_drains_in_flight_requests_on_sigterm_and_exits_0() {
             .await
             .0
     });
-    while echo.hits() < 2 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(10), || async { echo.hits() >= 2 }).await,
+        "the slow request never reached the app"
+    );
     let code = tokio::task::spawn_blocking(move || run.stop());
     assert_eq!(slow.await.unwrap(), StatusCode::OK);
     assert_eq!(code.await.unwrap(), 0);

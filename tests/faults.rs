@@ -157,14 +157,16 @@ const RSS_SLACK: f64 = 8.0 * BIG as f64;
 /// descriptors than `before` plus [`SLACK`], and checks its memory grew by
 /// less than [`RSS_SLACK`]; `after` names the faults it followed.
 async fn nothing_left_behind(admin: &str, before: Held, after: &str) {
-    let mut now = held(admin).await;
-    for _ in 0..100 {
-        if now.tasks <= before.tasks + SLACK && now.fds <= before.fds + SLACK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        now = held(admin).await;
-    }
+    // The reading the last poll judged (not a fresh scrape after it, which
+    // could catch a fetch in flight that the wait had already outlasted).
+    let last = std::sync::Mutex::new(None);
+    eventually(Duration::from_millis(10_000), || async {
+        let now = held(admin).await;
+        *last.lock().unwrap() = Some(now);
+        now.tasks <= before.tasks + SLACK && now.fds <= before.fds + SLACK
+    })
+    .await;
+    let now = last.into_inner().unwrap().expect("polled at least once");
     assert!(
         now.tasks <= before.tasks + SLACK,
         "tasks left behind after {after}: {before:?} -> {now:?}"
@@ -340,15 +342,14 @@ async fn failures_so_far(admin: &str, name: &str) -> f64 {
 
 /// Waits (bounded, 30 s) until `name` has counted `at_least` failures.
 async fn failures_reach(admin: &str, name: &str, at_least: f64) {
-    let mut last = 0.0;
-    for _ in 0..300 {
-        last = failures_so_far(admin, name).await;
-        if last >= at_least {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let reached = eventually(Duration::from_millis(30_000), || async {
+        failures_so_far(admin, name).await >= at_least
+    })
+    .await;
+    if !reached {
+        let last = failures_so_far(admin, name).await;
+        panic!("{name} counted {last} failures, not {at_least}");
     }
-    panic!("{name} counted {last} failures, not {at_least}");
 }
 
 /// The JWKS endpoint failing with `fault` from the start: the guard is not

@@ -372,12 +372,10 @@ outbound:
     app.refuse_next.store(true, Ordering::SeqCst);
     let status = client.check(check_request(None)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    for _ in 0..200 {
-        if issuer.token_calls().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually(Duration::from_millis(5000), || async {
+        issuer.token_calls().len() >= 2
+    })
+    .await;
     assert_eq!(
         issuer.token_calls().len(),
         2,

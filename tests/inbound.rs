@@ -368,12 +368,10 @@ async fn not_ready_until_the_jwks_loads() {
     let echo = tokengate::demo::Echo::start().await.unwrap();
     let s = Stack::start_with(issuer, echo, "", "").await;
     // Give the first fetch time to fail.
-    for _ in 0..100 {
-        if s.issuer.jwks_hits() > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(std::time::Duration::from_millis(1000), || async {
+        s.issuer.jwks_hits() > 0
+    })
+    .await;
     let (status, _, _) = get(&format!("{}/readyz", s.admin), None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let (status, _, body) = s.get("/public/x", None).await;
@@ -412,13 +410,13 @@ async fn the_idp_going_down_does_not_reject_valid_tokens_within_the_stale_bound(
     s.ready().await;
     s.issuer.set_failing(true);
     let hits = s.issuer.jwks_hits();
-    for _ in 0..300 {
-        if s.issuer.jwks_hits() >= hits + 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(s.issuer.jwks_hits() >= hits + 2, "refreshes kept trying");
+    assert!(
+        eventually(std::time::Duration::from_millis(6000), || async {
+            s.issuer.jwks_hits() >= hits + 2
+        })
+        .await,
+        "refreshes kept trying"
+    );
     let series = format!(
         "tokengate_jwks_refresh_total{{issuer=\"{}\",result=\"error\"}}",
         s.issuer.issuer
@@ -450,14 +448,11 @@ async fn keys_past_the_stale_bound_stop_serving() {
     s.ready().await;
     s.issuer.set_failing(true);
     let token = s.issuer.mint(json!({ "scope": "orders:read" }));
-    let mut status = StatusCode::OK;
-    for _ in 0..100 {
-        status = s.get("/orders/1", Some(&token)).await.0;
-        if status != StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(std::time::Duration::from_millis(5000), || async {
+        s.get("/orders/1", Some(&token)).await.0 != StatusCode::OK
+    })
+    .await;
+    let status = s.get("/orders/1", Some(&token)).await.0;
     assert_eq!(
         status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -692,14 +687,11 @@ async fn background_refresh_follows_max_age_and_discovery_is_fetched_once() {
             "leeway: 5s\n      jwks_cache: { refresh_interval: 1h, min_refresh: 1s }",
         );
     let app = start_yaml(&yaml).await;
-    let mut refreshes = 0;
-    for _ in 0..500 {
-        refreshes = issuer.jwks_hits();
-        if refreshes >= 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(std::time::Duration::from_millis(10_000), || async {
+        issuer.jwks_hits() >= 3
+    })
+    .await;
+    let refreshes = issuer.jwks_hits();
     assert!(
         refreshes >= 3,
         "max-age drives the refresh period ({refreshes} fetches)"

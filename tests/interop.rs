@@ -195,15 +195,11 @@ inbound:
     let app = start_yaml(&yaml).await;
     let base = format!("http://{}", app.inbound_addr.unwrap());
     let admin = format!("http://{}", app.admin_addr);
-    for _ in 0..400 {
-        if get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(
-        get(&format!("{admin}/readyz"), None).await.0,
-        StatusCode::OK,
+    assert!(
+        eventually(Duration::from_millis(10_000), || async {
+            get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK
+        })
+        .await,
         "JWKS loaded via discovery"
     );
 
@@ -380,14 +376,11 @@ outbound:
     let base = format!("http://{}", out.outbound_addr.unwrap());
     let admin = format!("http://{}", out.admin_addr);
     let guard_admin = format!("http://{}", guard.admin_addr);
-    for _ in 0..400 {
-        if get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK
+    eventually(Duration::from_millis(10_000), || async {
+        get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK
             && get(&format!("{guard_admin}/readyz"), None).await.0 == StatusCode::OK
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await;
     let started = std::time::Instant::now();
     let mut requests = 0;
     while started.elapsed() < Duration::from_secs(10) {

@@ -207,9 +207,13 @@ async fn readiness_waits_for_the_first_token() {
     let (issuer, echo) = parts().await;
     issuer.set_token_failing(true);
     let o = start(issuer, echo, "", "").await;
-    while o.issuer.token_calls().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !o.issuer.token_calls().is_empty()
+        })
+        .await,
+        "the first token fetch was never attempted"
+    );
     assert_eq!(
         get(&format!("{}/readyz", o.admin), None).await.0,
         StatusCode::SERVICE_UNAVAILABLE
@@ -282,16 +286,13 @@ async fn an_upstream_401_causes_one_refetch_and_one_retry() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(o.echo.hits(), hits + 1, "not replayed");
-    for _ in 0..400 {
-        if o.issuer.token_calls().len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        o.issuer.token_calls().len(),
-        3,
-        "a renewal followed the refused streamed request"
+    assert!(
+        eventually(Duration::from_millis(4000), || async {
+            o.issuer.token_calls().len() == 3
+        })
+        .await,
+        "a renewal followed the refused streamed request ({} token calls)",
+        o.issuer.token_calls().len()
     );
     assert_eq!(o.call("api.test", "/after", &[]).await.0, StatusCode::OK);
     o.app.shutdown().await;
@@ -338,15 +339,13 @@ outbound:
     assert_eq!(o.call("anything.test", "/", &[]).await.0, StatusCode::OK);
     assert_eq!(o.seen_authorization(), "Bearer first-token");
     std::fs::write(&file, "second-token\n").unwrap();
-    let mut seen = String::new();
-    for _ in 0..100 {
+    eventually(Duration::from_millis(10_000), || async {
         o.call("anything.test", "/", &[]).await;
-        seen = o.seen_authorization();
-        if seen == "Bearer second-token" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        o.seen_authorization() == "Bearer second-token"
+    })
+    .await;
+    // What the last call carried (no new call is made).
+    let seen = o.seen_authorization();
     assert_eq!(
         seen, "Bearer second-token",
         "the changed file is picked up without a restart"
@@ -406,15 +405,13 @@ async fn token_server_down_keeps_the_valid_token_then_503s_then_recovers() {
 
     // Recovery: once the server answers again, requests succeed.
     o.issuer.set_token_failing(false);
-    let mut status = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..100 {
-        status = o.call("api.test", "/", &[]).await.0;
-        if status == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(status, StatusCode::OK);
+    assert!(
+        eventually(Duration::from_millis(20_000), || async {
+            o.call("api.test", "/", &[]).await.0 == StatusCode::OK
+        })
+        .await,
+        "requests succeed again once the token server answers"
+    );
     o.app.shutdown().await;
 }
 

@@ -27,13 +27,13 @@ async fn guard_for(upstream: &str, inbound_extra: &str) -> (DevIssuer, tokengate
     let yaml = config_yaml(&issuer.issuer, upstream, "", inbound_extra);
     let app = start_yaml(&yaml).await;
     let guard = app.inbound().unwrap();
-    for _ in 0..200 {
-        if guard.guard().is_ready() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(guard.guard().is_ready());
+    assert!(
+        eventually(Duration::from_millis(2000), || async {
+            guard.guard().is_ready()
+        })
+        .await,
+        "the guard never became ready (keys never loaded)"
+    );
     (issuer, app)
 }
 
@@ -336,13 +336,11 @@ async fn tls_http1_connections_keep_the_header_read_timeout_and_drain() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let in_flight = tokio::spawn(sender.send_request(req));
-    for _ in 0..500 {
-        if s.echo.hits() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(s.echo.hits(), 2, "the slow request reached the app");
+    assert!(
+        eventually(Duration::from_millis(5000), || async { s.echo.hits() == 2 }).await,
+        "the slow request reached the app ({} hits)",
+        s.echo.hits()
+    );
     let stopped = tokio::spawn(s.stop());
     let resp = tokio::time::timeout(Duration::from_secs(5), in_flight)
         .await

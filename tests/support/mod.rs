@@ -98,16 +98,49 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The one way a test waits for something to happen: polls `check` every
+/// 10 ms until it holds or `within` passes, and says whether it held. Assert
+/// on the answer (or on what the check read), never after a fixed sleep.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`eventually`] for a test without a runtime (the check blocks).
+pub fn eventually_blocking(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits (bounded, 10 s) until the admin listener at `admin` (`http://…`)
 /// answers /readyz with 200; panics if it never does.
 pub async fn ready_at(admin: &str) {
-    for _ in 0..400 {
-        if get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{admin} never became ready");
+    let url = format!("{admin}/readyz");
+    let ready = eventually(Duration::from_secs(10), || async {
+        get(&url, None).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "{admin} never became ready");
 }
 
 /// [`ready_at`] for a running `app`.
@@ -118,15 +151,12 @@ pub async fn wait_ready(app: &tokengate::App) {
 /// The /readyz body at `admin`, polled (bounded, 5 s) until it contains
 /// `needle`; the last body when it never does (the caller asserts on it).
 pub async fn readyz_saying(admin: &str, needle: &str) -> String {
-    let mut body = String::new();
-    for _ in 0..100 {
-        body = get(&format!("{admin}/readyz"), None).await.2;
-        if body.contains(needle) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    body
+    let url = format!("{admin}/readyz");
+    eventually(Duration::from_secs(5), || async {
+        get(&url, None).await.2.contains(needle)
+    })
+    .await;
+    get(&url, None).await.2
 }
 
 /// Validates `yaml` and starts tokengate on it; a config error panics showing the YAML.

@@ -17,17 +17,19 @@ pub fn terminate(child: &Child) {
 
 /// Waits (bounded) for a child to exit.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("tokengate did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut code = None;
+    let exited = super::eventually_blocking(limit, || {
+        code = child
+            .try_wait()
+            .unwrap()
+            .map(|status| status.code().unwrap_or(-1));
+        code.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        panic!("tokengate did not exit within {limit:?}");
     }
+    code.expect("the check that held read an exit code")
 }
 
 /// `tokengate run` as a child process, with its log lines forwarded to a channel.
