@@ -860,20 +860,21 @@ async fn a_reload_swaps_the_authz_rules_and_keeps_its_listeners() {
     let mut a = Authz::start("").await;
     let asked = || traefik("GET", "/orders/7");
     assert_eq!(a.ask("GET /authz", &asked()).await.status, 401);
-    let anonymous = authz_yaml(&a.issuer.issuer, "").replace(
-        "{ path: /orders, methods: [GET], scopes: [\"orders:read\"] }",
-        "{ path: /orders, methods: [GET], allow: anonymous }",
-    );
+    let anonymous = Yaml::parse(&authz_yaml(&a.issuer.issuer, ""))
+        .set(
+            "authz.rules[2]",
+            "{ path: /orders, methods: [GET], allow: anonymous }",
+        )
+        .text();
     let config = tokengate::config::Config::from_yaml(&anonymous, "reload", &|_| None).unwrap();
     a.app.reload(config).await.expect("reloads");
     assert_eq!(a.ask("GET /authz", &asked()).await.status, 200);
     // Its listeners are fixed for the process: a changed port needs a restart.
     // The new port is one held here, so nothing else could be bound to it.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let moved = anonymous.replace(
-        "grpc_listen: \"127.0.0.1:0\"",
-        &format!("grpc_listen: \"{}\"", held.local_addr().unwrap()),
-    );
+    let moved = Yaml::parse(&anonymous)
+        .set("authz.grpc_listen", &held.local_addr().unwrap().to_string())
+        .text();
     let config = tokengate::config::Config::from_yaml(&moved, "reload", &|_| None).unwrap();
     let refused = a.app.reload(config).await.expect_err("a restart is needed");
     assert!(refused.to_string().contains("grpc_listen"), "{refused}");

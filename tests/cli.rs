@@ -37,7 +37,10 @@ fn check_exits_64_and_names_the_typo() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
             .unwrap();
-    let typo = temp_file("typo.yaml", &example.replacen("audiences:", "audience:", 1));
+    let typo = Yaml::parse(&example)
+        .rename("inbound.issuers[0].audiences", "audience")
+        .text();
+    let typo = temp_file("typo.yaml", &typo);
     let (code, _, stderr) = run(&["check", "--config", typo.to_str().unwrap()]);
     assert_eq!(code, 64);
     assert!(
@@ -165,8 +168,9 @@ outbound:
 
     // There but not a certificate: validated as before.
     let not_pem = temp_file("not-a-cert.pem", "hello");
-    let wrong = yaml.replace(&gone("ca.crt"), not_pem.to_str().unwrap());
-    assert_ne!(wrong, yaml);
+    let wrong = Yaml::parse(&yaml)
+        .set("inbound.issuers[0].tls.ca_file", not_pem.to_str().unwrap())
+        .text();
     let wrong = temp_file("wrong-file.yaml", &wrong);
     let (code, _, stderr) = run(&["check", "--config", wrong.to_str().unwrap()]);
     assert_eq!(code, 64, "{stderr}");
@@ -180,10 +184,10 @@ outbound:
 fn run_exits_1_when_it_cannot_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let yaml = config_yaml("https://idp.invalid", "http://127.0.0.1:1", "", "").replace(
-        "listen: \"127.0.0.1:0\"\n  upstream",
-        &format!("listen: \"127.0.0.1:{port}\"\n  upstream"),
-    );
+    let yaml = config_yaml("https://idp.invalid", "http://127.0.0.1:1", "", "");
+    let yaml = Yaml::parse(&yaml)
+        .set("inbound.listen", &format!("127.0.0.1:{port}"))
+        .text();
     let path = temp_file("taken.yaml", &yaml);
     let (code, _, stderr) = run(&["run", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
@@ -487,13 +491,15 @@ async fn sighup_reloads_a_valid_config_and_rejects_an_invalid_one() {
     assert_eq!(once_serving(&url, Some(&token)).await, StatusCode::OK);
 
     // Valid change: /items now needs a scope the token lacks.
-    std::fs::write(&config, yaml.replace("items:read", "items:admin")).unwrap();
+    let scoped = Yaml::parse(&yaml).set("inbound.rules[1].scopes", "[items:admin]");
+    std::fs::write(&config, scoped.text()).unwrap();
     hangup(&run.child);
     run.wait_for("config reloaded");
     assert_eq!(get(&url, Some(&token)).await.0, StatusCode::FORBIDDEN);
 
     // Invalid change: rejected, the running config keeps serving.
-    std::fs::write(&config, yaml.replace("audiences:", "audience:")).unwrap();
+    let typo = Yaml::parse(&yaml).rename("inbound.issuers[0].audiences", "audience");
+    std::fs::write(&config, typo.text()).unwrap();
     hangup(&run.child);
     let rejected = run.wait_for("reload rejected");
     assert!(
@@ -540,7 +546,8 @@ async fn a_configmap_style_symlink_swap_is_applied_without_a_signal() {
     assert_eq!(once_serving(&url, Some(&token)).await, StatusCode::OK);
 
     // Valid change: /items now needs a scope the token lacks.
-    publish(2, &yaml.replace("items:read", "items:admin"));
+    let scoped = Yaml::parse(&yaml).set("inbound.rules[1].scopes", "[items:admin]");
+    publish(2, &scoped.text());
     let (run, applied) = tokio::task::spawn_blocking(move || {
         let line = run.wait_for("config reloaded");
         (run, line)
@@ -554,7 +561,8 @@ async fn a_configmap_style_symlink_swap_is_applied_without_a_signal() {
     assert_eq!(get(&url, Some(&token)).await.0, StatusCode::FORBIDDEN);
 
     // Invalid change: refused, the running config keeps serving.
-    publish(3, &yaml.replace("audiences:", "audience:"));
+    let typo = Yaml::parse(&yaml).rename("inbound.issuers[0].audiences", "audience");
+    publish(3, &typo.text());
     let (run, rejected) = tokio::task::spawn_blocking(move || {
         let line = run.wait_for("reload rejected");
         (run, line)
@@ -1252,22 +1260,20 @@ async fn verify_and_check_know_the_authz_section() {
         .unwrap();
     // The harness's inbound rules, once as inbound and once as authz (with /orders anonymous).
     let inbound = config_yaml(&issuer.issuer, "http://127.0.0.1:1", "", "");
-    let authz_section = inbound
-        .split_once("inbound:\n")
-        .unwrap()
-        .1
-        .replace(
-            "  listen: \"127.0.0.1:0\"\n  upstream: \"http://127.0.0.1:1\"\n",
-            "  listen: \"127.0.0.1:0\"\n  grpc_listen: \"127.0.0.1:0\"\n",
-        )
-        .replace(
-            "{ path: /orders, methods: [GET], scopes: [\"orders:read\"] }",
-            "{ path: /orders, methods: [GET], allow: anonymous }",
-        );
-    let both = temp_file("both.yaml", &format!("{inbound}authz:\n{authz_section}"));
+    let authz = |doc: Yaml| {
+        let section = serde_yaml::to_string(doc.get("inbound")).unwrap();
+        doc.set("authz", &section)
+            .remove("authz.upstream")
+            .set("authz.grpc_listen", "127.0.0.1:0")
+            .set(
+                "authz.rules[2]",
+                "{ path: /orders, methods: [GET], allow: anonymous }",
+            )
+    };
+    let both = temp_file("both.yaml", &authz(Yaml::parse(&inbound)).text());
     let only = temp_file(
         "authz-only.yaml",
-        &format!("admin: {{ listen: \"127.0.0.1:0\" }}\nauthz:\n{authz_section}"),
+        &authz(Yaml::parse(&inbound)).remove("inbound").text(),
     );
     let (both, only) = (
         both.to_str().unwrap().to_string(),

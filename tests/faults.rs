@@ -540,7 +540,8 @@ async fn a_config_file_that_disappears_before_a_reload_keeps_the_running_config(
         "still serving"
     );
 
-    std::fs::write(&config, yaml.replace("items:read", "items:admin")).unwrap();
+    let scoped = Yaml::parse(&yaml).set("inbound.rules[1].scopes", "[items:admin]");
+    std::fs::write(&config, scoped.text()).unwrap();
     hangup(&proxy.child);
     logged(&proxy, "config reloaded").await;
     assert_eq!(
@@ -589,11 +590,13 @@ async fn wall_clock_jumps_neither_stall_healthy_keys_nor_revive_a_cached_token()
         &issuer.issuer,
         &format!("{}/jwks.json", issuer.issuer),
         &format!("http://{}", echo.addr),
-    )
-    .replace(
-        "refresh_interval: 1s, min_refresh: 1s, fetch_timeout: 1s",
-        "refresh_interval: 1h, max_refresh: 1h, stale_if_error: 1h",
     );
+    let yaml = Yaml::parse(&yaml)
+        .set(
+            "inbound.issuers[0].jwks_cache",
+            "{ refresh_interval: 1h, max_refresh: 1h, stale_if_error: 1h }",
+        )
+        .text();
     let config = temp_file("clock.yaml", &yaml);
     let clock = temp_file("clock-offset", "+0\n");
     let (config_path, clock_path) = (config.to_path_buf(), clock.to_path_buf());

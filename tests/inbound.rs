@@ -677,15 +677,15 @@ async fn background_refresh_follows_max_age_and_discovery_is_fetched_once() {
     // The IdP says max-age=1 (raised to min_refresh: 1s); without it the guard would wait an hour.
     issuer.set_max_age(Some(1));
     let echo = tokengate::demo::Echo::start().await.unwrap();
-    let yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "")
-        .replace(
-            &format!("jwks_uri: \"{}/jwks.json\"", issuer.issuer),
-            "discovery: true",
+    let yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "");
+    let yaml = Yaml::parse(&yaml)
+        .remove("inbound.issuers[0].jwks_uri")
+        .set("inbound.issuers[0].discovery", "true")
+        .set(
+            "inbound.issuers[0].jwks_cache",
+            "{ refresh_interval: 1h, min_refresh: 1s }",
         )
-        .replace(
-            "leeway: 5s",
-            "leeway: 5s\n      jwks_cache: { refresh_interval: 1h, min_refresh: 1s }",
-        );
+        .text();
     let app = start_yaml(&yaml).await;
     eventually(std::time::Duration::from_millis(10_000), || async {
         issuer.jwks_hits() >= 3

@@ -424,19 +424,28 @@ async fn six_second_tokens_renew_before_expiry_without_blocking_requests() {
     issuer.set_token_ttl(6);
     // A slow token server: a request that waited for a fetch would show it.
     issuer.set_token_delay(Duration::from_millis(300));
-    let guard_yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "")
-        .replace("leeway: 5s", "leeway: 0s");
+    let guard_yaml = config_yaml(&issuer.issuer, &format!("http://{}", echo.addr), "", "");
+    let guard_yaml = Yaml::parse(&guard_yaml)
+        .set("inbound.issuers[0].leeway", "0s")
+        .text();
     let guard = start_yaml(&guard_yaml).await;
     let guard_url = format!("http://{}", guard.inbound_addr.unwrap());
     let stable = temp_file(
         "stable-token",
         &issuer.mint(json!({ "scope": "orders:read" })),
     );
-    let yaml = outbound_yaml(&issuer.token_url(), &guard_url, "", "")
-        .replace(
-            "  tokens:\n",
-            &format!("    - {{ host: stable.test, upstream: \"{guard_url}\", token: stable }}\n  tokens:\n    stable: {{ kind: file, path: \"{}\" }}\n", stable.display()),
-        );
+    let yaml = outbound_yaml(&issuer.token_url(), &guard_url, "", "");
+    let yaml = Yaml::parse(&yaml)
+        .insert(
+            "outbound.routes",
+            1,
+            &format!("{{ host: stable.test, upstream: \"{guard_url}\", token: stable }}"),
+        )
+        .set(
+            "outbound.tokens.stable",
+            &format!("{{ kind: file, path: \"{}\" }}", stable.display()),
+        )
+        .text();
     let app = start_yaml(&yaml).await;
     let o = Out::from_app(issuer, echo, app);
     o.ready().await;
@@ -825,7 +834,9 @@ async fn reload_swaps_token_sources_once_the_new_tokens_are_fetched() {
     assert_eq!(claims_of(&o.seen_authorization())["scope"], "orders:read");
 
     // A changed token source is fetched first, then swapped in.
-    let changed = yaml.replace("[\"orders:read\"]", "[\"orders:write\"]");
+    let changed = Yaml::parse(&yaml)
+        .set("outbound.tokens.default.scopes", "[\"orders:write\"]")
+        .text();
     o.app
         .reload(Config::from_yaml(&changed, "test", &|_| None).unwrap())
         .await
@@ -839,9 +850,13 @@ async fn reload_swaps_token_sources_once_the_new_tokens_are_fetched() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let broken = changed
-        .replace(&o.issuer.token_url(), &format!("http://{closed}/token"))
-        .replace("audience:", "fetch_timeout: 200ms\n      audience:");
+    let broken = Yaml::parse(&changed)
+        .set(
+            "outbound.tokens.default.token_url",
+            &format!("http://{closed}/token"),
+        )
+        .set("outbound.tokens.default.fetch_timeout", "200ms")
+        .text();
     let err = o
         .app
         .reload(Config::from_yaml(&broken, "test", &|_| None).unwrap())
@@ -853,10 +868,9 @@ async fn reload_swaps_token_sources_once_the_new_tokens_are_fetched() {
 
     // Listener settings need a restart (the new port is one held here).
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let moved = changed.replace(
-        "outbound:\n  listen: \"127.0.0.1:0\"",
-        &format!("outbound:\n  listen: \"{}\"", held.local_addr().unwrap()),
-    );
+    let moved = Yaml::parse(&changed)
+        .set("outbound.listen", &held.local_addr().unwrap().to_string())
+        .text();
     let err = o
         .app
         .reload(Config::from_yaml(&moved, "test", &|_| None).unwrap())
@@ -870,10 +884,14 @@ async fn reload_swaps_token_sources_once_the_new_tokens_are_fetched() {
 async fn a_route_without_a_token_passes_the_request_through() {
     let (issuer, echo) = parts().await;
     let upstream = format!("http://{}", echo.addr);
-    let yaml = outbound_yaml(&issuer.token_url(), &upstream, "", "").replace(
-        "  tokens:\n",
-        &format!("    - {{ host: public.test, upstream: \"{upstream}\" }}\n  tokens:\n"),
-    );
+    let yaml = outbound_yaml(&issuer.token_url(), &upstream, "", "");
+    let yaml = Yaml::parse(&yaml)
+        .insert(
+            "outbound.routes",
+            1,
+            &format!("{{ host: public.test, upstream: \"{upstream}\" }}"),
+        )
+        .text();
     let o = Out::from_app(issuer, echo, start_yaml(&yaml).await);
     o.ready().await;
 

@@ -127,6 +127,14 @@ fn three_fetches(timeouts: impl Iterator<Item = Duration>) -> Duration {
     timeouts.max().unwrap_or_default() * 3
 }
 
+/// How long a guard's first key fetches may take: three fetch timeouts of
+/// its slowest issuer.
+fn keys_within(guard: &config::GuardConfig) -> Duration {
+    three_fetches(guard.issuers.iter().map(|i| i.jwks_cache.fetch_timeout))
+}
+
+const KEYS_NOT_LOADED: &str = "the new config's issuer keys did not load; keeping the current one";
+
 fn guard_serve_options(timeouts: &config::Timeouts, limits: &config::Limits) -> ServeOptions {
     ServeOptions {
         header_read_timeout: timeouts.header_read,
@@ -143,8 +151,7 @@ impl Section for Inbound {
     const NAME: &'static str = "the inbound section (added or removed)";
     const FIXED: &'static str =
         "inbound listen, TLS on/off, header_read, drain, max_header_bytes or max_connections";
-    const NOT_READY: &'static str =
-        "the new config's issuer keys did not load; keeping the current one";
+    const NOT_READY: &'static str = KEYS_NOT_LOADED;
 
     fn of(config: &Config) -> Option<&Self::Config> {
         config.inbound.as_ref()
@@ -171,7 +178,7 @@ impl Section for Inbound {
     }
 
     fn ready_within(cfg: &Self::Config) -> Duration {
-        three_fetches(cfg.guard.issuers.iter().map(|i| i.jwks_cache.fetch_timeout))
+        keys_within(&cfg.guard)
     }
 
     async fn listen(
@@ -208,8 +215,7 @@ impl Section for Authz {
     const NAME: &'static str = "the authz section (added or removed)";
     const FIXED: &'static str =
         "authz listen, grpc_listen, header_read, drain, max_header_bytes or max_connections";
-    const NOT_READY: &'static str =
-        "the new config's issuer keys did not load; keeping the current one";
+    const NOT_READY: &'static str = KEYS_NOT_LOADED;
 
     fn of(config: &Config) -> Option<&Self::Config> {
         config.authz.as_ref()
@@ -236,7 +242,7 @@ impl Section for Authz {
     }
 
     fn ready_within(cfg: &Self::Config) -> Duration {
-        three_fetches(cfg.guard.issuers.iter().map(|i| i.jwks_cache.fetch_timeout))
+        keys_within(&cfg.guard)
     }
 
     /// The HTTP listener, and Envoy's gRPC `ext_authz` on `grpc_listen`.

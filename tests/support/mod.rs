@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod process;
+mod yaml;
+
+pub use yaml::Yaml;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -254,10 +257,13 @@ authz:
 /// [`authz_yaml`] with a host rule first: every path on `admin.internal`
 /// needs `admin`; elsewhere `/public` stays anonymous.
 pub fn authz_yaml_with_host_rule(issuer: &str) -> String {
-    authz_yaml(issuer, "").replace(
-        "  rules:\n",
-        "  rules:\n    - { host: admin.internal, path: /, scopes: [admin] }\n",
-    )
+    Yaml::parse(&authz_yaml(issuer, ""))
+        .insert(
+            "authz.rules",
+            0,
+            "{ host: admin.internal, path: /, scopes: [admin] }",
+        )
+        .text()
 }
 
 /// Outbound config: route `api.test` → `upstream` with token `default` from the
