@@ -1,18 +1,29 @@
 //! Validated configuration: `RawConfig` (serde mirror) → `Config`, reporting every
 //! problem at once with its field path.
 //!
+//! Each section is one file holding its YAML shape, its validated types and
+//! their validation: `inbound.rs` (inbound, authz), `guard.rs` (what both
+//! decide with) with `issuers.rs` and `rules.rs`, `outbound.rs` with
+//! `tokens.rs`; `raw.rs` and `tls.rs` hold what several share. Here: the top
+//! level, the shared types, and the `Validator` core every file extends.
+//!
 //! Strings may use `${ENV_VAR}` interpolation (`$$` is a literal `$`); secrets may
 //! come from `*_file`. Durations (`250ms`, `30s`, `5m`, `1h`, `1d`) are parsed here,
 //! once, so nothing downstream handles text.
 
+mod guard;
 mod inbound;
+mod issuers;
 mod outbound;
 mod parse;
-pub mod raw;
+mod raw;
 mod rules;
 mod tls;
 mod tokens;
 
+pub use guard::{ForwardConfig, GuardConfig, Limits, Mode};
+pub use inbound::{AuthzConfig, InboundConfig, TlsFiles};
+pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource};
 pub use outbound::{
     Assertion, AssertionKey, ClientAuth, Grant, Inject, Login, LoginToken, OAuthClient, OAuthGrant,
     OutboundConfig, OutboundRoute, RenewBefore, TokenConfig, TokenSource,
@@ -21,15 +32,33 @@ pub use parse::{interpolate, parse_duration};
 pub use rules::{Access, ClaimName, IssuerId, Requirements, RouteRule};
 pub use tokens::assertion_key;
 
-use hyper::header::HeaderName;
 use hyper::Uri;
+use inbound::{RawAuthz, RawInbound};
 use jsonwebtoken::Algorithm;
-use raw::{RawConfig, RawTimeouts};
+use outbound::RawOutbound;
+use raw::RawTimeouts;
+use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::time::Duration;
+
+/// The YAML file's top level (serde mirror; each section's shape is in its file).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    pub inbound: Option<RawInbound>,
+    pub authz: Option<RawAuthz>,
+    pub outbound: Option<RawOutbound>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -44,53 +73,6 @@ pub struct Config {
 pub struct AdminConfig {
     /// Default `127.0.0.1:9901`.
     pub listen: SocketAddr,
-}
-
-#[derive(Debug, Clone)]
-pub struct InboundConfig {
-    pub listen: SocketAddr,
-    pub tls: Option<TlsFiles>,
-    pub upstream: Uri,
-    /// How tokengate speaks to `upstream` (`protocol:` in the file).
-    pub upstream_protocol: UpstreamProtocol,
-    pub timeouts: Timeouts,
-    pub guard: GuardConfig,
-}
-
-/// The `authz` section: a listener that answers "may this request pass?" for
-/// a fronting proxy (nginx `auth_request`, Traefik `forwardAuth`, Envoy
-/// `ext_authz`) and forwards nothing.
-#[derive(Debug, Clone)]
-pub struct AuthzConfig {
-    /// Default `127.0.0.1:9191`: only the fronting proxy may reach it, since
-    /// it trusts the `X-Forwarded-*` / `X-Original-*` headers it is sent.
-    pub listen: SocketAddr,
-    /// Envoy's `ext_authz` gRPC service (`Authorization/Check`), on its own
-    /// port; off unless set.
-    pub grpc_listen: Option<SocketAddr>,
-    /// `header_read` and `drain` apply; the upstream ones keep their defaults
-    /// (the connect timeout is that of JWKS fetches).
-    pub timeouts: Timeouts,
-    pub guard: GuardConfig,
-}
-
-/// What decides a request, shared by the inbound guard (which forwards what it
-/// allows) and the authz listener (which answers for another proxy).
-#[derive(Debug, Clone)]
-pub struct GuardConfig {
-    pub mode: Mode,
-    pub issuers: Vec<IssuerConfig>,
-    pub rules: Vec<RouteRule>,
-    pub forward: ForwardConfig,
-    pub limits: Limits,
-    /// Verified-token cache capacity in entries; default 10 000, 0 disables it.
-    pub token_cache_entries: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
 }
 
 /// How tokengate speaks to an upstream.
@@ -127,97 +109,6 @@ impl UpstreamProtocol {
     }
 }
 
-/// What happens to a request whose token is missing or fails a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Every non-anonymous rule needs a valid token (default).
-    Strict,
-    /// A request without a token passes without identity; a presented token must be valid.
-    Permissive,
-    /// Nothing is rejected; would-be rejections are logged and counted.
-    Audit,
-}
-
-#[derive(Debug, Clone)]
-pub struct IssuerConfig {
-    pub issuer: String,
-    pub keys: KeySource,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    /// Clock skew allowed on exp/nbf/iat; default 30s.
-    pub leeway: Duration,
-    /// Claim holding scopes: `scope` (space-separated) by default; arrays are read too.
-    pub scope_claim: String,
-    pub require_typ: Option<String>,
-    pub max_token_age: Option<Duration>,
-    /// HMAC secret for HS256/384/512; only when such an algorithm is allowed.
-    pub shared_secret: Option<Secret>,
-    pub jwks_cache: JwksCachePolicy,
-    /// TLS for discovery and JWKS fetches (a private CA, a client
-    /// certificate); `None`: the trusted roots, no client certificate.
-    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    /// Discovery and JWKS requests carry `Authorization: Bearer` with this
-    /// file's content, read at each fetch (a rotated service-account token).
-    pub jwks_bearer_token_file: Option<PathBuf>,
-}
-
-/// Where an issuer's public keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    Jwks(Uri),
-    /// `{issuer}/.well-known/openid-configuration` names the `jwks_uri`.
-    Discovery(Uri),
-    /// Shared-secret only issuer: no JWKS.
-    None,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwksCachePolicy {
-    /// Refresh period when the answer has no `Cache-Control: max-age`; default 5m.
-    pub refresh_interval: Duration,
-    /// Lower bound on `max-age`; default 30s.
-    pub min_refresh: Duration,
-    /// Upper bound on `max-age`; default 1h.
-    pub max_refresh: Duration,
-    /// How long the last good key set keeps serving once a refresh is due and the IdP
-    /// cannot be reached; default 6h.
-    pub stale_if_error: Duration,
-    /// At most one unknown-kid refetch per this period; default 5s.
-    pub refetch_cooldown: Duration,
-    /// How long a kid that was still unknown after a refetch is remembered (cleared by
-    /// any successful fetch); default 60s.
-    pub unknown_kid_ttl: Duration,
-    /// Per-fetch timeout; default 5s.
-    pub fetch_timeout: Duration,
-}
-
-impl Default for JwksCachePolicy {
-    fn default() -> Self {
-        JwksCachePolicy {
-            refresh_interval: Duration::from_secs(300),
-            min_refresh: Duration::from_secs(30),
-            max_refresh: Duration::from_secs(3600),
-            stale_if_error: Duration::from_secs(6 * 3600),
-            refetch_cooldown: Duration::from_secs(5),
-            unknown_kid_ttl: Duration::from_secs(60),
-            fetch_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ForwardConfig {
-    /// claim (or JSON pointer) → header name, in file order.
-    pub claims_to_headers: Vec<(ClaimName, HeaderName)>,
-    /// Forward the caller's `Authorization` header; default true (`keep`).
-    pub keep_authorization: bool,
-    /// Forward method and path override headers (`X-HTTP-Method-Override`,
-    /// `X-Original-URL`, …); default false (`strip`). Dangerous: kept, they are
-    /// another way to name a request, and the rules must then agree on every
-    /// reading they give it.
-    pub keep_override_headers: bool,
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// Time allowed for a client to send request headers; default 10s.
@@ -241,26 +132,6 @@ impl Default for Timeouts {
             upstream_response: Duration::from_secs(30),
             drain: Duration::from_secs(20),
             tunnel_idle: Duration::from_secs(300),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Total request header bytes (names + values); default 16 KiB, larger gets 431.
-    pub max_header_bytes: usize,
-    /// Longest bearer token accepted; default 8 KiB (or max_header_bytes if smaller).
-    pub max_token_bytes: usize,
-    /// Connections served at once; default 10 000. Further ones wait in the backlog.
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_header_bytes: 16 * 1024,
-            max_token_bytes: 8 * 1024,
-            max_connections: 10_000,
         }
     }
 }

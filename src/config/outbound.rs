@@ -1,16 +1,110 @@
-//! Validated `outbound` section: routes chosen by host, each naming an upstream
-//! and a token source; token sources are an enum, so a source can only hold the
-//! fields its kind uses.
+//! The `outbound` section: routes chosen by host, each naming an upstream and
+//! a token source; token sources are an enum, so a source can only hold the
+//! fields its kind uses. Its YAML shape, its validated types and their
+//! validation (a token source's own in [`super::tokens`]).
 
-use super::raw::{RawOutbound, RawTokenSource};
+use super::raw::{RawClientTls, RawTimeouts};
 use super::{Secret, Timeouts, UpstreamProtocol, Validator};
 use hyper::header::HeaderValue;
 use hyper::Uri;
 use jsonwebtoken::{Algorithm, EncodingKey};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbound {
+    pub listen: String,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, RawTokenSource>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawOutboundLimits,
+    pub tls: Option<RawClientTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: String,
+    pub upstream: String,
+    /// How to speak to `upstream`: http1, h2 or auto.
+    pub protocol: Option<String>,
+    /// Absent: a pass-through route (the request is forwarded as the app sent it).
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutboundLimits {
+    pub max_header_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_retry_body_bytes: Option<usize>,
+}
+
+/// One entry of `outbound.tokens`. Flat on purpose: which fields a `kind` uses is
+/// checked during validation, with a message naming the kind. `Serialize` lists
+/// the fields that were set ([`RawTokenSource::present`]), so that check needs
+/// no hand-kept list of them.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenSource {
+    pub kind: String,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_auth: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub private_key_file: Option<String>,
+    pub key_id: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub extra_params: Option<BTreeMap<String, String>>,
+    pub path: Option<String>,
+    /// jwt_bearer: `sub` of a self-signed assertion (default: client_id).
+    pub subject: Option<String>,
+    /// jwt_bearer: read the assertion from this file instead of signing one.
+    pub assertion_file: Option<String>,
+    /// token_exchange: the subject token's file, and its type.
+    pub subject_token_file: Option<String>,
+    pub subject_token_type: Option<String>,
+    /// login: HTTP method, JSON body template, JSON pointers into the answer.
+    pub method: Option<String>,
+    pub body: Option<serde_yaml::Value>,
+    pub token_pointer: Option<String>,
+    pub expires_in_pointer: Option<String>,
+    /// login: claims of the self-signed service login token, and its lifetime.
+    pub login_token_claims: Option<BTreeMap<String, serde_json::Value>>,
+    pub login_token_ttl: Option<String>,
+    pub renew_before: Option<String>,
+    pub inject: Option<String>,
+    pub retry_on: Option<Vec<u16>>,
+    pub fetch_timeout: Option<String>,
+    /// TLS to this source's token server (not `file`).
+    pub tls: Option<RawClientTls>,
+}
+impl RawTokenSource {
+    /// The fields set in the file, by their YAML names (what serde parsed: a
+    /// field added to the struct is listed without more code).
+    pub fn present(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(fields)) => fields
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct OutboundConfig {

@@ -1,8 +1,8 @@
 //! From YAML text to the raw mirror: unknown fields collected as errors (every
 //! typo in one run), `${ENV}` interpolation, durations.
 
-use super::raw::RawConfig;
 use super::FieldError;
+use super::RawConfig;
 use std::time::Duration;
 
 /// Deserializes the raw mirror. Unknown fields (typos) are collected rather than

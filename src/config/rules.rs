@@ -1,8 +1,26 @@
-//! Validated inbound rules: plain data, built once from the config. How a
-//! request is matched against them is `guard::policy`'s job.
+//! The guard's `rules`: their YAML shape, the validated rules (plain data,
+//! built once from the config) and their validation. How a request is matched
+//! against them is `guard::policy`'s job.
 
+use super::Validator;
+use crate::headers::canonical_host;
 use hyper::Method;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub path: String,
+    pub methods: Option<Vec<String>>,
+    pub host: Option<String>,
+    pub allow: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub issuers: Option<Vec<String>>,
+    pub claims: Option<BTreeMap<String, serde_json::Value>>,
+}
 
 /// One entry of `inbound.rules`, validated.
 #[derive(Debug, Clone)]
@@ -157,6 +175,128 @@ impl RouteRule {
             methods,
             host,
             access,
+        }
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn rule(&mut self, path: &str, raw: RawRule, issuers: &[&str]) -> Option<RouteRule> {
+        let prefix = self.text(&format!("{path}.path"), &raw.path)?;
+        if !prefix.starts_with('/') {
+            self.error(
+                format!("{path}.path"),
+                format!("must start with '/', got {prefix:?}"),
+            );
+        }
+        let methods = raw.methods.as_deref().map(|ms| self.rule_methods(path, ms));
+        let access = self.access(path, &raw, issuers)?;
+        let host = raw.host.as_deref().and_then(|h| self.rule_host(path, h));
+        Some(RouteRule::new(
+            raw.name.unwrap_or_else(|| prefix.clone()),
+            &prefix,
+            methods,
+            host,
+            access,
+        ))
+    }
+
+    fn rule_methods(&mut self, path: &str, methods: &[String]) -> Vec<Method> {
+        methods
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        self.error(
+                            format!("{path}.methods[{i}]"),
+                            format!("not an HTTP method: {m:?}"),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
+    }
+
+    /// `allow`: anonymous, or a token meeting the rule's requirements.
+    fn access(&mut self, path: &str, raw: &RawRule, issuers: &[&str]) -> Option<Access> {
+        let wants_token = raw.scopes.is_some() || raw.issuers.is_some() || raw.claims.is_some();
+        let anonymous = match raw.allow.as_deref() {
+            None => false,
+            Some(allow) => self.one_of(
+                &format!("{path}.allow"),
+                allow,
+                &[("anonymous", true), ("authenticated", false)],
+            )?,
+        };
+        match (anonymous, wants_token) {
+            (true, true) => {
+                self.error(
+                    format!("{path}.allow"),
+                    "an anonymous rule cannot also require scopes, issuers or claims",
+                );
+                None
+            }
+            (true, false) => Some(Access::Anonymous),
+            (false, _) => Some(Access::Token(self.requirements(path, raw, issuers))),
+        }
+    }
+
+    /// What a token must carry: scopes, one of the named issuers, claims.
+    fn requirements(&mut self, path: &str, raw: &RawRule, issuers: &[&str]) -> Requirements {
+        let issuer_idx = raw.issuers.as_ref().map(|names| {
+            names
+                .iter()
+                .enumerate()
+                .filter_map(
+                    |(i, n)| match issuers.iter().position(|issuer| issuer == n) {
+                        Some(idx) => Some(IssuerId::new(idx)),
+                        None => {
+                            self.error(
+                                format!("{path}.issuers[{i}]"),
+                                format!("{n:?} is not a configured issuer"),
+                            );
+                            None
+                        }
+                    },
+                )
+                .collect()
+        });
+        let claims = raw
+            .claims
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, want)| match ClaimName::parse(&name) {
+                Ok(name) => Some((name, want)),
+                Err(e) => {
+                    self.error(format!("{path}.claims"), e);
+                    None
+                }
+            })
+            .collect();
+        Requirements {
+            scopes: raw.scopes.clone().unwrap_or_default(),
+            issuers: issuer_idx,
+            claims,
+        }
+    }
+
+    /// A rule's `host`: matched on the request's canonical host, so it must
+    /// be one (a name without port).
+    fn rule_host(&mut self, path: &str, host: &str) -> Option<String> {
+        match canonical_host(host.as_bytes(), None) {
+            Ok(Some(canonical)) if canonical.name().len() == canonical.value().len() => {
+                Some(String::from_utf8_lossy(canonical.name()).into_owned())
+            }
+            _ => {
+                self.error(
+                    format!("{path}.host"),
+                    format!("expected a host name without port, got {host:?}"),
+                );
+                None
+            }
         }
     }
 }

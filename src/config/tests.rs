@@ -1,6 +1,6 @@
 //! Config validation tables: what loads, and every error with its field path.
 
-use super::raw::RawTokenSource;
+use super::outbound::RawTokenSource;
 use super::*;
 
 fn env(name: &str) -> Option<String> {

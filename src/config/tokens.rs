@@ -1,11 +1,11 @@
 //! Validation of `outbound.tokens` entries: which fields each kind takes, and
 //! each kind's settings (OAuth grants and client authentication, logins, files).
 
+use super::outbound::RawTokenSource;
 use super::outbound::{
     Assertion, AssertionKey, ClientAuth, Grant, Login, LoginToken, OAuthClient, OAuthGrant,
     TokenSource,
 };
-use super::raw::RawTokenSource;
 use super::{expected, Secret, Validator};
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::EncodingKey;

@@ -1,0 +1,325 @@
+//! The guard's `issuers`: whom tokens may come from, and where their keys
+//! are (a JWKS, discovery, or a shared secret). The YAML shape, the validated
+//! types and their validation.
+
+use super::raw::RawClientTls;
+use super::{is_hmac, Secret, Validator};
+use hyper::Uri;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub discovery: Option<bool>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<String>,
+    pub scope_claim: Option<String>,
+    pub require_typ: Option<String>,
+    pub max_token_age: Option<String>,
+    pub shared_secret: Option<String>,
+    pub shared_secret_file: Option<String>,
+    #[serde(default)]
+    pub jwks_cache: RawJwksCache,
+    /// TLS for discovery and JWKS fetches: a private CA, a client certificate.
+    pub tls: Option<RawClientTls>,
+    /// Discovery and JWKS requests carry `Authorization: Bearer <this file>`.
+    pub jwks_bearer_token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwksCache {
+    pub refresh_interval: Option<String>,
+    pub min_refresh: Option<String>,
+    pub max_refresh: Option<String>,
+    pub stale_if_error: Option<String>,
+    pub refetch_cooldown: Option<String>,
+    pub unknown_kid_ttl: Option<String>,
+    pub fetch_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub keys: KeySource,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew allowed on exp/nbf/iat; default 30s.
+    pub leeway: Duration,
+    /// Claim holding scopes: `scope` (space-separated) by default; arrays are read too.
+    pub scope_claim: String,
+    pub require_typ: Option<String>,
+    pub max_token_age: Option<Duration>,
+    /// HMAC secret for HS256/384/512; only when such an algorithm is allowed.
+    pub shared_secret: Option<Secret>,
+    pub jwks_cache: JwksCachePolicy,
+    /// TLS for discovery and JWKS fetches (a private CA, a client
+    /// certificate); `None`: the trusted roots, no client certificate.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Discovery and JWKS requests carry `Authorization: Bearer` with this
+    /// file's content, read at each fetch (a rotated service-account token).
+    pub jwks_bearer_token_file: Option<PathBuf>,
+}
+
+/// Where an issuer's public keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Jwks(Uri),
+    /// `{issuer}/.well-known/openid-configuration` names the `jwks_uri`.
+    Discovery(Uri),
+    /// Shared-secret only issuer: no JWKS.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksCachePolicy {
+    /// Refresh period when the answer has no `Cache-Control: max-age`; default 5m.
+    pub refresh_interval: Duration,
+    /// Lower bound on `max-age`; default 30s.
+    pub min_refresh: Duration,
+    /// Upper bound on `max-age`; default 1h.
+    pub max_refresh: Duration,
+    /// How long the last good key set keeps serving once a refresh is due and the IdP
+    /// cannot be reached; default 6h.
+    pub stale_if_error: Duration,
+    /// At most one unknown-kid refetch per this period; default 5s.
+    pub refetch_cooldown: Duration,
+    /// How long a kid that was still unknown after a refetch is remembered (cleared by
+    /// any successful fetch); default 60s.
+    pub unknown_kid_ttl: Duration,
+    /// Per-fetch timeout; default 5s.
+    pub fetch_timeout: Duration,
+}
+impl Default for JwksCachePolicy {
+    fn default() -> Self {
+        JwksCachePolicy {
+            refresh_interval: Duration::from_secs(300),
+            min_refresh: Duration::from_secs(30),
+            max_refresh: Duration::from_secs(3600),
+            stale_if_error: Duration::from_secs(6 * 3600),
+            refetch_cooldown: Duration::from_secs(5),
+            unknown_kid_ttl: Duration::from_secs(60),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn issuer(&mut self, path: &str, raw: RawIssuer) -> Option<IssuerConfig> {
+        let issuer = self.text(&format!("{path}.issuer"), &raw.issuer)?;
+        if issuer.is_empty() {
+            self.error(format!("{path}.issuer"), "must not be empty");
+        }
+        let algorithms = self.algorithms(path, raw.algorithms.as_deref());
+        let wants_hmac = algorithms.iter().any(|a| is_hmac(*a));
+        let wants_public = algorithms.iter().any(|a| !is_hmac(*a));
+        let shared_secret = self.shared_secret(path, &raw);
+        if wants_hmac && shared_secret.is_none() {
+            self.error(
+                format!("{path}.shared_secret"),
+                "an HS* algorithm is allowed but no shared secret is configured",
+            );
+        }
+        if !wants_hmac && shared_secret.is_some() {
+            self.error(
+                format!("{path}.algorithms"),
+                "a shared secret is configured but no HS* algorithm is allowed",
+            );
+        }
+        if let Some(s) = &shared_secret {
+            if s.expose().len() < 32 {
+                self.error(format!("{path}.shared_secret"), "must be at least 32 bytes");
+            }
+        }
+        let keys = self.key_source(path, &raw, &issuer, wants_public);
+        if raw.audiences.is_empty() {
+            self.error(
+                format!("{path}.audiences"),
+                "at least one audience is required",
+            );
+        }
+        let leeway = self.duration(
+            &format!("{path}.leeway"),
+            raw.leeway.as_ref(),
+            Duration::from_secs(30),
+        );
+        let max_token_age = raw
+            .max_token_age
+            .as_ref()
+            .map(|v| self.duration(&format!("{path}.max_token_age"), Some(v), Duration::ZERO));
+        let jwks_cache = self.jwks_cache(&format!("{path}.jwks_cache"), &raw.jwks_cache);
+        if keys == KeySource::None {
+            let set = [
+                ("tls", raw.tls.is_some()),
+                (
+                    "jwks_bearer_token_file",
+                    raw.jwks_bearer_token_file.is_some(),
+                ),
+            ];
+            for (field, _) in set.iter().filter(|(_, set)| *set) {
+                self.error(
+                    format!("{path}.{field}"),
+                    "applies to JWKS fetches, and this issuer has no JWKS",
+                );
+            }
+        }
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|t| self.client_tls(&format!("{path}.tls"), t));
+        let jwks_bearer_token_file = raw.jwks_bearer_token_file.as_ref().and_then(|f| {
+            self.text(&format!("{path}.jwks_bearer_token_file"), f)
+                .map(PathBuf::from)
+        });
+        Some(IssuerConfig {
+            issuer,
+            keys,
+            audiences: raw.audiences,
+            algorithms,
+            leeway,
+            scope_claim: raw.scope_claim.unwrap_or_else(|| "scope".to_string()),
+            require_typ: raw.require_typ,
+            max_token_age,
+            shared_secret,
+            jwks_cache,
+            tls,
+            jwks_bearer_token_file,
+        })
+    }
+
+    /// `algorithms`: RS256 when unset; never empty, never `none`.
+    fn algorithms(&mut self, path: &str, raw: Option<&[String]>) -> Vec<Algorithm> {
+        match raw {
+            None => vec![Algorithm::RS256],
+            Some([]) => {
+                self.error(format!("{path}.algorithms"), "must name at least one algorithm");
+                Vec::new()
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| match Algorithm::from_str(a) {
+                    Ok(alg) => Some(alg),
+                    Err(_) => {
+                        self.error(
+                            format!("{path}.algorithms[{i}]"),
+                            format!("unsupported algorithm {a:?} (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512; never none)"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// `shared_secret` or `shared_secret_file` (at most one).
+    fn shared_secret(&mut self, path: &str, raw: &RawIssuer) -> Option<Secret> {
+        let (inline, file) = (raw.shared_secret.as_ref(), raw.shared_secret_file.as_ref());
+        self.secret_or_file(path, "shared_secret", inline, file)
+    }
+
+    /// Where the issuer's public keys come from: `jwks_uri`, discovery, or
+    /// nowhere (only when no public-key algorithm is allowed).
+    fn key_source(
+        &mut self,
+        path: &str,
+        raw: &RawIssuer,
+        issuer: &str,
+        wants_public: bool,
+    ) -> KeySource {
+        match (&raw.jwks_uri, raw.discovery.unwrap_or(false)) {
+            (Some(_), true) => {
+                self.error(
+                    format!("{path}.discovery"),
+                    "set jwks_uri or discovery: true, not both",
+                );
+                KeySource::None
+            }
+            (Some(u), false) => self
+                .http_uri(&format!("{path}.jwks_uri"), u)
+                .map(KeySource::Jwks)
+                .unwrap_or(KeySource::None),
+            (None, true) => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                match url.parse::<Uri>() {
+                    Ok(u) if u.scheme_str().is_some() => KeySource::Discovery(u),
+                    _ => {
+                        self.error(
+                            format!("{path}.issuer"),
+                            "discovery needs the issuer to be an http(s) URL",
+                        );
+                        KeySource::None
+                    }
+                }
+            }
+            (None, false) => {
+                if wants_public {
+                    self.error(
+                        format!("{path}.jwks_uri"),
+                        "a public-key algorithm is allowed: set jwks_uri or discovery: true",
+                    );
+                }
+                KeySource::None
+            }
+        }
+    }
+
+    fn jwks_cache(&mut self, path: &str, raw: &RawJwksCache) -> JwksCachePolicy {
+        let d = JwksCachePolicy::default();
+        let p = JwksCachePolicy {
+            refresh_interval: self.duration(
+                &format!("{path}.refresh_interval"),
+                raw.refresh_interval.as_ref(),
+                d.refresh_interval,
+            ),
+            min_refresh: self.duration(
+                &format!("{path}.min_refresh"),
+                raw.min_refresh.as_ref(),
+                d.min_refresh,
+            ),
+            max_refresh: self.duration(
+                &format!("{path}.max_refresh"),
+                raw.max_refresh.as_ref(),
+                d.max_refresh,
+            ),
+            stale_if_error: self.duration(
+                &format!("{path}.stale_if_error"),
+                raw.stale_if_error.as_ref(),
+                d.stale_if_error,
+            ),
+            refetch_cooldown: self.duration(
+                &format!("{path}.refetch_cooldown"),
+                raw.refetch_cooldown.as_ref(),
+                d.refetch_cooldown,
+            ),
+            unknown_kid_ttl: self.duration(
+                &format!("{path}.unknown_kid_ttl"),
+                raw.unknown_kid_ttl.as_ref(),
+                d.unknown_kid_ttl,
+            ),
+            fetch_timeout: self.duration(
+                &format!("{path}.fetch_timeout"),
+                raw.fetch_timeout.as_ref(),
+                d.fetch_timeout,
+            ),
+        };
+        if p.min_refresh > p.max_refresh {
+            self.error(format!("{path}.min_refresh"), "must not exceed max_refresh");
+        }
+        if p.fetch_timeout.is_zero() {
+            self.error(format!("{path}.fetch_timeout"), "must be greater than zero");
+        }
+        p
+    }
+}
