@@ -8,12 +8,22 @@
 //!   `unknown_kid_ttl`, so random kids cannot flood the IdP;
 //! - on fetch failure the last good set keeps serving until `stale_if_error`
 //!   after its fetch (stale-if-error), then verification answers 503.
+//!
+//! Here: the key sets, readiness, and one fetch (discovery first when asked,
+//! [`discovery`]); the scheduled refresh is [`refresh`], a request's refetch
+//! [`refetch`].
+
+mod discovery;
+mod refetch;
+mod refresh;
+
+pub use refresh::{parse_max_age, refresh_after, retry_after};
 
 use super::keys::{KeySet, KeySnapshot};
 use crate::body::full;
 use crate::client::{FetchFailed, HttpClient};
 use crate::clock::unix_now;
-use crate::config::{IssuerConfig, IssuerId, JwksCachePolicy, KeySource};
+use crate::config::{IssuerConfig, JwksCachePolicy, KeySource};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL};
@@ -23,7 +33,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
-use tokio_util::sync::CancellationToken;
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -50,16 +59,6 @@ impl From<FetchFailed> for FetchError {
             FetchFailed::Timeout => FetchError::Timeout,
         }
     }
-}
-
-/// What a request's refetch came to ([`Jwks::refetch`]).
-enum Refetch {
-    /// What the request wanted was there once the fetch lock was ours.
-    NotNeeded,
-    /// A refetch ran within the cooldown (or the issuer has no JWKS): none now.
-    CoolingDown,
-    /// A refetch ran: whether it succeeded, and whether the request has what it wanted.
-    Done { fetched: bool, satisfied: bool },
 }
 
 /// Owns the snapshot channel and one refresher per issuer.
@@ -173,123 +172,6 @@ impl Jwks {
             .collect()
     }
 
-    /// Starts one background refresher per JWKS issuer.
-    pub fn spawn_refreshers(self: &Arc<Self>, shutdown: CancellationToken) {
-        for idx in 0..self.issuers.len() {
-            if self.issuers[idx].source == KeySource::None {
-                continue;
-            }
-            let jwks = self.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut failures = 0u32;
-                loop {
-                    let wait = match jwks.refresh(IssuerId::new(idx)).await {
-                        Ok(max_age) => {
-                            failures = 0;
-                            refresh_after(max_age, &jwks.issuers[idx].policy)
-                        }
-                        Err(_) => {
-                            failures = failures.saturating_add(1);
-                            retry_after(failures, &jwks.issuers[idx].policy)
-                        }
-                    };
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            });
-        }
-    }
-
-    /// Fetches issuer `id`'s JWKS once (single flight) and publishes it.
-    /// Returns the answer's max-age.
-    pub async fn refresh(&self, id: IssuerId) -> Result<Option<Duration>, FetchError> {
-        let idx = id.index();
-        let _single_flight = self.issuers[idx].fetch_lock.lock().await;
-        self.fetch_and_publish(idx).await
-    }
-
-    /// Called when a token names a kid the snapshot lacks. Refetches at most once
-    /// per cooldown; returns true when the kid is now known.
-    pub async fn refresh_for_unknown_kid(&self, id: IssuerId, kid: &str) -> bool {
-        let idx = id.index();
-        let Some(state) = self.issuers.get(idx) else {
-            return false;
-        };
-        if state.unknown_kids.contains_key(kid) {
-            return false;
-        }
-        match self.refetch(idx, || self.knows(idx, kid)).await {
-            Refetch::NotNeeded => true,
-            Refetch::CoolingDown => false,
-            Refetch::Done { fetched, satisfied } => {
-                // Only a successful fetch proves the kid unknown; after a failed
-                // one the cooldown alone throttles retries.
-                if fetched && !satisfied {
-                    state.unknown_kids.insert(kid.into(), ());
-                }
-                satisfied
-            }
-        }
-    }
-
-    /// Called when a token's issuer has keys past their stale bound. In an
-    /// outage that is what the bound is for, and a refetch at most once per
-    /// `refetch_cooldown` adds little to the refresher's own retries. But the
-    /// bound is wall-clock time while the refresher sleeps on the monotonic
-    /// clock: after the wall clock jumps forward (a VM resumed after hours),
-    /// healthy keys look stale until the next scheduled refresh, and this
-    /// refetch brings them back at once. Returns true when the keys are usable.
-    pub async fn refresh_stale(&self, id: IssuerId) -> bool {
-        let idx = id.index();
-        let usable = || {
-            self.snapshot
-                .borrow()
-                .issuers
-                .get(idx)
-                .is_some_and(|s| s.is_usable(unix_now()))
-        };
-        match self.refetch(idx, usable).await {
-            Refetch::NotNeeded => true,
-            Refetch::CoolingDown => false,
-            Refetch::Done { satisfied, .. } => satisfied,
-        }
-    }
-
-    /// The refetch a request asks for when the keys fall short of `wanted`:
-    /// single flight, and at most one per `refetch_cooldown` (scheduled
-    /// refreshes do not count against it).
-    async fn refetch(&self, idx: usize, wanted: impl Fn() -> bool) -> Refetch {
-        let Some(state) = self.issuers.get(idx) else {
-            return Refetch::CoolingDown;
-        };
-        let mut last = state.fetch_lock.lock().await;
-        // Someone else's refetch may have brought it while we waited.
-        if wanted() {
-            return Refetch::NotNeeded;
-        }
-        if last.is_some_and(|t| t.elapsed() < state.policy.refetch_cooldown) {
-            return Refetch::CoolingDown;
-        }
-        *last = Some(Instant::now());
-        let fetched = self.fetch_and_publish(idx).await.is_ok();
-        drop(last);
-        Refetch::Done {
-            fetched,
-            satisfied: wanted(),
-        }
-    }
-
-    fn knows(&self, idx: usize, kid: &str) -> bool {
-        self.snapshot
-            .borrow()
-            .issuers
-            .get(idx)
-            .is_some_and(|s| s.by_kid(kid).is_some())
-    }
-
     async fn fetch_and_publish(&self, idx: usize) -> Result<Option<Duration>, FetchError> {
         let state = &self.issuers[idx];
         let result = self.fetch(state).await;
@@ -364,7 +246,7 @@ impl Jwks {
                 Some(uri) => uri.clone(),
                 None => {
                     let (body, _) = get(&state.client, discovery, bearer, timeout).await?;
-                    let uri = jwks_uri_from_discovery(&body, &state.name)?;
+                    let uri = discovery::jwks_uri_from_discovery(&body, &state.name)?;
                     state.jwks_uri.get_or_init(|| uri).clone()
                 }
             },
@@ -411,126 +293,4 @@ async fn get(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_max_age);
     Ok((answer.body, max_age))
-}
-
-fn jwks_uri_from_discovery(body: &[u8], issuer: &str) -> Result<Uri, FetchError> {
-    #[derive(serde::Deserialize)]
-    struct Discovery {
-        issuer: String,
-        jwks_uri: String,
-    }
-    let doc: Discovery = serde_json::from_slice(body)
-        .map_err(|e| FetchError::Document(format!("bad discovery document: {e}")))?;
-    // OIDC Discovery §4.3: the document must name the issuer it was fetched for.
-    if doc.issuer != issuer {
-        return Err(FetchError::Document(format!(
-            "discovery names issuer {:?}, expected {issuer:?}",
-            doc.issuer
-        )));
-    }
-    doc.jwks_uri
-        .parse()
-        .map_err(|_| FetchError::Document("discovery jwks_uri is not a URL".into()))
-}
-
-/// `max-age` from a Cache-Control value (`no-cache`/`no-store` count as 0).
-pub fn parse_max_age(value: &str) -> Option<Duration> {
-    value.split(',').map(str::trim).find_map(|d| {
-        if d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store") {
-            return Some(Duration::ZERO);
-        }
-        let (k, v) = d.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("max-age").then(|| {
-            v.trim()
-                .trim_matches('"')
-                .parse()
-                .ok()
-                .map(Duration::from_secs)
-        })?
-    })
-}
-
-/// PURE: when to refresh after a success.
-pub fn refresh_after(max_age: Option<Duration>, policy: &JwksCachePolicy) -> Duration {
-    max_age
-        .unwrap_or(policy.refresh_interval)
-        .clamp(policy.min_refresh, policy.max_refresh)
-}
-
-/// PURE: when to retry after `failures` consecutive failures: 1s, 2s, 4s … capped at `min_refresh`.
-pub fn retry_after(failures: u32, policy: &JwksCachePolicy) -> Duration {
-    let exp = Duration::from_secs(1u64 << failures.saturating_sub(1).min(16));
-    exp.min(policy.min_refresh).max(Duration::from_millis(100))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn max_age_parsing() {
-        let cases = [
-            ("max-age=300", Some(300)),
-            ("public, max-age=60, must-revalidate", Some(60)),
-            ("MAX-AGE=5", Some(5)),
-            ("max-age=\"7\"", Some(7)),
-            ("no-cache", Some(0)),
-            ("no-store, max-age=60", Some(0)),
-            ("public", None),
-            ("max-age=abc", None),
-            ("", None),
-        ];
-        for (header, want) in cases {
-            assert_eq!(
-                parse_max_age(header),
-                want.map(Duration::from_secs),
-                "{header}"
-            );
-        }
-    }
-
-    #[test]
-    fn refresh_honours_max_age_within_bounds() {
-        let p = JwksCachePolicy {
-            refresh_interval: Duration::from_secs(300),
-            min_refresh: Duration::from_secs(30),
-            max_refresh: Duration::from_secs(3600),
-            ..JwksCachePolicy::default()
-        };
-        let cases = [
-            (None, 300),
-            (Some(120), 120),
-            (Some(0), 30),
-            (Some(5), 30),
-            (Some(86400), 3600),
-        ];
-        for (max_age, want) in cases {
-            assert_eq!(
-                refresh_after(max_age.map(Duration::from_secs), &p),
-                Duration::from_secs(want),
-                "{max_age:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn retry_backs_off_exponentially_up_to_min_refresh() {
-        let p = JwksCachePolicy {
-            min_refresh: Duration::from_secs(30),
-            ..JwksCachePolicy::default()
-        };
-        let got: Vec<u64> = (1..=8).map(|n| retry_after(n, &p).as_secs()).collect();
-        assert_eq!(got, [1, 2, 4, 8, 16, 30, 30, 30]);
-    }
-
-    #[test]
-    fn discovery_must_name_the_same_issuer() {
-        let doc = br#"{"issuer":"https://idp","jwks_uri":"https://idp/jwks"}"#;
-        assert_eq!(
-            jwks_uri_from_discovery(doc, "https://idp").unwrap(),
-            "https://idp/jwks"
-        );
-        assert!(jwks_uri_from_discovery(doc, "https://other").is_err());
-        assert!(jwks_uri_from_discovery(b"{}", "https://idp").is_err());
-    }
 }
