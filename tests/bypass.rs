@@ -286,6 +286,51 @@ fn status_of(response: &str) -> u16 {
 /// An HTTP/2 connection preface and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
+/// The logging app's watchers are live: spoken to directly, it records an
+/// h2c switch, each HTTP/2 request over it, and bytes read on a half-switched
+/// connection. The tests below that assert none of these happened through
+/// the guard would otherwise prove nothing.
+#[tokio::test]
+async fn the_logging_app_records_what_the_absence_checks_look_for() {
+    let (addr, log) = logging_app().await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /x HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut conn).await.unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (mut sender, driver) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(conn))
+            .await
+            .unwrap();
+    tokio::spawn(driver);
+    let req = Request::get("http://app/admin/users")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    sender.send_request(req).await.unwrap();
+    let entries = log.0.lock().unwrap().clone();
+    assert!(entries.iter().any(|e| e == "h2c tunnel"), "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.starts_with("h2 ") && e.contains("/admin/users")),
+        "{entries:?}"
+    );
+
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /public/bare101 HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut conn).await.unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    conn.write_all(b"hello").await.unwrap();
+    let raw = eventually(Duration::from_secs(5), || async {
+        log.0.lock().unwrap().iter().any(|e| e == "raw hello")
+    })
+    .await;
+    assert!(raw, "{:?}", log.0.lock().unwrap());
+}
+
 #[tokio::test]
 async fn h2c_upgrades_never_reach_the_app() {
     let g = Guard::start("").await;

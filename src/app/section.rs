@@ -38,7 +38,8 @@ pub enum StartError {
     /// A reload changing what only a restart applies.
     #[error("{0} changed: restart to apply")]
     NeedsRestart(&'static str),
-    /// A new build did not become ready in time (`what`: its keys, its tokens).
+    /// A new build did not become ready in time (the section's own words:
+    /// its keys did not load, its tokens could not be fetched).
     #[error("{0}")]
     NotReady(&'static str),
 }
