@@ -321,6 +321,39 @@ async fn grpc_calls_pass_a_guard_over_tls_with_alpn() {
     proxy.shutdown().await;
 }
 
+/// tokengate's outbound listener with one route (`route`, YAML) whose token
+/// `app` comes from `issuer`; `extra` is YAML under `outbound:`. Ready, with
+/// a health client connected to it.
+async fn outbound_to(
+    issuer: &DevIssuer,
+    route: &str,
+    extra: &str,
+) -> (tokengate::App, HealthClient<tonic::transport::Channel>) {
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+outbound:
+  listen: "127.0.0.1:0"
+  routes:
+    - {route}
+  tokens:
+    app:
+      kind: client_credentials
+      token_url: "{token_url}"
+      client_id: demo-app
+      client_secret: demo-app-secret
+      scopes: ["health:read"]
+{extra}"#,
+        token_url = issuer.token_url(),
+        extra = indent(extra, 2),
+    );
+    let proxy = start_yaml(&yaml).await;
+    wait_ready(&proxy).await;
+    let endpoint =
+        Endpoint::from_shared(format!("http://{}", proxy.outbound_addr.unwrap())).unwrap();
+    let client = HealthClient::new(endpoint.connect().await.unwrap());
+    (proxy, client)
+}
+
 /// Outbound: a tonic client calls through tokengate, which injects its token
 /// and reaches the app over TLS, h2 chosen by ALPN (`auto`); the app's
 /// UNAUTHENTICATED renews the token.
@@ -334,30 +367,12 @@ async fn grpc_calls_go_out_with_the_token_and_unauthenticated_renews_it() {
     let ca_file = temp_file("grpc-app-ca.pem", &cert_pem);
     let identity = Identity::from_pem(&cert_pem, cert.signing_key.serialize_pem());
     let app = App::start(Some(identity)).await;
-    let yaml = format!(
-        r#"admin: {{ listen: "127.0.0.1:0" }}
-outbound:
-  listen: "127.0.0.1:0"
-  tls: {{ ca_file: "{ca}" }}
-  routes:
-    - {{ host: "*", upstream: "https://localhost:{port}", token: app }}
-  tokens:
-    app:
-      kind: client_credentials
-      token_url: "{token_url}"
-      client_id: demo-app
-      client_secret: demo-app-secret
-      scopes: ["health:read"]
-"#,
-        ca = ca_file.display(),
-        port = app.addr.port(),
-        token_url = issuer.token_url(),
+    let route = format!(
+        r#"{{ host: "*", upstream: "https://localhost:{}", token: app }}"#,
+        app.addr.port()
     );
-    let proxy = start_yaml(&yaml).await;
-    wait_ready(&proxy).await;
-    let endpoint =
-        Endpoint::from_shared(format!("http://{}", proxy.outbound_addr.unwrap())).unwrap();
-    let mut client = HealthClient::new(endpoint.connect().await.unwrap());
+    let tls = format!(r#"tls: {{ ca_file: "{}" }}"#, ca_file.display());
+    let (proxy, mut client) = outbound_to(&issuer, &route, &tls).await;
 
     let answer = client.check(check_request(None)).await.unwrap();
     assert_eq!(answer.get_ref().status(), ServingStatus::Serving);
@@ -474,27 +489,11 @@ async fn a_grpc_c_core_unauthenticated_renews_the_token_in_either_form() {
         .await
         .unwrap();
     let mut app = tokio::task::spawn_blocking(CCoreApp::start).await.unwrap();
-    let yaml = format!(
-        r#"admin: {{ listen: "127.0.0.1:0" }}
-outbound:
-  listen: "127.0.0.1:0"
-  routes:
-    - {{ host: "*", upstream: "http://127.0.0.1:{port}", protocol: h2, token: app }}
-  tokens:
-    app:
-      kind: client_credentials
-      token_url: "{token_url}"
-      client_id: demo-app
-      client_secret: demo-app-secret
-"#,
-        port = app.port,
-        token_url = issuer.token_url(),
+    let route = format!(
+        r#"{{ host: "*", upstream: "http://127.0.0.1:{}", protocol: h2, token: app }}"#,
+        app.port
     );
-    let proxy = start_yaml(&yaml).await;
-    wait_ready(&proxy).await;
-    let endpoint =
-        Endpoint::from_shared(format!("http://{}", proxy.outbound_addr.unwrap())).unwrap();
-    let mut client = HealthClient::new(endpoint.connect().await.unwrap());
+    let (proxy, mut client) = outbound_to(&issuer, &route, "").await;
     let call_seen = |line: String, outcome: &str| {
         let (token, got) = line
             .strip_prefix("call ")

@@ -109,8 +109,8 @@ pub struct App {
     inbound: Option<Live<Inbound>>,
     authz: Option<Live<Authz>>,
     outbound: Option<Live<Outbound>>,
-    /// The config the listeners were bound with.
-    config: Config,
+    /// The admin listener's configured address (a reload may not change it).
+    admin_listen: SocketAddr,
     serving: Serving,
 }
 
@@ -133,22 +133,26 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
     });
     let (listener, admin_addr) = bind(config.admin.listen, "admin").await?;
     serving.spawn(listener, None, ADMIN_SERVE_OPTIONS, admin);
-    let addr = |live: Option<&Vec<SocketAddr>>, n: usize| live.and_then(|a| a.get(n).copied());
     let app = App {
         admin_addr,
-        inbound_addr: addr(inbound.as_ref().map(|l| &l.addrs), 0),
-        authz_addr: addr(authz.as_ref().map(|l| &l.addrs), 0),
-        authz_grpc_addr: addr(authz.as_ref().map(|l| &l.addrs), 1),
-        outbound_addr: addr(outbound.as_ref().map(|l| &l.addrs), 0),
+        inbound_addr: bound(&inbound, 0),
+        authz_addr: bound(&authz, 0),
+        authz_grpc_addr: bound(&authz, 1),
+        outbound_addr: bound(&outbound, 0),
         metrics,
         inbound,
         authz,
         outbound,
-        config: config.clone(),
+        admin_listen: config.admin.listen,
         serving,
     };
     app.log_started();
     Ok(app)
+}
+
+/// The `n`th address a section bound (its own listener first).
+fn bound<S: Section>(live: &Option<Live<S>>, n: usize) -> Option<SocketAddr> {
+    live.as_ref().and_then(|l| l.addrs.get(n).copied())
 }
 
 async fn start_section<S: Section>(
@@ -221,7 +225,7 @@ impl App {
     /// in flight finish on the old one. Listener changes need a restart. On
     /// any error nothing changes and the running config keeps serving.
     pub async fn reload(&mut self, config: Config) -> Result<(), StartError> {
-        if self.config.admin.listen != config.admin.listen {
+        if self.admin_listen != config.admin.listen {
             return Err(StartError::NeedsRestart("admin.listen"));
         }
         // A build that fails drops those before it, stopping their work.
@@ -231,7 +235,6 @@ impl App {
         swap(&mut self.inbound, inbound);
         swap(&mut self.authz, authz);
         swap(&mut self.outbound, outbound);
-        self.config = config;
         Ok(())
     }
 

@@ -177,12 +177,14 @@ impl Outbound {
 
     /// Phase forward: hop-by-hop headers out; on a token route, the app's
     /// `Authorization` replaced by the route's token, with one replay when the
-    /// upstream refuses it and the body was kept.
+    /// upstream refuses it and the body was kept. `protocol`: what the app
+    /// speaks, as the exchange read it.
     async fn forward(
         &self,
         route: &Route,
         mut req: Request<Incoming>,
         from: &Downstream,
+        protocol: Protocol,
     ) -> Result<Response<Body>, Failure> {
         let hop = strip_hop_by_hop(req.headers_mut());
         let Some(source) = route.token.map(|i| &self.sources[i]) else {
@@ -206,8 +208,7 @@ impl Outbound {
                 .upper()
                 .is_some_and(|n| n <= self.max_retry_body_bytes as u64);
         // A gRPC answer may refuse the token after its head, in its trailers.
-        let grpc = source.retry_on.contains(&401)
-            && Protocol::of(req.method(), req.headers()) == Protocol::Grpc;
+        let grpc = protocol == Protocol::Grpc && source.retry_on.contains(&401);
         let mut answer = if replayable {
             self.forward_replayable(route, source, &token, req, from, hop)
                 .await?
@@ -375,7 +376,10 @@ impl Handler for Outbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Downstream) -> Response<Body> {
         let exchange = Exchange::of(&req);
         let (counters, result) = match self.route(&req) {
-            Ok(route) => (&route.counters, self.forward(route, req, &from).await),
+            Ok(route) => {
+                let answer = self.forward(route, req, &from, exchange.protocol).await;
+                (&route.counters, answer)
+            }
             Err(failure) => (&self.unrouted, Err(failure)),
         };
         complete(counters, result, exchange, "-", &self.duration)
