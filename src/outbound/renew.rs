@@ -20,6 +20,7 @@ use crate::client::HttpClient;
 use crate::config::{TokenConfig, TokenSource};
 use crate::metrics::Metrics;
 use hyper::header::HeaderValue;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -44,12 +45,19 @@ pub fn spawn_renewal(
     shutdown: CancellationToken,
 ) {
     let client = client.with_tls(config.tls.as_deref());
+    let fetch_once = {
+        let (source, timeout) = (config.source.clone(), config.fetch_timeout);
+        move || {
+            let (source, client) = (source.clone(), client.clone());
+            async move { fetch(&source, &client, timeout).await }
+        }
+    };
     tokio::spawn(async move {
         loop {
             let run = tokio::spawn(renew(
                 cell.clone(),
                 config.clone(),
-                client.clone(),
+                fetch_once.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             ));
@@ -88,13 +96,18 @@ fn accept(
     Ok((header, lifetime))
 }
 
-async fn renew(
+/// The renewal loop of one source: `fetch_once` is one attempt (the token
+/// endpoint or file in production, a script in the paused-clock tests below).
+async fn renew<F, Fut>(
     cell: Arc<TokenCell>,
     config: TokenConfig,
-    client: HttpClient,
+    mut fetch_once: F,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) {
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Fetched, SourceError>>,
+{
     let ok = metrics
         .token_refresh
         .with_label_values(&[&config.name, "ok"]);
@@ -104,12 +117,9 @@ async fn renew(
     let mut last_token: Option<String> = None;
     loop {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            config.fetch_timeout,
-            fetch(&config.source, &client, config.fetch_timeout),
-        )
-        .await
-        .unwrap_or(Err(SourceError::Timeout));
+        let outcome = tokio::time::timeout(config.fetch_timeout, fetch_once())
+            .await
+            .unwrap_or(Err(SourceError::Timeout));
         let next = match outcome.map_err(|e| (e.label(), e.to_string())) {
             // An unchanged token file: nothing to publish.
             Ok(fetched) if is_file && last_token.as_deref() == Some(fetched.token.as_str()) => {
@@ -208,6 +218,124 @@ mod tests {
             fetch_timeout: Duration::from_secs(1),
             tls: None,
         }
+    }
+
+    /// One scripted attempt: a token living this many seconds, or a failure.
+    type Step = Option<(&'static str, u64)>;
+
+    /// What each attempt saw: seconds since the start, and the token the cell
+    /// handed out at that moment.
+    type Seen = Arc<std::sync::Mutex<Vec<(f64, Option<String>)>>>;
+
+    /// Runs the renewal loop on the paused clock against `script` (then failures),
+    /// until `until` seconds have passed; returns what each attempt saw.
+    async fn run_script(
+        script: Vec<Step>,
+        until: u64,
+        wake_at: &[f64],
+    ) -> Vec<(f64, Option<String>)> {
+        let start = Instant::now();
+        let cell = TokenCell::new("t");
+        let seen: Seen = Arc::default();
+        let script = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+            script,
+        )));
+        let fetch_once = {
+            let (cell, seen) = (cell.clone(), seen.clone());
+            move || {
+                let handed_out = cell
+                    .usable()
+                    .map(|t| t.header.to_str().unwrap_or_default().to_string());
+                seen.lock()
+                    .unwrap()
+                    .push(((Instant::now() - start).as_secs_f64(), handed_out));
+                let step = script.lock().unwrap().pop_front().flatten();
+                std::future::ready(match step {
+                    Some((token, secs)) => Ok(Fetched {
+                        token: token.into(),
+                        lifetime: Some(Duration::from_secs(secs)),
+                    }),
+                    None => Err(SourceError::Timeout),
+                })
+            }
+        };
+        let mut c = config();
+        c.source = TokenSource::OAuth(Box::new(crate::config::OAuthGrant {
+            token_url: hyper::Uri::from_static("http://127.0.0.1:9/token"),
+            grant: crate::config::Grant::ClientCredentials,
+            client: None,
+            scopes: vec![],
+            audience: None,
+            resource: None,
+            extra_params: vec![],
+        }));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(renew(
+            cell.clone(),
+            c,
+            fetch_once,
+            Arc::new(Metrics::new()),
+            shutdown.clone(),
+        ));
+        for at in wake_at {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(*at)).await;
+            let generation = cell.usable().map_or(0, |t| t.generation);
+            cell.request_renewal(generation);
+        }
+        tokio::time::sleep_until(start + Duration::from_secs(until)).await;
+        shutdown.cancel();
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_renewed_before_it_expires_and_kept_through_failed_fetches() {
+        let seen = run_script(
+            vec![Some(("a", 100)), None, None, Some(("b", 100))],
+            170,
+            &[],
+        )
+        .await;
+        let at: Vec<f64> = seen.iter().map(|s| s.0).collect();
+        // The first fetch at once; the renewal at 80% of the lifetime, moved
+        // earlier by up to a quarter of the window (jitter).
+        assert_eq!(at[0], 0.0);
+        assert!((75.0..=80.0).contains(&at[1]), "{seen:?}");
+        // Failures back off 0.5–1 s, then 1–2 s…
+        assert!((0.5..1.0).contains(&(at[2] - at[1])), "{seen:?}");
+        assert!((1.0..2.0).contains(&(at[3] - at[2])), "{seen:?}");
+        // …while the current token is still handed out, until it is replaced.
+        let bearer = |t: &str| Some(format!("Bearer {t}"));
+        assert_eq!(seen[0].1, None);
+        for s in &seen[1..4] {
+            assert_eq!(s.1, bearer("a"), "{seen:?}");
+        }
+        // The next renewal counts from the new token's fetch.
+        assert!((at[3] + 75.0..=at[3] + 80.0).contains(&at[4]), "{seen:?}");
+        assert_eq!(seen[4].1, bearer("b"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_handed_out_until_it_really_expires_and_not_after() {
+        let seen = run_script(vec![Some(("a", 10))], 20, &[]).await;
+        assert!(seen.iter().any(|s| s.0 > 10.0), "{seen:?}");
+        for (at, handed_out) in &seen[1..] {
+            assert_eq!(handed_out.is_some(), *at < 10.0, "{seen:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_renewed_early_ever_more_slowly() {
+        let tokens = vec![Some(("a", 100)), Some(("b", 100)), Some(("c", 100))];
+        let seen = run_script(tokens, 100, &[10.0, 10.2]).await;
+        let at: Vec<f64> = seen.iter().map(|s| s.0).collect();
+        // The first refusal is answered at once, and the refused token is not
+        // handed out meanwhile; the second waits out a doubled cooldown (2 s),
+        // counted from the early fetch.
+        assert_eq!(&at[..3], &[0.0, 10.0, 12.0], "{seen:?}");
+        assert_eq!(seen[1].1, None);
+        // Then the schedule is the plain one again.
+        assert!((87.0..=92.0).contains(&at[3]), "{seen:?}");
     }
 
     #[test]
