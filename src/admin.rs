@@ -1,5 +1,6 @@
 //! Admin listener: `/healthz` (process up), `/readyz` (every issuer's keys
-//! loaded and every outbound token fetched; else what is not, and why),
+//! loaded, every introspection endpoint answered once and every outbound
+//! token fetched; else what is not, and why; and what fails while ready),
 //! `/metrics` (Prometheus text).
 
 use crate::authz::Authz;
@@ -37,6 +38,19 @@ impl Admin {
         }
         waiting
     }
+
+    /// What fails while ready (an introspection endpoint down: cached answers
+    /// still serve, so the pod stays in rotation).
+    fn degraded(&self) -> Vec<String> {
+        let mut failing = Vec::new();
+        if let Some(inbound) = &self.inbound {
+            failing.extend(inbound.current().guard().degraded());
+        }
+        if let Some(authz) = &self.authz {
+            failing.extend(authz.current().guard().degraded());
+        }
+        failing
+    }
 }
 
 impl Handler for Admin {
@@ -45,7 +59,12 @@ impl Handler for Admin {
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
             (&Method::GET, "/readyz") => match self.not_ready() {
                 waiting if waiting.is_empty() => {
-                    (StatusCode::OK, "text/plain", "ready\n".to_string())
+                    let degraded = self.degraded();
+                    let body = match degraded.is_empty() {
+                        true => "ready\n".to_string(),
+                        false => format!("ready, degraded:\n  {}\n", degraded.join("\n  ")),
+                    };
+                    (StatusCode::OK, "text/plain", body)
                 }
                 waiting => (
                     StatusCode::SERVICE_UNAVAILABLE,

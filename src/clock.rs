@@ -1,10 +1,35 @@
 //! The wall clock, in the unit tokens speak: seconds since the Unix epoch.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch (0 for a clock set before it).
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// How long until the Unix time `at` (in seconds) by the wall clock, to the
+/// nanosecond: zero once it has passed.
+pub fn until(at: u64) -> Duration {
+    (UNIX_EPOCH + Duration::from_secs(at))
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_counts_the_part_of_a_second_already_gone() {
+        let now = unix_now();
+        assert_eq!(until(now), Duration::ZERO);
+        assert_eq!(until(0), Duration::ZERO);
+        let left = until(now + 2);
+        assert!(
+            left > Duration::from_secs(1) && left <= Duration::from_secs(2),
+            "{left:?}"
+        );
+    }
 }

@@ -23,6 +23,7 @@ mod authz;
 mod body;
 pub mod cli;
 mod client;
+mod client_auth;
 mod clock;
 pub mod config;
 pub mod demo;

@@ -21,6 +21,11 @@ pub struct Metrics {
     pub token_expiry: GaugeVec,
     pub token_waits: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// Calls to an issuer's introspection endpoint, by result.
+    pub introspection: IntCounterVec,
+    /// Introspection answers looked up, by whether the cache held them.
+    pub introspection_cache: IntCounterVec,
+    pub introspection_duration: HistogramVec,
     /// Set from the runtime at each scrape.
     tasks: IntGauge,
     /// Brought up to the access log's own count at each scrape.
@@ -113,6 +118,33 @@ impl Metrics {
             &["token"],
         )
         .expect("static metric definition");
+        let introspection = IntCounterVec::new(
+            Opts::new(
+                "tokengate_introspection_total",
+                "Calls to an issuer's introspection endpoint by result (active, inactive, error)",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("static metric definition");
+        let introspection_cache = IntCounterVec::new(
+            Opts::new(
+                "tokengate_introspection_cache_total",
+                "Opaque tokens looked up in the introspection cache, by result (hit, miss)",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("static metric definition");
+        let introspection_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tokengate_introspection_duration_seconds",
+                "Time an introspection call took",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["issuer"],
+        )
+        .expect("static metric definition");
         let tasks = IntGauge::new(
             "tokengate_tasks",
             "Tasks alive on the runtime: connections, tunnels and background work",
@@ -142,6 +174,9 @@ impl Metrics {
             Box::new(token_expiry.clone()),
             Box::new(token_waits.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(introspection.clone()),
+            Box::new(introspection_cache.clone()),
+            Box::new(introspection_duration.clone()),
             Box::new(tasks.clone()),
             Box::new(access_log_dropped.clone()),
         ] {
@@ -160,6 +195,9 @@ impl Metrics {
             token_expiry,
             token_waits,
             config_reloads,
+            introspection,
+            introspection_cache,
+            introspection_duration,
             tasks,
             access_log_dropped,
         }

@@ -155,6 +155,11 @@ fn classify(failure: &Failure) -> (StatusCode, &'static str, Option<String>) {
         Failure::Denied(Denial::InvalidToken(Reject::KeysUnavailable { .. })) => {
             (StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable", None)
         }
+        Failure::Denied(Denial::InvalidToken(Reject::IntrospectionUnavailable { .. })) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "introspection_unavailable",
+            None,
+        ),
         Failure::Denied(Denial::InvalidToken(r)) => (
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -284,6 +289,14 @@ mod tests {
                 16,
             ),
             (Denial::InvalidToken(Reject::KeysUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "keys_unavailable", 14),
+            (Denial::InvalidToken(Reject::IntrospectionUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "introspection_unavailable", 14),
+            (
+                Denial::InvalidToken(Reject::Inactive).into(),
+                401,
+                Some(format!("{realm}, error=\"invalid_token\", error_description=\"token is not active\"")),
+                "invalid_token",
+                16,
+            ),
             (
                 Denial::InsufficientScope("orders:write".into()).into(),
                 403,

@@ -426,3 +426,205 @@ outbound:
     guard.shutdown().await;
     drop(provider);
 }
+
+/// An opaque access token from the provider (client_secret_basic).
+async fn opaque_token(p: &Provider, client: (&str, &str), resource: &str, scope: &str) -> String {
+    let token = token(p, client, resource, scope).await;
+    assert!(!token.contains('.'), "an opaque token, not a JWT: {token}");
+    token
+}
+
+/// The provider's opaque tokens, judged by its introspection endpoint (RFC
+/// 7662) through tokengate's cache: active → forwarded with identity; a
+/// missing scope → 403, from the cached answer too; revoked (RFC 7009) → 401
+/// once the cached answer's `max_ttl` is over; expired → 401, the cache never
+/// outliving `exp`; the endpoint stopped → 503 and nothing forwarded, while a
+/// cached answer serves until it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_provider_tokens_are_introspected_through_a_scope_aware_cache() {
+    let Some(provider) = start_provider(&[("TOKEN_TTL", "300".into())]) else {
+        return;
+    };
+    let echo = Echo::start().await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - issuer: "{issuer}"
+      discovery: true
+      audiences: ["urn:opaque", "urn:opaque-short"]
+      introspection:
+        client_id: rs-introspector
+        client_secret: introspect-secret
+        max_ttl: 3s
+        negative_ttl: 1s
+  rules:
+    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
+    - {{ path: /orders, methods: [POST], scopes: ["orders:write"] }}
+  forward:
+    claims_to_headers: {{ client_id: x-auth-client-id }}
+"#,
+        echo = echo.addr,
+        issuer = provider.issuer
+    );
+    let app = start_yaml(&yaml).await;
+    let base = format!("http://{}", app.inbound_addr.unwrap());
+    let admin = format!("http://{}", app.admin_addr);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            get(&format!("{admin}/readyz"), None).await.0 == StatusCode::OK
+        })
+        .await,
+        "keys loaded and the introspection endpoint (from discovery) answered: {}",
+        get(&format!("{admin}/readyz"), None).await.2
+    );
+    let issuer = provider.issuer.clone();
+    // Calls to the introspection endpoint with this result, by tokengate's metrics.
+    let calls = |result: &'static str| {
+        let (url, issuer) = (format!("{admin}/metrics"), issuer.clone());
+        async move {
+            let series =
+                format!("tokengate_introspection_total{{issuer=\"{issuer}\",result=\"{result}\"}}");
+            metric_value(&get(&url, None).await.2, &series)
+        }
+    };
+
+    // Active, with both scopes: forwarded with the identity the answer names,
+    // and introspected once for two requests.
+    let writer = opaque_token(
+        &provider,
+        ("svc-basic", "basic-secret"),
+        "urn:opaque",
+        "orders:read orders:write",
+    )
+    .await;
+    for _ in 0..2 {
+        let (status, _, body) = get(&format!("{base}/orders/1"), Some(&writer)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            echo.last_headers().unwrap()["x-auth-client-id"],
+            "svc-basic"
+        );
+    }
+    assert_eq!(calls("active").await, 1.0, "one call for two requests");
+
+    // A missing scope is refused from the answer and again from the cache: an
+    // answer that was active allows only what its scopes allow.
+    let reader = opaque_token(
+        &provider,
+        ("svc-readonly", "ro-secret"),
+        "urn:opaque",
+        "orders:read",
+    )
+    .await;
+    let hits = echo.hits();
+    for _ in 0..2 {
+        let (status, headers, _) = send(
+            Method::POST,
+            &format!("{base}/orders"),
+            &[("authorization", format!("Bearer {reader}"))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope"));
+    }
+    assert_eq!(echo.hits(), hits, "nothing forwarded");
+    assert_eq!(
+        get(&format!("{base}/orders/1"), Some(&reader)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(calls("active").await, 2.0);
+
+    // Revoked at the provider: refused once the cached answer's max_ttl is over.
+    let (status, body) = post_form(
+        &format!("{issuer}/token/revocation"),
+        Some(("svc-basic", "basic-secret")),
+        &format!("token={writer}&token_type_hint=access_token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "revocation: {body}");
+    let refused = eventually(Duration::from_secs(10), || async {
+        get(&format!("{base}/orders/1"), Some(&writer)).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused, "a revoked token is refused after max_ttl");
+    let hits = echo.hits();
+    let (status, headers, body) = get(&format!("{base}/orders/1"), Some(&writer)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("token is not active"), "{body}");
+    assert!(headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    assert_eq!(echo.hits(), hits, "nothing forwarded");
+
+    // Expired: the cached answer ends at the token's own exp (2 s), before
+    // max_ttl (3 s), and with it the leeway a JWT's exp would get: past exp the
+    // endpoint is asked again, and says inactive.
+    let short = opaque_token(
+        &provider,
+        ("svc-basic", "basic-secret"),
+        "urn:opaque-short",
+        "orders:read",
+    )
+    .await;
+    let obtained = std::time::Instant::now();
+    assert_eq!(
+        get(&format!("{base}/orders/1"), Some(&short)).await.0,
+        StatusCode::OK
+    );
+    let inactive_before = calls("inactive").await;
+    // Past exp (at most 2 s after it was issued), within max_ttl of the first call.
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(obtained.elapsed())).await;
+    let (status, _, body) = get(&format!("{base}/orders/1"), Some(&short)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        calls("inactive").await,
+        inactive_before + 1.0,
+        "asked again past exp"
+    );
+
+    // The endpoint stops: a token it has not answered for gets 503 and is not
+    // forwarded; a cached answer serves until its own expiry, then 503 too.
+    let cached = opaque_token(
+        &provider,
+        ("svc-basic", "basic-secret"),
+        "urn:opaque",
+        "orders:read",
+    )
+    .await;
+    let unseen = opaque_token(
+        &provider,
+        ("svc-basic", "basic-secret"),
+        "urn:opaque",
+        "orders:read",
+    )
+    .await;
+    assert_eq!(
+        get(&format!("{base}/orders/1"), Some(&cached)).await.0,
+        StatusCode::OK
+    );
+    drop(provider);
+    let hits = echo.hits();
+    let (status, _, body) = get(&format!("{base}/orders/1"), Some(&unseen)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("introspection_unavailable"), "{body}");
+    assert_eq!(echo.hits(), hits, "nothing forwarded");
+    let (status, _, body) = get(&format!("{admin}/readyz"), None).await;
+    assert_eq!(status, StatusCode::OK, "cached answers still serve: {body}");
+    assert!(
+        body.contains("degraded") && body.contains("introspection"),
+        "{body}"
+    );
+    let refused = eventually(Duration::from_secs(10), || async {
+        get(&format!("{base}/orders/1"), Some(&cached)).await.0 == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(refused, "a cached answer serves only until it expires");
+    app.shutdown().await;
+}

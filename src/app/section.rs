@@ -128,10 +128,13 @@ fn three_fetches(timeouts: impl Iterator<Item = Duration>) -> Duration {
     timeouts.max().unwrap_or_default() * 3
 }
 
-/// How long a guard's first key fetches may take: three fetch timeouts of
-/// its slowest issuer.
+/// How long a guard's first key fetches (and introspection probes) may
+/// take: three fetch timeouts of its slowest issuer.
 fn keys_within(guard: &config::GuardConfig) -> Duration {
-    three_fetches(guard.issuers.iter().map(|i| i.jwks_cache.fetch_timeout))
+    three_fetches(guard.issuers.iter().flat_map(|i| {
+        let introspection = i.introspection.as_ref().map(|x| x.timeout);
+        std::iter::once(i.jwks_cache.fetch_timeout).chain(introspection)
+    }))
 }
 
 const KEYS_NOT_LOADED: &str = "the new config's issuer keys did not load; keeping the current one";
@@ -170,7 +173,7 @@ impl Section for Inbound {
     ) -> Result<Arc<Self>, StartError> {
         let client = client::http_client(cfg.timeouts.upstream_connect, None)?;
         let inbound = Inbound::new(cfg, client, metrics.clone())?;
-        inbound.guard().jwks().spawn_refreshers(work.clone());
+        inbound.guard().spawn_work(work);
         Ok(inbound)
     }
 
@@ -234,7 +237,7 @@ impl Section for Authz {
     ) -> Result<Arc<Self>, StartError> {
         let client = client::http_client(cfg.timeouts.upstream_connect, None)?;
         let authz = Authz::new(cfg, client, metrics.clone());
-        authz.guard().jwks().spawn_refreshers(work.clone());
+        authz.guard().spawn_work(work);
         Ok(authz)
     }
 

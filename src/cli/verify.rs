@@ -7,9 +7,10 @@ use crate::config::{Access, IssuerId, KeySource};
 use crate::error::Denial;
 use crate::guard::bearer::token_text;
 use crate::guard::decide::{Allowed, Decision, Policy, Step, Verdict};
+use crate::guard::introspect::{Introspection, Introspector};
 use crate::guard::jwks::Jwks;
 use crate::guard::reject::Reject;
-use crate::guard::verify::{Trace, VerifiedToken, Verifier};
+use crate::guard::verify::{is_jwt, Trace, VerifiedToken, Verifier};
 use crate::metrics::Metrics;
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
 use hyper::Request;
@@ -78,7 +79,9 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
     };
     let client =
         crate::client::http_client(connect, None).map_err(|e| Failed::Run(e.to_string()))?;
-    let jwks = Jwks::new(&guard.issuers, client, Arc::new(Metrics::new()));
+    let metrics = Arc::new(Metrics::new());
+    let introspection = Introspection::new(&guard.issuers, &client, &metrics);
+    let jwks = Jwks::new(&guard.issuers, client, metrics);
     for (idx, iss) in guard.issuers.iter().enumerate() {
         if iss.keys != KeySource::None {
             if let Err(e) = jwks.refresh(IssuerId::new(idx)).await {
@@ -107,9 +110,18 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
         Step::Done(decision) => (decision, false),
         Step::Verify(pending) => {
             explain_rule(&policy, pending.rule());
-            let verified = token_text(pending.token).and_then(|text| {
-                verifier.verify_traced(text, &jwks.snapshot(), unix_now(), &mut Explain)
-            });
+            let introspector = pending
+                .introspector()
+                .filter(|_| !is_jwt(pending.token))
+                .and_then(|issuer| introspection.get(issuer));
+            let verified = match introspector {
+                Some(introspector) => {
+                    explain_introspection(introspector, &verifier, pending.token).await
+                }
+                None => token_text(pending.token).and_then(|text| {
+                    verifier.verify_traced(text, &jwks.snapshot(), unix_now(), &mut Explain)
+                }),
+            };
             if let Ok(v) = &verified {
                 println!("  ok    {:<14} {}", "token", identity(&verifier, v));
             }
@@ -124,6 +136,78 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
         println!("{}", token_alone(&verifier, alone.as_ref()));
     }
     forwarded
+}
+
+/// Asks `introspector` about an opaque token, printing its answer (secret
+/// members elided), each check, and what the proxy's cache would do with it.
+async fn explain_introspection(
+    introspector: &Introspector,
+    verifier: &Verifier,
+    token: &[u8],
+) -> Result<VerifiedToken, Reject> {
+    let text = token_text(token)?;
+    verifier.check_size(text)?;
+    println!(
+        "  ok    {:<14} not a JWT: asked the issuer's introspection endpoint",
+        "opaque"
+    );
+    let (answer, judged) = match introspector.explain(text, verifier, &mut Explain).await {
+        Ok(explained) => explained,
+        Err(why) => {
+            println!("  FAIL  {:<14} {why}", "introspection");
+            return Err(Reject::IntrospectionUnavailable {
+                issuer: introspector.issuer_id(),
+            });
+        }
+    };
+    println!("  note  {:<14} {}", "answer", elide_secrets(answer));
+    println!(
+        "  note  {:<14} {}",
+        "cache",
+        cache_decision(introspector, judged.as_ref(), unix_now())
+    );
+    judged
+}
+
+/// PURE: what the proxy's introspection cache would do with an answer.
+fn cache_decision(
+    introspector: &Introspector,
+    judged: Result<&VerifiedToken, &Reject>,
+    now: u64,
+) -> String {
+    match judged {
+        Ok(token) => {
+            let left = token.exp.saturating_sub(now);
+            let max_ttl = introspector.max_ttl().as_secs();
+            match left < max_ttl {
+                true => {
+                    format!("active: cached {left}s, until the token expires (max_ttl {max_ttl}s)")
+                }
+                false => {
+                    format!("active: cached {max_ttl}s (max_ttl; the token expires in {left}s)")
+                }
+            }
+        }
+        Err(reject) => format!(
+            "refused ({}): remembered {}s (negative_ttl)",
+            reject.reason(),
+            introspector.negative_ttl().as_secs()
+        ),
+    }
+}
+
+/// PURE: an introspection answer with every member that could be a secret
+/// (a token, a secret) replaced by `"…"`.
+fn elide_secrets(mut answer: serde_json::Value) -> serde_json::Value {
+    if let Some(members) = answer.as_object_mut() {
+        for (name, value) in members.iter_mut() {
+            let name = name.to_ascii_lowercase();
+            if (name.contains("token") && name != "token_type") || name.contains("secret") {
+                *value = serde_json::Value::String("…".into());
+            }
+        }
+    }
+    answer
 }
 
 /// PURE: the line after the decision for a token the decision did not reach.

@@ -137,12 +137,11 @@ impl Validator<'_> {
                 "at least one rule is required (no match = deny)",
             );
         }
-        let names: Vec<&str> = issuers.iter().map(|i| i.issuer.as_str()).collect();
         let rules = raw
             .rules
             .into_iter()
             .enumerate()
-            .filter_map(|(i, r)| self.rule(&format!("{section}.rules[{i}]"), r, &names))
+            .filter_map(|(i, r)| self.rule(&format!("{section}.rules[{i}]"), r, &issuers))
             .collect();
         let forward = self.forward(section, raw.forward);
         let d = Limits::default();

@@ -2,6 +2,7 @@
 //! are (a JWKS, discovery, or a shared secret). The YAML shape, the validated
 //! types and their validation.
 
+use super::introspection::{IntrospectionConfig, RawIntrospection};
 use super::raw::RawClientTls;
 use super::{is_hmac, Secret, Validator};
 use hyper::Uri;
@@ -32,6 +33,8 @@ pub struct RawIssuer {
     pub tls: Option<RawClientTls>,
     /// Discovery and JWKS requests carry `Authorization: Bearer <this file>`.
     pub jwks_bearer_token_file: Option<String>,
+    /// Opaque tokens are sent to this issuer's introspection endpoint.
+    pub introspection: Option<RawIntrospection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +70,9 @@ pub struct IssuerConfig {
     /// Discovery and JWKS requests carry `Authorization: Bearer` with this
     /// file's content, read at each fetch (a rotated service-account token).
     pub jwks_bearer_token_file: Option<PathBuf>,
+    /// Opaque tokens (any token that is not a JWT) are judged by this
+    /// issuer's introspection endpoint.
+    pub introspection: Option<IntrospectionConfig>,
 }
 
 /// Where an issuer's public keys come from.
@@ -139,7 +145,16 @@ impl Validator<'_> {
                 self.error(format!("{path}.shared_secret"), "must be at least 32 bytes");
             }
         }
-        let keys = self.key_source(path, &raw, &issuer, wants_public);
+        // An issuer that introspects needs no keys: it may take opaque tokens only.
+        let needs_keys = wants_public && raw.introspection.is_none();
+        let keys = self.key_source(path, &raw, &issuer, needs_keys);
+        let introspection = raw.introspection.as_ref().and_then(|i| {
+            let discovery = match &keys {
+                KeySource::Discovery(doc) => Some(doc),
+                _ => None,
+            };
+            self.introspection(&format!("{path}.introspection"), i, discovery)
+        });
         if raw.audiences.is_empty() {
             self.error(
                 format!("{path}.audiences"),
@@ -192,6 +207,7 @@ impl Validator<'_> {
             jwks_cache,
             tls,
             jwks_bearer_token_file,
+            introspection,
         })
     }
 

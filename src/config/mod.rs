@@ -11,8 +11,10 @@
 //! come from `*_file`. Durations (`250ms`, `30s`, `5m`, `1h`, `1d`) are parsed here,
 //! once, so nothing downstream handles text.
 
+mod client_auth;
 mod guard;
 mod inbound;
+mod introspection;
 mod issuers;
 mod outbound;
 mod parse;
@@ -21,16 +23,17 @@ mod rules;
 mod tls;
 mod tokens;
 
+pub use client_auth::{assertion_key, AssertionKey, ClientAuth, OAuthClient};
 pub use guard::{ForwardConfig, GuardConfig, Limits, Mode};
 pub use inbound::{AuthzConfig, InboundConfig, TlsFiles};
+pub use introspection::{IntrospectionConfig, IntrospectionEndpoint};
 pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource};
 pub use outbound::{
-    Assertion, AssertionKey, ClientAuth, Grant, Inject, Login, LoginToken, OAuthClient, OAuthGrant,
-    OutboundConfig, OutboundRoute, RenewBefore, TokenConfig, TokenSource,
+    Assertion, Grant, Inject, Login, LoginToken, OAuthGrant, OutboundConfig, OutboundRoute,
+    RenewBefore, TokenConfig, TokenSource,
 };
 pub use parse::{interpolate, parse_duration};
 pub use rules::{Access, ClaimName, IssuerId, Requirements, RouteRule};
-pub use tokens::assertion_key;
 
 use hyper::Uri;
 use inbound::{RawAuthz, RawInbound};

@@ -3,11 +3,11 @@
 //! fields its kind uses. Its YAML shape, its validated types and their
 //! validation (a token source's own in [`super::tokens`]).
 
+use super::client_auth::{AssertionKey, OAuthClient, RawClient};
 use super::raw::{RawClientTls, RawTimeouts};
 use super::{Secret, Timeouts, UpstreamProtocol, Validator};
 use hyper::header::HeaderValue;
 use hyper::Uri;
-use jsonwebtoken::{Algorithm, EncodingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,6 +92,18 @@ pub struct RawTokenSource {
     pub tls: Option<RawClientTls>,
 }
 impl RawTokenSource {
+    /// Its client fields.
+    pub(super) fn client(&self) -> RawClient<'_> {
+        RawClient {
+            client_id: self.client_id.as_ref(),
+            client_auth: self.client_auth.as_deref(),
+            client_secret: self.client_secret.as_ref(),
+            client_secret_file: self.client_secret_file.as_ref(),
+            private_key_file: self.private_key_file.as_ref(),
+            key_id: self.key_id.as_ref(),
+        }
+    }
+
     /// The fields set in the file, by their YAML names (what serde parsed: a
     /// field added to the struct is listed without more code).
     pub fn present(&self) -> Vec<String> {
@@ -220,23 +232,6 @@ pub enum Assertion {
     },
 }
 
-#[derive(Debug, Clone)]
-pub struct OAuthClient {
-    pub id: String,
-    pub auth: ClientAuth,
-}
-
-/// How the client authenticates to the token endpoint.
-#[derive(Debug, Clone)]
-pub enum ClientAuth {
-    /// A public client: only `client_id` is sent.
-    None,
-    SecretBasic(Secret),
-    SecretPost(Secret),
-    /// RFC 7523 §2.2 client assertion signed with this key.
-    PrivateKeyJwt(AssertionKey),
-}
-
 /// `kind: login`: send a JSON body built from a template, read the token (and
 /// optionally its lifetime) out of the JSON answer by JSON pointer.
 #[derive(Debug, Clone)]
@@ -264,20 +259,6 @@ pub struct LoginToken {
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// Lifetime of each login token; default 5m.
     pub ttl: Duration,
-}
-
-/// A private key that signs JWTs (client assertions).
-#[derive(Clone)]
-pub struct AssertionKey {
-    pub key: EncodingKey,
-    pub alg: Algorithm,
-    pub key_id: Option<String>,
-}
-
-impl fmt::Debug for AssertionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AssertionKey({:?}, kid {:?})", self.alg, self.key_id)
-    }
 }
 
 /// When a token is renewed, counted back from its expiry.

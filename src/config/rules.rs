@@ -2,6 +2,7 @@
 //! built once from the config) and their validation. How a request is matched
 //! against them is `guard::policy`'s job.
 
+use super::issuers::IssuerConfig;
 use super::Validator;
 use crate::headers::canonical_host;
 use hyper::Method;
@@ -70,6 +71,9 @@ pub struct Requirements {
     pub issuers: Option<Vec<IssuerId>>,
     /// Claims that must equal these values.
     pub claims: Vec<(ClaimName, serde_json::Value)>,
+    /// The issuer whose introspection endpoint judges the rule's opaque
+    /// tokens; `None`: opaque tokens are refused here.
+    pub introspect: Option<IssuerId>,
 }
 
 /// A claim a rule compares or `claims_to_headers` forwards: a top-level name
@@ -180,7 +184,12 @@ impl RouteRule {
 }
 
 impl Validator<'_> {
-    pub(super) fn rule(&mut self, path: &str, raw: RawRule, issuers: &[&str]) -> Option<RouteRule> {
+    pub(super) fn rule(
+        &mut self,
+        path: &str,
+        raw: RawRule,
+        issuers: &[IssuerConfig],
+    ) -> Option<RouteRule> {
         let prefix = self.text(&format!("{path}.path"), &raw.path)?;
         if !prefix.starts_with('/') {
             self.error(
@@ -220,7 +229,7 @@ impl Validator<'_> {
     }
 
     /// `allow`: anonymous, or a token meeting the rule's requirements.
-    fn access(&mut self, path: &str, raw: &RawRule, issuers: &[&str]) -> Option<Access> {
+    fn access(&mut self, path: &str, raw: &RawRule, issuers: &[IssuerConfig]) -> Option<Access> {
         let wants_token = raw.scopes.is_some() || raw.issuers.is_some() || raw.claims.is_some();
         let anonymous = match raw.allow.as_deref() {
             None => false,
@@ -244,13 +253,18 @@ impl Validator<'_> {
     }
 
     /// What a token must carry: scopes, one of the named issuers, claims.
-    fn requirements(&mut self, path: &str, raw: &RawRule, issuers: &[&str]) -> Requirements {
+    fn requirements(
+        &mut self,
+        path: &str,
+        raw: &RawRule,
+        issuers: &[IssuerConfig],
+    ) -> Requirements {
         let issuer_idx = raw.issuers.as_ref().map(|names| {
             names
                 .iter()
                 .enumerate()
                 .filter_map(
-                    |(i, n)| match issuers.iter().position(|issuer| issuer == n) {
+                    |(i, n)| match issuers.iter().position(|issuer| issuer.issuer == *n) {
                         Some(idx) => Some(IssuerId::new(idx)),
                         None => {
                             self.error(
@@ -276,10 +290,49 @@ impl Validator<'_> {
                 }
             })
             .collect();
+        let introspect = self.opaque_issuer(path, issuer_idx.as_deref(), issuers);
         Requirements {
             scopes: raw.scopes.clone().unwrap_or_default(),
             issuers: issuer_idx,
             claims,
+            introspect,
+        }
+    }
+
+    /// The issuer a rule's opaque tokens are introspected by: an opaque token
+    /// names no issuer, so at most one issuer the rule accepts may introspect
+    /// (a token is never shown to two introspection endpoints).
+    fn opaque_issuer(
+        &mut self,
+        path: &str,
+        accepted: Option<&[IssuerId]>,
+        issuers: &[IssuerConfig],
+    ) -> Option<IssuerId> {
+        let all: Vec<IssuerId> = (0..issuers.len()).map(IssuerId::new).collect();
+        let introspecting: Vec<IssuerId> = accepted
+            .unwrap_or(&all)
+            .iter()
+            .copied()
+            .filter(|id| issuers[id.index()].introspection.is_some())
+            .collect();
+        match introspecting[..] {
+            [] => None,
+            [one] => Some(one),
+            _ => {
+                let names: Vec<&str> = introspecting
+                    .iter()
+                    .map(|id| issuers[id.index()].issuer.as_str())
+                    .collect();
+                self.error(
+                    format!("{path}.issuers"),
+                    format!(
+                        "an opaque token names no issuer, and this rule accepts {} that introspect ({}): name the one its opaque tokens go to",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
         }
     }
 

@@ -662,3 +662,163 @@ fn authz_errors_name_their_path() {
         );
     }
 }
+
+/// Two issuers, the second introspecting (`{intro}` is its `introspection`).
+fn introspecting(intro: &str, rules: &str) -> String {
+    format!(
+        r#"
+inbound:
+  listen: 127.0.0.1:8443
+  upstream: http://127.0.0.1:1
+  issuers:
+    - issuer: https://jwt
+      jwks_uri: https://jwt/jwks
+      audiences: [api]
+    - issuer: https://opaque
+      audiences: [api]
+      introspection: {intro}
+  rules:
+{rules}
+"#
+    )
+}
+
+#[test]
+fn an_introspecting_issuer_needs_no_keys_and_takes_the_opaque_tokens_of_its_rules() {
+    let c = load(&introspecting(
+        "{ endpoint: https://opaque/introspect, client_id: rs, client_secret: s }",
+        "    - { path: /orders, scopes: [orders:read] }\n    - { path: /jwt, issuers: [https://jwt] }",
+    ))
+    .unwrap();
+    let guard = &c.inbound.unwrap().guard;
+    assert_eq!(guard.issuers[1].keys, KeySource::None);
+    let i = guard.issuers[1].introspection.as_ref().unwrap();
+    assert_eq!(
+        i.endpoint,
+        IntrospectionEndpoint::Uri("https://opaque/introspect".parse().unwrap())
+    );
+    assert!(matches!(i.client.auth, ClientAuth::SecretBasic(_)));
+    assert_eq!(
+        (i.max_ttl, i.negative_ttl, i.timeout, i.max_entries),
+        (
+            IntrospectionConfig::DEFAULT_MAX_TTL,
+            IntrospectionConfig::DEFAULT_NEGATIVE_TTL,
+            IntrospectionConfig::DEFAULT_TIMEOUT,
+            IntrospectionConfig::DEFAULT_MAX_ENTRIES
+        )
+    );
+    let introspect = |rule: usize| match &guard.rules[rule].access {
+        Access::Token(r) => r.introspect,
+        Access::Anonymous => panic!("a token rule"),
+    };
+    assert_eq!(introspect(0), Some(IssuerId::new(1)));
+    assert_eq!(
+        introspect(1),
+        None,
+        "a rule for the JWT issuer only refuses opaque tokens"
+    );
+
+    // Discovery names the endpoint when none is given.
+    let yaml = MINIMAL.replace(
+        "jwks_uri: https://idp/jwks",
+        "discovery: true\n      introspection: { client_id: rs, client_auth: client_secret_post, client_secret: s, max_ttl: 30s }",
+    );
+    let c = load(&yaml).unwrap();
+    let i = c.inbound.unwrap().guard.issuers[0]
+        .introspection
+        .clone()
+        .unwrap();
+    assert_eq!(
+        i.endpoint,
+        IntrospectionEndpoint::Discovery(
+            "https://idp/.well-known/openid-configuration"
+                .parse()
+                .unwrap()
+        )
+    );
+    assert!(matches!(i.client.auth, ClientAuth::SecretPost(_)));
+    assert_eq!(i.max_ttl, Duration::from_secs(30));
+}
+
+#[test]
+fn introspection_errors_name_their_path() {
+    let rule = "    - { path: /orders, scopes: [orders:read] }";
+    let path = "inbound.issuers[1].introspection";
+    let cases: Vec<(String, String, &str)> = vec![
+        (
+            introspecting("{ client_id: rs, client_secret: s }", rule),
+            format!("{path}.endpoint"),
+            "required unless the issuer uses discovery: true",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i }", rule),
+            format!("{path}.client_id"),
+            "required: the introspection endpoint must know who asks",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_auth: client_secret_jwt, client_secret: s }", rule),
+            format!("{path}.client_auth"),
+            "expected client_secret_basic, client_secret_post, private_key_jwt or none, got \"client_secret_jwt\"",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_auth: client_secret_post }", rule),
+            format!("{path}.client_secret"),
+            "this client_auth needs client_secret or client_secret_file",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s, client_secret_file: /f }", rule),
+            format!("{path}.client_secret"),
+            "set client_secret or client_secret_file, not both",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_auth: private_key_jwt }", rule),
+            format!("{path}.private_key_file"),
+            "required",
+        ),
+        (
+            introspecting("{ endpoint: ftp://opaque/i, client_id: rs, client_secret: s }", rule),
+            format!("{path}.endpoint"),
+            "http",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s, max_ttl: 0s }", rule),
+            format!("{path}.max_ttl"),
+            "must be greater than zero",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s, timeout: 0s }", rule),
+            format!("{path}.timeout"),
+            "must be greater than zero",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s, max_entries: 0 }", rule),
+            format!("{path}.max_entries"),
+            "must be at least 1",
+        ),
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s, cache: 1 }", rule),
+            "inbound.issuers[1]".to_string(),
+            "unknown field `cache`",
+        ),
+        // Two introspecting issuers: a rule accepting both cannot say where an
+        // opaque token goes; naming one settles it.
+        (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s }", rule)
+                .replace("jwks_uri: https://jwt/jwks", "jwks_uri: https://jwt/jwks\n      introspection: { endpoint: https://jwt/i, client_id: rs, client_secret: s }"),
+            "inbound.rules[0].issuers".to_string(),
+            "an opaque token names no issuer, and this rule accepts 2 that introspect (https://jwt, https://opaque): name the one its opaque tokens go to",
+        ),
+    ];
+    for (yaml, want_path, want) in cases {
+        let errors = load(&yaml).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|(p, m)| p.starts_with(&want_path) && m.contains(want)),
+            "{want_path}: {want}\ngot {errors:?}"
+        );
+    }
+    let named = introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s }", "    - { path: /orders, issuers: [https://opaque] }")
+        .replace("jwks_uri: https://jwt/jwks", "jwks_uri: https://jwt/jwks\n      introspection: { endpoint: https://jwt/i, client_id: rs, client_secret: s }");
+    assert!(load(&named).is_ok(), "{:?}", load(&named).err());
+}

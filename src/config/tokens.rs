@@ -1,14 +1,10 @@
 //! Validation of `outbound.tokens` entries: which fields each kind takes, and
 //! each kind's settings (OAuth grants and client authentication, logins, files).
 
+use super::client_auth::{ClientAuth, OAuthClient};
 use super::outbound::RawTokenSource;
-use super::outbound::{
-    Assertion, AssertionKey, ClientAuth, Grant, Login, LoginToken, OAuthClient, OAuthGrant,
-    TokenSource,
-};
-use super::{expected, Secret, Validator};
-use jsonwebtoken::Algorithm;
-use jsonwebtoken::EncodingKey;
+use super::outbound::{Assertion, Grant, Login, LoginToken, OAuthGrant, TokenSource};
+use super::{expected, Validator};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,14 +15,6 @@ const KINDS: [&str; 5] = [
     "token_exchange",
     "login",
     "file",
-];
-
-/// Every `client_auth`.
-const CLIENT_AUTHS: [&str; 4] = [
-    "client_secret_basic",
-    "client_secret_post",
-    "private_key_jwt",
-    "none",
 ];
 
 impl Validator<'_> {
@@ -115,45 +103,15 @@ impl Validator<'_> {
         }
     }
 
-    fn key(&mut self, path: &str, raw: &RawTokenSource) -> Option<AssertionKey> {
-        let file = self.required(path, "private_key_file", raw.private_key_file.as_ref())?;
-        if self.stand_in(&file) {
-            return Some(AssertionKey {
-                key: EncodingKey::from_secret(&[]),
-                alg: Algorithm::RS256,
-                key_id: raw.key_id.clone(),
-            });
-        }
-        match assertion_key(&file, raw.key_id.clone()) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                self.error(format!("{path}.private_key_file"), e);
-                None
-            }
-        }
-    }
-
     fn oauth(&mut self, path: &str, raw: &RawTokenSource) -> Option<OAuthGrant> {
         let token_url = self
             .required(path, "token_url", raw.token_url.as_ref())
             .and_then(|u| self.http_uri(&format!("{path}.token_url"), &u));
-        let client_id = match &raw.client_id {
-            Some(id) => self.text(&format!("{path}.client_id"), id),
-            None => None,
-        };
-        let secret = self.secret(path, raw);
-        let auth = self.client_auth(path, raw, secret)?;
-        let client = match (client_id.clone(), auth) {
-            (Some(id), auth) => Some(OAuthClient { id, auth }),
-            (None, ClientAuth::None) => None,
-            (None, _) => {
-                self.error(
-                    format!("{path}.client_id"),
-                    "client authentication needs a client_id",
-                );
-                return None;
-            }
-        };
+        let key_signs_client = raw.kind != "jwt_bearer";
+        let client = self
+            .oauth_client(path, &raw.client(), key_signs_client)
+            .ok()?;
+        let client_id = client.as_ref().map(|c| c.id.clone());
         let grant = self.grant(path, raw, client.as_ref(), client_id)?;
         Some(OAuthGrant {
             token_url: token_url?,
@@ -168,58 +126,6 @@ impl Validator<'_> {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
-        })
-    }
-
-    /// How the client authenticates to the token endpoint (`client_auth`,
-    /// defaulting from what is configured).
-    fn client_auth(
-        &mut self,
-        path: &str,
-        raw: &RawTokenSource,
-        secret: Option<Secret>,
-    ) -> Option<ClientAuth> {
-        let kind = raw.kind.as_str();
-        // For jwt_bearer a private key signs the grant's assertion, not the client.
-        let key_is_client_auth = kind != "jwt_bearer";
-        let default_auth = if secret.is_some() {
-            "client_secret_basic"
-        } else if raw.private_key_file.is_some() && key_is_client_auth {
-            "private_key_jwt"
-        } else {
-            "none"
-        };
-        Some(match raw.client_auth.as_deref().unwrap_or(default_auth) {
-            "none" => ClientAuth::None,
-            "client_secret_basic" | "client_secret_post" if secret.is_none() => {
-                self.error(
-                    format!("{path}.client_secret"),
-                    "this client_auth needs client_secret or client_secret_file",
-                );
-                return None;
-            }
-            "client_secret_basic" => ClientAuth::SecretBasic(secret?),
-            "client_secret_post" => ClientAuth::SecretPost(secret?),
-            "private_key_jwt" if !key_is_client_auth => {
-                self.error(format!("{path}.client_auth"), "jwt_bearer signs its assertion with private_key_file; use a client secret or none");
-                return None;
-            }
-            "private_key_jwt" => {
-                if secret.is_some() {
-                    self.error(
-                        format!("{path}.client_secret"),
-                        "not used with client_auth private_key_jwt",
-                    );
-                }
-                ClientAuth::PrivateKeyJwt(self.key(path, raw)?)
-            }
-            other => {
-                self.error(
-                    format!("{path}.client_auth"),
-                    expected(&CLIENT_AUTHS, other),
-                );
-                return None;
-            }
         })
     }
 
@@ -276,7 +182,7 @@ impl Validator<'_> {
                     };
                     let subject = raw.subject.clone().unwrap_or_else(|| issuer.clone());
                     Grant::JwtBearer(Assertion::Signed {
-                        key: self.key(path, raw)?,
+                        key: self.client_key(path, &raw.client())?,
                         issuer,
                         subject,
                     })
@@ -336,7 +242,7 @@ impl Validator<'_> {
             Some(id) => self.text(&format!("{path}.client_id"), id),
             None => None,
         };
-        let client_secret = self.secret(path, raw);
+        let client_secret = self.client_secret(path, &raw.client());
         let login_token = self.login_token(path, raw)?;
         let text = body.to_string();
         for (placeholder, available, field) in [
@@ -391,7 +297,7 @@ impl Validator<'_> {
     fn login_token(&mut self, path: &str, raw: &RawTokenSource) -> Option<Option<LoginToken>> {
         match &raw.private_key_file {
             Some(_) => Some(Some(LoginToken {
-                key: self.key(path, raw)?,
+                key: self.client_key(path, &raw.client())?,
                 claims: raw
                     .login_token_claims
                     .clone()
@@ -407,26 +313,4 @@ impl Validator<'_> {
             None => Some(None),
         }
     }
-
-    /// `client_secret` or `client_secret_file` (at most one).
-    fn secret(&mut self, path: &str, raw: &RawTokenSource) -> Option<Secret> {
-        let (inline, file) = (raw.client_secret.as_ref(), raw.client_secret_file.as_ref());
-        self.secret_or_file(path, "client_secret", inline, file)
-    }
-}
-
-/// Loads a PEM private key (RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA).
-pub fn assertion_key(file: &str, key_id: Option<String>) -> Result<AssertionKey, String> {
-    let pem = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-    let (key, alg) = EncodingKey::from_rsa_pem(&pem)
-        .map(|k| (k, Algorithm::RS256))
-        .or_else(|_| EncodingKey::from_ec_pem(&pem).map(|k| (k, Algorithm::ES256)))
-        .or_else(|_| EncodingKey::from_ed_pem(&pem).map(|k| (k, Algorithm::EdDSA)))
-        .map_err(|_| {
-            format!(
-                "{file} is not a PEM RSA, EC P-256 or Ed25519 private key \
-                 (EC and Ed25519 keys must be PKCS#8: openssl pkcs8 -topk8 -nocrypt)"
-            )
-        })?;
-    Ok(AssertionKey { key, alg, key_id })
 }

@@ -18,7 +18,7 @@ use super::policy::{
 use super::reject::Reject;
 use super::shape::{method_spelling, request_host, strip_caller_headers, Host};
 use super::verify::VerifiedToken;
-use crate::config::{Access, GuardConfig, Mode, Requirements, RouteRule};
+use crate::config::{Access, GuardConfig, IssuerId, Mode, Requirements, RouteRule};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
 use hyper::header::{HeaderName, HeaderValue};
@@ -149,6 +149,11 @@ impl Pending<'_> {
     /// Index of the rule that asks for the token.
     pub fn rule(&self) -> Option<usize> {
         self.decision.rule
+    }
+
+    /// The issuer whose introspection endpoint judges an opaque token here.
+    pub fn introspector(&self) -> Option<IssuerId> {
+        self.requirements.introspect
     }
 
     /// The decision, given the token's verification.

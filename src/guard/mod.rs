@@ -7,6 +7,8 @@ pub mod bearer;
 pub mod cache;
 pub mod claims;
 pub mod decide;
+pub mod discovery;
+pub mod introspect;
 pub mod jwks;
 pub mod keys;
 pub mod policy;
@@ -16,18 +18,20 @@ pub mod verify;
 
 use crate::client::HttpClient;
 use crate::clock::unix_now;
-use crate::config::{Access, GuardConfig};
+use crate::config::{Access, GuardConfig, IssuerId};
 use crate::metrics::{Metrics, RouteCounters};
 use bearer::token_text;
 use cache::TokenCache;
 use decide::{Allowed, Decision, Policy, Step, Verdict};
 use hyper::Request;
+use introspect::Introspection;
 use jwks::Jwks;
 use keys::KeySnapshot;
 use prometheus::{Histogram, IntCounter};
 use reject::Reject;
 use std::sync::Arc;
-use verify::{VerifiedToken, Verifier};
+use tokio_util::sync::CancellationToken;
+use verify::{is_jwt, VerifiedToken, Verifier};
 
 /// Everything a decision needs, built once from the config.
 pub struct Guard {
@@ -35,6 +39,7 @@ pub struct Guard {
     verifier: Verifier,
     cache: TokenCache,
     jwks: Arc<Jwks>,
+    introspection: Introspection,
     metrics: Arc<Metrics>,
     pub duration: Histogram,
     /// Request counters per rule (same order as the rules), and for requests no rule took.
@@ -58,6 +63,7 @@ impl Guard {
             policy: Policy::new(config),
             verifier: verifier(config),
             cache: TokenCache::new(config.token_cache_entries),
+            introspection: Introspection::new(&config.issuers, &client, &metrics),
             jwks: Jwks::new(&config.issuers, client, metrics.clone()),
             duration: metrics.duration_for(direction),
             rule_counters: config
@@ -79,17 +85,33 @@ impl Guard {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.jwks.is_ready()
+        self.not_ready().is_empty()
     }
 
-    /// Resolves once the guard's keys have loaded.
+    /// Starts the guard's background work (key refreshes, introspection
+    /// probes), stopped by `work`.
+    pub fn spawn_work(&self, work: &CancellationToken) {
+        self.jwks.spawn_refreshers(work.clone());
+        self.introspection.spawn_probes(work);
+    }
+
+    /// Resolves once the guard's keys have loaded and its introspection
+    /// endpoints have answered.
     pub async fn ready(&self) {
         self.jwks.ready().await;
+        self.introspection.ready().await;
     }
 
     /// What keeps the guard from being ready (`/readyz`).
     pub fn not_ready(&self) -> Vec<String> {
-        self.jwks.not_ready()
+        let mut waiting = self.jwks.not_ready();
+        waiting.extend(self.introspection.not_ready());
+        waiting
+    }
+
+    /// What fails while the guard is ready (`/readyz` reports it).
+    pub fn degraded(&self) -> Vec<String> {
+        self.introspection.degraded()
     }
 
     /// The policy's decision, with a token verified through the cache. One key
@@ -101,7 +123,12 @@ impl Guard {
         match self.policy.decide(req, keys.is_loaded()) {
             Step::Done(decision) => decision,
             Step::Verify(pending) => {
-                let verified = self.verified(pending.token, &keys).await;
+                let verified = match pending.introspector() {
+                    Some(issuer) if !is_jwt(pending.token) => {
+                        self.introspected(issuer, pending.token).await
+                    }
+                    _ => self.verified(pending.token, &keys).await,
+                };
                 pending.finish(verified)
             }
         }
@@ -141,6 +168,27 @@ impl Guard {
         let verified = Arc::new(verified);
         self.cache.insert(token, verified.clone());
         Ok(verified)
+    }
+
+    /// An opaque token's verification, by `issuer`'s introspection endpoint
+    /// (through its cache). The token's size and bytes are checked first, as
+    /// a JWT's are: nothing the verifier would refuse is sent anywhere.
+    async fn introspected(
+        &self,
+        issuer: IssuerId,
+        token: &[u8],
+    ) -> Result<Arc<VerifiedToken>, Reject> {
+        let text = token_text(token)?;
+        self.verifier.check_size(text)?;
+        let introspector = self
+            .introspection
+            .get(issuer)
+            .ok_or(Reject::IntrospectionUnavailable { issuer })?;
+        introspector.verify(text, &self.verifier).await
+    }
+
+    pub fn introspection(&self) -> &Introspection {
+        &self.introspection
     }
 
     /// The request counters of the rule that took a request (or of none).

@@ -45,6 +45,13 @@ pub enum Reject {
     BadClaim(String, &'static str),
     #[error("crit header parameters are not supported")]
     CriticalHeader,
+    /// The issuer's introspection endpoint answered `active: false`.
+    #[error("token is not active")]
+    Inactive,
+    /// The issuer's introspection endpoint could not be asked, or gave no
+    /// introspection answer: the token may be fine (503, like missing keys).
+    #[error("the issuer's introspection endpoint is not available")]
+    IntrospectionUnavailable { issuer: IssuerId },
 }
 
 impl Reject {
@@ -65,6 +72,8 @@ impl Reject {
             Reject::NotYetValid { .. } | Reject::IssuedInFuture { .. } => "not_yet_valid",
             Reject::TooOld { .. } => "too_old",
             Reject::WrongAudience => "wrong_audience",
+            Reject::Inactive => "inactive",
+            Reject::IntrospectionUnavailable { .. } => "introspection_unavailable",
         }
     }
 }

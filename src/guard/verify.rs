@@ -66,6 +66,22 @@ impl VerifiedToken {
         self.scopes.iter().map(|s| &**s)
     }
 
+    /// About the bytes it holds, for caches that count them.
+    pub fn approx_bytes(&self) -> usize {
+        let scopes: usize = self.scopes.iter().map(|s| s.len() + 16).sum();
+        let claims: usize = self
+            .claims
+            .iter()
+            .map(|(n, v)| n.len() + v.to_string().len() + 64)
+            .sum();
+        let identity: usize = self
+            .identity
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 64)
+            .sum();
+        std::mem::size_of::<Self>() + scopes + claims + identity
+    }
+
     pub fn claim(&self, name: &str) -> Option<&Value> {
         self.claims
             .iter()
@@ -182,9 +198,7 @@ impl Verifier {
         now: u64,
         trace: &mut impl Trace,
     ) -> Result<VerifiedToken, Reject> {
-        if token.len() > self.max_token_bytes {
-            return Err(Reject::TooLarge(self.max_token_bytes));
-        }
+        self.check_size(token)?;
         trace.pass(
             "size",
             format_args!("{} bytes (limit {})", token.len(), self.max_token_bytes),
@@ -254,6 +268,90 @@ impl Verifier {
         })
     }
 
+    /// Judges `answer`, an introspection answer (RFC 7662 §2.2) from issuer
+    /// `id`'s endpoint, with the checks a JWT gets where the answer carries
+    /// them: `active`, then `iss`, `exp`/`nbf`/`iat`, `aud`; then the scopes,
+    /// the claims rules compare and the identity headers, read from it. An
+    /// answer without `exp` holds until `no_exp` (the cache's `max_ttl`).
+    /// The outer `Err` is an answer that is no introspection answer at all.
+    pub fn verify_introspected(
+        &self,
+        id: IssuerId,
+        answer: &[u8],
+        now: u64,
+        no_exp: u64,
+        trace: &mut impl Trace,
+    ) -> Result<Result<VerifiedToken, Reject>, &'static str> {
+        let Ok(claims) = Claims::parse(answer) else {
+            return Err("the answer is not a JSON object");
+        };
+        let Some(active) = claims.raw("active").and_then(parse::<bool>) else {
+            return Err("the answer has no boolean \"active\"");
+        };
+        let Some(policy) = self.issuers.get(id.index()) else {
+            return Err("no such issuer");
+        };
+        Ok(self.judge_active(id, policy, active, &claims, now, no_exp, trace))
+    }
+
+    /// The checks [`Verifier::verify_introspected`] runs on a well-formed answer.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_active(
+        &self,
+        id: IssuerId,
+        policy: &IssuerPolicy,
+        active: bool,
+        claims: &Claims<'_>,
+        now: u64,
+        no_exp: u64,
+        trace: &mut impl Trace,
+    ) -> Result<VerifiedToken, Reject> {
+        if !active {
+            return Err(Reject::Inactive);
+        }
+        trace.pass("active", format_args!("true"));
+        match claims.get("iss") {
+            None => {}
+            Some(Claim::String(iss)) if iss == policy.issuer => {
+                trace.pass("iss", format_args!("{iss}"));
+            }
+            Some(Claim::String(iss)) => return Err(Reject::UnknownIssuer(iss.into_owned())),
+            Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
+        }
+        let exp = claims.numeric_date("exp")?.unwrap_or(no_exp);
+        let (exp, valid_from, valid_until) = policy.window(claims, exp, now, trace)?;
+        if claims.raw("aud").is_some() {
+            policy.audience(claims)?;
+            trace.pass(
+                "aud",
+                format_args!(
+                    "intersects {}",
+                    Listed(&policy.audiences, |a, f| f.write_str(a))
+                ),
+            );
+        }
+        let scopes = claims.scopes(&policy.scope_claim)?;
+        trace.pass("scopes", format_args!("{} granted", scopes.len()));
+        Ok(VerifiedToken {
+            issuer: id,
+            exp,
+            valid_from,
+            valid_until,
+            scopes,
+            claims: self.rule_claims(claims),
+            identity: self.identity(claims)?,
+            key: None,
+        })
+    }
+
+    /// `limits.max_token_bytes`, for a JWT or an opaque token.
+    pub fn check_size(&self, token: &str) -> Result<(), Reject> {
+        match token.len() > self.max_token_bytes {
+            true => Err(Reject::TooLarge(self.max_token_bytes)),
+            false => Ok(()),
+        }
+    }
+
     /// The token's issuer among the configured ones, by its `iss`.
     fn issuer(&self, claims: &Claims<'_>) -> Result<(IssuerId, &IssuerPolicy), Reject> {
         let iss = match claims.get("iss") {
@@ -289,6 +387,12 @@ impl Verifier {
             .filter_map(|name| Some((name.as_str().into(), claims.resolve(name)?.parse()?)))
             .collect()
     }
+}
+
+/// PURE: whether `token` is read as a JWT (a compact JWS: three parts, two
+/// dots); any other token is opaque, for an introspection endpoint to judge.
+pub fn is_jwt(token: &[u8]) -> bool {
+    token.iter().filter(|b| **b == b'.').count() == 2
 }
 
 /// A list shown as `a, b` for the trace, `show` writing each item; formatted
@@ -445,8 +549,19 @@ impl IssuerPolicy {
         now: u64,
         trace: &mut impl Trace,
     ) -> Result<(u64, u64, u64), Reject> {
-        let leeway = self.leeway;
         let exp = claims.numeric_date("exp")?.ok_or(Reject::MissingExp)?;
+        self.window(claims, exp, now, trace)
+    }
+
+    /// [`IssuerPolicy::times`] once `exp` is known.
+    fn window(
+        &self,
+        claims: &Claims<'_>,
+        exp: u64,
+        now: u64,
+        trace: &mut impl Trace,
+    ) -> Result<(u64, u64, u64), Reject> {
+        let leeway = self.leeway;
         if now > exp.saturating_add(leeway) {
             return Err(Reject::Expired { exp, now });
         }

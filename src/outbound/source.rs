@@ -3,11 +3,10 @@
 
 use crate::body::full;
 use crate::client::{FetchFailed, HttpClient};
+use crate::client_auth::{assertion_claims, authenticate, sign};
 use crate::clock::unix_now;
-use crate::config::{Assertion, AssertionKey, ClientAuth, Grant, Login, OAuthGrant, TokenSource};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine;
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use crate::config::{Assertion, Grant, Login, OAuthGrant, TokenSource};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
 use serde_json::Value;
 use std::path::Path;
@@ -121,7 +120,9 @@ pub async fn oauth_request(
                     key,
                     issuer,
                     subject,
-                } => sign(key, assertion_claims(issuer, subject, &g.token_url, now)?)?,
+                } => assertion_claims(issuer, subject, &g.token_url, now)
+                    .and_then(|claims| sign(key, claims))
+                    .map_err(SourceError::Invalid)?,
             };
             vec![
                 (
@@ -159,42 +160,12 @@ pub async fn oauth_request(
     for (k, v) in &g.extra_params {
         form.append_pair(k, v);
     }
-    let mut basic = None;
-    if let Some(client) = &g.client {
-        match &client.auth {
-            ClientAuth::None => {
-                form.append_pair("client_id", &client.id);
-            }
-            ClientAuth::SecretBasic(secret) => {
-                // RFC 6749 §2.3.1: form-encode id and secret, then base64 "id:secret".
-                let enc = |s: &[u8]| form_urlencoded::byte_serialize(s).collect::<String>();
-                let pair = format!("{}:{}", enc(client.id.as_bytes()), enc(secret.expose()));
-                let mut value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(pair)))
-                    .map_err(|_| {
-                        SourceError::Invalid("client credentials are not header-safe".into())
-                    })?;
-                value.set_sensitive(true);
-                basic = Some(value);
-            }
-            ClientAuth::SecretPost(secret) => {
-                form.append_pair("client_id", &client.id);
-                form.append_pair("client_secret", &String::from_utf8_lossy(secret.expose()));
-            }
-            ClientAuth::PrivateKeyJwt(key) => {
-                // RFC 7523 §2.2: iss = sub = client_id, aud = the token URL.
-                let assertion = sign(
-                    key,
-                    assertion_claims(&client.id, &client.id, &g.token_url, now)?,
-                )?;
-                form.append_pair("client_id", &client.id);
-                form.append_pair(
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                );
-                form.append_pair("client_assertion", &assertion);
-            }
+    let basic = match &g.client {
+        Some(client) => {
+            authenticate(client, &g.token_url, &mut form, now).map_err(SourceError::Invalid)?
         }
-    }
+        None => None,
+    };
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(g.token_url.clone())
@@ -208,33 +179,6 @@ pub async fn oauth_request(
     Ok(req)
 }
 
-/// Claims of an RFC 7523 assertion: unique `jti`, valid for 60 seconds.
-fn assertion_claims(
-    issuer: &str,
-    subject: &str,
-    token_url: &hyper::Uri,
-    now: u64,
-) -> Result<Value, SourceError> {
-    let mut jti = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut jti)
-        .map_err(|_| SourceError::Invalid("no randomness for jti".into()))?;
-    Ok(serde_json::json!({
-        "iss": issuer,
-        "sub": subject,
-        "aud": token_url.to_string(),
-        "jti": URL_SAFE_NO_PAD.encode(jti),
-        "iat": now,
-        "exp": now + 60,
-    }))
-}
-
-fn sign(key: &AssertionKey, claims: Value) -> Result<String, SourceError> {
-    let mut header = jsonwebtoken::Header::new(key.alg);
-    header.kid = key.key_id.clone();
-    jsonwebtoken::encode(&header, &claims, &key.key)
-        .map_err(|e| SourceError::Invalid(format!("cannot sign a JWT: {e}")))
-}
-
 /// The request of a `login` source: its body template with `{client_id}`,
 /// `{client_secret}` and a freshly signed `{login_token}` filled in.
 pub fn login_request(login: &Login, now: u64) -> Result<Request<crate::body::Body>, SourceError> {
@@ -245,7 +189,7 @@ pub fn login_request(login: &Login, now: u64) -> Result<Request<crate::body::Bod
             fill(&mut claims, &[("{client_id}", client_id)]);
             claims["iat"] = now.into();
             claims["exp"] = (now + t.ttl.as_secs()).into();
-            Some(sign(&t.key, claims)?)
+            Some(sign(&t.key, claims).map_err(SourceError::Invalid)?)
         }
         None => None,
     };

@@ -1,8 +1,10 @@
 // Test-only OpenID Provider for tokengate's integration tests.
 //
 // Runs the real `oidc-provider` package (panva) on 127.0.0.1 with an ephemeral
-// port so Rust tests can obtain real JWT access tokens via client_credentials
-// and trigger a signing-key rotation. NOT for production use.
+// port so Rust tests can obtain real access tokens via client_credentials
+// (JWTs, or opaque tokens checked by RFC 7662 introspection and revocable by
+// RFC 7009 revocation) and trigger a signing-key rotation. NOT for production
+// use.
 //
 // Protocol with the parent process:
 //   * stdout: exactly ONE line of JSON once listening, e.g.
@@ -16,6 +18,31 @@
 //   PKJWT_JWKS_FILE  path to a public JWKS (JSON) for client `svc-pkjwt`
 //                    (private_key_jwt, RS256 or ES256); client omitted if unset
 //
+// Resources (client_credentials `resource=`; default urn:orders), each token's
+// `aud` is the resource; scopes granted are limited by the client's allow-list:
+//   urn:orders   JWT (RS256) access tokens, scopes orders:read orders:write
+//   urn:other    JWT (RS256) access tokens, scope  other:read
+//   urn:opaque   OPAQUE access tokens,      scopes orders:read orders:write
+//   urn:opaque-short  the same, living 2 seconds whatever TOKEN_TTL says
+//
+// Clients (the svc-* ones may use only the client_credentials grant):
+//   svc-basic / basic-secret  client_secret_basic  orders:read orders:write other:read
+//   svc-post  / post-secret   client_secret_post   orders:read orders:write other:read
+//   svc-readonly / ro-secret  client_secret_basic  orders:read
+//   svc-pkjwt                 private_key_jwt      (only with PKJWT_JWKS_FILE)
+//   rs-introspector / introspect-secret  client_secret_basic (or _post), no
+//     grant types: the resource server's credentials for introspection.
+//
+// Token introspection (RFC 7662) and revocation (RFC 7009) are enabled, at
+// POST /token/introspection and POST /token/revocation (form-encoded, client
+// authentication required; discovery advertises both). Any authenticated
+// client, e.g. rs-introspector, may introspect any opaque token, e.g.
+//   {"active":true,"client_id":"svc-basic","exp":..,"iat":..,"iss":"<issuer>",
+//    "aud":"urn:opaque","scope":"orders:read orders:write","token_type":"Bearer"}
+// Unknown, expired and revoked tokens answer 200 {"active":false}; JWTs are
+// refused (400 unsupported_token_type) by both endpoints. Only the client a
+// token was issued to may revoke it (another client: 400 invalid_request).
+//
 // Admin endpoints (same server, handled before oidc-provider sees them):
 //   GET  /__health   -> 200 {"ok":true,"kid":"<current signing kid>"}
 //   POST /__rotate   -> 200 {"kid":"key-2"}; from then on tokens are signed
@@ -28,8 +55,9 @@
 // oidc-provider cannot change its keystore at runtime, so rotation builds a
 // fresh Provider instance with the new JWKS and swaps which instance's
 // callback() the single http server dispatches to. Clients are static config
-// and survive; the default in-memory adapter storage is module-global, so
-// e.g. client-assertion jti replay detection also survives.
+// and survive; all instances share one in-memory adapter (SHARED_ADAPTER), so
+// opaque tokens (and their revocation) and client-assertion jti replay
+// detection also survive.
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -44,6 +72,13 @@ console.info = toStderr;
 console.debug = toStderr;
 
 const { default: Provider, errors } = await import('oidc-provider');
+// Deep import (the pinned package has no `exports` map): oidc-provider 9.x
+// gives every Provider instance its OWN in-memory store, so without one shared
+// adapter all stored state (opaque access tokens, client-assertion jtis) would
+// be lost on /__rotate. 15 = oidc-provider's default clockTolerance, which is
+// what it would pass to its own memory adapter.
+const { createMemoryAdapter } = await import('oidc-provider/lib/adapters/memory_adapter.js');
+const SHARED_ADAPTER = createMemoryAdapter(15);
 
 const log = (...args) => toStderr('[interop-provider]', ...args);
 
@@ -85,7 +120,15 @@ const KEYS = { 'key-1': rsaSigningJwk('key-1'), 'key-2': rsaSigningJwk('key-2') 
 const RESOURCES = {
   'urn:orders': 'orders:read orders:write',
   'urn:other': 'other:read',
+  'urn:opaque': 'orders:read orders:write',
+  'urn:opaque-short': 'orders:read orders:write',
 };
+// Resources whose access tokens are opaque reference tokens (checked via
+// introspection) instead of JWTs.
+const OPAQUE_RESOURCES = new Set(['urn:opaque', 'urn:opaque-short']);
+// urn:opaque-short's tokens live this long whatever TOKEN_TTL says (a test
+// watches one expire).
+const SHORT_TTL = 2;
 const DEFAULT_RESOURCE = 'urn:orders';
 
 const ALL_SCOPES = 'orders:read orders:write other:read';
@@ -125,10 +168,22 @@ for (const c of clients) {
   Object.assign(c, { grant_types: ['client_credentials'], response_types: [], redirect_uris: [] });
 }
 
+// The resource server's own credentials for the introspection endpoint. It
+// cannot obtain tokens itself (no grant types, no scopes).
+clients.push({
+  client_id: 'rs-introspector',
+  client_secret: 'introspect-secret',
+  token_endpoint_auth_method: 'client_secret_basic',
+  grant_types: [],
+  response_types: [],
+  redirect_uris: [],
+});
+
 const COOKIE_KEYS = [crypto.randomBytes(32).toString('base64url')];
 
 function buildProvider(issuer, signingKeys) {
   const provider = new Provider(issuer, {
+    adapter: SHARED_ADAPTER,
     clients,
     jwks: { keys: signingKeys },
     cookies: { keys: COOKIE_KEYS },
@@ -142,8 +197,27 @@ function buildProvider(issuer, signingKeys) {
     },
     features: {
       devInteractions: { enabled: false },
-      introspection: { enabled: false },
-      revocation: { enabled: false },
+      // Explicit versions of oidc-provider's default policies (which behave
+      // the same but log a NOTICE on every call):
+      // * introspection: ANY authenticated confidential client (e.g.
+      //   rs-introspector) gets the full answer for any token, including
+      //   tokens issued to other clients for a resource server audience.
+      // * revocation: only the client the token was issued to may revoke it;
+      //   any other client gets 400 invalid_request.
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (_ctx, client, token) => (
+          client.clientAuthMethod !== 'none' || token.clientId === client.clientId
+        ),
+      },
+      revocation: {
+        enabled: true,
+        allowedPolicy: async (_ctx, client, token) => {
+          if (token.clientId === client.clientId) return true;
+          if (client.clientAuthMethod === 'none') return false;
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        },
+      },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -157,6 +231,14 @@ function buildProvider(issuer, signingKeys) {
           // because these scopes are declared in `scopes` above).
           const clientScopes = new Set((client?.scope ?? '').split(' '));
           const scope = allowed.split(' ').filter((s) => clientScopes.has(s)).join(' ');
+          if (OPAQUE_RESOURCES.has(resource)) {
+            return {
+              scope,
+              audience: resource,
+              accessTokenTTL: resource === 'urn:opaque-short' ? SHORT_TTL : TOKEN_TTL,
+              accessTokenFormat: 'opaque',
+            };
+          }
           return {
             scope,
             audience: resource,
@@ -167,9 +249,10 @@ function buildProvider(issuer, signingKeys) {
         },
       },
     },
+    // A resource server's own accessTokenTTL (urn:opaque-short's) wins.
     ttl: {
-      AccessToken: () => TOKEN_TTL,
-      ClientCredentials: () => TOKEN_TTL,
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? TOKEN_TTL,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? TOKEN_TTL,
     },
   });
   provider.on('server_error', (_ctx, err) => log('server_error', err?.stack ?? err));

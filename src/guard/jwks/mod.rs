@@ -10,10 +10,9 @@
 //!   after its fetch (stale-if-error), then verification answers 503.
 //!
 //! Here: the key sets, readiness, and one fetch (discovery first when asked,
-//! [`discovery`]); the scheduled refresh is [`refresh`], a request's refetch
+//! [`super::discovery`]); the scheduled refresh is [`refresh`], a request's refetch
 //! [`refetch`].
 
-mod discovery;
 mod refetch;
 mod refresh;
 
@@ -246,7 +245,8 @@ impl Jwks {
                 Some(uri) => uri.clone(),
                 None => {
                     let (body, _) = get(&state.client, discovery, bearer, timeout).await?;
-                    let uri = discovery::jwks_uri_from_discovery(&body, &state.name)?;
+                    let uri = super::discovery::endpoint(&body, &state.name, "jwks_uri")
+                        .map_err(FetchError::Document)?;
                     state.jwks_uri.get_or_init(|| uri).clone()
                 }
             },
@@ -270,7 +270,7 @@ async fn bearer(path: &Path) -> Result<HeaderValue, FetchError> {
 
 /// GETs a JSON document (with `authorization` when given); returns the body
 /// and `Cache-Control: max-age`.
-async fn get(
+pub(super) async fn get(
     client: &HttpClient,
     uri: &Uri,
     authorization: Option<&HeaderValue>,

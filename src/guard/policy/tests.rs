@@ -433,6 +433,7 @@ fn requirements_check_scopes_issuers_claims() {
             .into_iter()
             .map(|(k, v)| (crate::config::ClaimName::parse(k).unwrap(), v))
             .collect(),
+        introspect: None,
     };
     let cases: Vec<(Requirements, Result<(), Shortfall>)> = vec![
         (req(&[], None, vec![]), Ok(())),

@@ -801,3 +801,131 @@ fn hmac_variants_verify_with_the_shared_secret() {
         );
     }
 }
+
+/// An introspection answer judged as issuer 0's at NOW, with NOW + 60 for no `exp`.
+fn introspected(answer: serde_json::Value) -> Result<Result<VerifiedToken, Reject>, &'static str> {
+    verifier_with("").verify_introspected(
+        IssuerId::new(0),
+        answer.to_string().as_bytes(),
+        NOW,
+        NOW + 60,
+        &mut (),
+    )
+}
+
+#[test]
+fn introspection_answers_get_the_checks_a_jwt_gets_where_they_carry_them() {
+    let active = |extra: serde_json::Value| {
+        let mut answer = json!({ "active": true, "scope": "orders:read orders:write" });
+        for (k, v) in extra.as_object().unwrap() {
+            answer[k] = v.clone();
+        }
+        answer
+    };
+    let ok: Vec<serde_json::Value> = vec![
+        active(json!({})),
+        active(
+            json!({ "iss": ISS, "aud": "api", "exp": NOW + 10, "nbf": NOW - 10, "iat": NOW - 10 }),
+        ),
+        active(json!({ "aud": ["nope", "other-api"] })),
+        // Within the leeway.
+        active(json!({ "exp": NOW - 20, "nbf": NOW + 20 })),
+    ];
+    for answer in ok {
+        let token = introspected(answer.clone())
+            .unwrap()
+            .unwrap_or_else(|r| panic!("{answer}: {r}"));
+        assert!(token.has_scope("orders:write"), "{answer}");
+        assert!(token.key.is_none());
+    }
+    let refused: Vec<(serde_json::Value, Reject)> = vec![
+        (json!({ "active": false }), Reject::Inactive),
+        (
+            json!({ "active": false, "iss": "https://evil" }),
+            Reject::Inactive,
+        ),
+        (
+            active(json!({ "iss": "https://evil" })),
+            Reject::UnknownIssuer("https://evil".into()),
+        ),
+        (
+            active(json!({ "iss": 7 })),
+            Reject::BadClaim("iss".into(), "string"),
+        ),
+        (active(json!({ "aud": "nope" })), Reject::WrongAudience),
+        (active(json!({ "aud": [] })), Reject::WrongAudience),
+        (
+            active(json!({ "exp": NOW - 31 })),
+            Reject::Expired {
+                exp: NOW - 31,
+                now: NOW,
+            },
+        ),
+        (
+            active(json!({ "nbf": NOW + 31 })),
+            Reject::NotYetValid {
+                nbf: NOW + 31,
+                now: NOW,
+            },
+        ),
+        (
+            active(json!({ "exp": "soon" })),
+            Reject::BadClaim("exp".into(), "NumericDate"),
+        ),
+    ];
+    for (answer, want) in refused {
+        match introspected(answer.clone()) {
+            Ok(Err(got)) => assert_eq!(got, want, "{answer}"),
+            other => panic!("{answer}: {:?}", other.map(|r| r.map(|_| ()))),
+        }
+    }
+    let not_answers: Vec<(&[u8], &str)> = vec![
+        (b"<html>", "the answer is not a JSON object"),
+        (b"[true]", "the answer is not a JSON object"),
+        (b"{}", "the answer has no boolean \"active\""),
+        (
+            br#"{"active":"true"}"#,
+            "the answer has no boolean \"active\"",
+        ),
+        (br#"{"active":1}"#, "the answer has no boolean \"active\""),
+        (
+            br#"{"active":true,"active":false}"#,
+            "the answer is not a JSON object",
+        ),
+    ];
+    let v = verifier_with("");
+    for (body, want) in not_answers {
+        let got = v.verify_introspected(IssuerId::new(0), body, NOW, NOW + 60, &mut ());
+        assert_eq!(got.err(), Some(want), "{}", String::from_utf8_lossy(body));
+    }
+}
+
+#[test]
+fn an_introspected_token_holds_until_its_exp_or_no_exp_and_carries_its_claims() {
+    let token = introspected(json!({
+        "active": true, "exp": NOW + 100, "sub": "svc-a", "tenant": "acme",
+        "kubernetes.io": { "namespace": "orders" },
+    }))
+    .unwrap()
+    .unwrap();
+    assert_eq!((token.exp, token.valid_until), (NOW + 100, NOW + 130));
+    assert_eq!(token.claim("tenant"), Some(&json!("acme")));
+    let headers: Vec<(String, String)> = token
+        .identity
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    assert!(
+        headers.contains(&("x-sub".into(), "svc-a".into())),
+        "{headers:?}"
+    );
+    assert!(
+        headers.contains(&("x-namespace".into(), "orders".into())),
+        "{headers:?}"
+    );
+    let token = introspected(json!({ "active": true })).unwrap().unwrap();
+    assert_eq!(token.exp, NOW + 60, "no exp: until the cache's max_ttl");
+    assert!(
+        is_jwt(b"a.b.c") && !is_jwt(b"opaque") && !is_jwt(b"ory_at_x.y") && !is_jwt(b"a.b.c.d")
+    );
+}

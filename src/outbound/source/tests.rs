@@ -1,4 +1,7 @@
 use super::*;
+use crate::config::ClientAuth;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 use http_body_util::BodyExt;
 
 fn jwt(exp: u64) -> String {
