@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::*;
-use tokengate::demo::Echo;
+use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
 
 /// The provider process; killed (by its pid, via `Child`) when dropped.
 struct Provider {
@@ -626,5 +626,144 @@ inbound:
     })
     .await;
     assert!(refused, "a cached answer serves only until it expires");
+    app.shutdown().await;
+}
+
+/// Issue 28, item 4: two real oidc-providers as two tenants of one
+/// `{tenant}` pattern (the tenant is the port: `http://127.0.0.1:{tenant}`),
+/// and a made-up tenant: a real issuer, not among the tenants, whose signed
+/// token is refused without one fetch of its keys. A tenant's keys are
+/// fetched on its first token, not at start; rules may require one tenant;
+/// `tokengate verify` says which pattern matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_of_a_pattern_are_fetched_on_first_use_and_made_up_ones_never() {
+    let Some(a) = start_provider(&[]) else {
+        return;
+    };
+    let Some(b) = start_provider(&[]) else {
+        return;
+    };
+    let made_up = DevIssuer::start(
+        vec![SigningKey::generate(KeyKind::Rs256, "k")],
+        "urn:orders",
+    )
+    .await
+    .unwrap();
+    let port = |issuer: &str| issuer.rsplit(':').next().unwrap().to_string();
+    let echo = Echo::start().await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - match: {{ issuer: "http://127.0.0.1:{{tenant}}", tenants: ["{ta}", "{tb}"] }}
+      discovery: true
+      audiences: ["urn:orders"]
+  rules:
+    - {{ path: /only-a, issuers: ["{a}"] }}
+    - {{ path: /only-b, claims: {{ iss: "{b}" }} }}
+    - {{ path: /orders, issuers: ["http://127.0.0.1:{{tenant}}"], scopes: ["orders:read"] }}
+"#,
+        echo = echo.addr,
+        a = a.issuer,
+        b = b.issuer,
+        ta = port(&a.issuer),
+        tb = port(&b.issuer),
+    );
+    let app = start_yaml(&yaml).await;
+    let base = format!("http://{}", app.inbound_addr.unwrap());
+    let admin = format!("http://{}", app.admin_addr);
+    let fetches = |issuer: &str| {
+        let (url, issuer) = (format!("{admin}/metrics"), issuer.to_string());
+        async move {
+            let metrics = get(&url, None).await.2;
+            ["ok", "error"]
+                .iter()
+                .map(|r| {
+                    let series = format!(
+                        "tokengate_jwks_refresh_total{{issuer=\"{issuer}\",result=\"{r}\"}}"
+                    );
+                    metric_value(&metrics, &series)
+                })
+                .sum::<f64>()
+        }
+    };
+    ready_at(&admin).await;
+    assert_eq!(
+        fetches(&a.issuer).await,
+        0.0,
+        "ready without a tenant's keys"
+    );
+    assert_eq!(fetches(&b.issuer).await, 0.0);
+
+    // Each tenant's first token fetches its keys; its next ones use them. A
+    // tenant no token has named holds none meanwhile (B's fetch, done, shows
+    // that A's would have been too had it been made at start).
+    let from_a = token(
+        &a,
+        ("svc-basic", "basic-secret"),
+        "urn:orders",
+        "orders:read",
+    )
+    .await;
+    let from_b = token(
+        &b,
+        ("svc-basic", "basic-secret"),
+        "urn:orders",
+        "orders:read",
+    )
+    .await;
+    for (tenant, token) in [(&b, &from_b), (&a, &from_a)] {
+        for _ in 0..2 {
+            let (status, _, body) = get(&format!("{base}/orders/1"), Some(token)).await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", tenant.issuer);
+        }
+        assert_eq!(fetches(&tenant.issuer).await, 1.0, "{}", tenant.issuer);
+        if tenant.issuer == b.issuer {
+            assert_eq!(fetches(&a.issuer).await, 0.0, "no token from A yet");
+        }
+    }
+
+    // A rule may take one tenant, by `issuers` or by a claim.
+    let status = |path: &'static str, token: &str| {
+        let (url, token) = (format!("{base}{path}"), token.to_string());
+        async move { get(&url, Some(&token)).await.0 }
+    };
+    assert_eq!(status("/only-a", &from_a).await, StatusCode::OK);
+    assert_eq!(status("/only-a", &from_b).await, StatusCode::FORBIDDEN);
+    assert_eq!(status("/only-b", &from_b).await, StatusCode::OK);
+    assert_eq!(status("/only-b", &from_a).await, StatusCode::FORBIDDEN);
+
+    // A made-up tenant, however well signed: refused, its keys never asked for.
+    let forged = made_up.mint(serde_json::json!({ "scope": "orders:read" }));
+    let hits = echo.hits();
+    let (status, _, body) = get(&format!("{base}/orders/1"), Some(&forged)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(echo.hits(), hits, "nothing forwarded");
+    assert_eq!(
+        (made_up.jwks_hits(), made_up.discovery_hits()),
+        (0, 0),
+        "no fetch for a tenant not allowed"
+    );
+    assert_eq!(fetches(&made_up.issuer).await, 0.0);
+
+    // `verify` names the pattern a tenant's token matched.
+    let config = temp_file("tenants.yaml", &yaml);
+    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["verify", "--config"])
+        .arg(&*config)
+        .args(["--token", &from_b, "--path", "/orders/1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "matched pattern http://127.0.0.1:{{tenant}} with tenant {}",
+            port(&b.issuer)
+        )),
+        "{stdout}"
+    );
     app.shutdown().await;
 }

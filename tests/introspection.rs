@@ -390,3 +390,67 @@ inbound:
     ready_at(&admin).await;
     app.shutdown().await;
 }
+
+/// `tokengate verify` on an opaque token: the endpoint's answer with what
+/// could be a secret elided, the checks, what the cache would do, and the
+/// proxy's decision and exit code (0 forwarded, 1 not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_explains_an_opaque_token_by_its_introspection_answer() {
+    let endpoint = Endpoint::start().await;
+    let mut answer = active("orders:read");
+    answer["refresh_token"] = "rt-do-not-print".into();
+    endpoint.knows("opaque-good", answer);
+    let yaml = format!(
+        r#"inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://127.0.0.1:9"
+  issuers:
+    - issuer: "{ISSUER}"
+      audiences: [api]
+      introspection: {{ endpoint: "{url}", client_id: rs, client_secret: s, max_ttl: 30s }}
+  rules:
+    - {{ path: /orders, methods: [GET], scopes: ["orders:read"] }}
+"#,
+        url = endpoint.url()
+    );
+    let config = temp_file("introspect-verify.yaml", &yaml);
+    let verify = |token: &'static str| {
+        let config = config.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+                .args(["verify", "--config"])
+                .arg(config)
+                .args(["--token", token, "--path", "/orders/1"])
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        })
+    };
+
+    let (code, stdout) = verify("opaque-good").await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}");
+    for line in [
+        "not a JWT: asked the issuer's introspection endpoint",
+        "\"sub\":\"svc-a\"",
+        "\"refresh_token\":\"…\"",
+        "active: cached 30s (max_ttl; the token expires in",
+        "decision: 200 forward",
+    ] {
+        assert!(stdout.contains(line), "{line:?} not in:\n{stdout}");
+    }
+    assert!(!stdout.contains("rt-do-not-print"), "{stdout}");
+    assert_eq!(endpoint.calls_for("opaque-good"), 1);
+
+    let (code, stdout) = verify("opaque-unknown").await.unwrap();
+    assert_eq!(code, Some(1), "{stdout}");
+    for line in [
+        "\"active\":false",
+        "refused (inactive): remembered 10s (negative_ttl)",
+        "decision: 401 invalid_token",
+    ] {
+        assert!(stdout.contains(line), "{line:?} not in:\n{stdout}");
+    }
+}

@@ -14,6 +14,9 @@
 #   unique  a token route, a new token per request: each one verified, counted
 #           past the first 10 000 (N1U), the default cache's size, so in the
 #           cache's steady state
+#   opaque  a token route, one opaque token (random, as long as the RS256
+#           one): introspected once (nginx answers the introspection), then
+#           served from the introspection cache: the goal is hit + 10% at most
 #   rsa     of the unique case, the RSA signature check alone (aws-lc-rs
 #           parsed_verify_sig, inclusive; what benches/verify.rs calls raw):
 #           the floor a unique token cannot go under
@@ -22,7 +25,7 @@
 #
 # tokengate logs at info, as a user runs it: every request's access-log line is
 # counted (TG_LOG=warn counts without it, as figures before issue 26 were).
-# CASES ["pass hit unique"] picks which to count.
+# CASES ["pass hit opaque unique"] picks which to count.
 #
 # Needs valgrind, wrk and nginx (the upstream); loopback only; every process it
 # starts is stopped by pid.
@@ -36,7 +39,7 @@ N2=${N2:-12000}
 N1U=${N1U:-11000}
 N2U=${N2U:-16000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
-CASES=${CASES:-pass hit unique}
+CASES=${CASES:-pass hit opaque unique}
 UNIQUE_SECONDS=${UNIQUE_SECONDS:-90}
 for tool in valgrind wrk callgrind_annotate; do
   command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is required" >&2; exit 1; }
@@ -66,6 +69,9 @@ wait_port() {
   exit 1
 }
 
+# What the introspection endpoint says of every opaque token: active, for long.
+INTROSPECTED='{"active":true,"iss":"https://opaque.bench.local","aud":"bench-api","scope":"bench:read","sub":"bench","exp":4102444800}'
+
 UP=$(free_port)
 mkdir -p "$WORK/upstream"
 cat >"$WORK/upstream/nginx.conf" <<EOF
@@ -83,6 +89,7 @@ http {
     listen 127.0.0.1:$UP;
     location / { default_type text/plain; return 200 "ok\n"; }
     location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
+    location = /introspect { default_type application/json; return 200 '$INTROSPECTED'; }
   }
 }
 EOF
@@ -102,6 +109,12 @@ inbound:
       jwks_uri: "http://127.0.0.1:$UP/jwks.json"
       audiences: [bench-api]
       algorithms: [RS256, ES256]
+    - issuer: https://opaque.bench.local
+      audiences: [bench-api]
+      introspection:
+        endpoint: "http://127.0.0.1:$UP/introspect"
+        client_id: bench
+        client_secret: bench-secret
   rules:
     - { path: /public, allow: anonymous }
     - { path: /, scopes: ["bench:read"] }
@@ -158,16 +171,19 @@ measure() {
 }
 
 has() { [[ " $CASES " == *" $1 "* ]]; }
-printf '%-40s %12s %12s %12s %12s\n' binary pass hit unique rsa
+# An opaque token as long as the RS256 one: the requests differ only in it.
+OPAQUE=$(head -c 2000 /dev/urandom | base64 -w0 | tr '+/' '-_' | head -c "$(wc -c <"$WORK/token-rs256")")
+printf '%-40s %12s %12s %12s %12s %12s\n' binary pass hit opaque unique rsa
 for bin in "${BINS[@]}"; do
   export TOKEN
   TOKEN=$(cat "$WORK/token-rs256")
-  pass=- hit=- unique=- rsa=-
+  pass=- hit=- opaque=- unique=- rsa=-
   if has pass; then measure "$bin" /public/x "$N1" "$N2"; pass=$PER; fi
   if has hit; then measure "$bin" /items/x "$N1" "$N2"; hit=$PER; fi
+  if has opaque; then TOKEN=$OPAQUE measure "$bin" /items/x "$N1" "$N2"; opaque=$PER; fi
   if has unique; then
     TOKEN="" TOKENS_FILE="$WORK/tokens-rs256-unique" measure "$bin" /items/x "$N1U" "$N2U"
     unique=$PER rsa=$RSA
   fi
-  printf '%-40s %12s %12s %12s %12s\n' "$bin" "$pass" "$hit" "$unique" "$rsa"
+  printf '%-40s %12s %12s %12s %12s %12s\n' "$bin" "$pass" "$hit" "$opaque" "$unique" "$rsa"
 done

@@ -35,7 +35,7 @@ BASE="${BASE_PORT:-18080}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 PROXY_CPUS_2C="${PROXY_CPUS_2C:-0,1}"
-ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-pass-nolog tg-rs256 tg-es256 tg-rs256-unique tg-rs256-twice nginx-authz nginx-authz-unique tg-out-pass tg-out-inject haproxy-pass-2c haproxy-rs256-2c tg-pass-2c tg-rs256-unique-2c"
+ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-pass-nolog tg-rs256 tg-es256 tg-opaque tg-rs256-unique tg-rs256-twice nginx-authz nginx-authz-unique tg-out-pass tg-out-inject haproxy-pass-2c haproxy-rs256-2c tg-pass-2c tg-rs256-unique-2c"
 CASES="${CASES:-$ALL_CASES}"
 
 # shellcheck source=benches/load/lib.sh
@@ -60,12 +60,17 @@ fixtures "$UNIQUE"
 
 # --- configs ---------------------------------------------------------------
 TOKEN_ANSWER="$(cat "$WORK/token-answer.json")"
+# What the introspection endpoint says of every opaque token: active, for long.
+INTROSPECTED='{"active":true,"iss":"https://opaque.bench.local","aud":"bench-api","scope":"bench:read","sub":"bench","exp":4102444800}'
+# An opaque token as long as the RS256 one: the requests differ only in it.
+head -c 2000 /dev/urandom | base64 -w0 | tr '+/' '-_' | head -c "$(wc -c <"$WORK/token-rs256")" >"$WORK/token-opaque"
 nginx_conf upstream "$UP" "
   server {
     listen 127.0.0.1:$UP;
     location / { default_type text/plain; return 200 \"ok\\n\"; }
     location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
     location = /token { default_type application/json; return 200 '$TOKEN_ANSWER'; }
+    location = /introspect { default_type application/json; return 200 '$INTROSPECTED'; }
   }"
 nginx_conf nginx-proxy "$NGINX" "
   upstream app { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; }
@@ -151,6 +156,13 @@ inbound:
       jwks_uri: "http://127.0.0.1:$UP/jwks.json"
       audiences: [bench-api]
       algorithms: [RS256, ES256]
+    # Opaque tokens (tg-opaque): introspected once, then served from the cache.
+    - issuer: https://opaque.bench.local
+      audiences: [bench-api]
+      introspection:
+        endpoint: "http://127.0.0.1:$UP/introspect"
+        client_id: bench
+        client_secret: bench-secret
   rules:
     - { path: /public, allow: anonymous }
     - { path: /, scopes: ["bench:read"] }
@@ -210,6 +222,7 @@ describe() {
     tg-rs256-unique-2c) echo "tg-in-2c|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
     tg-rs256) echo "tg-in|http://127.0.0.1:$TG_IN/api|$rs256" ;;
     tg-es256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-es256")" ;;
+    tg-opaque) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-opaque")" ;;
     tg-rs256-unique) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
     tg-rs256-twice) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique REPEAT=2" ;;
     nginx-authz) echo "nginx-authz|http://127.0.0.1:$NGINX_AUTHZ/api|$rs256" ;;

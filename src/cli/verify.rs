@@ -3,7 +3,7 @@
 
 use super::{load, Failed};
 use crate::clock::unix_now;
-use crate::config::{Access, IssuerId, KeySource};
+use crate::config::{Access, GuardConfig, IssuerId, KeySource, Matched};
 use crate::error::Denial;
 use crate::guard::bearer::token_text;
 use crate::guard::decide::{Allowed, Decision, Policy, Step, Verdict};
@@ -82,14 +82,24 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
     let metrics = Arc::new(Metrics::new());
     let introspection = Introspection::new(&guard.issuers, &client, &metrics);
     let jwks = Jwks::new(&guard.issuers, client, metrics);
+    let (policy, verifier) = (Policy::new(guard), crate::guard::verifier(guard));
+    // The keys a serving proxy holds: every issuer's, and an issuer a `match`
+    // allows once its first token comes (this one's, if it is one).
+    let on_demand =
+        token
+            .as_deref()
+            .and_then(|t| match verifier.verify(t, &jwks.snapshot(), unix_now()) {
+                Err(Reject::KeysUnavailable { issuer }) => Some(issuer),
+                _ => None,
+            });
     for (idx, iss) in guard.issuers.iter().enumerate() {
-        if iss.keys != KeySource::None {
+        let wanted = iss.matched.is_none() || on_demand == Some(IssuerId::new(idx));
+        if iss.keys != KeySource::None && wanted {
             if let Err(e) = jwks.refresh(IssuerId::new(idx)).await {
                 println!("  note  keys of {} could not be fetched: {e}", iss.issuer);
             }
         }
     }
-    let (policy, verifier) = (Policy::new(guard), crate::guard::verifier(guard));
     match &token {
         Some(t) => println!(
             "request {} {} host {}, token {} ({} bytes)",
@@ -124,6 +134,9 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
             };
             if let Ok(v) = &verified {
                 println!("  ok    {:<14} {}", "token", identity(&verifier, v));
+                if let Some(how) = matched(guard, v.issuer) {
+                    println!("  ok    {:<14} {how}", "issuer");
+                }
             }
             (pending.finish(verified.map(Arc::new)), true)
         }
@@ -232,6 +245,17 @@ fn identity(verifier: &Verifier, token: &VerifiedToken) -> String {
         verifier.issuer_name(token.issuer),
         scopes.join(" ")
     )
+}
+
+/// PURE: which `match` allowed issuer `id`, when one did.
+fn matched(guard: &GuardConfig, id: IssuerId) -> Option<String> {
+    let issuer = guard.issuers.get(id.index())?;
+    Some(match issuer.matched.as_ref()? {
+        Matched::Listed => format!("{} is in a match list of issuers", issuer.issuer),
+        Matched::Tenant { pattern, tenant } => {
+            format!("matched pattern {pattern} with tenant {tenant}")
+        }
+    })
 }
 
 /// Why a `verify` request could not be built.

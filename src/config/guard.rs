@@ -119,16 +119,23 @@ impl Validator<'_> {
                 "at least one issuer is required",
             );
         }
-        let issuers: Vec<IssuerConfig> = raw
-            .issuers
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, r)| self.issuer(&format!("{section}.issuers[{i}]"), r))
-            .collect();
+        let mut issuers: Vec<IssuerConfig> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (i, iss) in issuers.iter().enumerate() {
-            if !seen.insert(iss.issuer.clone()) {
-                self.error(format!("{section}.issuers[{i}].issuer"), "duplicate issuer");
+        for (i, raw) in raw.issuers.iter().enumerate() {
+            let path = format!("{section}.issuers[{i}]");
+            for issuer in self.issuers(&path, raw) {
+                if !seen.insert(issuer.issuer.clone()) {
+                    let field = if raw.matches.is_some() {
+                        "match"
+                    } else {
+                        "issuer"
+                    };
+                    self.error(
+                        format!("{path}.{field}"),
+                        format!("duplicate issuer {:?}", issuer.issuer),
+                    );
+                }
+                issuers.push(issuer);
             }
         }
         if raw.rules.is_empty() {

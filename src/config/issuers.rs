@@ -15,7 +15,10 @@ use std::time::Duration;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
-    pub issuer: String,
+    /// One issuer; or `match`, many.
+    pub issuer: Option<String>,
+    #[serde(rename = "match")]
+    pub matches: Option<RawMatchOrList>,
     pub jwks_uri: Option<String>,
     pub discovery: Option<bool>,
     #[serde(default)]
@@ -36,6 +39,50 @@ pub struct RawIssuer {
     /// Opaque tokens are sent to this issuer's introspection endpoint.
     pub introspection: Option<RawIntrospection>,
 }
+
+/// `match`: a list of exact issuers, or one `{tenant}` pattern with the
+/// tenants it may take. Written as a plain list it is the exact list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub issuers: Option<Vec<String>>,
+    #[serde(alias = "pattern")]
+    pub issuer: Option<String>,
+    #[serde(alias = "values")]
+    pub tenants: Option<Vec<String>>,
+    pub regex: Option<String>,
+}
+
+/// `match` as written: the map, or a plain list of issuers.
+#[derive(Debug)]
+pub struct RawMatchOrList(pub RawMatch);
+
+impl<'de> Deserialize<'de> for RawMatchOrList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = RawMatch;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of issuers, or { issuer: \"…{tenant}…\", tenants: [...] }")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawMatch, A::Error> {
+                let issuers = Vec::deserialize(SeqAccessDeserializer::new(seq))?;
+                Ok(RawMatch {
+                    issuers: Some(issuers),
+                    ..RawMatch::default()
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawMatch, A::Error> {
+                RawMatch::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(Shape).map(RawMatchOrList)
+    }
+}
+
+/// The placeholder a `match` pattern has once.
+pub const TENANT: &str = "{tenant}";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +120,29 @@ pub struct IssuerConfig {
     /// Opaque tokens (any token that is not a JWT) are judged by this
     /// issuer's introspection endpoint.
     pub introspection: Option<IntrospectionConfig>,
+    /// Set when the issuer is one a `match` allows; its keys are then fetched
+    /// when its first token comes, not at start, and its outages do not make
+    /// the guard unready.
+    pub matched: Option<Matched>,
+}
+
+/// Which `match` allowed an issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matched {
+    /// One of the exact issuers listed.
+    Listed,
+    /// `pattern` with its `{tenant}` as `tenant`.
+    Tenant { pattern: String, tenant: String },
+}
+
+impl IssuerConfig {
+    /// The `{tenant}` pattern the issuer was built from, if it was.
+    pub fn pattern(&self) -> Option<&str> {
+        match &self.matched {
+            Some(Matched::Tenant { pattern, .. }) => Some(pattern),
+            _ => None,
+        }
+    }
 }
 
 /// Where an issuer's public keys come from.
@@ -119,15 +189,150 @@ impl Default for JwksCachePolicy {
 }
 
 impl Validator<'_> {
-    pub(super) fn issuer(&mut self, path: &str, raw: RawIssuer) -> Option<IssuerConfig> {
-        let issuer = self.text(&format!("{path}.issuer"), &raw.issuer)?;
+    /// `issuers[i]`: its one issuer, or every issuer its `match` allows.
+    pub(super) fn issuers(&mut self, path: &str, raw: &RawIssuer) -> Vec<IssuerConfig> {
+        let named = match (&raw.issuer, &raw.matches) {
+            (Some(_), Some(_)) => {
+                self.error(format!("{path}.match"), "set issuer or match, not both");
+                Vec::new()
+            }
+            (None, None) => {
+                self.error(
+                    format!("{path}.issuer"),
+                    "required (or match: the issuers allowed)",
+                );
+                Vec::new()
+            }
+            (Some(issuer), None) => {
+                let issuer = self.text(&format!("{path}.issuer"), issuer);
+                issuer.map(|i| (i, None)).into_iter().collect()
+            }
+            (None, Some(RawMatchOrList(m))) => self.matched(path, m, raw),
+        };
+        let is_pattern =
+            |(_, m): &(String, Option<Matched>)| matches!(m, Some(Matched::Tenant { .. }));
+        if raw.jwks_uri.as_ref().is_some_and(|u| u.contains(TENANT))
+            && !named.iter().any(is_pattern)
+        {
+            self.error(
+                format!("{path}.jwks_uri"),
+                "{tenant} is only for an issuer matched by a pattern (match.issuer)",
+            );
+        }
+        named
+            .into_iter()
+            .filter_map(|(issuer, matched)| self.issuer(path, raw, issuer, matched))
+            .collect()
+    }
+
+    /// The issuers `match` allows, each with how: an exact list, or a
+    /// `{tenant}` pattern and the tenants it may take. Never a regex: a
+    /// pattern open to any value would let callers choose the URLs keys are
+    /// fetched from, and how many key sets are held.
+    fn matched(
+        &mut self,
+        path: &str,
+        m: &RawMatch,
+        raw: &RawIssuer,
+    ) -> Vec<(String, Option<Matched>)> {
+        let path = format!("{path}.match");
+        if m.regex.is_some() {
+            self.error(
+                format!("{path}.regex"),
+                "not supported: list the tenants allowed (tenants: [...]); an open pattern would let any caller make tokengate fetch keys for made-up tenants",
+            );
+        }
+        if raw.introspection.is_some() {
+            self.error(
+                path.clone(),
+                "cannot go with introspection: an opaque token names no issuer, so it cannot choose one of those matched",
+            );
+        }
+        match (&m.issuers, &m.issuer, &m.tenants) {
+            (Some(list), None, None) => {
+                if list.is_empty() {
+                    self.error(format!("{path}.issuers"), "must name at least one issuer");
+                }
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(i, issuer)| {
+                        let at = format!("{path}.issuers[{i}]");
+                        let issuer = self.text(&at, issuer)?;
+                        if issuer.contains(TENANT) {
+                            self.error(at, "an exact issuer; a {tenant} pattern goes in match.issuer, with match.tenants");
+                            return None;
+                        }
+                        Some((issuer, Some(Matched::Listed)))
+                    })
+                    .collect()
+            }
+            (None, Some(pattern), Some(tenants)) => {
+                let Some(pattern) = self.text(&format!("{path}.issuer"), pattern) else {
+                    return Vec::new();
+                };
+                if pattern.matches(TENANT).count() != 1 {
+                    self.error(format!("{path}.issuer"), "must hold {tenant} exactly once");
+                    return Vec::new();
+                }
+                if tenants.is_empty() {
+                    self.error(format!("{path}.tenants"), "must name at least one tenant");
+                }
+                tenants
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, tenant)| {
+                        if !is_tenant(tenant) {
+                            self.error(
+                                format!("{path}.tenants[{i}]"),
+                                format!("{tenant:?}: a tenant is letters, digits, '-', '.', '_' or '~' (it goes into URLs)"),
+                            );
+                            return None;
+                        }
+                        let matched = Matched::Tenant {
+                            pattern: pattern.clone(),
+                            tenant: tenant.clone(),
+                        };
+                        Some((pattern.replace(TENANT, tenant), Some(matched)))
+                    })
+                    .collect()
+            }
+            (None, Some(_), None) => {
+                self.error(
+                    format!("{path}.tenants"),
+                    "a {tenant} pattern needs the tenants it may take",
+                );
+                Vec::new()
+            }
+            (None, None, _) => {
+                self.error(
+                    path,
+                    "name the issuers allowed (issuers: [...]) or a pattern and its tenants (issuer: \"…{tenant}…\", tenants: [...])",
+                );
+                Vec::new()
+            }
+            (Some(_), _, _) => {
+                self.error(path, "set issuers, or issuer with tenants, not both");
+                Vec::new()
+            }
+        }
+    }
+
+    /// One issuer: `issuer`, with `raw`'s settings (and its `{tenant}`, when
+    /// a pattern matched it, in `jwks_uri`).
+    fn issuer(
+        &mut self,
+        path: &str,
+        raw: &RawIssuer,
+        issuer: String,
+        matched: Option<Matched>,
+    ) -> Option<IssuerConfig> {
         if issuer.is_empty() {
             self.error(format!("{path}.issuer"), "must not be empty");
         }
         let algorithms = self.algorithms(path, raw.algorithms.as_deref());
         let wants_hmac = algorithms.iter().any(|a| is_hmac(*a));
         let wants_public = algorithms.iter().any(|a| !is_hmac(*a));
-        let shared_secret = self.shared_secret(path, &raw);
+        let shared_secret = self.shared_secret(path, raw);
         if wants_hmac && shared_secret.is_none() {
             self.error(
                 format!("{path}.shared_secret"),
@@ -147,7 +352,17 @@ impl Validator<'_> {
         }
         // An issuer that introspects needs no keys: it may take opaque tokens only.
         let needs_keys = wants_public && raw.introspection.is_none();
-        let keys = self.key_source(path, &raw, &issuer, needs_keys);
+        let jwks_uri = raw.jwks_uri.as_ref().map(|uri| match &matched {
+            Some(Matched::Tenant { tenant, .. }) => uri.replace(TENANT, tenant),
+            _ => uri.clone(),
+        });
+        let keys = self.key_source(
+            path,
+            jwks_uri.as_deref(),
+            raw.discovery,
+            &issuer,
+            needs_keys,
+        );
         let introspection = raw.introspection.as_ref().and_then(|i| {
             let discovery = match &keys {
                 KeySource::Discovery(doc) => Some(doc),
@@ -197,17 +412,21 @@ impl Validator<'_> {
         Some(IssuerConfig {
             issuer,
             keys,
-            audiences: raw.audiences,
+            audiences: raw.audiences.clone(),
             algorithms,
             leeway,
-            scope_claim: raw.scope_claim.unwrap_or_else(|| "scope".to_string()),
-            require_typ: raw.require_typ,
+            scope_claim: raw
+                .scope_claim
+                .clone()
+                .unwrap_or_else(|| "scope".to_string()),
+            require_typ: raw.require_typ.clone(),
             max_token_age,
             shared_secret,
             jwks_cache,
             tls,
             jwks_bearer_token_file,
             introspection,
+            matched,
         })
     }
 
@@ -247,11 +466,12 @@ impl Validator<'_> {
     fn key_source(
         &mut self,
         path: &str,
-        raw: &RawIssuer,
+        jwks_uri: Option<&str>,
+        discovery: Option<bool>,
         issuer: &str,
         wants_public: bool,
     ) -> KeySource {
-        match (&raw.jwks_uri, raw.discovery.unwrap_or(false)) {
+        match (jwks_uri, discovery.unwrap_or(false)) {
             (Some(_), true) => {
                 self.error(
                     format!("{path}.discovery"),
@@ -338,4 +558,13 @@ impl Validator<'_> {
         }
         p
     }
+}
+
+/// A tenant goes into URLs as it is: URL-unreserved characters only
+/// (RFC 3986 §2.3), so it can neither end a path segment nor add a query.
+fn is_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }

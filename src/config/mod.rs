@@ -27,7 +27,7 @@ pub use client_auth::{assertion_key, AssertionKey, ClientAuth, OAuthClient};
 pub use guard::{ForwardConfig, GuardConfig, Limits, Mode};
 pub use inbound::{AuthzConfig, InboundConfig, TlsFiles};
 pub use introspection::{IntrospectionConfig, IntrospectionEndpoint};
-pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource};
+pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource, Matched};
 pub use outbound::{
     Assertion, Grant, Inject, Login, LoginToken, OAuthGrant, OutboundConfig, OutboundRoute,
     RenewBefore, TokenConfig, TokenSource,
@@ -293,11 +293,16 @@ impl Validator<'_> {
         self.absent == AbsentFiles::StandIn && is_absent(Path::new(file))
     }
 
+    /// Records an error once: an issuers entry with a `match` is checked once
+    /// per issuer it allows, and says what is wrong with it once.
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError {
+        let error = FieldError {
             path: path.into(),
             message: message.into(),
-        });
+        };
+        if !self.errors.contains(&error) {
+            self.errors.push(error);
+        }
     }
 
     /// A field that takes one of `choices`: the value named, or `None` with

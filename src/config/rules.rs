@@ -259,23 +259,25 @@ impl Validator<'_> {
         raw: &RawRule,
         issuers: &[IssuerConfig],
     ) -> Requirements {
+        // A name is an issuer, or a `match` pattern: every issuer it matched.
         let issuer_idx = raw.issuers.as_ref().map(|names| {
-            names
-                .iter()
-                .enumerate()
-                .filter_map(
-                    |(i, n)| match issuers.iter().position(|issuer| issuer.issuer == *n) {
-                        Some(idx) => Some(IssuerId::new(idx)),
-                        None => {
-                            self.error(
-                                format!("{path}.issuers[{i}]"),
-                                format!("{n:?} is not a configured issuer"),
-                            );
-                            None
-                        }
-                    },
-                )
-                .collect()
+            let mut ids = Vec::new();
+            for (i, n) in names.iter().enumerate() {
+                let named = issuers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.issuer == *n || c.pattern() == Some(n))
+                    .map(|(idx, _)| IssuerId::new(idx));
+                let before = ids.len();
+                ids.extend(named);
+                if ids.len() == before {
+                    self.error(
+                        format!("{path}.issuers[{i}]"),
+                        format!("{n:?} is not a configured issuer"),
+                    );
+                }
+            }
+            ids
         });
         let claims = raw
             .claims

@@ -822,3 +822,205 @@ fn introspection_errors_name_their_path() {
         .replace("jwks_uri: https://jwt/jwks", "jwks_uri: https://jwt/jwks\n      introspection: { endpoint: https://jwt/i, client_id: rs, client_secret: s }");
     assert!(load(&named).is_ok(), "{:?}", load(&named).err());
 }
+
+/// One plain issuer, then `{entry}` (a `match` entry's fields) and `rules`.
+fn tenants(entry: &str, rules: &str) -> String {
+    format!(
+        r#"
+inbound:
+  listen: 127.0.0.1:8443
+  upstream: http://127.0.0.1:1
+  issuers:
+    - issuer: https://idp
+      jwks_uri: https://idp/jwks
+      audiences: [api]
+    - {entry}
+      audiences: [api]
+  rules:
+{rules}
+"#
+    )
+}
+
+#[test]
+fn a_match_allows_each_listed_issuer_and_each_tenant_of_a_pattern() {
+    let rule = "    - { path: /, scopes: [a] }";
+    // A pattern: the tenant goes into the issuer and the JWKS URL.
+    let c = load(&tenants(
+        "match: { issuer: \"https://login/{tenant}/v2.0\", tenants: [t-1, T.2] }\n      jwks_uri: \"https://login/{tenant}/keys\"",
+        "    - { path: /t, issuers: [\"https://login/{tenant}/v2.0\"] }\n    - { path: /one, issuers: [https://login/t-1/v2.0] }",
+    ))
+    .unwrap();
+    let guard = &c.inbound.unwrap().guard;
+    let built: Vec<_> = guard
+        .issuers
+        .iter()
+        .map(|i| (i.issuer.as_str(), i.keys.clone(), i.matched.clone()))
+        .collect();
+    let tenant = |t: &str| {
+        Some(Matched::Tenant {
+            pattern: "https://login/{tenant}/v2.0".into(),
+            tenant: t.into(),
+        })
+    };
+    assert_eq!(
+        built,
+        vec![
+            (
+                "https://idp",
+                KeySource::Jwks("https://idp/jwks".parse().unwrap()),
+                None
+            ),
+            (
+                "https://login/t-1/v2.0",
+                KeySource::Jwks("https://login/t-1/keys".parse().unwrap()),
+                tenant("t-1")
+            ),
+            (
+                "https://login/T.2/v2.0",
+                KeySource::Jwks("https://login/T.2/keys".parse().unwrap()),
+                tenant("T.2")
+            ),
+        ]
+    );
+    let accepted = |rule: usize| match &guard.rules[rule].access {
+        Access::Token(r) => r.issuers.clone(),
+        Access::Anonymous => panic!("a token rule"),
+    };
+    assert_eq!(
+        accepted(0),
+        Some(vec![IssuerId::new(1), IssuerId::new(2)]),
+        "a rule naming the pattern accepts every tenant"
+    );
+    assert_eq!(accepted(1), Some(vec![IssuerId::new(1)]));
+
+    // An exact list, written as a list or as `issuers:`, each by discovery.
+    for entry in [
+        "match: [https://a, https://b]\n      discovery: true",
+        "match: { issuers: [https://a, https://b] }\n      discovery: true",
+    ] {
+        let c = load(&tenants(entry, rule)).unwrap();
+        let built: Vec<_> = c.inbound.unwrap().guard.issuers[1..]
+            .iter()
+            .map(|i| (i.issuer.clone(), i.keys.clone(), i.matched.clone()))
+            .collect();
+        let discovery = |at: &str| {
+            KeySource::Discovery(
+                format!("{at}/.well-known/openid-configuration")
+                    .parse()
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            built,
+            vec![
+                (
+                    "https://a".to_string(),
+                    discovery("https://a"),
+                    Some(Matched::Listed)
+                ),
+                (
+                    "https://b".to_string(),
+                    discovery("https://b"),
+                    Some(Matched::Listed)
+                ),
+            ],
+            "{entry}"
+        );
+    }
+}
+
+#[test]
+fn match_errors_name_their_path() {
+    let rule = "    - { path: /, scopes: [a] }";
+    let path = "inbound.issuers[1]";
+    let cases: Vec<(String, String, &str)> = vec![
+        (
+            tenants("issuer: https://x\n      match: [https://y]\n      discovery: true", rule),
+            format!("{path}.match"),
+            "set issuer or match, not both",
+        ),
+        (
+            tenants("discovery: true", rule),
+            format!("{path}.issuer"),
+            "required (or match: the issuers allowed)",
+        ),
+        (
+            tenants("match: []\n      discovery: true", rule),
+            format!("{path}.match.issuers"),
+            "must name at least one issuer",
+        ),
+        (
+            tenants("match: [\"https://x/{tenant}\"]\n      discovery: true", rule),
+            format!("{path}.match.issuers[0]"),
+            "a {tenant} pattern goes in match.issuer",
+        ),
+        (
+            tenants("match: { issuer: \"https://x/{tenant}\" }\n      discovery: true", rule),
+            format!("{path}.match.tenants"),
+            "a {tenant} pattern needs the tenants it may take",
+        ),
+        (
+            tenants("match: { issuer: \"https://x/{tenant}\", regex: \"[a-z]+\" }\n      discovery: true", rule),
+            format!("{path}.match.regex"),
+            "not supported: list the tenants allowed",
+        ),
+        (
+            tenants("match: { issuer: https://x/t, tenants: [a] }\n      discovery: true", rule),
+            format!("{path}.match.issuer"),
+            "must hold {tenant} exactly once",
+        ),
+        (
+            tenants("match: { issuer: \"https://x/{tenant}\", tenants: [\"a/b\"] }\n      discovery: true", rule),
+            format!("{path}.match.tenants[0]"),
+            "a tenant is letters, digits",
+        ),
+        (
+            tenants("match: { issuer: \"https://x/{tenant}\", tenants: [] }\n      discovery: true", rule),
+            format!("{path}.match.tenants"),
+            "must name at least one tenant",
+        ),
+        (
+            tenants("match: { issuers: [https://a], issuer: \"https://x/{tenant}\", tenants: [a] }\n      discovery: true", rule),
+            format!("{path}.match"),
+            "set issuers, or issuer with tenants, not both",
+        ),
+        (
+            tenants("match: { issuer: \"https://x/{tenant}\", tenant: [a] }\n      discovery: true", rule),
+            format!("{path}.match.tenant"),
+            "unknown field `tenant`, expected one of",
+        ),
+        (
+            tenants("match: [https://a]\n      jwks_uri: \"https://a/{tenant}/keys\"", rule),
+            format!("{path}.jwks_uri"),
+            "{tenant} is only for an issuer matched by a pattern",
+        ),
+        (
+            tenants("match: [https://idp]\n      discovery: true", rule),
+            format!("{path}.match"),
+            "duplicate issuer \"https://idp\"",
+        ),
+        (
+            tenants("match: [https://a]\n      introspection: { endpoint: https://a/i, client_id: rs, client_secret: s }", rule),
+            format!("{path}.match"),
+            "cannot go with introspection",
+        ),
+    ];
+    for (yaml, path, message) in cases {
+        let errors = load(&yaml).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|(p, m)| *p == path && m.contains(message)),
+            "{path}: {message} not in {errors:?}"
+        );
+    }
+    // A mistake shared by every tenant is said once.
+    let errors = load(&tenants(
+        "match: { issuer: \"https://x/{tenant}\", tenants: [a, b, c] }\n      discovery: true\n      leeway: soon",
+        rule,
+    ))
+    .unwrap_err();
+    let about_leeway = errors.iter().filter(|(p, _)| p.ends_with("leeway")).count();
+    assert_eq!(about_leeway, 1, "{errors:?}");
+}

@@ -216,6 +216,16 @@ impl KeySet {
         }
     }
 
+    /// An on-demand issuer's set before its first token: it counts as
+    /// loaded (readiness does not wait for it) and is past its stale bound
+    /// (so that first token fetches the keys).
+    pub fn on_demand() -> KeySet {
+        KeySet {
+            keys: Vec::new(),
+            usable_until: 1,
+        }
+    }
+
     pub fn is_loaded(&self) -> bool {
         self.usable_until > 0
     }

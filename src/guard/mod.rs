@@ -120,7 +120,7 @@ impl Guard {
     /// bound fail only their own issuer's tokens (a 503).
     pub async fn decide<B>(&self, req: &mut Request<B>) -> Decision {
         let keys = self.jwks.snapshot();
-        match self.policy.decide(req, keys.is_loaded()) {
+        match self.policy.decide(req, self.jwks.loaded(&keys)) {
             Step::Done(decision) => decision,
             Step::Verify(pending) => {
                 let verified = match pending.introspector() {

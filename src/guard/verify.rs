@@ -14,6 +14,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -124,6 +125,8 @@ struct IssuerPolicy {
 #[derive(Debug)]
 pub struct Verifier {
     issuers: Vec<IssuerPolicy>,
+    /// Issuers by name: a `match` may allow thousands.
+    by_name: HashMap<String, IssuerId>,
     max_token_bytes: usize,
     identity: Vec<(ClaimName, HeaderName)>,
     rule_claims: Vec<ClaimName>,
@@ -148,7 +151,7 @@ impl Verifier {
         identity: Vec<(ClaimName, HeaderName)>,
         rule_claims: Vec<ClaimName>,
     ) -> Self {
-        let issuers = issuers
+        let issuers: Vec<IssuerPolicy> = issuers
             .iter()
             .map(|c| IssuerPolicy {
                 issuer: c.issuer.clone(),
@@ -164,8 +167,14 @@ impl Verifier {
                     .map(|s| Arc::new(VerifyKey::hmac(s.expose(), &c.algorithms))),
             })
             .collect();
+        let by_name = issuers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.issuer.clone(), IssuerId::new(i)))
+            .collect();
         Verifier {
             issuers,
+            by_name,
             max_token_bytes,
             identity,
             rule_claims,
@@ -359,11 +368,9 @@ impl Verifier {
             None => return Err(Reject::MissingIssuer),
             Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
         };
-        self.issuers
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.issuer == *iss)
-            .map(|(i, p)| (IssuerId::new(i), p))
+        self.by_name
+            .get(iss.as_ref())
+            .and_then(|&id| Some((id, self.issuers.get(id.index())?)))
             .ok_or_else(|| Reject::UnknownIssuer(iss.to_string()))
     }
 

@@ -29,6 +29,7 @@ use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL};
 use hyper::{Request, StatusCode, Uri};
 use jsonwebtoken::Algorithm;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
@@ -64,6 +65,8 @@ impl From<FetchFailed> for FetchError {
 pub struct Jwks {
     issuers: Vec<IssuerKeys>,
     snapshot: watch::Sender<Arc<KeySnapshot>>,
+    /// Every issuer's keys have loaded once (which never reverts).
+    loaded: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -85,6 +88,11 @@ struct IssuerKeys {
     fetch_lock: Mutex<Option<Instant>>,
     /// Kids that were still unknown after a refetch.
     unknown_kids: moka::sync::Cache<Box<str>, ()>,
+    /// An issuer a `match` allows: fetched when its first token comes, and
+    /// never what keeps the guard from being ready.
+    on_demand: bool,
+    /// Told when an on-demand issuer's first token asked for its keys.
+    first_use: tokio::sync::Notify,
 }
 
 impl Jwks {
@@ -105,6 +113,8 @@ impl Jwks {
                     .max_capacity(1024)
                     .time_to_live(c.jwks_cache.unknown_kid_ttl)
                     .build(),
+                on_demand: c.matched.is_some(),
+                first_use: tokio::sync::Notify::new(),
             })
             .collect::<Vec<_>>();
         // Shared-secret-only issuers need no JWKS: mark them loaded forever.
@@ -114,6 +124,7 @@ impl Jwks {
                 .map(|s| {
                     Arc::new(match s.source {
                         KeySource::None => KeySet::never_stale(Vec::new()),
+                        _ if s.on_demand => KeySet::on_demand(),
                         _ => KeySet::default(),
                     })
                 })
@@ -123,6 +134,7 @@ impl Jwks {
         Arc::new(Jwks {
             issuers: states,
             snapshot,
+            loaded: AtomicBool::new(false),
             metrics,
         })
     }
@@ -130,6 +142,20 @@ impl Jwks {
     /// The current keys; cheap (an `Arc` clone under a brief read lock).
     pub fn snapshot(&self) -> Arc<KeySnapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// Whether every issuer's keys in `snapshot` have loaded: read from it
+    /// until they have, then remembered (with thousands of tenants, the
+    /// request path should not count them each time).
+    pub fn loaded(&self, snapshot: &KeySnapshot) -> bool {
+        if self.loaded.load(Ordering::Relaxed) {
+            return true;
+        }
+        let loaded = snapshot.is_loaded();
+        if loaded {
+            self.loaded.store(true, Ordering::Relaxed);
+        }
+        loaded
     }
 
     /// Every issuer has a usable, not-too-stale key set (`/readyz`).
@@ -154,7 +180,7 @@ impl Jwks {
         self.issuers
             .iter()
             .zip(snapshot.issuers.iter())
-            .filter(|(_, keys)| !keys.is_usable(now))
+            .filter(|(state, keys)| !state.on_demand && !keys.is_usable(now))
             .map(|(state, keys)| {
                 let why = match state.last_error.lock() {
                     Ok(last) => last.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
@@ -222,7 +248,7 @@ impl Jwks {
                     .jwks_refresh
                     .with_label_values(&[&state.name, "error"])
                     .inc();
-                if self.snapshot.borrow().issuers[idx].is_loaded() {
+                if !self.snapshot.borrow().issuers[idx].keys.is_empty() {
                     tracing::warn!(issuer = %state.name, error = %e, "JWKS refresh failed; keeping the last good keys");
                 } else {
                     tracing::warn!(issuer = %state.name, error = %e, "JWKS fetch failed; no keys loaded yet");

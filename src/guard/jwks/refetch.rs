@@ -50,16 +50,13 @@ impl Jwks {
     /// clock: after the wall clock jumps forward (a VM resumed after hours),
     /// healthy keys look stale until the next scheduled refresh, and this
     /// refetch brings them back at once. Returns true when the keys are usable.
+    /// It is also how an on-demand issuer's first token fetches its keys.
     pub async fn refresh_stale(&self, id: IssuerId) -> bool {
         let idx = id.index();
-        let usable = || {
-            self.snapshot
-                .borrow()
-                .issuers
-                .get(idx)
-                .is_some_and(|s| s.is_usable(unix_now()))
-        };
-        match self.refetch(idx, usable).await {
+        if let Some(state) = self.issuers.get(idx).filter(|s| s.on_demand) {
+            state.first_use.notify_one();
+        }
+        match self.refetch(idx, || self.is_usable(idx)).await {
             Refetch::NotNeeded => true,
             Refetch::CoolingDown => false,
             Refetch::Done { satisfied, .. } => satisfied,
@@ -88,6 +85,14 @@ impl Jwks {
             fetched,
             satisfied: wanted(),
         }
+    }
+
+    pub(super) fn is_usable(&self, idx: usize) -> bool {
+        self.snapshot
+            .borrow()
+            .issuers
+            .get(idx)
+            .is_some_and(|s| s.is_usable(unix_now()))
     }
 
     fn knows(&self, idx: usize, kid: &str) -> bool {

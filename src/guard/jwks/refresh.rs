@@ -19,6 +19,24 @@ impl Jwks {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let mut failures = 0u32;
+                let state = &jwks.issuers[idx];
+                if state.on_demand {
+                    // The first token's own fetch loads the keys; the schedule
+                    // starts from there.
+                    tokio::select! {
+                        () = state.first_use.notified() => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    drop(state.fetch_lock.lock().await);
+                    let wait = match jwks.is_usable(idx) {
+                        true => refresh_after(None, &state.policy),
+                        false => retry_after(1, &state.policy),
+                    };
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
                 loop {
                     let wait = match jwks.refresh(IssuerId::new(idx)).await {
                         Ok(max_age) => {
