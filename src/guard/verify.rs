@@ -254,25 +254,33 @@ impl Verifier {
         if let Some(found) = policy.typ(&header)? {
             trace.pass("typ", format_args!("{found}"));
         }
-        let (exp, valid_from, valid_until) = policy.times(&claims, now, trace)?;
-        policy.audience(&claims)?;
-        trace.pass(
-            "aud",
-            format_args!(
-                "intersects {}",
-                Listed(&policy.audiences, |a, f| f.write_str(a))
-            ),
-        );
+        let window = policy.times(&claims, now, trace)?;
+        policy.audience(&claims, trace)?;
+        self.admit(idx, policy, &claims, window, key, trace)
+    }
+
+    /// The end of every verification: the scopes granted, the claims rules
+    /// compare and the identity headers, read from `claims`; `window` is
+    /// `(exp, valid_from, valid_until)`.
+    fn admit(
+        &self,
+        issuer: IssuerId,
+        policy: &IssuerPolicy,
+        claims: &Claims<'_>,
+        (exp, valid_from, valid_until): (u64, u64, u64),
+        key: Option<Arc<VerifyKey>>,
+        trace: &mut impl Trace,
+    ) -> Result<VerifiedToken, Reject> {
         let scopes = claims.scopes(&policy.scope_claim)?;
         trace.pass("scopes", format_args!("{} granted", scopes.len()));
         Ok(VerifiedToken {
-            issuer: idx,
+            issuer,
             exp,
             valid_from,
             valid_until,
             scopes,
-            claims: self.rule_claims(&claims),
-            identity: self.identity(&claims)?,
+            claims: self.rule_claims(claims),
+            identity: self.identity(claims)?,
             key,
         })
     }
@@ -328,29 +336,11 @@ impl Verifier {
             Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
         }
         let exp = claims.numeric_date("exp")?.unwrap_or(no_exp);
-        let (exp, valid_from, valid_until) = policy.window(claims, exp, now, trace)?;
+        let window = policy.window(claims, exp, now, trace)?;
         if claims.raw("aud").is_some() {
-            policy.audience(claims)?;
-            trace.pass(
-                "aud",
-                format_args!(
-                    "intersects {}",
-                    Listed(&policy.audiences, |a, f| f.write_str(a))
-                ),
-            );
+            policy.audience(claims, trace)?;
         }
-        let scopes = claims.scopes(&policy.scope_claim)?;
-        trace.pass("scopes", format_args!("{} granted", scopes.len()));
-        Ok(VerifiedToken {
-            issuer: id,
-            exp,
-            valid_from,
-            valid_until,
-            scopes,
-            claims: self.rule_claims(claims),
-            identity: self.identity(claims)?,
-            key: None,
-        })
+        self.admit(id, policy, claims, window, None, trace)
     }
 
     /// `limits.max_token_bytes`, for a JWT or an opaque token.
@@ -610,7 +600,7 @@ impl IssuerPolicy {
     }
 
     /// `aud`: a string, or a list with a member, that this issuer accepts.
-    fn audience(&self, claims: &Claims<'_>) -> Result<(), Reject> {
+    fn audience(&self, claims: &Claims<'_>, trace: &mut impl Trace) -> Result<(), Reject> {
         let wanted = |aud: &str| self.audiences.iter().any(|w| w == aud);
         let ok = match claims.get("aud") {
             Some(Claim::String(aud)) => wanted(&aud),
@@ -620,7 +610,17 @@ impl IssuerPolicy {
                 .any(|a| parse::<JsonStr>(a).is_some_and(|a| wanted(&a.0))),
             _ => false,
         };
-        ok.then_some(()).ok_or(Reject::WrongAudience)
+        if !ok {
+            return Err(Reject::WrongAudience);
+        }
+        trace.pass(
+            "aud",
+            format_args!(
+                "intersects {}",
+                Listed(&self.audiences, |a, f| f.write_str(a))
+            ),
+        );
+        Ok(())
     }
 }
 
