@@ -55,7 +55,7 @@ struct Entry {
 /// already keyed 64-bit hashes, so they are used as they are (a second SipHash
 /// was about 140 instructions of each cache hit).
 #[derive(Default)]
-struct PreHashed(u64);
+pub(super) struct PreHashed(u64);
 
 impl Hasher for PreHashed {
     fn finish(&self) -> u64 {

@@ -2,7 +2,10 @@
 //!
 //! One [`Introspector`] per issuer with `introspection`: its endpoint (given,
 //! or named by discovery), the client tokengate is to it, and a cache of its
-//! answers keyed by the SHA-256 of the token:
+//! answers keyed, as the JWT cache is, by a 64-bit hash of the token under a
+//! random per-cache key, the token kept in the entry and compared whole (a
+//! SHA-256 key was measured at half again the instructions of a whole cache
+//! hit: docs/performance.md); an entry counts the token's bytes too:
 //!
 //! - an active answer is kept until `min(exp, now + max_ttl)` as the
 //!   [`VerifiedToken`] it verified to, scopes and claims included, so every
@@ -21,6 +24,7 @@
 //! random token, so a wrong client secret shows at start); after that, the
 //! last failure is reported by [`Introspector::degraded`] until a call succeeds.
 
+use super::cache::PreHashed;
 use super::jwks;
 use super::reject::Reject;
 use super::verify::{Trace, VerifiedToken, Verifier};
@@ -38,6 +42,7 @@ use bytes::Bytes;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode, Uri};
 use prometheus::{Histogram, IntCounter};
+use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -129,6 +134,12 @@ impl Introspection {
     }
 }
 
+/// A cache entry: the token it is for (a key is a 64-bit hash) and its answer.
+struct Entry {
+    token: Box<str>,
+    answer: Answer,
+}
+
 /// What the cache holds for a token.
 #[derive(Clone)]
 enum Answer {
@@ -156,7 +167,9 @@ pub struct Introspector {
     timeout: Duration,
     max_ttl: Duration,
     negative_ttl: Duration,
-    cache: moka::future::Cache<[u8; 32], Answer>,
+    cache: moka::future::Cache<u64, Arc<Entry>, BuildHasherDefault<PreHashed>>,
+    /// Keyed hasher for tokens; random per cache, so collisions cannot be chosen.
+    hasher: RandomState,
     health: watch::Sender<Health>,
     counters: Counters,
 }
@@ -176,9 +189,9 @@ struct Lifetime {
     negative_ttl: Duration,
 }
 
-impl moka::Expiry<[u8; 32], Answer> for Lifetime {
-    fn expire_after_create(&self, _: &[u8; 32], answer: &Answer, _: Instant) -> Option<Duration> {
-        Some(match answer {
+impl moka::Expiry<u64, Arc<Entry>> for Lifetime {
+    fn expire_after_create(&self, _: &u64, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(match &entry.answer {
             // Until `exp` itself (to the nanosecond, not the second), not `exp`
             // plus the leeway: past it the endpoint, not a clock-skew
             // allowance, says whether it is active.
@@ -188,12 +201,13 @@ impl moka::Expiry<[u8; 32], Answer> for Lifetime {
     }
 }
 
-/// The cache's weight of an answer: one per started KiB.
-fn weight(answer: &Answer) -> u32 {
-    let bytes = match answer {
-        Answer::Active(token) => token.approx_bytes(),
-        Answer::Refused(_) => 0,
-    };
+/// The cache's weight of an entry: one per started KiB.
+fn weight(entry: &Entry) -> u32 {
+    let bytes = entry.token.len()
+        + match &entry.answer {
+            Answer::Active(token) => token.approx_bytes(),
+            Answer::Refused(_) => 0,
+        };
     u32::try_from(1 + bytes / 1024).unwrap_or(u32::MAX)
 }
 
@@ -223,12 +237,13 @@ impl Introspector {
             negative_ttl: config.negative_ttl,
             cache: moka::future::Cache::builder()
                 .max_capacity(config.max_entries)
-                .weigher(|_, answer| weight(answer))
+                .weigher(|_, entry: &Arc<Entry>| weight(entry))
                 .expire_after(Lifetime {
                     max_ttl: config.max_ttl,
                     negative_ttl: config.negative_ttl,
                 })
-                .build(),
+                .build_with_hasher(BuildHasherDefault::<PreHashed>::default()),
+            hasher: RandomState::new(),
             health: watch::Sender::new(Health::default()),
             counters: Counters {
                 hit: looked_up("hit"),
@@ -248,21 +263,30 @@ impl Introspector {
         token: &str,
         verifier: &Verifier,
     ) -> Result<Arc<VerifiedToken>, Reject> {
-        let key = digest(token);
-        let answer = match self.cache.get(&key).await {
-            Some(answer) => {
+        let key = self.hasher.hash_one(token.as_bytes());
+        let cached = self.cache.get(&key).await;
+        let entry = match cached.filter(|e| *e.token == *token) {
+            Some(entry) => {
                 self.counters.hit.inc();
-                answer
+                entry
             }
             None => {
                 self.counters.miss.inc();
-                self.cache
-                    .try_get_with(key, self.call(token, verifier))
+                let unavailable = Reject::IntrospectionUnavailable { issuer: self.id };
+                let entry = self
+                    .cache
+                    .try_get_with(key, self.entry(token, verifier))
                     .await
-                    .map_err(|_| Reject::IntrospectionUnavailable { issuer: self.id })?
+                    .map_err(|_| unavailable.clone())?;
+                match *entry.token == *token {
+                    true => entry,
+                    // Another token has this key (a 2^-64 chance): this one
+                    // is asked about alone, and not cached.
+                    false => self.entry(token, verifier).await.map_err(|_| unavailable)?,
+                }
             }
         };
-        match answer {
+        match entry.answer.clone() {
             // The cache's clock is not the wall clock: the token's window is checked again.
             Answer::Active(token) if token.is_current(unix_now()) => Ok(token),
             Answer::Active(token) => Err(Reject::Expired {
@@ -271,6 +295,14 @@ impl Introspector {
             }),
             Answer::Refused(reject) => Err(reject),
         }
+    }
+
+    async fn entry(&self, token: &str, verifier: &Verifier) -> Result<Arc<Entry>, String> {
+        let answer = self.call(token, verifier).await?;
+        Ok(Arc::new(Entry {
+            token: token.into(),
+            answer,
+        }))
     }
 
     /// One call, judged: `Err` when the endpoint gave no introspection answer.
@@ -440,15 +472,6 @@ fn introspection_answer(body: &[u8]) -> Result<bool, &'static str> {
     serde_json::from_slice::<Answer>(body)
         .map(|a| a.active)
         .map_err(|_| "the answer is not a JSON object with a boolean \"active\"")
-}
-
-/// The cache key of a token.
-fn digest(token: &str) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    key.copy_from_slice(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
-    );
-    key
 }
 
 /// A token no issuer has issued, for the start-up probe.

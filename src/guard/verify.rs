@@ -389,7 +389,8 @@ impl Verifier {
 /// PURE: whether `token` is read as a JWT (a compact JWS: three parts, two
 /// dots); any other token is opaque, for an introspection endpoint to judge.
 pub fn is_jwt(token: &[u8]) -> bool {
-    token.iter().filter(|b| **b == b'.').count() == 2
+    let mut dots = memchr::memchr_iter(b'.', token);
+    dots.next().is_some() && dots.next().is_some() && dots.next().is_none()
 }
 
 /// A list shown as `a, b` for the trace, `show` writing each item; formatted

@@ -928,4 +928,11 @@ fn an_introspected_token_holds_until_its_exp_or_no_exp_and_carries_its_claims() 
     assert!(
         is_jwt(b"a.b.c") && !is_jwt(b"opaque") && !is_jwt(b"ory_at_x.y") && !is_jwt(b"a.b.c.d")
     );
+    // Dots far apart, and a third one deep in a long token.
+    let long = |dots: &[usize]| {
+        let mut t = vec![b'x'; 700];
+        dots.iter().for_each(|&at| t[at] = b'.');
+        is_jwt(&t)
+    };
+    assert!(long(&[40, 300]) && !long(&[40]) && !long(&[40, 300, 699]) && !long(&[0, 1, 2]));
 }
