@@ -454,3 +454,50 @@ async fn verify_explains_an_opaque_token_by_its_introspection_answer() {
         assert!(stdout.contains(line), "{line:?} not in:\n{stdout}");
     }
 }
+
+/// `tokens: all`: a JWT naming the issuer goes to its endpoint too, whose
+/// answer (not the signature, which no key here could check) is the verdict;
+/// by default the same JWT is never sent there.
+#[tokio::test]
+async fn with_tokens_all_a_jwt_of_the_issuer_is_introspected() {
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let jwt = format!(
+        "{}.{}.c2ln",
+        b64(serde_json::json!({ "alg": "RS256", "kid": "k" })),
+        b64(serde_json::json!({ "iss": ISSUER, "aud": "api", "exp": tokengate_now() + 300 })),
+    );
+    let endpoint = Endpoint::start().await;
+    endpoint.knows(&jwt, active("orders:read"));
+    let echo = Echo::start().await.unwrap();
+
+    let (app, base) = guard(&endpoint, &echo, "client_secret: s").await;
+    let (status, _, body) = get(&format!("{base}/orders/1"), Some(&jwt)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        endpoint.calls_for(&jwt),
+        0,
+        "a JWT is verified, not introspected"
+    );
+    app.shutdown().await;
+
+    let (app, base) = guard(&endpoint, &echo, "client_secret: s\ntokens: all").await;
+    for _ in 0..2 {
+        let (status, _, body) = get(&format!("{base}/orders/1"), Some(&jwt)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(endpoint.calls_for(&jwt), 1, "asked once, then cached");
+    assert_eq!(echo.last_headers().unwrap()["x-auth-subject"], "svc-a");
+    // A JWT naming another issuer is not sent there.
+    let elsewhere = jwt.replacen(
+        jwt.split('.').nth(1).unwrap(),
+        &b64(serde_json::json!({ "iss": "https://elsewhere", "aud": "api" })),
+        1,
+    );
+    let (status, _, _) = get(&format!("{base}/orders/1"), Some(&elsewhere)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(endpoint.calls_for(&elsewhere), 0);
+    app.shutdown().await;
+}

@@ -10,7 +10,7 @@ use crate::guard::decide::{Allowed, Decision, Policy, Step, Verdict};
 use crate::guard::introspect::{Introspection, Introspector};
 use crate::guard::jwks::Jwks;
 use crate::guard::reject::Reject;
-use crate::guard::verify::{is_jwt, Trace, VerifiedToken, Verifier};
+use crate::guard::verify::{Trace, VerifiedToken, Verifier};
 use crate::metrics::Metrics;
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
 use hyper::Request;
@@ -120,9 +120,8 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
         Step::Done(decision) => (decision, false),
         Step::Verify(pending) => {
             explain_rule(&policy, pending.rule());
-            let introspector = pending
-                .introspector()
-                .filter(|_| !is_jwt(pending.token))
+            let introspector = verifier
+                .introspector(pending.token, pending.introspector())
                 .and_then(|issuer| introspection.get(issuer));
             let verified = match introspector {
                 Some(introspector) => {

@@ -22,6 +22,8 @@ pub struct RawIntrospection {
     pub negative_ttl: Option<String>,
     pub timeout: Option<String>,
     pub max_entries: Option<u64>,
+    /// `opaque` (the default) or `all`: JWTs naming this issuer too.
+    pub tokens: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +40,9 @@ pub struct IntrospectionConfig {
     pub timeout: Duration,
     /// Answers held: each counts once per started KiB. Default 10 000.
     pub max_entries: u64,
+    /// JWTs whose `iss` is this issuer are introspected too (`tokens: all`),
+    /// their signature not checked here: the endpoint's answer is the verdict.
+    pub all_tokens: bool,
 }
 
 impl IntrospectionConfig {
@@ -128,6 +133,16 @@ impl Validator<'_> {
         if max_entries == 0 {
             self.error(format!("{path}.max_entries"), "must be at least 1");
         }
+        let all_tokens = match raw.tokens.as_deref() {
+            None => false,
+            Some(tokens) => self
+                .one_of(
+                    &format!("{path}.tokens"),
+                    tokens,
+                    &[("opaque", false), ("all", true)],
+                )
+                .unwrap_or(false),
+        };
         Some(IntrospectionConfig {
             endpoint: endpoint?,
             client: client?,
@@ -135,6 +150,7 @@ impl Validator<'_> {
             negative_ttl,
             timeout,
             max_entries,
+            all_tokens,
         })
     }
 }

@@ -791,6 +791,11 @@ fn introspection_errors_name_their_path() {
             "must be greater than zero",
         ),
         (
+            introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s, tokens: jwt }", rule),
+            format!("{path}.tokens"),
+            "expected opaque or all, got \"jwt\"",
+        ),
+        (
             introspecting("{ endpoint: https://opaque/i, client_id: rs, client_secret: s, max_entries: 0 }", rule),
             format!("{path}.max_entries"),
             "must be at least 1",

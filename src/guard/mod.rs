@@ -31,7 +31,7 @@ use prometheus::{Histogram, IntCounter};
 use reject::Reject;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use verify::{is_jwt, VerifiedToken, Verifier};
+use verify::{VerifiedToken, Verifier};
 
 /// Everything a decision needs, built once from the config.
 pub struct Guard {
@@ -123,11 +123,12 @@ impl Guard {
         match self.policy.decide(req, self.jwks.loaded(&keys)) {
             Step::Done(decision) => decision,
             Step::Verify(pending) => {
-                let verified = match pending.introspector() {
-                    Some(issuer) if !is_jwt(pending.token) => {
-                        self.introspected(issuer, pending.token).await
-                    }
-                    _ => self.verified(pending.token, &keys).await,
+                let introspector = self
+                    .verifier
+                    .introspector(pending.token, pending.introspector());
+                let verified = match introspector {
+                    Some(issuer) => self.introspected(issuer, pending.token).await,
+                    None => self.verified(pending.token, &keys).await,
                 };
                 pending.finish(verified)
             }

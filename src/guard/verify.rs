@@ -127,6 +127,8 @@ pub struct Verifier {
     issuers: Vec<IssuerPolicy>,
     /// Issuers by name: a `match` may allow thousands.
     by_name: HashMap<String, IssuerId>,
+    /// Issuers whose introspection takes their JWTs too (`tokens: all`).
+    introspects_jwts: Vec<IssuerId>,
     max_token_bytes: usize,
     identity: Vec<(ClaimName, HeaderName)>,
     rule_claims: Vec<ClaimName>,
@@ -146,12 +148,12 @@ struct Header<'a> {
 
 impl Verifier {
     pub fn new(
-        issuers: &[IssuerConfig],
+        configs: &[IssuerConfig],
         max_token_bytes: usize,
         identity: Vec<(ClaimName, HeaderName)>,
         rule_claims: Vec<ClaimName>,
     ) -> Self {
-        let issuers: Vec<IssuerPolicy> = issuers
+        let issuers: Vec<IssuerPolicy> = configs
             .iter()
             .map(|c| IssuerPolicy {
                 issuer: c.issuer.clone(),
@@ -172,9 +174,16 @@ impl Verifier {
             .enumerate()
             .map(|(i, c)| (c.issuer.clone(), IssuerId::new(i)))
             .collect();
+        let introspects_jwts = configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.introspection.as_ref().is_some_and(|i| i.all_tokens))
+            .map(|(i, _)| IssuerId::new(i))
+            .collect();
         Verifier {
             issuers,
             by_name,
+            introspects_jwts,
             max_token_bytes,
             identity,
             rule_claims,
@@ -341,6 +350,27 @@ impl Verifier {
             policy.audience(claims, trace)?;
         }
         self.admit(id, policy, claims, window, None, trace)
+    }
+
+    /// PURE: the issuer whose introspection endpoint judges `token`, if one
+    /// does: an opaque token's is its rule's (`opaque`); a JWT's is the one
+    /// its `iss` names when that issuer introspects all its tokens (`tokens:
+    /// all`; the answer, not the signature, is then the verdict). Reads
+    /// nothing of a JWT unless such an issuer is configured.
+    pub fn introspector(&self, token: &[u8], opaque: Option<IssuerId>) -> Option<IssuerId> {
+        if opaque.is_none() && self.introspects_jwts.is_empty() {
+            return None;
+        }
+        if !is_jwt(token) {
+            return opaque;
+        }
+        if self.introspects_jwts.is_empty() {
+            return None;
+        }
+        let parts = Parts::split(std::str::from_utf8(token).ok()?).ok()?;
+        let payload = decode_part(parts.payload, "").ok()?;
+        let (id, _) = self.issuer(&Claims::parse(&payload).ok()?).ok()?;
+        self.introspects_jwts.contains(&id).then_some(id)
     }
 
     /// `limits.max_token_bytes`, for a JWT or an opaque token.
