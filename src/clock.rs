@@ -12,9 +12,13 @@ pub fn unix_now() -> u64 {
 /// How long until the Unix time `at` (in seconds) by the wall clock, to the
 /// nanosecond: zero once it has passed.
 pub fn until(at: u64) -> Duration {
-    (UNIX_EPOCH + Duration::from_secs(at))
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    match UNIX_EPOCH.checked_add(Duration::from_secs(at)) {
+        Some(at) => at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+        // Past what the clock can hold: as good as never.
+        None => Duration::MAX,
+    }
 }
 
 #[cfg(test)]
@@ -26,6 +30,7 @@ mod tests {
         let now = unix_now();
         assert_eq!(until(now), Duration::ZERO);
         assert_eq!(until(0), Duration::ZERO);
+        assert_eq!(until(u64::MAX), Duration::MAX);
         let left = until(now + 2);
         assert!(
             left > Duration::from_secs(1) && left <= Duration::from_secs(2),

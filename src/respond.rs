@@ -291,6 +291,13 @@ mod tests {
             (Denial::InvalidToken(Reject::KeysUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "keys_unavailable", 14),
             (Denial::InvalidToken(Reject::IntrospectionUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "introspection_unavailable", 14),
             (
+                Denial::InvalidToken(Reject::NotAccessToken("refresh_token".into())).into(),
+                401,
+                Some(format!("{realm}, error=\"invalid_token\", error_description=\"the token is a ?refresh_token? token, not an access token\"")),
+                "invalid_token",
+                16,
+            ),
+            (
                 Denial::InvalidToken(Reject::Inactive).into(),
                 401,
                 Some(format!("{realm}, error=\"invalid_token\", error_description=\"token is not active\"")),

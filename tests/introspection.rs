@@ -386,6 +386,13 @@ inbound:
         said.contains("refused tokengate's client credentials (401)") && said.contains(ISSUER),
         "{said}"
     );
+    // A 200 that is no introspection answer (a wrong URL's HTML page) is not
+    // an answer either.
+    endpoint.set_mode(Mode::Body("<html>login</html>"));
+    let said = readyz_saying(&admin, "not a JSON object with a boolean").await;
+    assert!(said.contains("not a JSON object with a boolean"), "{said}");
+    let (status, _, said) = get(&format!("{admin}/readyz"), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{said}");
     endpoint.set_mode(Mode::Inactive);
     ready_at(&admin).await;
     app.shutdown().await;

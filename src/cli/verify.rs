@@ -120,8 +120,8 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
         Step::Done(decision) => (decision, false),
         Step::Verify(pending) => {
             explain_rule(&policy, pending.rule());
-            let introspector = verifier
-                .introspector(pending.token, pending.introspector())
+            let introspector = pending
+                .introspector(&verifier)
                 .and_then(|issuer| introspection.get(issuer));
             let verified = match introspector {
                 Some(introspector) => {

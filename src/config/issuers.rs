@@ -284,7 +284,7 @@ impl Validator<'_> {
                         if !is_tenant(tenant) {
                             self.error(
                                 format!("{path}.tenants[{i}]"),
-                                format!("{tenant:?}: a tenant is letters, digits, '-', '.', '_' or '~' (it goes into URLs)"),
+                                format!("{tenant:?}: a tenant is letters, digits, '-', '.', '_' or '~', not . or .. (it goes into URLs)"),
                             );
                             return None;
                         }
@@ -563,7 +563,7 @@ impl Validator<'_> {
 /// A tenant goes into URLs as it is: URL-unreserved characters only
 /// (RFC 3986 §2.3), so it can neither end a path segment nor add a query.
 fn is_tenant(tenant: &str) -> bool {
-    !tenant.is_empty()
+    !matches!(tenant, "" | "." | "..")
         && tenant
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))

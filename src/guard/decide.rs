@@ -17,7 +17,7 @@ use super::policy::{
 };
 use super::reject::Reject;
 use super::shape::{method_spelling, request_host, strip_caller_headers, Host};
-use super::verify::VerifiedToken;
+use super::verify::{VerifiedToken, Verifier};
 use crate::config::{Access, GuardConfig, IssuerId, Mode, Requirements, RouteRule};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
@@ -151,9 +151,11 @@ impl Pending<'_> {
         self.decision.rule
     }
 
-    /// The issuer whose introspection endpoint judges an opaque token here.
-    pub fn introspector(&self) -> Option<IssuerId> {
-        self.requirements.introspect
+    /// The issuer whose introspection endpoint judges this token, if one
+    /// does ([`Verifier::introspector`]), among the issuers the rule accepts.
+    pub fn introspector(&self, verifier: &Verifier) -> Option<IssuerId> {
+        let accepted = self.requirements.issuers.as_deref();
+        verifier.introspector(self.token, self.requirements.introspect, accepted)
     }
 
     /// The decision, given the token's verification.

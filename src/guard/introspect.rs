@@ -172,7 +172,13 @@ pub struct Introspector {
     hasher: RandomState,
     health: watch::Sender<Health>,
     counters: Counters,
+    /// Calls in flight, at most [`MAX_IN_FLIGHT`]: a flood of made-up tokens
+    /// (each a cache miss) cannot flood the endpoint.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Concurrent calls to one introspection endpoint.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 struct Counters {
     hit: IntCounter,
@@ -244,6 +250,7 @@ impl Introspector {
                 })
                 .build_with_hasher(BuildHasherDefault::<PreHashed>::default()),
             hasher: RandomState::new(),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             health: watch::Sender::new(Health::default()),
             counters: Counters {
                 hit: looked_up("hit"),
@@ -319,15 +326,27 @@ impl Introspector {
                 self.counters.inactive.inc();
                 Ok(Answer::Refused(reject))
             }
+            // `ask` has checked the answer's shape; this is what that misses.
             Err(why) => Err(self.failed(format!("{}: {why}", self.issuer))),
         }
     }
 
-    /// `token`'s introspection answer as the endpoint gave it (with a 200).
-    /// Counts the call's time; records its health.
+    /// `token`'s introspection answer as the endpoint gave it (a 200 with a
+    /// JSON object holding a boolean `active`). Counts the call's time;
+    /// records its health. At most [`MAX_IN_FLIGHT`] calls at once; a call
+    /// waits for its turn within `timeout`.
     async fn ask(&self, token: &str) -> Result<Bytes, String> {
         let started = Instant::now();
         let answer = async {
+            let _turn = tokio::time::timeout(self.timeout, self.in_flight.acquire())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "{MAX_IN_FLIGHT} calls already in flight for {}",
+                        self.timeout.as_secs_f64()
+                    )
+                })?
+                .map_err(|e| e.to_string())?;
             let endpoint = self.endpoint().await?;
             // Built before the next await: the form serializer is not Send.
             let (form, basic) = {
@@ -347,7 +366,11 @@ impl Introspector {
             }
             let answer = self
                 .http
-                .fetch(req, MAX_ANSWER_BYTES, self.timeout)
+                .fetch(
+                    req,
+                    MAX_ANSWER_BYTES,
+                    self.timeout.saturating_sub(started.elapsed()),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             match answer.status {
@@ -364,13 +387,16 @@ impl Introspector {
             .duration
             .observe(started.elapsed().as_secs_f64());
         match answer {
-            Ok(body) => {
-                self.health.send_modify(|h| {
-                    h.answered = true;
-                    h.last_error = None;
-                });
-                Ok(body)
-            }
+            Ok(body) => match introspection_answer(&body) {
+                Ok(_) => {
+                    self.health.send_modify(|h| {
+                        h.answered = true;
+                        h.last_error = None;
+                    });
+                    Ok(body)
+                }
+                Err(why) => Err(self.failed(format!("{}: {why}", self.issuer))),
+            },
             Err(why) => Err(self.failed(why)),
         }
     }
@@ -421,13 +447,7 @@ impl Introspector {
         let mut delay = PROBE_RETRY.0;
         loop {
             let probe = random_token();
-            let answered = match self.ask(&probe).await {
-                Ok(body) => introspection_answer(&body).map_err(|why| {
-                    self.failed(why.to_string());
-                }),
-                Err(_) => Err(()),
-            };
-            if answered.is_ok() {
+            if self.ask(&probe).await.is_ok() {
                 return;
             }
             tokio::time::sleep(delay).await;

@@ -123,10 +123,7 @@ impl Guard {
         match self.policy.decide(req, self.jwks.loaded(&keys)) {
             Step::Done(decision) => decision,
             Step::Verify(pending) => {
-                let introspector = self
-                    .verifier
-                    .introspector(pending.token, pending.introspector());
-                let verified = match introspector {
+                let verified = match pending.introspector(&self.verifier) {
                     Some(issuer) => self.introspected(issuer, pending.token).await,
                     None => self.verified(pending.token, &keys).await,
                 };

@@ -48,6 +48,13 @@ pub enum Reject {
     /// The issuer's introspection endpoint answered `active: false`.
     #[error("token is not active")]
     Inactive,
+    /// The introspection answer is for another kind of token (a refresh
+    /// token): an endpoint may answer for any token it issued.
+    #[error("the token is a {} token, not an access token", Shown(.0))]
+    NotAccessToken(String),
+    /// The token is bound to a key (`cnf`) and came without a proof of it.
+    #[error("the token is bound to a key (cnf) and was presented as a plain bearer token")]
+    Bound,
     /// The issuer's introspection endpoint could not be asked, or gave no
     /// introspection answer: the token may be fine (503, like missing keys).
     #[error("the issuer's introspection endpoint is not available")]
@@ -73,6 +80,8 @@ impl Reject {
             Reject::TooOld { .. } => "too_old",
             Reject::WrongAudience => "wrong_audience",
             Reject::Inactive => "inactive",
+            Reject::NotAccessToken(_) => "not_access_token",
+            Reject::Bound => "bound_token",
             Reject::IntrospectionUnavailable { .. } => "introspection_unavailable",
         }
     }

@@ -336,6 +336,27 @@ impl Verifier {
             return Err(Reject::Inactive);
         }
         trace.pass("active", format_args!("true"));
+        // Bound to a key (RFC 8705 `cnf`, or a DPoP token): the caller's
+        // proof of it cannot be checked here, so it is no bearer token.
+        let dpop = matches!(claims.get("token_type"), Some(Claim::String(t)) if t.eq_ignore_ascii_case("dpop"));
+        if dpop || claims.raw("cnf").is_some() {
+            return Err(Reject::Bound);
+        }
+        // The hint asked about an access token, but an endpoint may answer
+        // for any token it issued (RFC 7662 §2.1).
+        for (member, access) in [
+            ("token_use", &["access_token"][..]),
+            ("token_type", &["bearer", "access_token"][..]),
+        ] {
+            match claims.get(member) {
+                None => {}
+                Some(Claim::String(kind))
+                    if access.iter().any(|a| kind.eq_ignore_ascii_case(a)) => {}
+                Some(Claim::String(kind)) => return Err(Reject::NotAccessToken(kind.into_owned())),
+                Some(_) => return Err(Reject::BadClaim(member.into(), "string")),
+            }
+        }
+
         match claims.get("iss") {
             None => {}
             Some(Claim::String(iss)) if iss == policy.issuer => {
@@ -357,7 +378,14 @@ impl Verifier {
     /// its `iss` names when that issuer introspects all its tokens (`tokens:
     /// all`; the answer, not the signature, is then the verdict). Reads
     /// nothing of a JWT unless such an issuer is configured.
-    pub fn introspector(&self, token: &[u8], opaque: Option<IssuerId>) -> Option<IssuerId> {
+    /// `accepted`: the rule's issuers (`None`: any); a JWT of another issuer
+    /// is verified (and refused by the rule), never sent to an endpoint.
+    pub fn introspector(
+        &self,
+        token: &[u8],
+        opaque: Option<IssuerId>,
+        accepted: Option<&[IssuerId]>,
+    ) -> Option<IssuerId> {
         if opaque.is_none() && self.introspects_jwts.is_empty() {
             return None;
         }
@@ -370,7 +398,8 @@ impl Verifier {
         let parts = Parts::split(std::str::from_utf8(token).ok()?).ok()?;
         let payload = decode_part(parts.payload, "").ok()?;
         let (id, _) = self.issuer(&Claims::parse(&payload).ok()?).ok()?;
-        self.introspects_jwts.contains(&id).then_some(id)
+        let introspects = self.introspects_jwts.contains(&id);
+        (introspects && accepted.is_none_or(|a| a.contains(&id))).then_some(id)
     }
 
     /// `limits.max_token_bytes`, for a JWT or an opaque token.

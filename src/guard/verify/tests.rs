@@ -830,6 +830,9 @@ fn introspection_answers_get_the_checks_a_jwt_gets_where_they_carry_them() {
         active(json!({ "aud": ["nope", "other-api"] })),
         // Within the leeway.
         active(json!({ "exp": NOW - 20, "nbf": NOW + 20 })),
+        // An access token, as endpoints spell it.
+        active(json!({ "token_type": "Bearer" })),
+        active(json!({ "token_type": "bearer", "token_use": "access_token" })),
     ];
     for answer in ok {
         let token = introspected(answer.clone())
@@ -872,6 +875,25 @@ fn introspection_answers_get_the_checks_a_jwt_gets_where_they_carry_them() {
             active(json!({ "exp": "soon" })),
             Reject::BadClaim("exp".into(), "NumericDate"),
         ),
+        // Another kind of token (Hydra says token_use, others token_type).
+        (
+            active(json!({ "token_use": "refresh_token" })),
+            Reject::NotAccessToken("refresh_token".into()),
+        ),
+        (
+            active(json!({ "token_type": "refresh_token" })),
+            Reject::NotAccessToken("refresh_token".into()),
+        ),
+        (
+            active(json!({ "token_type": 1 })),
+            Reject::BadClaim("token_type".into(), "string"),
+        ),
+        // Bound to a key: the proof cannot be checked here.
+        (
+            active(json!({ "cnf": { "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" } })),
+            Reject::Bound,
+        ),
+        (active(json!({ "token_type": "DPoP" })), Reject::Bound),
     ];
     for (answer, want) in refused {
         match introspected(answer.clone()) {
@@ -935,4 +957,57 @@ fn an_introspected_token_holds_until_its_exp_or_no_exp_and_carries_its_claims() 
         is_jwt(&t)
     };
     assert!(long(&[40, 300]) && !long(&[40]) && !long(&[40, 300, 699]) && !long(&[0, 1, 2]));
+}
+
+#[test]
+fn which_endpoint_judges_a_token() {
+    use base64::Engine;
+    let jwt_of = |iss: &str| {
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.c2ln",
+            b64(json!({ "alg": "RS256" })),
+            b64(json!({ "iss": iss }))
+        )
+    };
+    let (iss0, hs) = (IssuerId::new(0), IssuerId::new(1));
+    let (only_iss0, only_hs) = ([iss0], [hs]);
+    let tokens_all =
+        "introspection: { endpoint: \"https://i/x\", client_id: rs, client_secret: s, tokens: all }";
+    let all = verifier_with(tokens_all);
+    let opaque_only = verifier_with(
+        "introspection: { endpoint: \"https://i/x\", client_id: rs, client_secret: s }",
+    );
+    let mine = jwt_of(ISS);
+    let theirs = jwt_of("hs-peer");
+    // (verifier, token, the rule's opaque-token issuer, the rule's issuers, the answer)
+    type Case<'a> = (
+        &'a Verifier,
+        &'a [u8],
+        Option<IssuerId>,
+        Option<&'a [IssuerId]>,
+        Option<IssuerId>,
+    );
+    let cases: Vec<Case> = vec![
+        // Opaque: the rule's introspecting issuer, whatever `tokens` says.
+        (&opaque_only, b"opaque", Some(iss0), None, Some(iss0)),
+        (&opaque_only, b"opaque", None, None, None),
+        (&all, b"opaque", Some(iss0), None, Some(iss0)),
+        // A JWT: only with `tokens: all`, only its own issuer's, only where the rule takes it.
+        (&opaque_only, mine.as_bytes(), Some(iss0), None, None),
+        (&all, mine.as_bytes(), None, None, Some(iss0)),
+        (&all, mine.as_bytes(), None, Some(&only_iss0), Some(iss0)),
+        (&all, mine.as_bytes(), None, Some(&only_hs), None),
+        (&all, theirs.as_bytes(), Some(iss0), None, None),
+        (&all, b"not.base64!.x", None, None, None),
+    ];
+    for (i, (verifier, token, opaque, accepted, want)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            verifier.introspector(token, opaque, accepted),
+            want,
+            "case {i}"
+        );
+    }
 }
