@@ -53,14 +53,16 @@ impl Jwks {
     /// It is also how an on-demand issuer's first token fetches its keys.
     pub async fn refresh_stale(&self, id: IssuerId) -> bool {
         let idx = id.index();
-        if let Some(state) = self.issuers.get(idx).filter(|s| s.on_demand) {
-            state.first_use.notify_one();
-        }
-        match self.refetch(idx, || self.is_usable(idx)).await {
+        let usable = match self.refetch(idx, || self.is_usable(idx)).await {
             Refetch::NotNeeded => true,
             Refetch::CoolingDown => false,
             Refetch::Done { satisfied, .. } => satisfied,
+        };
+        // Told after the fetch, so the refresher's schedule starts from it.
+        if let Some(state) = self.issuers.get(idx).filter(|s| s.on_demand) {
+            state.first_use.notify_one();
         }
+        usable
     }
 
     /// The refetch a request asks for when the keys fall short of `wanted`:

@@ -21,13 +21,12 @@ impl Jwks {
                 let mut failures = 0u32;
                 let state = &jwks.issuers[idx];
                 if state.on_demand {
-                    // The first token's own fetch loads the keys; the schedule
-                    // starts from there.
+                    // The first token's own fetch loads the keys (it tells
+                    // once done); the schedule starts from there.
                     tokio::select! {
                         () = state.first_use.notified() => {}
                         () = shutdown.cancelled() => return,
                     }
-                    drop(state.fetch_lock.lock().await);
                     let wait = match jwks.is_usable(idx) {
                         true => refresh_after(None, &state.policy),
                         false => retry_after(1, &state.policy),
