@@ -810,3 +810,94 @@ inbound:
     }
     s.stop().await;
 }
+
+/// Issue 28, item 4's regex: one `{tenant}` pattern whose tenants a regex
+/// takes, all signed by one key set (as Azure AD's common keys sign for every
+/// tenant). Each tenant the regex takes passes, a rule may require one, and
+/// any other issuer is refused; none of it costs a fetch beyond the one at
+/// start, so made-up tenants cannot make tokengate fetch anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regex_pattern_admits_its_tenants_on_one_key_set_and_fetches_nothing_per_tenant() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "common")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let pattern = "https://login.example/{tenant}/v2.0";
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - match: {{ issuer: "{pattern}", regex: "[0-9a-f]{{8}}" }}
+      jwks_uri: "{iss}/jwks.json"
+      audiences: [{AUD}]
+  rules:
+    - {{ path: /only-one, claims: {{ iss: "https://login.example/0d3c8f2a/v2.0" }} }}
+    - {{ path: /, issuers: ["{pattern}"] }}
+  forward:
+    claims_to_headers: {{ iss: x-caller-issuer }}
+"#,
+        echo = echo.addr,
+        iss = issuer.issuer,
+    );
+    let app = start_yaml(&yaml).await;
+    let s = Stack {
+        base: format!("http://{}", app.inbound_addr.unwrap()),
+        admin: format!("http://{}", app.admin_addr),
+        app: Some(app),
+        issuer,
+        echo,
+    };
+    s.ready().await;
+    let fetched_at_start = s.issuer.jwks_hits();
+    assert_eq!(fetched_at_start, 1, "the pattern's one key set, at start");
+    let from = |tenant: &str| {
+        s.issuer
+            .mint(json!({ "iss": format!("https://login.example/{tenant}/v2.0") }))
+    };
+    for tenant in ["0d3c8f2a", "7f1e0b9c"] {
+        let (status, _, body) = s.get("/orders", Some(&from(tenant))).await;
+        assert_eq!(status, StatusCode::OK, "{tenant}: {body}");
+        let seen = s.echo.last_headers().expect("reached the app");
+        assert_eq!(
+            seen["x-caller-issuer"],
+            format!("https://login.example/{tenant}/v2.0")
+        );
+    }
+    let (status, _, _) = s.get("/only-one", Some(&from("0d3c8f2a"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = s.get("/only-one", Some(&from("7f1e0b9c"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // Not a tenant the regex takes whole, or the pattern itself: refused,
+    // well signed as each is, and nothing fetched for it.
+    let hits = s.echo.hits();
+    for tenant in ["0D3C8F2A", "0d3c8f2a0", "0d3c8f2", "0d3c8f2a/x", "{tenant}"] {
+        let (status, _, body) = s.get("/orders", Some(&from(tenant))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{tenant}: {body}");
+        assert!(body.contains("issuer"), "{tenant}: {body}");
+    }
+    assert_eq!(s.echo.hits(), hits, "nothing forwarded");
+    assert_eq!(
+        s.issuer.jwks_hits(),
+        fetched_at_start,
+        "no fetch per tenant"
+    );
+
+    // `verify` names the pattern and the tenant the regex took.
+    let config = temp_file("regex-tenants.yaml", &yaml);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["verify", "--config"])
+        .arg(&*config)
+        .args(["--token", &from("7f1e0b9c"), "--path", "/orders"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("matched pattern {pattern} with tenant 7f1e0b9c")),
+        "{stdout}"
+    );
+    s.stop().await;
+}

@@ -93,7 +93,7 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
                 _ => None,
             });
     for (idx, iss) in guard.issuers.iter().enumerate() {
-        let wanted = iss.matched.is_none() || on_demand == Some(IssuerId::new(idx));
+        let wanted = !iss.on_demand() || on_demand == Some(IssuerId::new(idx));
         if iss.keys != KeySource::None && wanted {
             if let Err(e) = jwks.refresh(IssuerId::new(idx)).await {
                 println!("  note  keys of {} could not be fetched: {e}", iss.issuer);
@@ -133,7 +133,11 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
             };
             if let Ok(v) = &verified {
                 println!("  ok    {:<14} {}", "token", identity(&verifier, v));
-                if let Some(how) = matched(guard, v.issuer) {
+                let iss = token_text(pending.token)
+                    .ok()
+                    .and_then(crate::unverified::claims)
+                    .and_then(|c| Some(c.get("iss")?.as_str()?.to_string()));
+                if let Some(how) = matched(guard, v.issuer, iss.as_deref().unwrap_or("")) {
                     println!("  ok    {:<14} {how}", "issuer");
                 }
             }
@@ -246,14 +250,19 @@ fn identity(verifier: &Verifier, token: &VerifiedToken) -> String {
     )
 }
 
-/// PURE: which `match` allowed issuer `id`, when one did.
-fn matched(guard: &GuardConfig, id: IssuerId) -> Option<String> {
+/// PURE: which `match` allowed issuer `id` (named `iss` in the token), when one did.
+fn matched(guard: &GuardConfig, id: IssuerId, iss: &str) -> Option<String> {
     let issuer = guard.issuers.get(id.index())?;
     Some(match issuer.matched.as_ref()? {
         Matched::Listed => format!("{} is in a match list of issuers", issuer.issuer),
         Matched::Tenant { pattern, tenant } => {
             format!("matched pattern {pattern} with tenant {tenant}")
         }
+        Matched::Open(open) => format!(
+            "matched pattern {} with tenant {} (its regex)",
+            open.pattern,
+            open.tenant(iss)?
+        ),
     })
 }
 

@@ -133,6 +133,9 @@ pub enum Matched {
     Listed,
     /// `pattern` with its `{tenant}` as `tenant`.
     Tenant { pattern: String, tenant: String },
+    /// Every tenant a regex takes, all sharing one key set: the issuer
+    /// stands for the whole pattern.
+    Open(OpenPattern),
 }
 
 impl IssuerConfig {
@@ -140,10 +143,48 @@ impl IssuerConfig {
     pub fn pattern(&self) -> Option<&str> {
         match &self.matched {
             Some(Matched::Tenant { pattern, .. }) => Some(pattern),
+            Some(Matched::Open(open)) => Some(&open.pattern),
             _ => None,
         }
     }
+
+    /// Whether the issuer's keys wait for its first token: one issuer of
+    /// many a `match` allows. A regex's one key set is fetched at start.
+    pub fn on_demand(&self) -> bool {
+        matches!(self.matched, Some(Matched::Listed | Matched::Tenant { .. }))
+    }
 }
+
+/// `match: { issuer: "…{tenant}…", regex: … }`: an issuer whose `{tenant}`
+/// may be any value the regex matches whole.
+#[derive(Debug, Clone)]
+pub struct OpenPattern {
+    /// As written, `{tenant}` included.
+    pub pattern: String,
+    /// Anchored at both ends.
+    regex: regex::Regex,
+}
+
+impl OpenPattern {
+    /// PURE: the tenant `iss` names, when it is this pattern with a tenant
+    /// the regex takes.
+    pub fn tenant<'a>(&self, iss: &'a str) -> Option<&'a str> {
+        let (prefix, suffix) = self.pattern.split_once(TENANT)?;
+        let tenant = iss.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        self.regex.is_match(tenant).then_some(tenant)
+    }
+}
+
+impl PartialEq for OpenPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern && self.regex.as_str() == other.regex.as_str()
+    }
+}
+impl Eq for OpenPattern {}
+
+/// Largest compiled `match.regex`: ample for tenant IDs, and a bound on what
+/// a config can make every unknown issuer cost.
+const MAX_REGEX_BYTES: usize = 1 << 20;
 
 /// Where an issuer's public keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,8 +250,9 @@ impl Validator<'_> {
             }
             (None, Some(RawMatchOrList(m))) => self.matched(path, m, raw),
         };
-        let is_pattern =
-            |(_, m): &(String, Option<Matched>)| matches!(m, Some(Matched::Tenant { .. }));
+        let is_pattern = |(_, m): &(String, Option<Matched>)| {
+            matches!(m, Some(Matched::Tenant { .. } | Matched::Open(_)))
+        };
         if raw.jwks_uri.as_ref().is_some_and(|u| u.contains(TENANT))
             && !named.iter().any(is_pattern)
         {
@@ -225,10 +267,10 @@ impl Validator<'_> {
             .collect()
     }
 
-    /// The issuers `match` allows, each with how: an exact list, or a
-    /// `{tenant}` pattern and the tenants it may take. Never a regex: a
-    /// pattern open to any value would let callers choose the URLs keys are
-    /// fetched from, and how many key sets are held.
+    /// The issuers `match` allows, each with how: an exact list, a
+    /// `{tenant}` pattern and the tenants it may take, or a pattern whose
+    /// tenants a regex takes (one issuer, one key set for them all: a regex
+    /// may not choose the URLs keys are fetched from).
     fn matched(
         &mut self,
         path: &str,
@@ -236,20 +278,14 @@ impl Validator<'_> {
         raw: &RawIssuer,
     ) -> Vec<(String, Option<Matched>)> {
         let path = format!("{path}.match");
-        if m.regex.is_some() {
-            self.error(
-                format!("{path}.regex"),
-                "not supported: list the tenants allowed (tenants: [...]); an open pattern would let any caller make tokengate fetch keys for made-up tenants",
-            );
-        }
         if raw.introspection.is_some() {
             self.error(
                 path.clone(),
                 "cannot go with introspection: an opaque token names no issuer, so it cannot choose one of those matched",
             );
         }
-        match (&m.issuers, &m.issuer, &m.tenants) {
-            (Some(list), None, None) => {
+        match (&m.issuers, &m.issuer, &m.tenants, &m.regex) {
+            (Some(list), None, None, None) => {
                 if list.is_empty() {
                     self.error(format!("{path}.issuers"), "must name at least one issuer");
                 }
@@ -266,14 +302,10 @@ impl Validator<'_> {
                     })
                     .collect()
             }
-            (None, Some(pattern), Some(tenants)) => {
-                let Some(pattern) = self.text(&format!("{path}.issuer"), pattern) else {
+            (None, Some(pattern), Some(tenants), None) => {
+                let Some(pattern) = self.pattern(&path, pattern) else {
                     return Vec::new();
                 };
-                if pattern.matches(TENANT).count() != 1 {
-                    self.error(format!("{path}.issuer"), "must hold {tenant} exactly once");
-                    return Vec::new();
-                }
                 if tenants.is_empty() {
                     self.error(format!("{path}.tenants"), "must name at least one tenant");
                 }
@@ -296,23 +328,87 @@ impl Validator<'_> {
                     })
                     .collect()
             }
-            (None, Some(_), None) => {
+            (None, Some(pattern), None, Some(regex)) => self
+                .open_pattern(&path, pattern, regex, raw)
+                .map(|open| (open.pattern.clone(), Some(Matched::Open(open))))
+                .into_iter()
+                .collect(),
+            (None, Some(_), None, None) => {
                 self.error(
                     format!("{path}.tenants"),
-                    "a {tenant} pattern needs the tenants it may take",
+                    "a {tenant} pattern needs the tenants it may take (tenants: [...], or regex: …)",
                 );
                 Vec::new()
             }
-            (None, None, _) => {
+            (None, Some(_), Some(_), Some(_)) => {
+                self.error(path, "set tenants or regex, not both");
+                Vec::new()
+            }
+            (None, None, _, _) => {
                 self.error(
                     path,
-                    "name the issuers allowed (issuers: [...]) or a pattern and its tenants (issuer: \"…{tenant}…\", tenants: [...])",
+                    "name the issuers allowed (issuers: [...]) or a pattern and its tenants (issuer: \"…{tenant}…\", tenants: [...] or regex: …)",
                 );
                 Vec::new()
             }
-            (Some(_), _, _) => {
-                self.error(path, "set issuers, or issuer with tenants, not both");
+            (Some(_), _, _, _) => {
+                self.error(
+                    path,
+                    "set issuers, or issuer with tenants or regex, not both",
+                );
                 Vec::new()
+            }
+        }
+    }
+
+    /// `match.issuer`: a pattern holding `{tenant}` once.
+    fn pattern(&mut self, path: &str, pattern: &str) -> Option<String> {
+        let pattern = self.text(&format!("{path}.issuer"), pattern)?;
+        if pattern.matches(TENANT).count() != 1 {
+            self.error(format!("{path}.issuer"), "must hold {tenant} exactly once");
+            return None;
+        }
+        Some(pattern)
+    }
+
+    /// `match: { issuer, regex }`. The tenants a regex takes are not known
+    /// ahead, so they share one key set: `jwks_uri` without `{tenant}` (as
+    /// Azure AD's common keys sign for every tenant), never discovery (read
+    /// from each issuer's own URL). So a made-up tenant costs no fetch.
+    fn open_pattern(
+        &mut self,
+        path: &str,
+        pattern: &str,
+        regex: &str,
+        raw: &RawIssuer,
+    ) -> Option<OpenPattern> {
+        let pattern = self.pattern(path, pattern)?;
+        let issuer_path = path.trim_end_matches(".match");
+        if raw.jwks_uri.as_ref().is_some_and(|u| u.contains(TENANT)) {
+            self.error(
+                format!("{issuer_path}.jwks_uri"),
+                "no {tenant} with match.regex: the tenants a regex takes share one key set (a jwks_uri without {tenant}, as Azure AD's common keys); list the tenants (match.tenants) for a key set each",
+            );
+            return None;
+        }
+        if raw.discovery == Some(true) {
+            self.error(
+                format!("{issuer_path}.discovery"),
+                "not with match.regex: discovery is read from each issuer's own URL; give the jwks_uri the tenants share, or list the tenants (match.tenants)",
+            );
+            return None;
+        }
+        let compile = |re: &str| {
+            regex::RegexBuilder::new(re)
+                .size_limit(MAX_REGEX_BYTES)
+                .build()
+        };
+        // Errors point into the regex as written, not the anchored one.
+        match compile(regex).and_then(|_| compile(&format!("^(?:{regex})$"))) {
+            Ok(regex) => Some(OpenPattern { pattern, regex }),
+            Err(e) => {
+                self.error(format!("{path}.regex"), format!("not a regex: {e}"));
+                None
             }
         }
     }

@@ -27,7 +27,7 @@ pub use client_auth::{assertion_key, AssertionKey, ClientAuth, OAuthClient};
 pub use guard::{ForwardConfig, GuardConfig, Limits, Mode};
 pub use inbound::{AuthzConfig, InboundConfig, TlsFiles};
 pub use introspection::{IntrospectionConfig, IntrospectionEndpoint};
-pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource, Matched};
+pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource, Matched, OpenPattern};
 pub use outbound::{
     Assertion, Grant, Inject, Login, LoginToken, OAuthGrant, OutboundConfig, OutboundRoute,
     RenewBefore, TokenConfig, TokenSource,

@@ -936,6 +936,49 @@ fn a_match_allows_each_listed_issuer_and_each_tenant_of_a_pattern() {
 }
 
 #[test]
+fn a_match_regex_is_one_issuer_whose_tenants_share_its_keys() {
+    let pattern = "https://login/{tenant}/v2.0";
+    let c = load(&tenants(
+        "match: { issuer: \"https://login/{tenant}/v2.0\", regex: \"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\" }\n      jwks_uri: https://login/common/keys",
+        "    - { path: /t, issuers: [\"https://login/{tenant}/v2.0\"] }",
+    ))
+    .unwrap();
+    let guard = &c.inbound.unwrap().guard;
+    assert_eq!(guard.issuers.len(), 2, "one issuer for the whole pattern");
+    let issuer = &guard.issuers[1];
+    assert_eq!(issuer.issuer, pattern);
+    assert_eq!(
+        issuer.keys,
+        KeySource::Jwks("https://login/common/keys".parse().unwrap())
+    );
+    assert!(!issuer.on_demand(), "its one key set is fetched at start");
+    assert_eq!(issuer.pattern(), Some(pattern));
+    match &guard.rules[0].access {
+        Access::Token(r) => assert_eq!(r.issuers, Some(vec![IssuerId::new(1)])),
+        Access::Anonymous => panic!("a token rule"),
+    }
+    let Some(Matched::Open(open)) = &issuer.matched else {
+        panic!("an open pattern: {:?}", issuer.matched);
+    };
+    let id = "0d3c8f2a-1b2c-4d5e-8f90-123456789abc";
+    let cases = [
+        (format!("https://login/{id}/v2.0"), Some(id)),
+        // The regex takes the whole tenant, never a part of it.
+        (format!("https://login/x{id}/v2.0"), None),
+        (format!("https://login/{id}x/v2.0"), None),
+        (format!("https://login/{id}/v2.0/"), None),
+        (format!("https://login/{id}/v1.0"), None),
+        (format!("http://login/{id}/v2.0"), None),
+        ("https://login//v2.0".to_string(), None),
+        (pattern.to_string(), None),
+        (format!("https://login/{id}/x/{id}/v2.0"), None),
+    ];
+    for (iss, want) in cases {
+        assert_eq!(open.tenant(&iss), want, "{iss}");
+    }
+}
+
+#[test]
 fn match_errors_name_their_path() {
     let rule = "    - { path: /, scopes: [a] }";
     let path = "inbound.issuers[1]";
@@ -967,8 +1010,28 @@ fn match_errors_name_their_path() {
         ),
         (
             tenants("match: { issuer: \"https://x/{tenant}\", regex: \"[a-z]+\" }\n      discovery: true", rule),
+            format!("{path}.discovery"),
+            "not with match.regex: discovery is read from each issuer's own URL",
+        ),
+        (
+            tenants("match: { issuer: \"https://x/{tenant}\", regex: \"[a-z]+\" }\n      jwks_uri: \"https://x/{tenant}/keys\"", rule),
+            format!("{path}.jwks_uri"),
+            "no {tenant} with match.regex",
+        ),
+        (
+            tenants("match: { issuer: \"https://x/{tenant}\", regex: \"[a-z\" }\n      jwks_uri: https://x/keys", rule),
             format!("{path}.match.regex"),
-            "not supported: list the tenants allowed",
+            "not a regex",
+        ),
+        (
+            tenants("match: { issuer: \"https://x/{tenant}\", regex: \"[a-z]+\", tenants: [a] }\n      jwks_uri: https://x/keys", rule),
+            format!("{path}.match"),
+            "set tenants or regex, not both",
+        ),
+        (
+            tenants("match: { issuer: https://x/t, regex: \"[a-z]+\" }\n      jwks_uri: https://x/keys", rule),
+            format!("{path}.match.issuer"),
+            "must hold {tenant} exactly once",
         ),
         (
             tenants("match: { issuer: https://x/t, tenants: [a] }\n      discovery: true", rule),
@@ -988,7 +1051,7 @@ fn match_errors_name_their_path() {
         (
             tenants("match: { issuers: [https://a], issuer: \"https://x/{tenant}\", tenants: [a] }\n      discovery: true", rule),
             format!("{path}.match"),
-            "set issuers, or issuer with tenants, not both",
+            "set issuers, or issuer with tenants or regex, not both",
         ),
         (
             tenants("match: { issuer: \"https://x/{tenant}\", tenant: [a] }\n      discovery: true", rule),

@@ -6,7 +6,7 @@
 use super::claims::{header_value, parse, Claim, Claims, JsonStr};
 use super::keys::{KeySnapshot, VerifyKey};
 use super::reject::Reject;
-use crate::config::{is_hmac, ClaimName, IssuerConfig, IssuerId};
+use crate::config::{is_hmac, ClaimName, IssuerConfig, IssuerId, Matched, OpenPattern};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hyper::header::{HeaderName, HeaderValue};
@@ -127,6 +127,8 @@ pub struct Verifier {
     issuers: Vec<IssuerPolicy>,
     /// Issuers by name: a `match` may allow thousands.
     by_name: HashMap<String, IssuerId>,
+    /// Issuers a `match.regex` stands for, tried when no name is `iss`.
+    patterns: Vec<(OpenPattern, IssuerId)>,
     /// Issuers whose introspection takes their JWTs too (`tokens: all`).
     introspects_jwts: Vec<IssuerId>,
     max_token_bytes: usize,
@@ -169,11 +171,16 @@ impl Verifier {
                     .map(|s| Arc::new(VerifyKey::hmac(s.expose(), &c.algorithms))),
             })
             .collect();
-        let by_name = issuers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.issuer.clone(), IssuerId::new(i)))
-            .collect();
+        let (mut by_name, mut patterns) = (HashMap::new(), Vec::new());
+        for (i, c) in configs.iter().enumerate() {
+            match &c.matched {
+                // Its name is the pattern, `{tenant}` and all: never an `iss`.
+                Some(Matched::Open(open)) => patterns.push((open.clone(), IssuerId::new(i))),
+                _ => {
+                    by_name.insert(c.issuer.clone(), IssuerId::new(i));
+                }
+            }
+        }
         let introspects_jwts = configs
             .iter()
             .enumerate()
@@ -183,6 +190,7 @@ impl Verifier {
         Verifier {
             issuers,
             by_name,
+            patterns,
             introspects_jwts,
             max_token_bytes,
             identity,
@@ -417,8 +425,14 @@ impl Verifier {
             None => return Err(Reject::MissingIssuer),
             Some(_) => return Err(Reject::BadClaim("iss".into(), "string")),
         };
+        let pattern = || {
+            let mut open = self.patterns.iter();
+            open.find(|(p, _)| p.tenant(&iss).is_some())
+                .map(|(_, id)| id)
+        };
         self.by_name
             .get(iss.as_ref())
+            .or_else(pattern)
             .and_then(|&id| Some((id, self.issuers.get(id.index())?)))
             .ok_or_else(|| Reject::UnknownIssuer(iss.to_string()))
     }

@@ -113,7 +113,7 @@ impl Jwks {
                     .max_capacity(1024)
                     .time_to_live(c.jwks_cache.unknown_kid_ttl)
                     .build(),
-                on_demand: c.matched.is_some(),
+                on_demand: c.on_demand(),
                 first_use: tokio::sync::Notify::new(),
             })
             .collect::<Vec<_>>();

@@ -1011,3 +1011,37 @@ fn which_endpoint_judges_a_token() {
         );
     }
 }
+
+#[test]
+fn a_regex_pattern_takes_each_tenant_it_matches_whole_and_nothing_else() {
+    let v = verifier_for(
+        r#"match: { issuer: "https://login/{tenant}/v2.0", regex: "[a-z]{3}[0-9]" }, jwks_uri: "https://login/common/keys", audiences: [api], algorithms: [RS256]"#,
+    );
+    let keys = KeySnapshot {
+        issuers: vec![snapshot().issuers[0].clone()],
+    };
+    let cases = [
+        ("https://login/abc1/v2.0", true),
+        ("https://login/xyz9/v2.0", true),
+        ("https://login/abc12/v2.0", false),
+        ("https://login/ABC1/v2.0", false),
+        ("https://login/abc1/v2.0/", false),
+        ("https://login/abc1/x/v2.0", false),
+        // The pattern itself names no tenant.
+        ("https://login/{tenant}/v2.0", false),
+    ];
+    for (iss, accepted) in cases {
+        let token = rs(json!({ "iss": iss }));
+        match v.verify(&token, &keys, NOW) {
+            Ok(t) => {
+                assert!(accepted, "{iss} accepted");
+                assert_eq!(t.issuer, IssuerId::new(0));
+            }
+            Err(Reject::UnknownIssuer(named)) => {
+                assert!(!accepted, "{iss} refused");
+                assert_eq!(named, iss);
+            }
+            Err(other) => panic!("{iss}: {other}"),
+        }
+    }
+}
