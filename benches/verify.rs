@@ -4,7 +4,10 @@
 //! - `jsonwebtoken/<alg>`: `jsonwebtoken::decode` with a prebuilt `DecodingKey`
 //!   and `Validation` (what a typical Rust service does);
 //! - `raw/<alg>`: the crypto library's signature check alone on a pre-parsed key
-//!   (aws-lc-rs `ParsedPublicKey::verify_sig` / `hmac::verify`): the floor.
+//!   (aws-lc-rs `ParsedPublicKey::verify_sig` / `hmac::verify`): the floor;
+//! - `dpop/ES256`: a DPoP proof's whole check (parse, its own `jwk` parsed and
+//!   thumbprinted, signature, claims, `ath`), set against `raw/ES256` (issue
+//!   29's goal: at most one ES256 verify + 10%).
 //!
 //! Run: `cargo bench --bench verify`. Ratios miss/raw and hit/raw are what
 //! docs/performance.md records.
@@ -22,6 +25,7 @@ use tokengate::config::Config;
 use tokengate::config::Requirements;
 use tokengate::demo::{sign_with_header, unix_now, KeyKind, SigningKey};
 use tokengate::guard::cache::TokenCache;
+use tokengate::guard::dpop;
 use tokengate::guard::keys::{KeySet, KeySnapshot};
 use tokengate::guard::verify::Verifier;
 
@@ -201,6 +205,32 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+
+    // A DPoP proof for one request, checked as each request's is.
+    let (_, es_token, _) = &tokens[1];
+    let client = SigningKey::generate(KeyKind::Es256, "client");
+    let jwk = client.jwk();
+    let public = json!({ "kty": "EC", "crv": "P-256", "x": jwk["x"], "y": jwk["y"] });
+    let proof = sign_with_header(
+        &json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": public }),
+        &json!({ "jti": "b0c1d2e3f4a5b6c7", "htm": "GET", "htu": "https://api.bench/orders/7",
+                 "iat": now, "ath": dpop::token_hash(es_token.as_bytes()) }),
+        |m| client.sign_raw(m),
+    );
+    let expected = dpop::Expected {
+        method: "GET",
+        scheme: "https",
+        authority: "api.bench",
+        path: "/orders/7",
+        token: es_token.as_bytes(),
+    };
+    let window = dpop::Window {
+        max_age: 60,
+        leeway: 5,
+    };
+    c.bench_function("dpop/ES256", |b| {
+        b.iter(|| dpop::check(black_box(proof.as_bytes()), &expected, window, now).expect("valid"))
+    });
 
     c.bench_function("miss/HS256", |b| {
         b.iter(|| {

@@ -1,5 +1,6 @@
 //! Every way a request can fail (`respond` turns each into its HTTP answer).
 
+use crate::guard::bind::Scheme;
 use crate::guard::reject::Reject;
 use std::borrow::Cow;
 
@@ -10,6 +11,10 @@ pub enum Denial {
     MissingToken,
     #[error("{0}")]
     InvalidToken(#[from] Reject),
+    /// A token presented with DPoP (or bound to a DPoP key) was refused:
+    /// answered with a `DPoP` challenge.
+    #[error("{0}")]
+    Dpop(Reject),
     /// The value lists the scopes the route requires.
     #[error("the token lacks a required scope")]
     InsufficientScope(String),
@@ -24,10 +29,21 @@ impl Denial {
     pub fn reason(&self) -> &'static str {
         match self {
             Denial::MissingToken => "missing_token",
-            Denial::InvalidToken(r) => r.reason(),
+            Denial::InvalidToken(r) | Denial::Dpop(r) => r.reason(),
             Denial::InsufficientScope(_) => "insufficient_scope",
             Denial::Forbidden => "forbidden",
             Denial::NoRule => "no_rule",
+        }
+    }
+}
+
+impl Denial {
+    /// A token refused: with a `DPoP` challenge when it came with the DPoP
+    /// scheme, or was DPoP-bound and came as a bearer token.
+    pub fn of(reject: Reject, scheme: Scheme<'_>) -> Denial {
+        match (scheme, &reject) {
+            (Scheme::Dpop(_), _) | (Scheme::Bearer, Reject::Bound) => Denial::Dpop(reject),
+            (Scheme::Bearer, _) => Denial::InvalidToken(reject),
         }
     }
 }

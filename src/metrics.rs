@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Introspection answers looked up, by whether the cache held them.
     pub introspection_cache: IntCounterVec,
     pub introspection_duration: HistogramVec,
+    /// DPoP proofs the replay caches hold (live or not yet swept).
+    pub dpop_replay_entries: IntGauge,
     /// Set from the runtime at each scrape.
     tasks: IntGauge,
     /// Brought up to the access log's own count at each scrape.
@@ -79,6 +81,11 @@ impl Metrics {
         let verify_cache_hits = IntCounter::new(
             "tokengate_verify_cache_hits_total",
             "Tokens served from the verified-token cache",
+        )
+        .expect("static metric definition");
+        let dpop_replay_entries = IntGauge::new(
+            "tokengate_dpop_replay_cache_entries",
+            "DPoP proofs remembered against replay",
         )
         .expect("static metric definition");
         let verify_cache_misses = IntCounter::new(
@@ -177,6 +184,7 @@ impl Metrics {
             Box::new(introspection.clone()),
             Box::new(introspection_cache.clone()),
             Box::new(introspection_duration.clone()),
+            Box::new(dpop_replay_entries.clone()),
             Box::new(tasks.clone()),
             Box::new(access_log_dropped.clone()),
         ] {
@@ -198,6 +206,7 @@ impl Metrics {
             introspection,
             introspection_cache,
             introspection_duration,
+            dpop_replay_entries,
             tasks,
             access_log_dropped,
         }

@@ -152,14 +152,37 @@ fn classify(failure: &Failure) -> (StatusCode, &'static str, Option<String>) {
             "invalid_request",
             Some(format!("Bearer realm=\"{REALM}\"")),
         ),
-        Failure::Denied(Denial::InvalidToken(Reject::KeysUnavailable { .. })) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable", None)
-        }
-        Failure::Denied(Denial::InvalidToken(Reject::IntrospectionUnavailable { .. })) => (
+        Failure::Denied(
+            Denial::InvalidToken(Reject::KeysUnavailable { .. })
+            | Denial::Dpop(Reject::KeysUnavailable { .. }),
+        ) => (StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable", None),
+        Failure::Denied(
+            Denial::InvalidToken(Reject::IntrospectionUnavailable { .. })
+            | Denial::Dpop(Reject::IntrospectionUnavailable { .. }),
+        ) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "introspection_unavailable",
             None,
         ),
+        Failure::Denied(Denial::Dpop(Reject::ReplayCacheFull)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "replay_cache_full", None)
+        }
+        // RFC 9449 §7.1: a DPoP challenge, naming the proof algorithms taken.
+        Failure::Denied(Denial::Dpop(r)) => {
+            let error = match r {
+                Reject::BadProof(_) | Reject::ProofReplayed => "invalid_dpop_proof",
+                _ => "invalid_token",
+            };
+            (
+                StatusCode::UNAUTHORIZED,
+                error,
+                Some(format!(
+                    "DPoP error=\"{error}\", error_description=\"{}\", algs=\"{}\"",
+                    quoted_safe(&r.to_string()),
+                    crate::guard::dpop::ALGS
+                )),
+            )
+        }
         Failure::Denied(Denial::InvalidToken(r)) => (
             StatusCode::UNAUTHORIZED,
             "invalid_token",

@@ -10,7 +10,7 @@ use super::original::{self, Asked, Face, Unread};
 use super::{Authz, HEADERS_TO_REMOVE};
 use crate::body::Body;
 use crate::grpc::grpc_status;
-use crate::guard::decide::Decision;
+use crate::guard::decide::{Connection, Decision};
 use crate::server::{Downstream, Handler};
 use crate::swap::Swap;
 use envoy_types::ext_authz::v3::pb::{
@@ -39,8 +39,8 @@ impl Authorization for Check {
         let authz = self.0.current();
         let started = std::time::Instant::now();
         let (req, decision) = match described(request.get_ref(), &authz.identity) {
-            Ok(mut req) => {
-                let decision = authz.guard.decide(&mut req).await;
+            Ok((mut req, connection)) => {
+                let decision = authz.guard.decide(&mut req, connection).await;
                 (req, decision)
             }
             Err(unread) => (Request::new(()), Decision::refused(unread.into())),
@@ -56,7 +56,10 @@ impl Authorization for Check {
 /// ([`original::read`]: they must agree); pseudo-headers are left out. The
 /// headers come as a map (lines of one name joined with `,`) or, with
 /// Envoy's `encode_raw_headers`, as `header_map` (each line as sent).
-fn described(check: &CheckRequest, identity: &[HeaderName]) -> Result<Request<()>, Unread> {
+fn described(
+    check: &CheckRequest,
+    identity: &[HeaderName],
+) -> Result<(Request<()>, Connection<'static>), Unread> {
     let unknown = |why: &'static str| Unread::Unknown(why.into());
     let http = check
         .attributes
@@ -101,8 +104,10 @@ fn described(check: &CheckRequest, identity: &[HeaderName]) -> Result<Request<()
     let read = original::read(&asked, &headers, identity)?;
     let mut req = Request::new(());
     *req.headers_mut() = headers;
-    original::into_original(&mut req, read);
-    Ok(req)
+    let mut connection = original::into_original(&mut req, read);
+    // Envoy says the scheme of the connection the request came over.
+    connection.https |= http.scheme.eq_ignore_ascii_case("https");
+    Ok((req, connection))
 }
 
 /// The HTTP answer, carried as Envoy reads it.

@@ -69,8 +69,8 @@ impl Authz {
             .and_then(|asked| original::read(&asked, req.headers(), &self.identity));
         match read {
             Ok(original) => {
-                original::into_original(req, original);
-                self.guard.decide(req).await
+                let connection = original::into_original(req, original);
+                self.guard.decide(req, connection).await
             }
             Err(unread) => Decision::refused(unread.into()),
         }

@@ -18,6 +18,7 @@
 //! - `/authz/<original path>`: Envoy `ext_authz` HTTP mode (`path_prefix`).
 
 use crate::error::ProxyError;
+use crate::guard::decide::Connection;
 use crate::headers::{host_name, same_name};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Method, Request, Uri, Version};
@@ -122,6 +123,8 @@ pub struct Original {
     /// Origin form: path and query.
     pub target: Uri,
     pub host: Option<HeaderValue>,
+    /// A naming said `https` (what a DPoP proof's `htu` then holds).
+    pub https: bool,
 }
 
 /// Why no original request was read.
@@ -427,8 +430,13 @@ pub fn read<'a>(
         (None, Asked::Subrequest { host }) => host.filter(|h| !h.is_empty()),
         (None, Asked::Itself { .. }) => None,
     };
+    let https = named
+        .scheme
+        .value()
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"https"));
     Ok(Original {
         method,
+        https,
         target: origin_form(target)?,
         host: host
             .map(HeaderValue::from_bytes)
@@ -459,7 +467,13 @@ pub fn unjoined_targets(headers: &HeaderMap) -> Result<(), Unread> {
 /// none was named), target and host, without the headers that named them.
 ///
 /// [`MethodUnnamed`]: crate::guard::decide::MethodUnnamed
-pub fn into_original<B>(req: &mut Request<B>, original: Original) {
+/// Returns the connection the original request came over, as far as the
+/// fronting proxy says (its scheme; a client certificate is not said).
+pub fn into_original<B>(req: &mut Request<B>, original: Original) -> Connection<'static> {
+    let connection = Connection {
+        https: original.https,
+        certificate: None,
+    };
     match original.method {
         Some(method) => *req.method_mut() = method,
         None => {
@@ -483,6 +497,7 @@ pub fn into_original<B>(req: &mut Request<B>, original: Original) {
         Some(host) => headers.insert(HOST, host),
         None => headers.remove(HOST),
     };
+    connection
 }
 
 /// An origin-form target: a path and an optional query, nothing else.

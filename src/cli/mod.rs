@@ -151,6 +151,10 @@ enum Command {
         /// The `Host` header; empty: none (an HTTP/1.1 request without one is refused).
         #[arg(long, default_value = "localhost")]
         host: String,
+        /// A DPoP proof (RFC 9449) for the request: the token is then sent as
+        /// `Authorization: DPoP`, this as the `DPoP` header.
+        #[arg(long)]
+        dpop: Option<String>,
         /// Decide as the `authz` listener (the request described is the one a
         /// fronting proxy asks about); the default when there is no `inbound`.
         #[arg(long)]
@@ -248,6 +252,7 @@ impl Command {
                 path,
                 method,
                 host,
+                dpop,
                 authz,
             } => {
                 let asked = verify::Asked {
@@ -255,6 +260,7 @@ impl Command {
                     target: &path,
                     method: &method,
                     host: &host,
+                    dpop: dpop.as_deref(),
                     authz,
                 };
                 verify::verify(&config, asked).await

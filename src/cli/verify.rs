@@ -5,8 +5,8 @@ use super::{load, Failed};
 use crate::clock::unix_now;
 use crate::config::{Access, GuardConfig, IssuerId, KeySource, Matched};
 use crate::error::Denial;
-use crate::guard::bearer::token_text;
-use crate::guard::decide::{Allowed, Decision, Policy, Step, Verdict};
+use crate::guard::bearer::{token_text, DPOP};
+use crate::guard::decide::{Allowed, Connection, Decision, Policy, Step, Verdict};
 use crate::guard::introspect::{Introspection, Introspector};
 use crate::guard::jwks::Jwks;
 use crate::guard::reject::Reject;
@@ -33,6 +33,8 @@ pub struct Asked<'a> {
     pub target: &'a str,
     pub method: &'a str,
     pub host: &'a str,
+    /// A DPoP proof: the token goes as `Authorization: DPoP`, this in `DPoP`.
+    pub dpop: Option<&'a str>,
     /// Decide as the authz listener rather than the inbound guard.
     pub authz: bool,
 }
@@ -44,11 +46,17 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
     let config = load(path)?;
     // The section deciding, the connect timeout of its key fetches, and what
     // its allow is called.
-    let (guard, connect, allowed) = match (&config.inbound, &config.authz, asked.authz) {
+    // Whether callers reach it over TLS (a DPoP proof's `htu` is https).
+    let (guard, connect, allowed, https) = match (&config.inbound, &config.authz, asked.authz) {
         (_, Some(a), true) | (None, Some(a), false) => {
-            (&a.guard, a.timeouts.upstream_connect, "allow")
+            (&a.guard, a.timeouts.upstream_connect, "allow", false)
         }
-        (Some(i), _, false) => (&i.guard, i.timeouts.upstream_connect, "forward"),
+        (Some(i), _, false) => (
+            &i.guard,
+            i.timeouts.upstream_connect,
+            "forward",
+            i.tls.is_some(),
+        ),
         (_, None, true) => return Err(Failed::Usage("the config has no authz section".into())),
         (None, None, false) => {
             return Err(Failed::Usage(
@@ -116,7 +124,11 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
     }
     // Decided as a serving proxy decides: an issuer whose keys could not be
     // fetched fails its own tokens (503), as keys past their stale bound do.
-    let (decision, token_reached) = match policy.decide(&mut req, true) {
+    let connection = Connection {
+        https,
+        certificate: None,
+    };
+    let (decision, token_reached) = match policy.decide(&mut req, connection, true) {
         Step::Done(decision) => (decision, false),
         Step::Verify(pending) => {
             explain_rule(&policy, pending.rule());
@@ -141,7 +153,19 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
                     println!("  ok    {:<14} {how}", "issuer");
                 }
             }
-            (pending.finish(verified.map(Arc::new)), true)
+            // The binding phase as the proxy runs it, but for the replay
+            // cache: one request here spends no proof.
+            let bound = verified.and_then(|token| match pending.bind(&token, unix_now())? {
+                Some(proof) => {
+                    println!(
+                        "  ok    {:<14} DPoP proof by key {} (jti {}), the key the token is bound to",
+                        "proof", proof.jkt, proof.jti
+                    );
+                    Ok(token)
+                }
+                None => Ok(token),
+            });
+            (pending.finish(bound.map(Arc::new)), true)
         }
     };
     let forwarded = explain_decision(&policy, &decision, allowed);
@@ -274,8 +298,9 @@ enum RequestError {
     Unparsable(String),
 }
 
-/// The request a caller would send: method and target as spelled, `Host`, and
-/// `Authorization: Bearer <token>` when there is a token.
+/// The request a caller would send: method and target as spelled, `Host`,
+/// `Authorization: Bearer <token>` when there is a token (`DPoP <token>` and
+/// the `DPoP` header when there is a proof).
 fn request(asked: &Asked<'_>, token: Option<&str>) -> Result<Request<()>, RequestError> {
     let method = hyper::Method::from_bytes(asked.method.as_bytes())
         .map_err(|_| RequestError::Unparsable(format!("not an HTTP method: {:?}", asked.method)))?;
@@ -290,9 +315,20 @@ fn request(asked: &Asked<'_>, token: Option<&str>) -> Result<Request<()>, Reques
         req = req.header(HOST, host);
     }
     if let Some(token) = token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        let scheme = if asked.dpop.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        let value = HeaderValue::from_str(&format!("{scheme} {token}"))
             .map_err(|_| RequestError::Usage("the token is not a valid header value".into()))?;
         req = req.header(AUTHORIZATION, value);
+    }
+    if let Some(proof) = asked.dpop {
+        let value = HeaderValue::from_str(proof).map_err(|_| {
+            RequestError::Usage("the DPoP proof is not a valid header value".into())
+        })?;
+        req = req.header(&DPOP, value);
     }
     req.body(())
         .map_err(|e| RequestError::Unparsable(e.to_string()))
@@ -321,7 +357,7 @@ fn explain_decision(policy: &Policy, decision: &Decision, allowed: &str) -> Resu
     let failed = |denial: &Denial| match denial {
         Denial::NoRule => ("rule", "no rule matches this request".to_string()),
         Denial::MissingToken => ("token", denial.to_string()),
-        Denial::InvalidToken(r) => (r.reason(), denial.to_string()),
+        Denial::InvalidToken(r) | Denial::Dpop(r) => (r.reason(), denial.to_string()),
         Denial::InsufficientScope(scopes) => ("rule", format!("{rule}: lacks scopes {scopes}")),
         Denial::Forbidden => ("rule", format!("{rule}: {denial}")),
     };

@@ -1,5 +1,5 @@
 //! The `inbound` and `authz` sections' shared part, what decides a request:
-//! `mode`, `forward`, `limits`, `token_cache` here, `issuers` and `rules` in
+//! `mode`, `forward`, `limits`, `token_cache`, `dpop` here, `issuers` and `rules` in
 //! their own files. Its YAML shape, its validated types and their validation.
 
 use super::issuers::{IssuerConfig, RawIssuer};
@@ -9,6 +9,7 @@ use crate::headers::{is_hop_by_hop, is_set_by_proxy};
 use hyper::header::HeaderName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The fields `inbound` and `authz` share: what decides a request.
 pub struct RawGuard {
@@ -18,6 +19,18 @@ pub struct RawGuard {
     pub forward: RawForward,
     pub limits: RawLimits,
     pub token_cache: RawTokenCache,
+    pub dpop: RawDpop,
+}
+
+/// `dpop`: how DPoP proofs are judged. Every field has a default: proofs
+/// are checked with no `dpop` block at all.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpop {
+    pub max_age: Option<String>,
+    pub leeway: Option<String>,
+    pub replay_cache_entries: Option<usize>,
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +67,36 @@ pub struct GuardConfig {
     pub limits: Limits,
     /// Verified-token cache capacity in entries; default 10 000, 0 disables it.
     pub token_cache_entries: u64,
+    pub dpop: DpopConfig,
+}
+
+/// How DPoP proofs (RFC 9449) are judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopConfig {
+    /// A proof's `iat` may be this old; default 60s. Its `jti` is
+    /// remembered as long (the replay cache).
+    pub max_age: Duration,
+    /// A proof's `iat` may be this far ahead of this clock; default 5s.
+    pub leeway: Duration,
+    /// Live proofs remembered at once; default 100 000. When all are live,
+    /// a new proof is refused (503) rather than an old one forgotten.
+    pub replay_cache_entries: usize,
+    /// The scheme and authority callers reach the listener by, as a
+    /// proof's `htu` names them, when a proxy in front changes them
+    /// (`origin: https://api.example.com`); `None`: the listener's own
+    /// scheme (https when it terminates TLS) and the request's host.
+    pub origin: Option<(String, String)>,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            max_age: Duration::from_secs(60),
+            leeway: Duration::from_secs(5),
+            replay_cache_entries: 100_000,
+            origin: None,
+        }
+    }
 }
 
 /// What happens to a request whose token is missing or fails a check.
@@ -185,6 +228,54 @@ impl Validator<'_> {
             forward,
             limits,
             token_cache_entries: raw.token_cache.max_entries.unwrap_or(10_000),
+            dpop: self.dpop(&format!("{section}.dpop"), &raw.dpop),
+        }
+    }
+
+    /// `dpop`: the proof window, the replay cache's size, the origin.
+    fn dpop(&mut self, path: &str, raw: &RawDpop) -> DpopConfig {
+        let d = DpopConfig::default();
+        let max_age = self.duration(&format!("{path}.max_age"), raw.max_age.as_ref(), d.max_age);
+        let leeway = self.duration(&format!("{path}.leeway"), raw.leeway.as_ref(), d.leeway);
+        if max_age.is_zero() || max_age > Duration::from_secs(3600) {
+            self.error(
+                format!("{path}.max_age"),
+                "must be more than 0s and at most 1h",
+            );
+        }
+        if leeway > Duration::from_secs(300) {
+            self.error(format!("{path}.leeway"), "must be at most 5m");
+        }
+        let replay_cache_entries = raw.replay_cache_entries.unwrap_or(d.replay_cache_entries);
+        if replay_cache_entries == 0 {
+            self.error(
+                format!("{path}.replay_cache_entries"),
+                "must be at least 1: a proof that cannot be remembered could be replayed",
+            );
+        }
+        let origin = raw.origin.as_ref().and_then(|o| {
+            let at = format!("{path}.origin");
+            let text = self.text(&at, o)?;
+            let uri = text.parse::<hyper::Uri>().ok();
+            let parts = uri.as_ref().and_then(|u| {
+                let scheme = u.scheme_str().filter(|s| ["http", "https"].contains(s))?;
+                let authority = u.authority().filter(|a| !a.as_str().contains('@'))?;
+                let bare = matches!(u.path(), "" | "/") && u.query().is_none();
+                bare.then(|| (scheme.to_string(), authority.as_str().to_ascii_lowercase()))
+            });
+            if parts.is_none() {
+                self.error(
+                    at,
+                    format!("{text:?}: an http(s) scheme and host, nothing after (https://api.example.com)"),
+                );
+            }
+            parts
+        });
+        DpopConfig {
+            max_age,
+            leeway,
+            replay_cache_entries,
+            origin,
         }
     }
 

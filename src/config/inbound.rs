@@ -2,7 +2,7 @@
 //! and the guard both hold ([`super::guard`]). Their YAML shape, their
 //! validated types and their validation.
 
-use super::guard::{GuardConfig, RawForward, RawGuard, RawLimits, RawTokenCache};
+use super::guard::{GuardConfig, RawDpop, RawForward, RawGuard, RawLimits, RawTokenCache};
 use super::issuers::RawIssuer;
 use super::raw::RawTimeouts;
 use super::rules::RawRule;
@@ -33,6 +33,8 @@ pub struct RawInbound {
     pub limits: RawLimits,
     #[serde(default)]
     pub token_cache: RawTokenCache,
+    #[serde(default)]
+    pub dpop: RawDpop,
 }
 
 /// `inbound`'s fields without those about forwarding (`upstream`,
@@ -56,6 +58,8 @@ pub struct RawAuthz {
     pub limits: RawLimits,
     #[serde(default)]
     pub token_cache: RawTokenCache,
+    #[serde(default)]
+    pub dpop: RawDpop,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +129,7 @@ impl Validator<'_> {
                 forward: raw.forward,
                 limits: raw.limits,
                 token_cache: raw.token_cache,
+                dpop: raw.dpop,
             },
         );
         Some(InboundConfig {
@@ -187,6 +192,7 @@ impl Validator<'_> {
                 forward: raw.forward,
                 limits: raw.limits,
                 token_cache: raw.token_cache,
+                dpop: raw.dpop,
             },
         );
         guard.forward.keep_override_headers = true;

@@ -4,6 +4,7 @@
 
 use super::introspection::{IntrospectionConfig, RawIntrospection};
 use super::raw::RawClientTls;
+use super::rules::RequireBinding;
 use super::{is_hmac, Secret, Validator};
 use hyper::Uri;
 use jsonwebtoken::Algorithm;
@@ -38,6 +39,8 @@ pub struct RawIssuer {
     pub jwks_bearer_token_file: Option<String>,
     /// Opaque tokens are sent to this issuer's introspection endpoint.
     pub introspection: Option<RawIntrospection>,
+    /// `dpop | mtls | any`: only this issuer's sender-constrained tokens pass.
+    pub require_binding: Option<String>,
 }
 
 /// `match`: a list of exact issuers, or one `{tenant}` pattern with the
@@ -120,6 +123,8 @@ pub struct IssuerConfig {
     /// Opaque tokens (any token that is not a JWT) are judged by this
     /// issuer's introspection endpoint.
     pub introspection: Option<IntrospectionConfig>,
+    /// Only tokens bound to a key the caller proves pass (`require_binding`).
+    pub require_binding: Option<RequireBinding>,
     /// Set when the issuer is one a `match` allows; its keys are then fetched
     /// when its first token comes, not at start, and its outages do not make
     /// the guard unready.
@@ -522,6 +527,7 @@ impl Validator<'_> {
             tls,
             jwks_bearer_token_file,
             introspection,
+            require_binding: self.require_binding(path, raw.require_binding.as_deref()),
             matched,
         })
     }

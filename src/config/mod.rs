@@ -24,7 +24,7 @@ mod tls;
 mod tokens;
 
 pub use client_auth::{assertion_key, AssertionKey, ClientAuth, OAuthClient};
-pub use guard::{ForwardConfig, GuardConfig, Limits, Mode};
+pub use guard::{DpopConfig, ForwardConfig, GuardConfig, Limits, Mode};
 pub use inbound::{AuthzConfig, InboundConfig, TlsFiles};
 pub use introspection::{IntrospectionConfig, IntrospectionEndpoint};
 pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource, Matched, OpenPattern};
@@ -33,7 +33,7 @@ pub use outbound::{
     RenewBefore, TokenConfig, TokenSource,
 };
 pub use parse::{interpolate, parse_duration};
-pub use rules::{Access, ClaimName, IssuerId, Requirements, RouteRule};
+pub use rules::{Access, ClaimName, IssuerId, RequireBinding, Requirements, RouteRule};
 
 use hyper::Uri;
 use inbound::{RawAuthz, RawInbound};

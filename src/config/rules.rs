@@ -21,6 +21,8 @@ pub struct RawRule {
     pub scopes: Option<Vec<String>>,
     pub issuers: Option<Vec<String>>,
     pub claims: Option<BTreeMap<String, serde_json::Value>>,
+    /// `dpop | mtls | any`: only sender-constrained tokens pass.
+    pub require_binding: Option<String>,
 }
 
 /// One entry of `inbound.rules`, validated.
@@ -74,6 +76,20 @@ pub struct Requirements {
     /// The issuer whose introspection endpoint judges the rule's opaque
     /// tokens; `None`: opaque tokens are refused here.
     pub introspect: Option<IssuerId>,
+    /// Only tokens bound to a key the caller proves pass (`require_binding`).
+    pub binding: Option<RequireBinding>,
+}
+
+/// `require_binding`: the sender constraint a token must carry, on an
+/// issuer (all its tokens) or a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequireBinding {
+    /// Bound to a DPoP key (`cnf.jkt`, RFC 9449), presented with its proof.
+    Dpop,
+    /// Bound to the TLS client certificate (`cnf.x5t#S256`, RFC 8705).
+    Mtls,
+    /// Either.
+    Any,
 }
 
 /// A claim a rule compares or `claims_to_headers` forwards: a top-level name
@@ -230,7 +246,10 @@ impl Validator<'_> {
 
     /// `allow`: anonymous, or a token meeting the rule's requirements.
     fn access(&mut self, path: &str, raw: &RawRule, issuers: &[IssuerConfig]) -> Option<Access> {
-        let wants_token = raw.scopes.is_some() || raw.issuers.is_some() || raw.claims.is_some();
+        let wants_token = raw.scopes.is_some()
+            || raw.issuers.is_some()
+            || raw.claims.is_some()
+            || raw.require_binding.is_some();
         let anonymous = match raw.allow.as_deref() {
             None => false,
             Some(allow) => self.one_of(
@@ -243,7 +262,7 @@ impl Validator<'_> {
             (true, true) => {
                 self.error(
                     format!("{path}.allow"),
-                    "an anonymous rule cannot also require scopes, issuers or claims",
+                    "an anonymous rule cannot also require scopes, issuers, claims or a binding",
                 );
                 None
             }
@@ -293,12 +312,28 @@ impl Validator<'_> {
             })
             .collect();
         let introspect = self.opaque_issuer(path, issuer_idx.as_deref(), issuers);
+        let binding = self.require_binding(path, raw.require_binding.as_deref());
         Requirements {
             scopes: raw.scopes.clone().unwrap_or_default(),
             issuers: issuer_idx,
             claims,
             introspect,
+            binding,
         }
+    }
+
+    /// `require_binding` of an issuer or rule at `path`.
+    pub(super) fn require_binding(
+        &mut self,
+        path: &str,
+        raw: Option<&str>,
+    ) -> Option<RequireBinding> {
+        let choices = [
+            ("dpop", RequireBinding::Dpop),
+            ("mtls", RequireBinding::Mtls),
+            ("any", RequireBinding::Any),
+        ];
+        self.one_of(&format!("{path}.require_binding"), raw?, &choices)
     }
 
     /// The issuer a rule's opaque tokens are introspected by: an opaque token

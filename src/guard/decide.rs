@@ -7,10 +7,14 @@
 //! The phases, in order: ready → limits → shape (method spelling, one canonical
 //! host, canonical path; hop-by-hop headers and every header a caller may not
 //! send removed) → rule (every common reading agreeing) → credential (the
-//! bearer token, or none) → verify (the caller's) → authorize (the rule's
-//! requirements) → mode (audit forwards what it would refuse).
+//! token and its scheme, or none) → verify (the caller's) → bind (the DPoP
+//! proof, and the token's binding against how it came: [`Pending::bind`]) →
+//! authorize (the rule's requirements) → mode (audit forwards what it would
+//! refuse).
 
-use super::bearer::bearer_token;
+use super::bearer::{presented_token, Scheme};
+use super::bind;
+use super::dpop::{self, Proven, Window};
 use super::policy::{
     any_method_agrees, canonical_path, find_rule, overrides_agree, representative_methods,
     Shortfall,
@@ -18,7 +22,7 @@ use super::policy::{
 use super::reject::Reject;
 use super::shape::{method_spelling, request_host, strip_caller_headers, Host};
 use super::verify::{VerifiedToken, Verifier};
-use crate::config::{Access, GuardConfig, IssuerId, Mode, Requirements, RouteRule};
+use crate::config::{Access, DpopConfig, GuardConfig, IssuerId, Mode, Requirements, RouteRule};
 use crate::error::{Denial, Failure, ProxyError};
 use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
 use hyper::header::{HeaderName, HeaderValue};
@@ -39,6 +43,17 @@ pub struct Policy {
     max_header_bytes: usize,
     /// Each method the rules name, and one they do not ([`MethodUnnamed`]).
     methods: Vec<Method>,
+    dpop: DpopConfig,
+}
+
+/// What the guard knows of the caller's connection, beside the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Connection<'a> {
+    /// The caller reached tokengate over TLS: a DPoP proof's `htu` is `https`.
+    pub https: bool,
+    /// The base64url SHA-256 of the client certificate's DER, when the
+    /// caller presented one (`cnf.x5t#S256` is compared with it).
+    pub certificate: Option<&'a str>,
 }
 
 /// Marks a request whose method nobody named: the authz listener's reading of
@@ -135,14 +150,22 @@ pub enum Step<'a> {
     Verify(Pending<'a>),
 }
 
-/// A decision that needs `token` verified; [`Pending::finish`] completes it.
+/// A decision that needs `token` verified; [`Pending::bind`] then checks
+/// how it was presented, and [`Pending::finish`] completes it.
 #[derive(Debug)]
 pub struct Pending<'a> {
-    /// The bearer token, as the header's bytes.
+    /// The token, as the header's bytes.
     pub token: &'a [u8],
+    /// How it came: `Bearer`, or `DPoP` with its proof.
+    pub scheme: Scheme<'a>,
     requirements: &'a Requirements,
     mode: Mode,
     decision: Decision,
+    /// What a DPoP proof must describe.
+    method: &'a Method,
+    path: &'a str,
+    connection: Connection<'a>,
+    dpop: &'a DpopConfig,
 }
 
 impl Pending<'_> {
@@ -158,10 +181,64 @@ impl Pending<'_> {
         verifier.introspector(self.token, self.requirements.introspect, accepted)
     }
 
-    /// The decision, given the token's verification.
+    /// The proof window, as [`dpop::check`] takes it.
+    pub fn window(&self) -> Window {
+        Window {
+            max_age: self.dpop.max_age.as_secs(),
+            leeway: self.dpop.leeway.as_secs(),
+        }
+    }
+
+    /// Phase bind (PURE, at unix time `now`): a DPoP token's proof checked
+    /// against this request, and the verified token's binding against how
+    /// it came and what the issuer and rule require. Per request, cached
+    /// verification or not. The proof that checked out is returned for the
+    /// replay cache, which takes each once.
+    pub fn bind(&self, token: &VerifiedToken, now: u64) -> Result<Option<Proven>, Reject> {
+        let proof = match self.scheme {
+            Scheme::Bearer => None,
+            Scheme::Dpop(proof) => {
+                let (scheme, authority) = match &self.dpop.origin {
+                    Some((scheme, authority)) => (scheme.as_str(), authority.as_str()),
+                    None => (
+                        if self.connection.https {
+                            "https"
+                        } else {
+                            "http"
+                        },
+                        self.decision
+                            .host
+                            .as_ref()
+                            .and_then(|h| h.to_str().ok())
+                            .ok_or(Reject::BadProof("the request names no host for htu"))?,
+                    ),
+                };
+                let expected = dpop::Expected {
+                    method: self.method.as_str(),
+                    scheme,
+                    authority,
+                    path: self.path,
+                    token: self.token,
+                };
+                Some(dpop::check(proof, &expected, self.window(), now)?)
+            }
+        };
+        let required = [token.requires, self.requirements.binding];
+        bind::check(
+            &token.confirmation,
+            self.scheme,
+            proof.as_ref(),
+            self.connection.certificate,
+            required,
+        )?;
+        Ok(proof)
+    }
+
+    /// The decision, given the token's verification (and binding).
     pub fn finish(self, verified: Result<Arc<VerifiedToken>, Reject>) -> Decision {
+        let scheme = self.scheme;
         let result = verified
-            .map_err(Denial::from)
+            .map_err(|reject| Denial::of(reject, scheme))
             .and_then(|token| authorize(self.requirements, token));
         Decision {
             verdict: in_mode(self.mode, result),
@@ -184,6 +261,7 @@ impl Policy {
             keep_override_headers: config.forward.keep_override_headers,
             max_header_bytes: config.limits.max_header_bytes,
             methods: representative_methods(&config.rules),
+            dpop: config.dpop.clone(),
         }
     }
 
@@ -191,10 +269,20 @@ impl Policy {
         &self.rules
     }
 
-    /// Decides `req` up to the token's verification. `ready`: keys have loaded
-    /// (until then nothing is served). Removes from `req` the hop-by-hop headers
-    /// and those a caller may not send, so what is forwarded is what was decided on.
-    pub fn decide<'a, B>(&'a self, req: &'a mut Request<B>, ready: bool) -> Step<'a> {
+    pub fn dpop(&self) -> &DpopConfig {
+        &self.dpop
+    }
+
+    /// Decides `req`, which came over `connection`, up to the token's
+    /// verification. `ready`: keys have loaded (until then nothing is
+    /// served). Removes from `req` the hop-by-hop headers and those a caller
+    /// may not send, so what is forwarded is what was decided on.
+    pub fn decide<'a, B>(
+        &'a self,
+        req: &'a mut Request<B>,
+        connection: Connection<'a>,
+        ready: bool,
+    ) -> Step<'a> {
         let refuse = |e| Step::Done(Decision::refused(e));
         if !ready {
             return refuse(ProxyError::NotReady);
@@ -231,11 +319,16 @@ impl Policy {
         };
         match credential(access, self.mode, req) {
             Credential::Decided(result) => Step::Done(decision.in_mode(self.mode, result)),
-            Credential::Token(token, requirements) => Step::Verify(Pending {
+            Credential::Token(token, scheme, requirements) => Step::Verify(Pending {
                 token,
+                scheme,
                 requirements,
                 mode: self.mode,
                 decision,
+                method: req.method(),
+                path: req.uri().path(),
+                connection,
+                dpop: &self.dpop,
             }),
         }
     }
@@ -291,8 +384,8 @@ fn shape<B>(req: &Request<B>) -> Result<Option<Host>, &'static str> {
 enum Credential<'a> {
     /// Decided without verifying anything.
     Decided(Result<Allowed, Denial>),
-    /// This token must be verified and meet these requirements.
-    Token(&'a [u8], &'a Requirements),
+    /// This token, presented so, must be verified and meet these requirements.
+    Token(&'a [u8], Scheme<'a>, &'a Requirements),
 }
 
 /// PURE: what a rule's `access` asks of the request's credential.
@@ -300,10 +393,12 @@ fn credential<'a, B>(access: &'a Access, mode: Mode, req: &'a Request<B>) -> Cre
     let Access::Token(requirements) = access else {
         return Credential::Decided(Ok(Allowed::Anonymous));
     };
-    match bearer_token(req.headers()) {
-        Ok(Some(token)) => Credential::Token(token, requirements),
+    match presented_token(req.headers()) {
+        Ok(Some((token, scheme))) => Credential::Token(token, scheme, requirements),
         Ok(None) if mode == Mode::Permissive => Credential::Decided(Ok(Allowed::NoTokenPermissive)),
         Ok(None) => Credential::Decided(Err(Denial::MissingToken)),
+        // A proof missing or doubled: a DPoP request, answered as one.
+        Err(bad @ Reject::BadProof(_)) => Credential::Decided(Err(Denial::Dpop(bad))),
         Err(malformed) => Credential::Decided(Err(malformed.into())),
     }
 }

@@ -4,15 +4,18 @@
 //! proxy); each labels its metrics with its own direction.
 
 pub mod bearer;
+pub mod bind;
 pub mod cache;
 pub mod claims;
 pub mod decide;
 pub mod discovery;
+pub mod dpop;
 pub mod introspect;
 pub mod jwks;
 pub mod keys;
 pub mod policy;
 pub mod reject;
+pub mod replay;
 pub mod shape;
 pub mod verify;
 
@@ -22,13 +25,14 @@ use crate::config::{Access, GuardConfig, IssuerId};
 use crate::metrics::{Metrics, RouteCounters};
 use bearer::token_text;
 use cache::TokenCache;
-use decide::{Allowed, Decision, Policy, Step, Verdict};
+use decide::{Allowed, Connection, Decision, Pending, Policy, Step, Verdict};
 use hyper::Request;
 use introspect::Introspection;
 use jwks::Jwks;
 use keys::KeySnapshot;
 use prometheus::{Histogram, IntCounter};
 use reject::Reject;
+use replay::ReplayCache;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use verify::{VerifiedToken, Verifier};
@@ -40,6 +44,8 @@ pub struct Guard {
     cache: TokenCache,
     jwks: Arc<Jwks>,
     introspection: Introspection,
+    /// DPoP proofs taken, each once.
+    replay: ReplayCache,
     metrics: Arc<Metrics>,
     pub duration: Histogram,
     /// Request counters per rule (same order as the rules), and for requests no rule took.
@@ -65,6 +71,10 @@ impl Guard {
             cache: TokenCache::new(config.token_cache_entries),
             introspection: Introspection::new(&config.issuers, &client, &metrics),
             jwks: Jwks::new(&config.issuers, client, metrics.clone()),
+            replay: ReplayCache::new(
+                config.dpop.replay_cache_entries,
+                metrics.dpop_replay_entries.clone(),
+            ),
             duration: metrics.duration_for(direction),
             rule_counters: config
                 .rules
@@ -114,22 +124,40 @@ impl Guard {
         self.introspection.degraded()
     }
 
-    /// The policy's decision, with a token verified through the cache. One key
+    /// The policy's decision for `req`, which came over `connection`, with a
+    /// token verified through the cache and its binding checked. One key
     /// snapshot per request serves the readiness gate and verification: until
     /// keys first load nothing is served; after that, keys past their stale
     /// bound fail only their own issuer's tokens (a 503).
-    pub async fn decide<B>(&self, req: &mut Request<B>) -> Decision {
+    pub async fn decide<B>(&self, req: &mut Request<B>, connection: Connection<'_>) -> Decision {
         let keys = self.jwks.snapshot();
-        match self.policy.decide(req, self.jwks.loaded(&keys)) {
+        match self.policy.decide(req, connection, self.jwks.loaded(&keys)) {
             Step::Done(decision) => decision,
             Step::Verify(pending) => {
                 let verified = match pending.introspector(&self.verifier) {
                     Some(issuer) => self.introspected(issuer, pending.token).await,
                     None => self.verified(pending.token, &keys).await,
                 };
-                pending.finish(verified)
+                let bound = verified.and_then(|token| self.bound(&pending, token));
+                pending.finish(bound)
             }
         }
+    }
+
+    /// Phase bind: [`Pending::bind`], then the proof's first use taken from
+    /// the replay cache (only a request that passed everything else spends
+    /// its proof).
+    fn bound(
+        &self,
+        pending: &Pending<'_>,
+        token: Arc<VerifiedToken>,
+    ) -> Result<Arc<VerifiedToken>, Reject> {
+        let now = unix_now();
+        if let Some(proof) = pending.bind(&token, now)? {
+            let until = proof.iat.saturating_add(pending.window().max_age);
+            self.replay.first_use(&proof.jkt, &proof.jti, until, now)?;
+        }
+        Ok(token)
     }
 
     /// A verification of `token`: from the cache, else the pure verifier (after one

@@ -55,6 +55,30 @@ pub enum Reject {
     /// The token is bound to a key (`cnf`) and came without a proof of it.
     #[error("the token is bound to a key (cnf) and was presented as a plain bearer token")]
     Bound,
+    /// The token's `cnf` names no binding tokengate can check.
+    #[error("the token's cnf names no key binding tokengate checks (jkt, x5t#S256)")]
+    UnknownBinding,
+    /// The DPoP proof does not check out (RFC 9449 §4.3): which check failed.
+    #[error("invalid DPoP proof: {0}")]
+    BadProof(&'static str),
+    /// The proof's `jti` was seen within the proof's window: a replay.
+    #[error("invalid DPoP proof: it was used before (jti)")]
+    ProofReplayed,
+    /// The proof is by another key than the one the token is bound to.
+    #[error("the DPoP proof's key is not the key the token is bound to (cnf.jkt)")]
+    ProofKeyMismatch,
+    /// The token is bound to no key where one must be: it came with the
+    /// DPoP scheme, or the rule or issuer requires a binding it lacks.
+    #[error("{0}")]
+    NotBound(&'static str),
+    /// Bound to a client certificate (`cnf.x5t#S256`) the connection did
+    /// not present: the value says what it presented.
+    #[error("the token is bound to a client certificate (cnf.x5t#S256) and {0}")]
+    Certificate(&'static str),
+    /// Every proof the replay cache holds is still live: another cannot be
+    /// remembered, so it is not taken (503; the caller may retry).
+    #[error("too many DPoP proofs within their window to remember another")]
+    ReplayCacheFull,
     /// The issuer's introspection endpoint could not be asked, or gave no
     /// introspection answer: the token may be fine (503, like missing keys).
     #[error("the issuer's introspection endpoint is not available")]
@@ -81,7 +105,12 @@ impl Reject {
             Reject::WrongAudience => "wrong_audience",
             Reject::Inactive => "inactive",
             Reject::NotAccessToken(_) => "not_access_token",
-            Reject::Bound => "bound_token",
+            Reject::Bound | Reject::UnknownBinding => "bound_token",
+            Reject::BadProof(_) => "invalid_dpop_proof",
+            Reject::ProofReplayed => "dpop_replay",
+            Reject::ProofKeyMismatch | Reject::Certificate(_) => "binding_mismatch",
+            Reject::NotBound(_) => "unbound_token",
+            Reject::ReplayCacheFull => "replay_cache_full",
             Reject::IntrospectionUnavailable { .. } => "introspection_unavailable",
         }
     }

@@ -3,10 +3,13 @@
 //! from the config once. `verify_traced` runs the same code and reports each
 //! check, which is how `tokengate verify` explains a decision.
 
+use super::bind::Confirmation;
 use super::claims::{header_value, parse, Claim, Claims, JsonStr};
 use super::keys::{KeySnapshot, VerifyKey};
 use super::reject::Reject;
-use crate::config::{is_hmac, ClaimName, IssuerConfig, IssuerId, Matched, OpenPattern};
+use crate::config::{
+    is_hmac, ClaimName, IssuerConfig, IssuerId, Matched, OpenPattern, RequireBinding,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hyper::header::{HeaderName, HeaderValue};
@@ -49,6 +52,11 @@ pub struct VerifiedToken {
     pub identity: Box<[(HeaderName, HeaderValue)]>,
     /// The key that verified it; `None` for shared-secret tokens.
     key: Option<Arc<VerifyKey>>,
+    /// The key or certificate it is bound to (`cnf`): checked against each
+    /// request's proof, never cached with it.
+    pub confirmation: Confirmation,
+    /// The issuer's `require_binding`.
+    pub requires: Option<RequireBinding>,
 }
 
 impl VerifiedToken {
@@ -104,6 +112,8 @@ impl VerifiedToken {
                 .collect(),
             identity: Box::new([]),
             key: None,
+            confirmation: Confirmation::default(),
+            requires: None,
         }
     }
 }
@@ -119,6 +129,7 @@ struct IssuerPolicy {
     require_typ: Option<String>,
     max_age: Option<u64>,
     hmac: Option<Arc<VerifyKey>>,
+    require_binding: Option<RequireBinding>,
 }
 
 /// Everything the verify path needs that does not change between key refreshes.
@@ -169,6 +180,7 @@ impl Verifier {
                     .shared_secret
                     .as_ref()
                     .map(|s| Arc::new(VerifyKey::hmac(s.expose(), &c.algorithms))),
+                require_binding: c.require_binding,
             })
             .collect();
         let (mut by_name, mut patterns) = (HashMap::new(), Vec::new());
@@ -290,6 +302,13 @@ impl Verifier {
     ) -> Result<VerifiedToken, Reject> {
         let scopes = claims.scopes(&policy.scope_claim)?;
         trace.pass("scopes", format_args!("{} granted", scopes.len()));
+        let confirmation = Confirmation::parse(claims.raw("cnf").map(|c| c.get()))?;
+        if let Some(jkt) = &confirmation.jkt {
+            trace.pass("cnf", format_args!("bound to DPoP key {jkt}"));
+        }
+        if let Some(x5t) = &confirmation.x5t {
+            trace.pass("cnf", format_args!("bound to client certificate {x5t}"));
+        }
         Ok(VerifiedToken {
             issuer,
             exp,
@@ -299,6 +318,8 @@ impl Verifier {
             claims: self.rule_claims(claims),
             identity: self.identity(claims)?,
             key,
+            confirmation,
+            requires: policy.require_binding,
         })
     }
 
@@ -344,17 +365,22 @@ impl Verifier {
             return Err(Reject::Inactive);
         }
         trace.pass("active", format_args!("true"));
-        // Bound to a key (RFC 8705 `cnf`, or a DPoP token): the caller's
-        // proof of it cannot be checked here, so it is no bearer token.
+        // A DPoP token must say which key it is bound to (its `cnf`, read
+        // with the other claims): the binding phase checks each request's
+        // proof against it.
         let dpop = matches!(claims.get("token_type"), Some(Claim::String(t)) if t.eq_ignore_ascii_case("dpop"));
-        if dpop || claims.raw("cnf").is_some() {
-            return Err(Reject::Bound);
+        if dpop
+            && Confirmation::parse(claims.raw("cnf").map(|c| c.get()))?
+                .jkt
+                .is_none()
+        {
+            return Err(Reject::UnknownBinding);
         }
         // The hint asked about an access token, but an endpoint may answer
         // for any token it issued (RFC 7662 §2.1).
         for (member, access) in [
             ("token_use", &["access_token"][..]),
-            ("token_type", &["bearer", "access_token"][..]),
+            ("token_type", &["bearer", "access_token", "dpop"][..]),
         ] {
             match claims.get(member) {
                 None => {}

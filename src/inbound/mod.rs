@@ -7,7 +7,7 @@ use crate::body::{streamed, Body};
 use crate::client::HttpClient;
 use crate::config::InboundConfig;
 use crate::error::Failure;
-use crate::guard::decide::{Decision, Verdict};
+use crate::guard::decide::{Connection, Decision, Verdict};
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::respond::{complete, Exchange};
@@ -87,7 +87,11 @@ impl Handler for Inbound {
         from: Downstream,
     ) -> Response<Body> {
         let exchange = Exchange::of(&req);
-        let decision = self.guard.decide(&mut req).await;
+        let connection = Connection {
+            https: from.tls,
+            certificate: None,
+        };
+        let decision = self.guard.decide(&mut req, connection).await;
         let counters = self.guard.counters(decision.rule);
         self.guard.record(&decision.verdict, &counters.route);
         let reason = decision.verdict.reason();

@@ -39,6 +39,7 @@ fn is(method: Option<&str>, target: &str, host: &str) -> Result<Original, Unread
         method: method.map(|m| Method::from_bytes(m.as_bytes()).unwrap()),
         target: target.parse().unwrap(),
         host: Some(HeaderValue::from_str(host).unwrap()),
+        https: false,
     })
 }
 
@@ -48,11 +49,32 @@ fn unknown(why: &str) -> Result<Original, Unread> {
 
 fn check(cases: Vec<Case>) {
     for (method, target, headers, want) in cases {
-        assert_eq!(
-            ask(method, target, &headers),
-            want,
-            "{method} {target} {headers:?}"
-        );
+        // The scheme is its own test's (`the_scheme_named_is_read`).
+        let got = ask(method, target, &headers).map(|o| Original { https: false, ..o });
+        assert_eq!(got, want, "{method} {target} {headers:?}");
+    }
+}
+
+#[test]
+fn the_scheme_named_is_read() {
+    // (namings, whether https; `None`: namings that disagree, refused)
+    type Namings<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Namings, Option<bool>); 6] = [
+        (&[], Some(false)),
+        (&[("x-forwarded-proto", "https")], Some(true)),
+        (&[("x-forwarded-proto", "HTTPS")], Some(true)),
+        (&[("x-forwarded-proto", "http")], Some(false)),
+        (&[("forwarded", "proto=https")], Some(true)),
+        (
+            &[("x-forwarded-proto", "https"), ("forwarded", "proto=http")],
+            None,
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut headers = vec![("x-forwarded-uri", "/orders"), ("x-forwarded-host", "api")];
+        headers.extend_from_slice(extra);
+        let got = ask("GET", "/authz", &headers).map(|o| o.https);
+        assert_eq!(got.ok(), want, "{extra:?}");
     }
 }
 
@@ -563,6 +585,7 @@ fn forwarded_is_read_only_in_the_form_every_parser_reads_alike() {
             "/authz",
             &[("x-forwarded-uri", "/a"), ("forwarded", value)],
         )
+        .map(|o| Original { https: false, ..o })
     };
     let host = |h: &str| is(None, "/a", h);
     assert_eq!(

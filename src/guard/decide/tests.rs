@@ -60,7 +60,7 @@ fn decide(
     ready: bool,
     verified: Result<Arc<VerifiedToken>, Reject>,
 ) -> (Decision, Option<Vec<u8>>) {
-    match policy.decide(&mut req, ready) {
+    match policy.decide(&mut req, Connection::default(), ready) {
         Step::Done(d) => (d, None),
         Step::Verify(p) => {
             let token = p.token.to_vec();
@@ -148,7 +148,7 @@ fn what_is_forwarded_is_what_was_decided_on() {
         .insert("connection", "upgrade".parse().unwrap());
     req.headers_mut()
         .insert("upgrade", "websocket".parse().unwrap());
-    let Step::Done(decision) = p.decide(&mut req, true) else {
+    let Step::Done(decision) = p.decide(&mut req, Connection::default(), true) else {
         panic!("an anonymous route needs no verification");
     };
     assert_eq!(

@@ -434,6 +434,7 @@ fn requirements_check_scopes_issuers_claims() {
             .map(|(k, v)| (crate::config::ClaimName::parse(k).unwrap(), v))
             .collect(),
         introspect: None,
+        binding: None,
     };
     let cases: Vec<(Requirements, Result<(), Shortfall>)> = vec![
         (req(&[], None, vec![]), Ok(())),

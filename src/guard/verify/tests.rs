@@ -888,13 +888,30 @@ fn introspection_answers_get_the_checks_a_jwt_gets_where_they_carry_them() {
             active(json!({ "token_type": 1 })),
             Reject::BadClaim("token_type".into(), "string"),
         ),
-        // Bound to a key: the proof cannot be checked here.
+        // Bound, but to nothing the binding phase can check.
         (
-            active(json!({ "cnf": { "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" } })),
-            Reject::Bound,
+            active(json!({ "token_type": "DPoP" })),
+            Reject::UnknownBinding,
         ),
-        (active(json!({ "token_type": "DPoP" })), Reject::Bound),
+        (
+            active(json!({ "token_type": "DPoP", "cnf": { "x5t#S256": "c" } })),
+            Reject::UnknownBinding,
+        ),
+        (
+            active(json!({ "cnf": { "jwk": { "kty": "EC" } } })),
+            Reject::UnknownBinding,
+        ),
     ];
+    // A bound answer carries its binding, for the binding phase to check
+    // against each request.
+    let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    for answer in [
+        active(json!({ "token_type": "DPoP", "cnf": { "jkt": jkt } })),
+        active(json!({ "cnf": { "jkt": jkt } })),
+    ] {
+        let token = introspected(answer.clone()).unwrap().unwrap();
+        assert_eq!(token.confirmation.jkt.as_deref(), Some(jkt), "{answer}");
+    }
     for (answer, want) in refused {
         match introspected(answer.clone()) {
             Ok(Err(got)) => assert_eq!(got, want, "{answer}"),
