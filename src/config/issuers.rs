@@ -4,7 +4,6 @@
 
 use super::introspection::{IntrospectionConfig, RawIntrospection};
 use super::raw::RawClientTls;
-use super::rules::RequireBinding;
 use super::{is_hmac, Secret, Validator};
 use hyper::Uri;
 use jsonwebtoken::Algorithm;
@@ -190,6 +189,18 @@ impl Eq for OpenPattern {}
 /// Largest compiled `match.regex`: ample for tenant IDs, and a bound on what
 /// a config can make every unknown issuer cost.
 const MAX_REGEX_BYTES: usize = 1 << 20;
+
+/// `require_binding`: the sender constraint a token must carry, on an
+/// issuer (all its tokens) or a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequireBinding {
+    /// Bound to a DPoP key (`cnf.jkt`, RFC 9449), presented with its proof.
+    Dpop,
+    /// Bound to the TLS client certificate (`cnf.x5t#S256`, RFC 8705).
+    Mtls,
+    /// Either.
+    Any,
+}
 
 /// Where an issuer's public keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -530,6 +541,20 @@ impl Validator<'_> {
             require_binding: self.require_binding(path, raw.require_binding.as_deref()),
             matched,
         })
+    }
+
+    /// `require_binding` of an issuer or rule at `path`.
+    pub(super) fn require_binding(
+        &mut self,
+        path: &str,
+        raw: Option<&str>,
+    ) -> Option<RequireBinding> {
+        let choices = [
+            ("dpop", RequireBinding::Dpop),
+            ("mtls", RequireBinding::Mtls),
+            ("any", RequireBinding::Any),
+        ];
+        self.one_of(&format!("{path}.require_binding"), raw?, &choices)
     }
 
     /// `algorithms`: RS256 when unset; never empty, never `none`.

@@ -27,13 +27,13 @@ pub use client_auth::{assertion_key, AssertionKey, ClientAuth, OAuthClient};
 pub use guard::{DpopConfig, ForwardConfig, GuardConfig, Limits, Mode};
 pub use inbound::{AuthzConfig, InboundConfig, TlsFiles};
 pub use introspection::{IntrospectionConfig, IntrospectionEndpoint};
-pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource, Matched, OpenPattern};
+pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource, Matched, OpenPattern, RequireBinding};
 pub use outbound::{
     Assertion, Grant, Inject, Login, LoginToken, OAuthGrant, OutboundConfig, OutboundRoute,
     RenewBefore, TokenConfig, TokenSource,
 };
 pub use parse::{interpolate, parse_duration};
-pub use rules::{Access, ClaimName, IssuerId, RequireBinding, Requirements, RouteRule};
+pub use rules::{Access, ClaimName, IssuerId, Requirements, RouteRule};
 
 use hyper::Uri;
 use inbound::{RawAuthz, RawInbound};

@@ -2,7 +2,7 @@
 //! built once from the config) and their validation. How a request is matched
 //! against them is `guard::policy`'s job.
 
-use super::issuers::IssuerConfig;
+use super::issuers::{IssuerConfig, RequireBinding};
 use super::Validator;
 use crate::headers::canonical_host;
 use hyper::Method;
@@ -78,18 +78,6 @@ pub struct Requirements {
     pub introspect: Option<IssuerId>,
     /// Only tokens bound to a key the caller proves pass (`require_binding`).
     pub binding: Option<RequireBinding>,
-}
-
-/// `require_binding`: the sender constraint a token must carry, on an
-/// issuer (all its tokens) or a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequireBinding {
-    /// Bound to a DPoP key (`cnf.jkt`, RFC 9449), presented with its proof.
-    Dpop,
-    /// Bound to the TLS client certificate (`cnf.x5t#S256`, RFC 8705).
-    Mtls,
-    /// Either.
-    Any,
 }
 
 /// A claim a rule compares or `claims_to_headers` forwards: a top-level name
@@ -320,20 +308,6 @@ impl Validator<'_> {
             introspect,
             binding,
         }
-    }
-
-    /// `require_binding` of an issuer or rule at `path`.
-    pub(super) fn require_binding(
-        &mut self,
-        path: &str,
-        raw: Option<&str>,
-    ) -> Option<RequireBinding> {
-        let choices = [
-            ("dpop", RequireBinding::Dpop),
-            ("mtls", RequireBinding::Mtls),
-            ("any", RequireBinding::Any),
-        ];
-        self.one_of(&format!("{path}.require_binding"), raw?, &choices)
     }
 
     /// The issuer a rule's opaque tokens are introspected by: an opaque token

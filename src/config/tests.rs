@@ -1092,3 +1092,105 @@ fn match_errors_name_their_path() {
     let about_leeway = errors.iter().filter(|(p, _)| p.ends_with("leeway")).count();
     assert_eq!(about_leeway, 1, "{errors:?}");
 }
+
+#[test]
+fn dpop_works_without_config_and_its_settings_and_bindings_are_validated() {
+    let guard = load(MINIMAL).unwrap().inbound.unwrap().guard;
+    assert_eq!(guard.dpop, DpopConfig::default());
+    assert_eq!(guard.issuers[0].require_binding, None);
+    let yaml = format!(
+        "{MINIMAL}  dpop: {{ origin: \"HTTPS://API.example.com:8443/\", max_age: 2m, leeway: 1s, replay_cache_entries: 10 }}\n"
+    )
+    .replace("audiences: [api]", "audiences: [api]\n      require_binding: any")
+    .replace(
+        "- { path: /health, allow: anonymous }",
+        "- { path: /health, allow: anonymous }\n    - { path: /pay, require_binding: dpop }",
+    );
+    let guard = load(&yaml).unwrap().inbound.unwrap().guard;
+    assert_eq!(
+        guard.dpop,
+        DpopConfig {
+            max_age: Duration::from_secs(120),
+            leeway: Duration::from_secs(1),
+            replay_cache_entries: 10,
+            origin: Some(("https".into(), "api.example.com:8443".into())),
+        }
+    );
+    assert_eq!(guard.issuers[0].require_binding, Some(RequireBinding::Any));
+    match &guard.rules[1].access {
+        Access::Token(r) => assert_eq!(r.binding, Some(RequireBinding::Dpop)),
+        Access::Anonymous => panic!("a token rule"),
+    }
+
+    let cases = [
+        (
+            "dpop: { origin: https://api.example.com/v1 }",
+            "inbound.dpop.origin",
+            "an http(s) scheme and host, nothing after",
+        ),
+        (
+            "dpop: { origin: \"api.example.com\" }",
+            "inbound.dpop.origin",
+            "an http(s) scheme and host",
+        ),
+        (
+            "dpop: { origin: \"https://u@api.example.com\" }",
+            "inbound.dpop.origin",
+            "an http(s) scheme and host",
+        ),
+        (
+            "dpop: { max_age: 0s }",
+            "inbound.dpop.max_age",
+            "must be more than 0s and at most 1h",
+        ),
+        (
+            "dpop: { max_age: 2h }",
+            "inbound.dpop.max_age",
+            "must be more than 0s and at most 1h",
+        ),
+        (
+            "dpop: { leeway: 10m }",
+            "inbound.dpop.leeway",
+            "must be at most 5m",
+        ),
+        (
+            "dpop: { replay_cache_entries: 0 }",
+            "inbound.dpop.replay_cache_entries",
+            "must be at least 1",
+        ),
+        (
+            "dpop: { nonce: true }",
+            "inbound.dpop.nonce",
+            "unknown field `nonce`",
+        ),
+    ];
+    for (extra, path, message) in cases {
+        let errors = load(&format!("{MINIMAL}  {extra}\n")).unwrap_err();
+        assert!(
+            errors.iter().any(|(p, m)| p == path && m.contains(message)),
+            "{extra}: {errors:?}"
+        );
+    }
+    let errors = load(&MINIMAL.replace(
+        "audiences: [api]",
+        "audiences: [api]\n      require_binding: dpop+mtls",
+    ))
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|(p, m)| p == "inbound.issuers[0].require_binding" && m.contains("dpop")),
+        "{errors:?}"
+    );
+    let errors = load(&MINIMAL.replace(
+        "{ path: /health, allow: anonymous }",
+        "{ path: /health, allow: anonymous, require_binding: dpop }",
+    ))
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|(p, m)| p == "inbound.rules[0].allow" && m.contains("or a binding")),
+        "{errors:?}"
+    );
+}
