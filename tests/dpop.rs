@@ -6,77 +6,11 @@
 
 mod support;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::SocketAddr;
+use support::dpop::DpopClient;
 use support::*;
 use tokengate::demo::{unix_now, DevIssuer, Echo, KeyKind, SigningKey};
-
-/// A client's DPoP key: jsonwebtoken signs its proofs.
-struct Client {
-    key: EncodingKey,
-    jwk: Jwk,
-}
-
-impl Client {
-    fn new() -> Client {
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-        let point = pair.public_key().as_ref();
-        let jwk = serde_json::from_value(json!({
-            "kty": "EC", "crv": "P-256",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-        }))
-        .unwrap();
-        Client {
-            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
-            jwk,
-        }
-    }
-
-    /// What a token bound to this key carries in `cnf.jkt`.
-    fn jkt(&self) -> String {
-        self.jwk.thumbprint(ThumbprintHash::SHA256)
-    }
-
-    /// A proof for `method` `htu` with `token`, its claims changed as asked
-    /// (`null` removes one).
-    fn proof(&self, method: &str, htu: &str, token: &str, changes: Value) -> String {
-        let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            token.as_bytes(),
-        ));
-        let mut claims = json!({
-            "jti": URL_SAFE_NO_PAD.encode(rand_bytes()), "htm": method, "htu": htu,
-            "iat": unix_now(), "ath": ath,
-        });
-        for (k, v) in changes.as_object().unwrap() {
-            match v {
-                Value::Null => drop(claims.as_object_mut().unwrap().remove(k)),
-                v => claims[k] = v.clone(),
-            }
-        }
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("dpop+jwt".into());
-        header.jwk = Some(self.jwk.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-}
-
-fn rand_bytes() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b).unwrap();
-    b
-}
 
 /// One request as raw bytes: `authorization` and any `DPoP` proofs.
 async fn ask(addr: SocketAddr, line: &str, authorization: &str, proofs: &[&str]) -> RawAnswer {
@@ -115,7 +49,7 @@ inbound:
     };
     s.ready().await;
     let stack_addr: SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
-    let client = Client::new();
+    let client = DpopClient::generate();
     let token = s
         .issuer
         .mint(json!({ "scope": "orders:read orders:write", "cnf": { "jkt": client.jkt() } }));
@@ -147,7 +81,7 @@ inbound:
 
     // Every bad presentation: 401 with a DPoP challenge naming what failed,
     // and nothing reaches the app, though the token's verification is cached.
-    let other = Client::new();
+    let other = DpopClient::generate();
     let bearer = format!("Bearer {token}");
     let post_htu = format!("http://{stack_addr}/orders/1");
     let cases: Vec<(&str, String, Vec<String>, &str, &str)> = vec![

@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::dpop::DpopClient;
 use support::*;
 use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
 
@@ -117,10 +118,23 @@ async fn post_form(
     basic: Option<(&str, &str)>,
     form: &str,
 ) -> (StatusCode, serde_json::Value) {
+    post_form_with(url, basic, form, &[]).await
+}
+
+/// [`post_form`] with more headers (a `DPoP` proof).
+async fn post_form_with(
+    url: &str,
+    basic: Option<(&str, &str)>,
+    form: &str,
+    headers: &[(&str, String)],
+) -> (StatusCode, serde_json::Value) {
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(url)
         .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
     if let Some((id, secret)) = basic {
         let cred = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
         req = req.header("authorization", format!("Basic {cred}"));
@@ -765,5 +779,101 @@ inbound:
         )),
         "{stdout}"
     );
+    app.shutdown().await;
+}
+
+/// Issue 29: DPoP-bound tokens from the real oidc-provider (its client
+/// `svc-dpop` must prove a key at the token endpoint; the token it gets is
+/// `token_type: DPoP` with the provider's own `cnf.jkt`), verified inbound
+/// with a fresh proof per request. What the provider binds and what
+/// tokengate checks must agree: a good proof passes, the token as Bearer,
+/// a proof by another key, or one for another request is refused, and
+/// nothing refused reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_bound_provider_tokens_pass_only_with_their_keys_proof() {
+    let Some(provider) = start_provider(&[]) else {
+        return;
+    };
+    let client = DpopClient::generate();
+    let token_url = format!("{}/token", provider.issuer);
+    let proof = client.proof("POST", &token_url, "", serde_json::json!({ "ath": null }));
+    let (status, body) = post_form_with(
+        &token_url,
+        Some(("svc-dpop", "dpop-secret")),
+        "grant_type=client_credentials&resource=urn:orders&scope=orders:read",
+        &[("dpop", proof)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "token request: {body}");
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["cnf"]["jkt"], client.jkt(), "{claims}");
+    // Without a proof the provider issues nothing to this client.
+    let (status, _) = post_form(
+        &token_url,
+        Some(("svc-dpop", "dpop-secret")),
+        "grant_type=client_credentials&resource=urn:orders&scope=orders:read",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let echo = Echo::start().await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - issuer: "{issuer}"
+      discovery: true
+      audiences: ["urn:orders"]
+      require_typ: at+jwt
+  rules:
+    - {{ path: /orders, scopes: ["orders:read"], require_binding: dpop }}
+"#,
+        echo = echo.addr,
+        issuer = provider.issuer,
+    );
+    let app = start_yaml(&yaml).await;
+    let addr = app.inbound_addr.unwrap();
+    ready_at(&format!("http://{}", app.admin_addr)).await;
+    let htu = format!("http://{addr}/orders/1");
+    let ask = |authorization: String, proof: Option<String>| async move {
+        let mut headers = vec![("Authorization", authorization)];
+        headers.extend(proof.map(|p| ("DPoP", p)));
+        raw_request(addr, "GET /orders/1", &addr.to_string(), &headers).await
+    };
+    for _ in 0..2 {
+        let proof = client.proof("GET", &htu, &token, serde_json::json!({}));
+        let answer = ask(format!("DPoP {token}"), Some(proof)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    let hits = echo.hits();
+    let another = DpopClient::generate();
+    let refused = [
+        (format!("Bearer {token}"), None, "plain bearer token"),
+        (
+            format!("DPoP {token}"),
+            Some(another.proof("GET", &htu, &token, serde_json::json!({}))),
+            "cnf.jkt",
+        ),
+        (
+            format!("DPoP {token}"),
+            Some(client.proof("DELETE", &htu, &token, serde_json::json!({}))),
+            "htm",
+        ),
+    ];
+    for (authorization, proof, says) in refused {
+        let answer = ask(authorization, proof).await;
+        assert_eq!(answer.status, 401, "{says}: {answer:?}");
+        assert!(answer.body.contains(says), "{says}: {}", answer.body);
+    }
+    assert_eq!(echo.hits(), hits, "nothing refused reaches the app");
     app.shutdown().await;
 }

@@ -30,6 +30,10 @@
 //   svc-post  / post-secret   client_secret_post   orders:read orders:write other:read
 //   svc-readonly / ro-secret  client_secret_basic  orders:read
 //   svc-pkjwt                 private_key_jwt      (only with PKJWT_JWKS_FILE)
+//   svc-dpop / dpop-secret    client_secret_basic  orders:read orders:write other:read;
+//     its token requests must carry a DPoP proof (RFC 9449; ES256, EdDSA,
+//     PS256 or RS256, no server nonce), and its tokens are DPoP-bound:
+//     token_type DPoP, cnf.jkt the proof key's thumbprint
 //   rs-introspector / introspect-secret  client_secret_basic (or _post), no
 //     grant types: the resource server's credentials for introspection.
 //
@@ -151,6 +155,13 @@ const clients = [
     token_endpoint_auth_method: 'client_secret_basic',
     scope: 'orders:read',
   },
+  {
+    client_id: 'svc-dpop',
+    client_secret: 'dpop-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: ALL_SCOPES,
+    dpop_bound_access_tokens: true,
+  },
 ];
 
 if (process.env.PKJWT_JWKS_FILE) {
@@ -194,9 +205,13 @@ function buildProvider(issuer, signingKeys) {
     scopes: ['openid', 'offline_access', ...ALL_SCOPES.split(' ')],
     enabledJWA: {
       clientAuthSigningAlgValues: ['RS256', 'ES256'],
+      dPoPSigningAlgValues: ['ES256', 'EdDSA', 'PS256', 'RS256'],
     },
     features: {
       devInteractions: { enabled: false },
+      // DPoP (RFC 9449): a token request with a proof gets a token bound to
+      // its key; no server nonces.
+      dPoP: { enabled: true },
       // Explicit versions of oidc-provider's default policies (which behave
       // the same but log a NOTICE on every call):
       // * introspection: ANY authenticated confidential client (e.g.

@@ -2,6 +2,7 @@
 //! all on 127.0.0.1:0, and send requests to it.
 #![allow(dead_code)]
 
+pub mod dpop;
 pub mod process;
 mod yaml;
 
