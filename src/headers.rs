@@ -142,8 +142,12 @@ pub fn is_set_by_proxy(name: &HeaderName) -> bool {
 /// tokengate sets its own `X-Forwarded-*` and `Forwarded`, and no caller may
 /// send these or any other `X-Forwarded-*` (apps and their middleware trust
 /// them: Go's chi reads `True-Client-IP`, npm's request-ip `X-Client-IP`, Rails
-/// `Client-IP`, CDN-aware apps `CF-Connecting-IP` and `Fastly-Client-IP`).
-const OWNED: [&str; 12] = [
+/// `Client-IP`, CDN-aware apps `CF-Connecting-IP` and `Fastly-Client-IP`). Nor
+/// the headers a TLS-terminating proxy passes a client certificate in
+/// (ingress-nginx's `ssl-client-*`, RFC 9440's `Client-Cert`, `X-SSL-Client-*`,
+/// Envoy's `X-Forwarded-Client-Cert` among the `X-Forwarded-*`): an app must
+/// not take a caller's word for its certificate.
+const OWNED: [&str; 24] = [
     "forwarded",
     "forwarded-for",
     "x-forwarded",
@@ -156,6 +160,18 @@ const OWNED: [&str; 12] = [
     "x-cluster-client-ip",
     "x-original-host",
     "x-host",
+    "ssl-client-cert",
+    "ssl-client-verify",
+    "ssl-client-subject-dn",
+    "ssl-client-issuer-dn",
+    "client-cert",
+    "client-cert-chain",
+    "x-client-cert",
+    "x-ssl-cert",
+    "x-ssl-client-cert",
+    "x-ssl-client-verify",
+    "x-ssl-client-dn",
+    "x-ssl-client-s-dn",
 ];
 const FORWARDED_FAMILY: &str = "x-forwarded-";
 
@@ -164,7 +180,10 @@ const FORWARDED_FAMILY: &str = "x-forwarded-";
 /// may carry identity.
 pub fn is_proxy_owned(name: &str) -> bool {
     // Every owned name starts with one of these: most headers need no more.
-    if !matches!(name.as_bytes().first(), Some(b'x' | b'f' | b't' | b'c')) {
+    if !matches!(
+        name.as_bytes().first(),
+        Some(b'x' | b'f' | b't' | b'c' | b's')
+    ) {
         return false;
     }
     name.get(..FORWARDED_FAMILY.len())
@@ -424,6 +443,11 @@ mod tests {
             "cf-connecting-ip",
             "x-host",
             "x-forwarded",
+            "ssl-client-cert",
+            "ssl_client_verify",
+            "client-cert",
+            "x-ssl-client-cert",
+            "x-forwarded-client-cert",
         ] {
             assert!(is_proxy_owned(name), "{name}");
         }
@@ -434,6 +458,8 @@ mod tests {
             "client-hints",
             "x-auth-subject",
             "x_other",
+            "sec-fetch-mode",
+            "client-certs",
         ] {
             assert!(!is_proxy_owned(name), "{name}");
         }

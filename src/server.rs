@@ -4,14 +4,22 @@
 //! drain.
 
 use crate::body::Body;
+use crate::config::ClientCerts;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::DigitallySignedStruct;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +80,8 @@ pub enum TlsError {
     },
     #[error("TLS server setup: {0}")]
     Setup(#[source] rustls::Error),
+    #[error("{}: not a CA to verify client certificates with: {why}", path.display())]
+    ClientCa { path: PathBuf, why: String },
 }
 
 /// The listener's certificate and key, re-read on reload (SIGHUP) without rebinding.
@@ -97,15 +107,43 @@ impl CertStore {
         Ok(())
     }
 
-    /// A TLS acceptor offering h2 and http/1.1, serving this store's certificate.
-    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(
-            rustls::crypto::aws_lc_rs::default_provider().into(),
-        )
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Setup)?
-        .with_no_client_auth()
-        .with_cert_resolver(self.clone());
+    /// A TLS acceptor offering h2 and http/1.1, serving this store's
+    /// certificate, asking for client certificates as `clients` says.
+    pub fn acceptor(self: &Arc<Self>, clients: &ClientCerts) -> Result<TlsAcceptor, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Setup)?;
+        let builder = match clients {
+            ClientCerts::None => builder.with_no_client_auth(),
+            ClientCerts::Any { required } => {
+                builder.with_client_cert_verifier(Arc::new(AnyClientCert {
+                    required: *required,
+                    algorithms: provider.signature_verification_algorithms,
+                }))
+            }
+            ClientCerts::Ca { ca_file, required } => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in pem_certificates(ca_file)? {
+                    roots.add(cert).map_err(|e| TlsError::ClientCa {
+                        path: ca_file.clone(),
+                        why: e.to_string(),
+                    })?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = match required {
+                    true => verifier,
+                    false => verifier.allow_unauthenticated(),
+                };
+                let verifier = verifier.build().map_err(|e| TlsError::ClientCa {
+                    path: ca_file.clone(),
+                    why: e.to_string(),
+                })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
@@ -117,19 +155,75 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
+/// Takes any client certificate, and checks that the client holds its key
+/// (the handshake's signature); the chain is not judged.
+#[derive(Debug)]
+struct AnyClientCert {
+    required: bool,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.required
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Every certificate in the PEM file at `path`; at least one.
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::Pem {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.to_path_buf()));
+    }
+    Ok(certs)
+}
+
 fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let pem = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TlsError::Pem { path, source }
     };
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(pem(cert_file))?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(cert_file.to_path_buf()));
-    }
+    let certs = pem_certificates(cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(pem(key_file))?;
     let signing_key = rustls::crypto::aws_lc_rs::default_provider()
         .key_provider
@@ -184,12 +278,16 @@ pub async fn serve<H, B>(
         let active = Arc::new(AtomicBool::new(false));
         let handler = handler.clone();
         let seen = active.clone();
-        let service = hyper::service::service_fn(move |req| {
-            seen.store(true, Ordering::Relaxed);
-            let handler = handler.clone();
-            let from = from.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler.handle(req, from).await) }
-        });
+        // The service for the connection's facts, once the handshake (if
+        // any) has told its client certificate.
+        let service = move |from: Downstream| {
+            hyper::service::service_fn(move |req| {
+                seen.store(true, Ordering::Relaxed);
+                let handler = handler.clone();
+                let from = from.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler.handle(req, from).await) }
+            })
+        };
         let builders = builders.clone();
         let closing = shutdown.clone();
         let tls = tls.clone();
@@ -200,7 +298,7 @@ pub async fn serve<H, B>(
                 None => {
                     let conn = builders
                         .auto
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service(from));
                     let conn = until_closing(conn, &closing, |c| c.graceful_shutdown());
                     until_first_request(conn, deadline, &active).await
                 }
@@ -211,9 +309,10 @@ pub async fn serve<H, B>(
                         Ok(Ok(tls_stream))
                             if tls_stream.get_ref().1.alpn_protocol() == Some(b"http/1.1") =>
                         {
+                            let from = from.presenting(tls_stream.get_ref().1.peer_certificates());
                             let conn = builders
                                 .http1
-                                .serve_connection(TokioIo::new(tls_stream), service)
+                                .serve_connection(TokioIo::new(tls_stream), service(from))
                                 .with_upgrades();
                             let conn = until_closing(conn, &closing, |c| c.graceful_shutdown());
                             until_first_request(conn, deadline, &active)
@@ -221,9 +320,11 @@ pub async fn serve<H, B>(
                                 .map_err(Into::into)
                         }
                         Ok(Ok(tls_stream)) => {
-                            let conn = builders
-                                .auto
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                            let from = from.presenting(tls_stream.get_ref().1.peer_certificates());
+                            let conn = builders.auto.serve_connection_with_upgrades(
+                                TokioIo::new(tls_stream),
+                                service(from),
+                            );
                             let conn = until_closing(conn, &closing, |c| c.graceful_shutdown());
                             until_first_request(conn, deadline, &active).await
                         }
@@ -373,6 +474,9 @@ where
 pub struct Downstream {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The base64url SHA-256 of the client certificate's DER (RFC 8705's
+    /// `x5t#S256`), when the caller presented one in the TLS handshake.
+    pub certificate: Option<Arc<str>>,
     facts: Arc<ConnectionFacts>,
 }
 
@@ -410,6 +514,7 @@ impl Downstream {
         Downstream {
             peer,
             tls,
+            certificate: None,
             facts: Arc::new(ConnectionFacts {
                 peer_ip: valid(peer.ip().to_string()),
                 forwarded: valid(forwarded),
@@ -420,6 +525,19 @@ impl Downstream {
 }
 
 impl Downstream {
+    /// The connection, with the client certificate its handshake presented
+    /// (the first of `chain`, the client's own).
+    fn presenting(self, chain: Option<&[CertificateDer<'_>]>) -> Downstream {
+        let certificate = chain.and_then(<[_]>::first).map(|der| {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+            Arc::from(URL_SAFE_NO_PAD.encode(digest))
+        });
+        Downstream {
+            certificate,
+            ..self
+        }
+    }
+
     /// The peer's IP, ready for `X-Forwarded-For`.
     pub fn peer_ip(&self) -> &HeaderValue {
         &self.facts.peer_ip

@@ -150,11 +150,13 @@ fn guard_serve_options(timeouts: &config::Timeouts, limits: &config::Limits) -> 
 
 impl Section for Inbound {
     type Config = config::InboundConfig;
-    type Fixed = (SocketAddr, bool, ServeOptions);
+    /// The listener, whether it speaks TLS and asks for which client
+    /// certificates, and how it serves.
+    type Fixed = (SocketAddr, Option<config::ClientCerts>, ServeOptions);
     type Kept = Option<Arc<CertStore>>;
     const NAME: &'static str = "the inbound section (added or removed)";
     const FIXED: &'static str =
-        "inbound listen, TLS on/off, header_read, drain, max_header_bytes or max_connections";
+        "inbound listen, TLS on/off or its client certificates, header_read, drain, max_header_bytes or max_connections";
     const NOT_READY: &'static str = KEYS_NOT_LOADED;
 
     fn of(config: &Config) -> Option<&Self::Config> {
@@ -163,7 +165,8 @@ impl Section for Inbound {
 
     fn fixed(cfg: &Self::Config) -> Self::Fixed {
         let serve = guard_serve_options(&cfg.timeouts, &cfg.guard.limits);
-        (cfg.listen, cfg.tls.is_some(), serve)
+        let tls = cfg.tls.as_ref().map(|t| t.clients.clone());
+        (cfg.listen, tls, serve)
     }
 
     fn build(
@@ -193,7 +196,7 @@ impl Section for Inbound {
         let (tls, store) = match &cfg.tls {
             Some(files) => {
                 let store = CertStore::load(&files.cert_file, &files.key_file)?;
-                (Some(store.acceptor()?), Some(store))
+                (Some(store.acceptor(&files.clients)?), Some(store))
             }
             None => (None, None),
         };

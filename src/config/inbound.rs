@@ -67,6 +67,11 @@ pub struct RawAuthz {
 pub struct RawTls {
     pub cert_file: String,
     pub key_file: String,
+    /// Client certificates are asked for and verified against this CA.
+    pub client_ca_file: Option<String>,
+    /// `optional | required`: client certificates are asked for (with no
+    /// `client_ca_file`, any certificate whose key the client holds).
+    pub client_certificates: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +106,26 @@ pub struct AuthzConfig {
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// The client certificates asked for: what a certificate-bound token
+    /// (RFC 8705) is checked against.
+    pub clients: ClientCerts,
+}
+
+/// The client certificates the inbound TLS listener asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCerts {
+    None,
+    /// Any certificate whose key the client proves it holds (self-signed
+    /// included, RFC 8705 §2.2): what a certificate-bound token names is
+    /// what authenticates it.
+    Any {
+        required: bool,
+    },
+    /// Certificates chaining to the CAs in `ca_file`.
+    Ca {
+        ca_file: PathBuf,
+        required: bool,
+    },
 }
 
 impl Validator<'_> {
@@ -118,6 +143,7 @@ impl Validator<'_> {
                 self.text("inbound.tls.key_file", &t.key_file)
                     .unwrap_or_default(),
             ),
+            clients: self.client_certs(&t),
         });
         let timeouts = self.timeouts("inbound.timeouts", &raw.timeouts);
         let guard = self.guard(
@@ -140,6 +166,32 @@ impl Validator<'_> {
             timeouts,
             guard,
         })
+    }
+
+    /// `inbound.tls`'s client certificates: none asked for unless
+    /// `client_ca_file` or `client_certificates` is set; optional unless
+    /// `client_certificates: required`.
+    fn client_certs(&mut self, raw: &RawTls) -> ClientCerts {
+        let required = match raw.client_certificates.as_deref() {
+            None => None,
+            Some(mode) => self.one_of(
+                "inbound.tls.client_certificates",
+                mode,
+                &[("optional", false), ("required", true)],
+            ),
+        };
+        let ca_file = raw.client_ca_file.as_ref().and_then(|f| {
+            self.text("inbound.tls.client_ca_file", f)
+                .map(PathBuf::from)
+        });
+        match (ca_file, required) {
+            (Some(ca_file), required) => ClientCerts::Ca {
+                ca_file,
+                required: required.unwrap_or(false),
+            },
+            (None, Some(required)) => ClientCerts::Any { required },
+            (None, None) => ClientCerts::None,
+        }
     }
 
     /// The `authz` section: `inbound` without forwarding. What the inbound

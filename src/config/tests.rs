@@ -1194,3 +1194,45 @@ fn dpop_works_without_config_and_its_settings_and_bindings_are_validated() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn inbound_tls_asks_for_client_certificates_only_when_told() {
+    let with_tls = |extra: &str| {
+        MINIMAL.replace(
+            "  upstream: http://127.0.0.1:${PORT}\n",
+            &format!("  upstream: http://127.0.0.1:${{PORT}}\n  tls: {{ cert_file: /c.pem, key_file: /k.pem{extra} }}\n"),
+        )
+    };
+    let clients =
+        |extra: &str| load(&with_tls(extra)).map(|c| c.inbound.unwrap().tls.unwrap().clients);
+    assert_eq!(clients(""), Ok(ClientCerts::None));
+    assert_eq!(
+        clients(", client_certificates: optional"),
+        Ok(ClientCerts::Any { required: false })
+    );
+    assert_eq!(
+        clients(", client_certificates: required"),
+        Ok(ClientCerts::Any { required: true })
+    );
+    assert_eq!(
+        clients(", client_ca_file: /ca.pem"),
+        Ok(ClientCerts::Ca {
+            ca_file: "/ca.pem".into(),
+            required: false
+        })
+    );
+    assert_eq!(
+        clients(", client_ca_file: /ca.pem, client_certificates: required"),
+        Ok(ClientCerts::Ca {
+            ca_file: "/ca.pem".into(),
+            required: true
+        })
+    );
+    let errors = clients(", client_certificates: always").unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|(p, m)| p == "inbound.tls.client_certificates" && m.contains("optional")),
+        "{errors:?}"
+    );
+}

@@ -269,10 +269,6 @@ impl Policy {
         &self.rules
     }
 
-    pub fn dpop(&self) -> &DpopConfig {
-        &self.dpop
-    }
-
     /// Decides `req`, which came over `connection`, up to the token's
     /// verification. `ready`: keys have loaded (until then nothing is
     /// served). Removes from `req` the hop-by-hop headers and those a caller

@@ -89,7 +89,7 @@ impl Handler for Inbound {
         let exchange = Exchange::of(&req);
         let connection = Connection {
             https: from.tls,
-            certificate: None,
+            certificate: from.certificate.as_deref(),
         };
         let decision = self.guard.decide(&mut req, connection).await;
         let counters = self.guard.counters(decision.rule);
