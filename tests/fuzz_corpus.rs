@@ -33,6 +33,27 @@ fn token_corpus() {
 }
 
 #[test]
+fn dpop_proof_corpus() {
+    let n = replay("dpop_proof", targets::dpop_proof);
+    // The corpus's valid proofs are accepted: the oracle above ran on them.
+    for valid in [
+        "valid-es256",
+        "valid-eddsa",
+        "valid-rs256",
+        "htu-normalized",
+    ] {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/dpop_proof")
+            .join(valid);
+        assert!(
+            targets::dpop_proof_accepts(&std::fs::read(file).unwrap()),
+            "{valid}"
+        );
+    }
+    assert!(n >= 12);
+}
+
+#[test]
 fn claims_corpus() {
     replay("claims", targets::claims);
 }

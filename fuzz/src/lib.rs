@@ -325,3 +325,51 @@ pub fn rules(data: &[u8]) {
         );
     }
 }
+
+/// The request every `dpop_proof` input is a proof for (the corpus proofs
+/// were made for it, valid at [`NOW`]).
+const PROOF_FOR: tokengate::guard::dpop::Expected<'static> = tokengate::guard::dpop::Expected {
+    method: "GET",
+    scheme: "https",
+    authority: "api.fuzz",
+    path: "/orders/7",
+    token: b"fuzz.access.token",
+};
+
+/// Whether the proof check accepts `data` (the corpus test checks the valid
+/// seeds are, so the oracle below is not vacuous).
+pub fn dpop_proof_accepts(data: &[u8]) -> bool {
+    let window = tokengate::guard::dpop::Window {
+        max_age: 60,
+        leeway: 5,
+    };
+    tokengate::guard::dpop::check(data, &PROOF_FOR, window, NOW).is_ok()
+}
+
+/// A `DPoP` header's proof through the whole proof check. Whatever is
+/// accepted must be signed, by jsonwebtoken's own implementation, with the
+/// `jwk` its header carries, and be bound by jsonwebtoken's RFC 7638
+/// thumbprint of that key.
+pub fn dpop_proof(data: &[u8]) {
+    use tokengate::guard::dpop::{check, Window};
+    let window = Window {
+        max_age: 60,
+        leeway: 5,
+    };
+    let Ok(proven) = check(data, &PROOF_FOR, window, NOW) else {
+        return;
+    };
+    let text = std::str::from_utf8(data).expect("an accepted proof is text");
+    let header = jsonwebtoken::decode_header(text).expect("an accepted proof has a header");
+    let jwk = header.jwk.expect("an accepted proof has a jwk");
+    let (message, signature) = text.rsplit_once('.').expect("an accepted proof has parts");
+    let key = DecodingKey::from_jwk(&jwk).expect("an accepted proof's jwk is a key");
+    let signed = jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key, header.alg)
+        .expect("jsonwebtoken can check it");
+    assert!(signed, "accepted a proof jsonwebtoken finds unsigned");
+    assert_eq!(
+        proven.jkt,
+        jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256),
+        "a thumbprint jsonwebtoken computes otherwise"
+    );
+}
