@@ -35,9 +35,7 @@ impl Denial {
             Denial::NoRule => "no_rule",
         }
     }
-}
 
-impl Denial {
     /// A token refused: with a `DPoP` challenge when it came with the DPoP
     /// scheme, or was DPoP-bound and came as a bearer token.
     pub fn of(reject: Reject, scheme: Scheme<'_>) -> Denial {

@@ -287,6 +287,7 @@ mod tests {
     #[test]
     fn every_failure_maps_to_its_pinned_response() {
         let realm = "Bearer realm=\"tokengate\"";
+        let algs = "ES256 ES384 EdDSA PS256 RS256";
         // (failure, HTTP status, challenge, error label, grpc-status)
         let cases: Vec<(Failure, u16, Option<String>, &str, u16)> = vec![
             (Denial::MissingToken.into(), 401, Some(realm.into()), "invalid_request", 16),
@@ -327,6 +328,29 @@ mod tests {
                 "invalid_token",
                 16,
             ),
+            (
+                Denial::Dpop(Reject::ProofReplayed).into(),
+                401,
+                Some(format!("DPoP error=\"invalid_dpop_proof\", error_description=\"invalid DPoP proof: it was used before (jti)\", algs=\"{algs}\"")),
+                "invalid_dpop_proof",
+                16,
+            ),
+            (
+                Denial::Dpop(Reject::BadProof("htm is not the request's method")).into(),
+                401,
+                Some(format!("DPoP error=\"invalid_dpop_proof\", error_description=\"invalid DPoP proof: htm is not the request's method\", algs=\"{algs}\"")),
+                "invalid_dpop_proof",
+                16,
+            ),
+            (
+                Denial::Dpop(Reject::Bound).into(),
+                401,
+                Some(format!("DPoP error=\"invalid_token\", error_description=\"the token is bound to a key (cnf) and was presented as a plain bearer token\", algs=\"{algs}\"")),
+                "invalid_token",
+                16,
+            ),
+            (Denial::Dpop(Reject::ReplayCacheFull).into(), 503, None, "replay_cache_full", 14),
+            (Denial::Dpop(Reject::KeysUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "keys_unavailable", 14),
             (
                 Denial::InsufficientScope("orders:write".into()).into(),
                 403,

@@ -216,6 +216,36 @@ inbound:
     )
     .await;
     assert_eq!(answer.status, 200, "{answer:?}");
+
+    // `tokengate verify --dpop` checks a proof as the proxy does: a good
+    // one, then one for another method.
+    let config = temp_file("dpop.yaml", &yaml);
+    let verify = |proof: String| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+            .args(["verify", "--config"])
+            .arg(&*config)
+            .args(["--token", &token, "--dpop", &proof])
+            .args(["--path", "/orders/1", "--host", "api.test"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let htu = "http://api.test/orders/1";
+    let stdout = verify(client.proof("GET", htu, &token, json!({})));
+    assert!(
+        stdout.contains(&format!("DPoP proof by key {}", client.jkt())),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("decision: 200 forward\n"), "{stdout}");
+    let stdout = verify(client.proof("POST", htu, &token, json!({})));
+    assert!(
+        stdout.contains("htm is not the request's method"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("decision: 401 invalid_dpop_proof\n"),
+        "{stdout}"
+    );
     s.stop().await;
 }
 
