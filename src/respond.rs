@@ -11,6 +11,9 @@ use std::time::Instant;
 
 const REALM: &str = "tokengate";
 
+/// The header a `use_dpop_nonce` answer gives the nonce in.
+static DPOP_NONCE: hyper::header::HeaderName = hyper::header::HeaderName::from_static("dpop-nonce");
+
 /// What the access log says of a request, taken before the request moves on:
 /// the method and target only when the access log is on (else nothing is
 /// copied per request).
@@ -138,6 +141,12 @@ pub fn error_response(failure: &Failure, protocol: Protocol) -> Response<Body> {
     };
     let headers = resp.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // RFC 9449 §8: the nonce the proof must carry.
+    if let Failure::Denied(Denial::Dpop(Reject::UseNonce(nonce))) = failure {
+        if let Ok(value) = HeaderValue::from_str(nonce) {
+            headers.insert(&DPOP_NONCE, value);
+        }
+    }
     if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(WWW_AUTHENTICATE, value);
     }
@@ -171,6 +180,7 @@ fn classify(failure: &Failure) -> (StatusCode, &'static str, Option<String>) {
         Failure::Denied(Denial::Dpop(r)) => {
             let error = match r {
                 Reject::BadProof(_) | Reject::ProofReplayed => "invalid_dpop_proof",
+                Reject::UseNonce(_) => "use_dpop_nonce",
                 _ => "invalid_token",
             };
             (
@@ -350,6 +360,13 @@ mod tests {
                 16,
             ),
             (Denial::Dpop(Reject::ReplayCacheFull).into(), 503, None, "replay_cache_full", 14),
+            (
+                Denial::Dpop(Reject::UseNonce("n0nce".into())).into(),
+                401,
+                Some(format!("DPoP error=\"use_dpop_nonce\", error_description=\"the DPoP proof must carry a nonce this server issued (DPoP-Nonce)\", algs=\"{algs}\"")),
+                "use_dpop_nonce",
+                16,
+            ),
             (Denial::Dpop(Reject::KeysUnavailable { issuer: IssuerId::new(0) }).into(), 503, None, "keys_unavailable", 14),
             (
                 Denial::InsufficientScope("orders:write".into()).into(),
@@ -398,6 +415,16 @@ mod tests {
             assert_eq!(body["error"], error, "{label}");
             assert!(body["error_description"].is_string(), "{label}");
         }
+    }
+
+    #[test]
+    fn use_dpop_nonce_gives_the_nonce_to_use() {
+        let failure: Failure = Denial::Dpop(Reject::UseNonce("n0nce".into())).into();
+        let resp = error_response(&failure, Protocol::Http);
+        assert_eq!(resp.headers()["dpop-nonce"], "n0nce");
+        let other: Failure = Denial::Dpop(Reject::ProofReplayed).into();
+        let resp = error_response(&other, Protocol::Http);
+        assert!(resp.headers().get("dpop-nonce").is_none());
     }
 
     #[test]

@@ -432,3 +432,62 @@ inbound:
     assert_eq!(echo.hits(), hits);
     app.shutdown().await;
 }
+
+/// RFC 9449 §8: with `dpop.require_nonce`, a proof without a nonce this
+/// server issued gets 401 `use_dpop_nonce` and a `DPoP-Nonce`; the retry
+/// carrying it passes, and a nonce of tokengate's own making is the only
+/// kind taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nonces_required_a_proof_must_carry_a_fresh_server_nonce() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - {{ issuer: "{iss}", jwks_uri: "{iss}/jwks.json", audiences: [{AUD}] }}
+  rules:
+    - {{ path: /orders, scopes: ["orders:read"] }}
+  dpop: {{ require_nonce: true }}
+"#,
+        echo = echo.addr,
+        iss = issuer.issuer,
+    );
+    let app = start_yaml(&yaml).await;
+    let addr = app.inbound_addr.unwrap();
+    ready_at(&format!("http://{}", app.admin_addr)).await;
+    let client = DpopClient::generate();
+    let token = issuer.mint(json!({ "scope": "orders:read", "cnf": { "jkt": client.jkt() } }));
+    let htu = format!("http://{addr}/orders/1");
+    let dpop = format!("DPoP {token}");
+    // (A client library here: the nonce is case-sensitive, and the raw
+    // reader lower-cases heads.)
+    let ask = |proof: String| {
+        let headers = vec![("authorization", dpop.clone()), ("dpop", proof)];
+        let url = htu.clone();
+        async move { send(hyper::Method::GET, &url, &headers).await }
+    };
+
+    let hits = echo.hits();
+    let mut nonces = Vec::new();
+    for changes in [json!({}), json!({ "nonce": "made-up" })] {
+        let (status, headers, body) = ask(client.proof("GET", &htu, &token, changes)).await;
+        assert_eq!(status, 401, "{body}");
+        let challenge = headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.contains("error=\"use_dpop_nonce\""),
+            "{challenge}"
+        );
+        nonces.push(headers["dpop-nonce"].to_str().unwrap().to_string());
+    }
+    assert_eq!(echo.hits(), hits, "nothing reaches the app without a nonce");
+    let (status, _, body) =
+        ask(client.proof("GET", &htu, &token, json!({ "nonce": nonces[0] }))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(echo.hits(), hits + 1);
+    app.shutdown().await;
+}

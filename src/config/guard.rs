@@ -31,6 +31,7 @@ pub struct RawDpop {
     pub leeway: Option<String>,
     pub replay_cache_entries: Option<usize>,
     pub origin: Option<String>,
+    pub require_nonce: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +87,10 @@ pub struct DpopConfig {
     /// (`origin: https://api.example.com`); `None`: the listener's own
     /// scheme (https when it terminates TLS) and the request's host.
     pub origin: Option<(String, String)>,
+    /// Proofs must carry a nonce this process issued (RFC 9449 §8): one
+    /// without gets 401 `use_dpop_nonce` and a `DPoP-Nonce` to use. A
+    /// nonce is good for one to two `max_age`s; default false.
+    pub require_nonce: bool,
 }
 
 impl Default for DpopConfig {
@@ -95,6 +100,7 @@ impl Default for DpopConfig {
             leeway: Duration::from_secs(5),
             replay_cache_entries: 100_000,
             origin: None,
+            require_nonce: false,
         }
     }
 }
@@ -276,6 +282,7 @@ impl Validator<'_> {
             leeway,
             replay_cache_entries,
             origin,
+            require_nonce: raw.require_nonce.unwrap_or(false),
         }
     }
 

@@ -1099,7 +1099,7 @@ fn dpop_works_without_config_and_its_settings_and_bindings_are_validated() {
     assert_eq!(guard.dpop, DpopConfig::default());
     assert_eq!(guard.issuers[0].require_binding, None);
     let yaml = format!(
-        "{MINIMAL}  dpop: {{ origin: \"HTTPS://API.example.com:8443/\", max_age: 2m, leeway: 1s, replay_cache_entries: 10 }}\n"
+        "{MINIMAL}  dpop: {{ origin: \"HTTPS://API.example.com:8443/\", max_age: 2m, leeway: 1s, replay_cache_entries: 10, require_nonce: true }}\n"
     )
     .replace("audiences: [api]", "audiences: [api]\n      require_binding: any")
     .replace(
@@ -1114,6 +1114,7 @@ fn dpop_works_without_config_and_its_settings_and_bindings_are_validated() {
             leeway: Duration::from_secs(1),
             replay_cache_entries: 10,
             origin: Some(("https".into(), "api.example.com:8443".into())),
+            require_nonce: true,
         }
     );
     assert_eq!(guard.issuers[0].require_binding, Some(RequireBinding::Any));

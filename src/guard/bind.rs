@@ -134,6 +134,7 @@ mod tests {
             jkt: jkt.into(),
             jti: "j".into(),
             iat: 0,
+            nonce: None,
         }
     }
 

@@ -69,6 +69,8 @@ pub struct Proven {
     pub jkt: String,
     pub jti: String,
     pub iat: u64,
+    /// The server nonce it carries, if any (checked where nonces are required).
+    pub nonce: Option<String>,
 }
 
 /// PURE: checks the `DPoP` header's proof against `expected` at unix time
@@ -150,6 +152,7 @@ pub fn check(
         jkt: key.thumbprint,
         jti: jti.into_owned(),
         iat,
+        nonce: claims.nonce.map(Cow::into_owned),
     })
 }
 
@@ -266,6 +269,8 @@ struct ProofClaims<'a> {
     iat: Option<serde_json::Number>,
     #[serde(borrow, default)]
     ath: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    nonce: Option<Cow<'a, str>>,
 }
 
 /// The `jwk` of a proof's header: the members a public key of each type

@@ -13,6 +13,7 @@ pub mod dpop;
 pub mod introspect;
 pub mod jwks;
 pub mod keys;
+pub mod nonce;
 pub mod policy;
 pub mod reject;
 pub mod replay;
@@ -30,6 +31,7 @@ use hyper::Request;
 use introspect::Introspection;
 use jwks::Jwks;
 use keys::KeySnapshot;
+use nonce::Nonces;
 use prometheus::{Histogram, IntCounter};
 use reject::Reject;
 use replay::ReplayCache;
@@ -46,6 +48,8 @@ pub struct Guard {
     introspection: Introspection,
     /// DPoP proofs taken, each once.
     replay: ReplayCache,
+    /// Server nonces, when DPoP proofs must carry one (`dpop.require_nonce`).
+    nonces: Option<Nonces>,
     metrics: Arc<Metrics>,
     pub duration: Histogram,
     /// Request counters per rule (same order as the rules), and for requests no rule took.
@@ -75,6 +79,10 @@ impl Guard {
                 config.dpop.replay_cache_entries,
                 metrics.dpop_replay_entries.clone(),
             ),
+            nonces: config
+                .dpop
+                .require_nonce
+                .then(|| Nonces::new(config.dpop.max_age.as_secs())),
             duration: metrics.duration_for(direction),
             rule_counters: config
                 .rules
@@ -144,9 +152,10 @@ impl Guard {
         }
     }
 
-    /// Phase bind: [`Pending::bind`], then the proof's first use taken from
-    /// the replay cache (only a request that passed everything else spends
-    /// its proof).
+    /// Phase bind: [`Pending::bind`], then the proof's nonce where one is
+    /// required (none, or a stale one: `use_dpop_nonce` with a fresh one),
+    /// then the proof's first use taken from the replay cache (only a
+    /// request that passed everything else spends its proof).
     fn bound(
         &self,
         pending: &Pending<'_>,
@@ -154,6 +163,15 @@ impl Guard {
     ) -> Result<Arc<VerifiedToken>, Reject> {
         let now = unix_now();
         if let Some(proof) = pending.bind(&token, now)? {
+            if let Some(nonces) = &self.nonces {
+                let fresh = proof
+                    .nonce
+                    .as_deref()
+                    .is_some_and(|n| nonces.accepts(n, now));
+                if !fresh {
+                    return Err(Reject::UseNonce(nonces.issue(now).into()));
+                }
+            }
             let until = proof.iat.saturating_add(pending.window().max_age);
             self.replay.first_use(&proof.jkt, &proof.jti, until, now)?;
         }

@@ -75,6 +75,10 @@ pub enum Reject {
     /// not present: the value says what it presented.
     #[error("the token is bound to a client certificate (cnf.x5t#S256) and {0}")]
     Certificate(&'static str),
+    /// Nonces are required and the proof carries none this server issued
+    /// lately: the value is a fresh one, sent back as `DPoP-Nonce`.
+    #[error("the DPoP proof must carry a nonce this server issued (DPoP-Nonce)")]
+    UseNonce(Box<str>),
     /// Every proof the replay cache holds is still live: another cannot be
     /// remembered, so it is not taken (503; the caller may retry).
     #[error("too many DPoP proofs within their window to remember another")]
@@ -111,6 +115,7 @@ impl Reject {
             Reject::ProofKeyMismatch | Reject::Certificate(_) => "binding_mismatch",
             Reject::NotBound(_) => "unbound_token",
             Reject::ReplayCacheFull => "replay_cache_full",
+            Reject::UseNonce(_) => "use_dpop_nonce",
             Reject::IntrospectionUnavailable { .. } => "introspection_unavailable",
         }
     }
