@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use serde_json::json;
 use std::collections::HashMap;
+use support::dpop::DpopClient;
 use support::*;
 use tokengate::demo::{DevIssuer, KeyKind, SigningKey};
 
@@ -954,4 +955,49 @@ async fn each_answer_gets_an_access_log_line_for_the_original_request() {
         .await
         .unwrap();
     assert_eq!(code, 0);
+}
+
+/// Issue 29: a DPoP-bound token through forward-auth. The proof travels
+/// with the request the fronting proxy asks about, and its `htu` is the
+/// original URL as the proxy names it (`X-Forwarded-Proto` https, the
+/// forwarded host and URI): a proof for that URL passes, one for the
+/// listener's own `http` URL, or one spent before, does not.
+#[tokio::test]
+async fn forward_auth_checks_a_dpop_proof_against_the_original_url() {
+    let a = Authz::start("").await;
+    let client = DpopClient::generate();
+    let token = a
+        .issuer
+        .mint(json!({ "sub": "alice", "scope": "orders:read", "cnf": { "jkt": client.jkt() } }));
+    let asked = |proof: &str| {
+        let mut h = traefik("GET", "/orders/7?x=1");
+        h.push(("Authorization", format!("DPoP {token}")));
+        h.push(("DPoP", proof.to_string()));
+        h
+    };
+    let htu = "https://api.example.com/orders/7";
+    let good = client.proof("GET", htu, &token, json!({}));
+    let ok = a.ask("GET /authz", &asked(&good)).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("x-auth-subject"), Some("alice"));
+    let refused = [
+        good.clone(),
+        client.proof("GET", "http://api.example.com/orders/7", &token, json!({})),
+        client.proof(
+            "GET",
+            &format!("http://{}/authz", a.addr),
+            &token,
+            json!({}),
+        ),
+    ];
+    for proof in refused {
+        let no = a.ask("GET /authz", &asked(&proof)).await;
+        assert_eq!(no.status, 401, "{no:?}");
+        let challenge = no.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"invalid_dpop_proof\""),
+            "{challenge}"
+        );
+    }
+    a.app.shutdown().await;
 }

@@ -877,3 +877,88 @@ inbound:
     assert_eq!(echo.hits(), hits, "nothing refused reaches the app");
     app.shutdown().await;
 }
+
+/// Issue 29: certificate-bound tokens (RFC 8705) from the real
+/// oidc-provider: its client `svc-mtls` gets a token bound to the client
+/// certificate its request carried (as a TLS-terminating proxy would pass
+/// it), and tokengate's TLS listener takes that token only over a
+/// connection presenting that certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_bound_provider_tokens_pass_only_with_their_certificate() {
+    use support::mtls::{client_cert, tls_request, ClientCert};
+    let Some(provider) = start_provider(&[]) else {
+        return;
+    };
+    let made = rcgen::generate_simple_self_signed(vec!["orders.client".to_string()]).unwrap();
+    let mine = ClientCert::of(&made);
+    // Every byte but letters and digits percent-encoded, as decodeURIComponent reads it.
+    let encoded: String = made
+        .cert
+        .pem()
+        .bytes()
+        .map(|b| match b.is_ascii_alphanumeric() {
+            true => char::from(b).to_string(),
+            false => format!("%{b:02X}"),
+        })
+        .collect();
+    let (status, body) = post_form_with(
+        &format!("{}/token", provider.issuer),
+        Some(("svc-mtls", "mtls-secret")),
+        "grant_type=client_credentials&resource=urn:orders&scope=orders:read",
+        &[("x-ssl-client-cert", encoded)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "token request: {body}");
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["cnf"]["x5t#S256"], mine.x5t, "{claims}");
+
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_file = temp_file("interop-tls.crt", &server.cert.pem());
+    let key_file = temp_file("interop-tls.key", &server.signing_key.serialize_pem());
+    let echo = Echo::start().await.unwrap();
+    let yaml = format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  tls: {{ cert_file: "{cert}", key_file: "{key}", client_certificates: optional }}
+  issuers:
+    - issuer: "{issuer}"
+      discovery: true
+      audiences: ["urn:orders"]
+      require_typ: at+jwt
+  rules:
+    - {{ path: /orders, scopes: ["orders:read"], require_binding: mtls }}
+"#,
+        echo = echo.addr,
+        issuer = provider.issuer,
+        cert = cert_file.display(),
+        key = key_file.display(),
+    );
+    let app = start_yaml(&yaml).await;
+    let addr = app.inbound_addr.unwrap();
+    ready_at(&format!("http://{}", app.admin_addr)).await;
+    let request = format!(
+        "GET /orders/1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let server_der = server.cert.der().clone();
+    let answer = tls_request(addr, &server_der, Some(&mine), &request).await;
+    assert_eq!(answer.as_ref().map(|a| a.0), Some(200), "{answer:?}");
+    let hits = echo.hits();
+    let theirs = client_cert("other.client");
+    for cert in [Some(&theirs), None] {
+        let (status, body) = tls_request(addr, &server_der, cert, &request)
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("client certificate"), "{body}");
+    }
+    assert_eq!(echo.hits(), hits, "nothing refused reaches the app");
+    app.shutdown().await;
+}

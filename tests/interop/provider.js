@@ -34,6 +34,11 @@
 //     its token requests must carry a DPoP proof (RFC 9449; ES256, EdDSA,
 //     PS256 or RS256, no server nonce), and its tokens are DPoP-bound:
 //     token_type DPoP, cnf.jkt the proof key's thumbprint
+//   svc-mtls / mtls-secret    client_secret_basic  orders:read orders:write other:read;
+//     certificate-bound tokens (RFC 8705): its token requests carry the client
+//     certificate as a TLS-terminating proxy would pass it, URL-encoded PEM in
+//     `x-ssl-client-cert` (TEST ONLY: the header is not authenticated), and
+//     its tokens carry cnf["x5t#S256"]
 //   rs-introspector / introspect-secret  client_secret_basic (or _post), no
 //     grant types: the resource server's credentials for introspection.
 //
@@ -156,6 +161,13 @@ const clients = [
     scope: 'orders:read',
   },
   {
+    client_id: 'svc-mtls',
+    client_secret: 'mtls-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: ALL_SCOPES,
+    tls_client_certificate_bound_access_tokens: true,
+  },
+  {
     client_id: 'svc-dpop',
     client_secret: 'dpop-secret',
     token_endpoint_auth_method: 'client_secret_basic',
@@ -212,6 +224,21 @@ function buildProvider(issuer, signingKeys) {
       // DPoP (RFC 9449): a token request with a proof gets a token bound to
       // its key; no server nonces.
       dPoP: { enabled: true },
+      // Certificate-bound tokens (RFC 8705) for clients that ask for them;
+      // the certificate as a TLS-terminating proxy passes it (test only).
+      mTLS: {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        getCertificate(ctx) {
+          const raw = ctx.get('x-ssl-client-cert');
+          if (!raw) return undefined;
+          try {
+            return new crypto.X509Certificate(decodeURIComponent(raw));
+          } catch {
+            return undefined;
+          }
+        },
+      },
       // Explicit versions of oidc-provider's default policies (which behave
       // the same but log a NOTICE on every call):
       // * introspection: ANY authenticated confidential client (e.g.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dpop;
+pub mod mtls;
 pub mod process;
 mod yaml;
 
