@@ -430,3 +430,71 @@ inbound:
     assert_eq!(echo.hits(), hits + 1);
     app.shutdown().await;
 }
+
+/// RFC 8705 behind a TLS-terminating ingress: the certificate comes in the
+/// header the config names, and only from the peers it trusts; from anyone
+/// else the header counts for nothing, and it never reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_an_ingress_the_certificate_comes_from_a_trusted_header_only() {
+    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
+        .await
+        .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["orders.client".to_string()]).unwrap();
+    let mine = support::mtls::ClientCert::of(&made);
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_string()]).unwrap();
+    let escaped = |pem: String| -> String {
+        pem.bytes()
+            .map(|b| match b.is_ascii_alphanumeric() {
+                true => char::from(b).to_string(),
+                false => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let token = issuer.mint(json!({ "scope": "orders:read", "cnf": { "x5t#S256": mine.x5t } }));
+    for (trusted, passes) in [("127.0.0.1", true), ("10.0.0.0/8", false)] {
+        let yaml = format!(
+            r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  client_certificate_header: {{ name: ssl-client-cert, trusted_peers: ["{trusted}"] }}
+  issuers:
+    - {{ issuer: "{iss}", jwks_uri: "{iss}/jwks.json", audiences: [{AUD}] }}
+  rules:
+    - {{ path: /orders, scopes: ["orders:read"] }}
+"#,
+            echo = echo.addr,
+            iss = issuer.issuer,
+        );
+        let app = start_yaml(&yaml).await;
+        let addr = app.inbound_addr.unwrap();
+        ready_at(&format!("http://{}", app.admin_addr)).await;
+        let ask = |pem: String| {
+            let headers = vec![
+                ("Authorization", format!("Bearer {token}")),
+                ("ssl-client-cert", escaped(pem)),
+            ];
+            async move { raw_request(addr, "GET /orders/1", &addr.to_string(), &headers).await }
+        };
+        let hits = echo.hits();
+        let answer = ask(made.cert.pem()).await;
+        if passes {
+            assert_eq!(answer.status, 200, "{answer:?}");
+            let seen = echo.last_headers().unwrap();
+            assert!(
+                seen.get("ssl-client-cert").is_none(),
+                "the app never sees it"
+            );
+            let answer = ask(other.cert.pem()).await;
+            assert_eq!(answer.status, 401, "{answer:?}");
+            assert!(answer.body.contains("presented another"), "{}", answer.body);
+            assert_eq!(echo.hits(), hits + 1);
+        } else {
+            assert_eq!(answer.status, 401, "{answer:?}");
+            assert!(answer.body.contains("presented none"), "{}", answer.body);
+            assert_eq!(echo.hits(), hits);
+        }
+        app.shutdown().await;
+    }
+}

@@ -35,6 +35,26 @@ pub struct RawInbound {
     pub token_cache: RawTokenCache,
     #[serde(default)]
     pub dpop: RawDpop,
+    pub client_certificate_header: Option<RawCertHeader>,
+}
+
+/// `client_certificate_header`: where a TLS-terminating proxy in front
+/// passes the client certificate, and which peers may.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertHeader {
+    pub name: String,
+    #[serde(default)]
+    pub trusted_peers: Vec<String>,
+}
+
+/// The client certificate as a TLS-terminating proxy in front passes it:
+/// read from header `name` only on connections from `trusted_peers`, and
+/// removed from every request before it is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertHeader {
+    pub name: hyper::header::HeaderName,
+    pub trusted_peers: Vec<ipnet::IpNet>,
 }
 
 /// `inbound`'s fields without those about forwarding (`upstream`,
@@ -83,6 +103,9 @@ pub struct InboundConfig {
     pub upstream_protocol: UpstreamProtocol,
     pub timeouts: Timeouts,
     pub guard: GuardConfig,
+    /// A client certificate passed by a proxy in front (RFC 8705 behind a
+    /// TLS-terminating ingress).
+    pub client_certificate_header: Option<CertHeader>,
 }
 
 /// The `authz` section: a listener that answers "may this request pass?" for
@@ -158,6 +181,10 @@ impl Validator<'_> {
                 dpop: raw.dpop,
             },
         );
+        let client_certificate_header = raw
+            .client_certificate_header
+            .as_ref()
+            .and_then(|h| self.cert_header(h));
         Some(InboundConfig {
             listen: listen?,
             tls,
@@ -165,6 +192,47 @@ impl Validator<'_> {
             upstream_protocol,
             timeouts,
             guard,
+            client_certificate_header,
+        })
+    }
+
+    /// `inbound.client_certificate_header`: a header name and the peers
+    /// (addresses or CIDR ranges; at least one) allowed to set it.
+    fn cert_header(&mut self, raw: &RawCertHeader) -> Option<CertHeader> {
+        let path = "inbound.client_certificate_header";
+        let name = hyper::header::HeaderName::from_bytes(raw.name.as_bytes());
+        if name.is_err() {
+            self.error(
+                format!("{path}.name"),
+                format!("{:?} is not a header name", raw.name),
+            );
+        }
+        if raw.trusted_peers.is_empty() {
+            self.error(
+                format!("{path}.trusted_peers"),
+                "name the peers allowed to set it (the proxy in front): anyone else could claim any certificate",
+            );
+        }
+        let trusted_peers: Vec<ipnet::IpNet> = raw
+            .trusted_peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, peer)| {
+                let parsed = peer
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| peer.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                if parsed.is_err() {
+                    self.error(
+                        format!("{path}.trusted_peers[{i}]"),
+                        format!("{peer:?} is not an address or CIDR range"),
+                    );
+                }
+                parsed.ok()
+            })
+            .collect();
+        Some(CertHeader {
+            name: name.ok()?,
+            trusted_peers,
         })
     }
 

@@ -25,7 +25,7 @@ mod tokens;
 
 pub use client_auth::{assertion_key, AssertionKey, ClientAuth, OAuthClient};
 pub use guard::{DpopConfig, ForwardConfig, GuardConfig, Limits, Mode};
-pub use inbound::{AuthzConfig, ClientCerts, InboundConfig, TlsFiles};
+pub use inbound::{AuthzConfig, CertHeader, ClientCerts, InboundConfig, TlsFiles};
 pub use introspection::{IntrospectionConfig, IntrospectionEndpoint};
 pub use issuers::{IssuerConfig, JwksCachePolicy, KeySource, Matched, OpenPattern, RequireBinding};
 pub use outbound::{

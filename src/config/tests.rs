@@ -1237,3 +1237,52 @@ fn inbound_tls_asks_for_client_certificates_only_when_told() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_client_certificate_header_needs_its_trusted_peers() {
+    let with = |block: &str| {
+        MINIMAL.replace(
+            "  upstream: http://127.0.0.1:${PORT}\n",
+            &format!(
+                "  upstream: http://127.0.0.1:${{PORT}}\n  client_certificate_header: {block}\n"
+            ),
+        )
+    };
+    let c = load(&with(
+        "{ name: ssl-client-cert, trusted_peers: [10.0.0.0/8, 127.0.0.1] }",
+    ))
+    .unwrap();
+    let header = c.inbound.unwrap().client_certificate_header.unwrap();
+    assert_eq!(header.name, "ssl-client-cert");
+    assert_eq!(
+        header.trusted_peers,
+        vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap()
+        ]
+    );
+    let cases = [
+        (
+            "{ name: ssl-client-cert }",
+            "inbound.client_certificate_header.trusted_peers",
+            "name the peers allowed to set it",
+        ),
+        (
+            "{ name: ssl-client-cert, trusted_peers: [10.0.0.0/33] }",
+            "inbound.client_certificate_header.trusted_peers[0]",
+            "not an address or CIDR range",
+        ),
+        (
+            "{ name: \"bad name\", trusted_peers: [10.0.0.1] }",
+            "inbound.client_certificate_header.name",
+            "not a header name",
+        ),
+    ];
+    for (block, path, message) in cases {
+        let errors = load(&with(block)).unwrap_err();
+        assert!(
+            errors.iter().any(|(p, m)| p == path && m.contains(message)),
+            "{block}: {errors:?}"
+        );
+    }
+}

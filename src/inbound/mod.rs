@@ -3,9 +3,11 @@
 //! the cache and the pure verifier) → forward (identity headers set, the canonical Host)
 //! → complete (one point records every outcome).
 
+mod client_cert;
+
 use crate::body::{streamed, Body};
 use crate::client::HttpClient;
-use crate::config::InboundConfig;
+use crate::config::{CertHeader, InboundConfig};
 use crate::error::Failure;
 use crate::guard::decide::{Connection, Decision, Verdict};
 use crate::guard::Guard;
@@ -24,6 +26,8 @@ pub struct Inbound {
     guard: Guard,
     upstream: Upstream,
     keep_authorization: bool,
+    /// Where a proxy in front passes the client certificate, if one does.
+    cert_header: Option<CertHeader>,
 }
 
 impl Inbound {
@@ -44,6 +48,7 @@ impl Inbound {
             guard: Guard::new(&config.guard, client, metrics, "inbound"),
             upstream,
             keep_authorization: config.guard.forward.keep_authorization,
+            cert_header: config.client_certificate_header.clone(),
         }))
     }
 
@@ -87,9 +92,16 @@ impl Handler for Inbound {
         from: Downstream,
     ) -> Response<Body> {
         let exchange = Exchange::of(&req);
+        // The connection's own certificate; else one a trusted proxy in
+        // front passed (its header is removed before forwarding either way).
+        let passed = self.cert_header.as_ref().and_then(|h| {
+            let passed = client_cert::passed_certificate(h, req.headers(), from.peer.ip());
+            req.headers_mut().remove(&h.name);
+            passed
+        });
         let connection = Connection {
             https: from.tls,
-            certificate: from.certificate.as_deref(),
+            certificate: from.certificate.as_deref().or(passed.as_deref()),
         };
         let decision = self.guard.decide(&mut req, connection).await;
         let counters = self.guard.counters(decision.rule);
