@@ -43,6 +43,15 @@ mod watch;
 
 pub use app::{start, App, StartError};
 
+/// The base64url (unpadded) SHA-256 of `bytes`: the form a JWK thumbprint
+/// (RFC 7638), a certificate's `x5t#S256` (RFC 8705) and a DPoP proof's
+/// `ath` (RFC 9449) take.
+pub fn sha256_base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
 /// Short, non-reversible fingerprint for logs: the first 8 bytes of SHA-256, hex.
 pub fn fingerprint(bytes: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);

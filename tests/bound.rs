@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::json;
 use std::net::SocketAddr;
 use support::dpop::DpopClient;
-use support::mtls::{client_cert, tls_request, ClientCert};
+use support::mtls::{client_cert, escaped_pem, tls_request, ClientCert, ServerCert};
 use support::*;
 use tokengate::demo::{unix_now, DevIssuer, Echo, KeyKind, SigningKey};
 
@@ -24,25 +24,45 @@ async fn ask(addr: SocketAddr, line: &str, authorization: &str, proofs: &[&str])
     raw_request(addr, line, &addr.to_string(), &headers).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dpop_bound_tokens_pass_with_a_fresh_proof_and_every_bad_one_is_refused() {
+/// The dev issuer and an echo app, for a guard in front of it.
+async fn issuer_and_app() -> (DevIssuer, Echo) {
     let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
         .await
         .unwrap();
-    let echo = Echo::start().await.unwrap();
-    let yaml = format!(
+    (issuer, Echo::start().await.unwrap())
+}
+
+/// A config guarding `echo` with `issuer`'s tokens; `inbound` is YAML under
+/// `inbound:` (the rules, and what else the test turns on).
+fn config(issuer: &DevIssuer, echo: &Echo, inbound: &str) -> String {
+    format!(
         r#"admin: {{ listen: "127.0.0.1:0" }}
 inbound:
   listen: "127.0.0.1:0"
   upstream: "http://{echo}"
   issuers:
     - {{ issuer: "{iss}", jwks_uri: "{iss}/jwks.json", audiences: [{AUD}] }}
-  rules:
-    - {{ path: /bound, require_binding: dpop }}
-    - {{ path: /orders, scopes: ["orders:read"] }}
-"#,
+{inbound}"#,
         echo = echo.addr,
         iss = issuer.issuer,
+        inbound = indent(inbound, 2),
+    )
+}
+
+/// The app for `yaml`, ready.
+async fn serve(yaml: &str) -> tokengate::App {
+    let app = start_yaml(yaml).await;
+    ready_at(&format!("http://{}", app.admin_addr)).await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_bound_tokens_pass_with_a_fresh_proof_and_every_bad_one_is_refused() {
+    let (issuer, echo) = issuer_and_app().await;
+    let yaml = config(
+        &issuer,
+        &echo,
+        "rules:\n  - { path: /bound, require_binding: dpop }\n  - { path: /orders, scopes: [\"orders:read\"] }\n",
     );
     let app = start_yaml(&yaml).await;
     let s = Stack {
@@ -257,33 +277,18 @@ inbound:
 /// the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_bound_tokens_pass_only_over_their_certificates_connection() {
-    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_file = temp_file("bound-server.crt", &server.cert.pem());
-    let key_file = temp_file("bound-server.key", &server.signing_key.serialize_pem());
-    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
-        .await
-        .unwrap();
-    let echo = Echo::start().await.unwrap();
-    let yaml = format!(
-        r#"admin: {{ listen: "127.0.0.1:0" }}
-inbound:
-  listen: "127.0.0.1:0"
-  upstream: "http://{echo}"
-  tls: {{ cert_file: "{cert}", key_file: "{key}", client_certificates: optional }}
-  issuers:
-    - {{ issuer: "{iss}", jwks_uri: "{iss}/jwks.json", audiences: [{AUD}] }}
-  rules:
-    - {{ path: /bound, require_binding: mtls }}
-    - {{ path: /orders, scopes: ["orders:read"] }}
-"#,
-        echo = echo.addr,
-        iss = issuer.issuer,
-        cert = cert_file.display(),
-        key = key_file.display(),
+    let server = ServerCert::generate();
+    let (issuer, echo) = issuer_and_app().await;
+    let yaml = config(
+        &issuer,
+        &echo,
+        &format!(
+            "tls: {}\nrules:\n  - {{ path: /bound, require_binding: mtls }}\n  - {{ path: /orders, scopes: [\"orders:read\"] }}\n",
+            server.tls_yaml("client_certificates: optional")
+        ),
     );
-    let app = start_yaml(&yaml).await;
+    let app = serve(&yaml).await;
     let addr = app.inbound_addr.unwrap();
-    ready_at(&format!("http://{}", app.admin_addr)).await;
     let (mine, theirs) = (client_cert("orders.client"), client_cert("other.client"));
     let bound = issuer.mint(json!({ "scope": "orders:read", "cnf": { "x5t#S256": mine.x5t } }));
     let unbound = issuer.mint(json!({ "scope": "orders:read" }));
@@ -293,7 +298,7 @@ inbound:
              X-SSL-Client-Cert: forged\r\nssl-client-cert: forged\r\nConnection: close\r\n\r\n"
         )
     };
-    let server_der = server.cert.der().clone();
+    let server_der = server.cert.clone();
 
     let answer = tls_request(
         addr,
@@ -348,9 +353,8 @@ inbound:
             pki.ca.display()
         ),
     );
-    let app = start_yaml(&yaml).await;
+    let app = serve(&yaml).await;
     let addr = app.inbound_addr.unwrap();
-    ready_at(&format!("http://{}", app.admin_addr)).await;
     let bound = issuer.mint(json!({ "scope": "orders:read", "cnf": { "x5t#S256": from_ca.x5t } }));
     let answer = tls_request(
         addr,
@@ -378,27 +382,14 @@ inbound:
 /// kind taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nonces_required_a_proof_must_carry_a_fresh_server_nonce() {
-    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
-        .await
-        .unwrap();
-    let echo = Echo::start().await.unwrap();
-    let yaml = format!(
-        r#"admin: {{ listen: "127.0.0.1:0" }}
-inbound:
-  listen: "127.0.0.1:0"
-  upstream: "http://{echo}"
-  issuers:
-    - {{ issuer: "{iss}", jwks_uri: "{iss}/jwks.json", audiences: [{AUD}] }}
-  rules:
-    - {{ path: /orders, scopes: ["orders:read"] }}
-  dpop: {{ require_nonce: true }}
-"#,
-        echo = echo.addr,
-        iss = issuer.issuer,
-    );
-    let app = start_yaml(&yaml).await;
+    let (issuer, echo) = issuer_and_app().await;
+    let app = serve(&config(
+        &issuer,
+        &echo,
+        "rules: [{ path: /orders, scopes: [\"orders:read\"] }]\ndpop: { require_nonce: true }\n",
+    ))
+    .await;
     let addr = app.inbound_addr.unwrap();
-    ready_at(&format!("http://{}", app.admin_addr)).await;
     let client = DpopClient::generate();
     let token = issuer.mint(json!({ "scope": "orders:read", "cnf": { "jkt": client.jkt() } }));
     let htu = format!("http://{addr}/orders/1");
@@ -436,44 +427,25 @@ inbound:
 /// else the header counts for nothing, and it never reaches the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_an_ingress_the_certificate_comes_from_a_trusted_header_only() {
-    let issuer = DevIssuer::start(vec![SigningKey::generate(KeyKind::Rs256, "k1")], AUD)
-        .await
-        .unwrap();
-    let echo = Echo::start().await.unwrap();
+    let (issuer, echo) = issuer_and_app().await;
     let made = rcgen::generate_simple_self_signed(vec!["orders.client".to_string()]).unwrap();
     let mine = support::mtls::ClientCert::of(&made);
     let other = rcgen::generate_simple_self_signed(vec!["other".to_string()]).unwrap();
-    let escaped = |pem: String| -> String {
-        pem.bytes()
-            .map(|b| match b.is_ascii_alphanumeric() {
-                true => char::from(b).to_string(),
-                false => format!("%{b:02X}"),
-            })
-            .collect()
-    };
     let token = issuer.mint(json!({ "scope": "orders:read", "cnf": { "x5t#S256": mine.x5t } }));
     for (trusted, passes) in [("127.0.0.1", true), ("10.0.0.0/8", false)] {
-        let yaml = format!(
-            r#"admin: {{ listen: "127.0.0.1:0" }}
-inbound:
-  listen: "127.0.0.1:0"
-  upstream: "http://{echo}"
-  client_certificate_header: {{ name: ssl-client-cert, trusted_peers: ["{trusted}"] }}
-  issuers:
-    - {{ issuer: "{iss}", jwks_uri: "{iss}/jwks.json", audiences: [{AUD}] }}
-  rules:
-    - {{ path: /orders, scopes: ["orders:read"] }}
-"#,
-            echo = echo.addr,
-            iss = issuer.issuer,
-        );
-        let app = start_yaml(&yaml).await;
+        let app = serve(&config(
+            &issuer,
+            &echo,
+            &format!(
+                "client_certificate_header: {{ name: ssl-client-cert, trusted_peers: [\"{trusted}\"] }}\nrules: [{{ path: /orders, scopes: [\"orders:read\"] }}]\n"
+            ),
+        ))
+        .await;
         let addr = app.inbound_addr.unwrap();
-        ready_at(&format!("http://{}", app.admin_addr)).await;
         let ask = |pem: String| {
             let headers = vec![
                 ("Authorization", format!("Bearer {token}")),
-                ("ssl-client-cert", escaped(pem)),
+                ("ssl-client-cert", escaped_pem(&pem)),
             ];
             async move { raw_request(addr, "GET /orders/1", &addr.to_string(), &headers).await }
         };

@@ -169,6 +169,17 @@ async fn token(p: &Provider, client: (&str, &str), resource: &str, scope: &str) 
         .to_string()
 }
 
+/// A JWT's claims, unverified.
+fn claims_of(jwt: &str) -> serde_json::Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 fn kid_of(jwt: &str) -> String {
     let header = jwt.split('.').next().unwrap();
     let header: serde_json::Value = serde_json::from_slice(
@@ -807,12 +818,7 @@ async fn dpop_bound_provider_tokens_pass_only_with_their_keys_proof() {
     assert_eq!(status, StatusCode::OK, "token request: {body}");
     assert_eq!(body["token_type"], "DPoP", "{body}");
     let token = body["access_token"].as_str().unwrap().to_string();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = claims_of(&token);
     assert_eq!(claims["cnf"]["jkt"], client.jkt(), "{claims}");
     // Without a proof the provider issues nothing to this client.
     let (status, _) = post_form(
@@ -885,49 +891,32 @@ inbound:
 /// connection presenting that certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_bound_provider_tokens_pass_only_with_their_certificate() {
-    use support::mtls::{client_cert, tls_request, ClientCert};
+    use support::mtls::{client_cert, escaped_pem, tls_request, ClientCert, ServerCert};
     let Some(provider) = start_provider(&[]) else {
         return;
     };
     let made = rcgen::generate_simple_self_signed(vec!["orders.client".to_string()]).unwrap();
     let mine = ClientCert::of(&made);
-    // Every byte but letters and digits percent-encoded, as decodeURIComponent reads it.
-    let encoded: String = made
-        .cert
-        .pem()
-        .bytes()
-        .map(|b| match b.is_ascii_alphanumeric() {
-            true => char::from(b).to_string(),
-            false => format!("%{b:02X}"),
-        })
-        .collect();
     let (status, body) = post_form_with(
         &format!("{}/token", provider.issuer),
         Some(("svc-mtls", "mtls-secret")),
         "grant_type=client_credentials&resource=urn:orders&scope=orders:read",
-        &[("x-ssl-client-cert", encoded)],
+        &[("x-ssl-client-cert", escaped_pem(&made.cert.pem()))],
     )
     .await;
     assert_eq!(status, StatusCode::OK, "token request: {body}");
     let token = body["access_token"].as_str().unwrap().to_string();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = claims_of(&token);
     assert_eq!(claims["cnf"]["x5t#S256"], mine.x5t, "{claims}");
 
-    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_file = temp_file("interop-tls.crt", &server.cert.pem());
-    let key_file = temp_file("interop-tls.key", &server.signing_key.serialize_pem());
+    let server = ServerCert::generate();
     let echo = Echo::start().await.unwrap();
     let yaml = format!(
         r#"admin: {{ listen: "127.0.0.1:0" }}
 inbound:
   listen: "127.0.0.1:0"
   upstream: "http://{echo}"
-  tls: {{ cert_file: "{cert}", key_file: "{key}", client_certificates: optional }}
+  tls: {tls}
   issuers:
     - issuer: "{issuer}"
       discovery: true
@@ -938,8 +927,7 @@ inbound:
 "#,
         echo = echo.addr,
         issuer = provider.issuer,
-        cert = cert_file.display(),
-        key = key_file.display(),
+        tls = server.tls_yaml("client_certificates: optional"),
     );
     let app = start_yaml(&yaml).await;
     let addr = app.inbound_addr.unwrap();
@@ -947,7 +935,7 @@ inbound:
     let request = format!(
         "GET /orders/1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
-    let server_der = server.cert.der().clone();
+    let server_der = server.cert.clone();
     let answer = tls_request(addr, &server_der, Some(&mine), &request).await;
     assert_eq!(answer.as_ref().map(|a| a.0), Some(200), "{answer:?}");
     let hits = echo.hits();

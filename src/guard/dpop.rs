@@ -158,7 +158,7 @@ pub fn check(
 
 /// PURE: the `ath` of `token`: base64url of its SHA-256.
 pub fn token_hash(token: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, token))
+    crate::sha256_base64url(token)
 }
 
 fn b64(part: &str) -> Option<Vec<u8>> {
@@ -402,8 +402,7 @@ impl ProofJwk<'_> {
         Ok(ProofKey {
             alg,
             material,
-            thumbprint: URL_SAFE_NO_PAD
-                .encode(digest::digest(&digest::SHA256, canonical.as_bytes())),
+            thumbprint: crate::sha256_base64url(canonical.as_bytes()),
         })
     }
 }

@@ -365,17 +365,6 @@ impl Verifier {
             return Err(Reject::Inactive);
         }
         trace.pass("active", format_args!("true"));
-        // A DPoP token must say which key it is bound to (its `cnf`, read
-        // with the other claims): the binding phase checks each request's
-        // proof against it.
-        let dpop = matches!(claims.get("token_type"), Some(Claim::String(t)) if t.eq_ignore_ascii_case("dpop"));
-        if dpop
-            && Confirmation::parse(claims.raw("cnf").map(|c| c.get()))?
-                .jkt
-                .is_none()
-        {
-            return Err(Reject::UnknownBinding);
-        }
         // The hint asked about an access token, but an endpoint may answer
         // for any token it issued (RFC 7662 §2.1).
         for (member, access) in [
@@ -404,7 +393,15 @@ impl Verifier {
         if claims.raw("aud").is_some() {
             policy.audience(claims, trace)?;
         }
-        self.admit(id, policy, claims, window, None, trace)
+        let token = self.admit(id, policy, claims, window, None, trace)?;
+        // A DPoP token must say which key it is bound to (its `cnf`, read
+        // by `admit`): the binding phase checks each request's proof
+        // against it.
+        let dpop = matches!(claims.get("token_type"), Some(Claim::String(t)) if t.eq_ignore_ascii_case("dpop"));
+        match dpop && token.confirmation.jkt.is_none() {
+            true => Err(Reject::UnknownBinding),
+            false => Ok(token),
+        }
     }
 
     /// PURE: the issuer whose introspection endpoint judges `token`, if one

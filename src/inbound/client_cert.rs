@@ -11,7 +11,6 @@
 //!   hex SHA-256 of the DER), else its `Cert=` (a URL-encoded PEM).
 
 use crate::config::CertHeader;
-use aws_lc_rs::digest;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use hyper::header::HeaderMap;
@@ -41,7 +40,7 @@ pub fn passed_certificate(
 fn thumbprint(value: &str) -> Option<String> {
     let value = value.trim();
     if let Some(b64) = value.strip_prefix(':').and_then(|v| v.strip_suffix(':')) {
-        return Some(of_der(&STANDARD.decode(b64).ok()?));
+        return Some(crate::sha256_base64url(&STANDARD.decode(b64).ok()?));
     }
     if value.contains("Hash=") || value.contains("Cert=") {
         return xfcc(value);
@@ -80,23 +79,20 @@ fn from_pem(value: &str) -> Option<String> {
         .decode_utf8()
         .ok()?;
     let der = CertificateDer::from_pem_slice(decoded.as_bytes()).ok()?;
-    Some(of_der(&der))
-}
-
-fn of_der(der: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, der))
+    Some(crate::sha256_base64url(&der))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::digest;
     use hyper::header::{HeaderName, HeaderValue};
 
     #[test]
     fn each_form_a_proxy_passes_is_read_and_only_from_a_trusted_peer() {
         let made = rcgen::generate_simple_self_signed(vec!["client".to_string()]).unwrap();
         let der = made.cert.der().to_vec();
-        let want = of_der(&der);
+        let want = crate::sha256_base64url(&der);
         let pem = made.cert.pem();
         let url_encoded: String =
             percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC)

@@ -8,8 +8,6 @@ mod tls;
 pub use tls::{CertStore, TlsError};
 
 use crate::body::Body;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
@@ -335,10 +333,9 @@ impl Downstream {
     /// The connection, with the client certificate its handshake presented
     /// (the first of `chain`, the client's own).
     fn presenting(self, chain: Option<&[CertificateDer<'_>]>) -> Downstream {
-        let certificate = chain.and_then(<[_]>::first).map(|der| {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-            Arc::from(URL_SAFE_NO_PAD.encode(digest))
-        });
+        let certificate = chain
+            .and_then(<[_]>::first)
+            .map(|der| Arc::from(crate::sha256_base64url(der)));
         Downstream {
             certificate,
             ..self

@@ -5,6 +5,40 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::net::SocketAddr;
 
+/// A TLS listener's self-signed certificate for `localhost`, in files.
+pub struct ServerCert {
+    /// What the test client trusts.
+    pub cert: rustls::pki_types::CertificateDer<'static>,
+    cert_file: tempfile::TempPath,
+    key_file: tempfile::TempPath,
+}
+
+impl ServerCert {
+    pub fn generate() -> ServerCert {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        ServerCert {
+            cert: made.cert.der().clone(),
+            cert_file: super::temp_file("tls-server.crt", &made.cert.pem()),
+            key_file: super::temp_file("tls-server.key", &made.signing_key.serialize_pem()),
+        }
+    }
+
+    /// `inbound.tls` serving it, with `extra` fields (`client_certificates: …`).
+    pub fn tls_yaml(&self, extra: &str) -> String {
+        format!(
+            "{{ cert_file: \"{}\", key_file: \"{}\", {extra} }}",
+            self.cert_file.display(),
+            self.key_file.display()
+        )
+    }
+}
+
+/// A PEM as nginx's `$ssl_client_escaped_cert` passes it (and as
+/// `decodeURIComponent` reads it).
+pub fn escaped_pem(pem: &str) -> String {
+    percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// A client certificate (self-signed: RFC 8705 §2.2) and its key, for rustls.
 pub struct ClientCert {
     pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
