@@ -14,7 +14,7 @@
 //! - `server`, `upstream`, `respond` (every failure's answer, in one place);
 //! - leaves: `config`, `error` (with `guard::reject`, which imports only
 //!   `config`), `metrics`, `headers`, `grpc`, `body`,
-//!   `client`, `clock`, `unverified`, `access_log`, `watch`.
+//!   `client`, `clock`, `unverified`, `access_log`, `watch`, `dpop_key`.
 
 pub mod access_log;
 mod admin;
@@ -27,6 +27,7 @@ mod client_auth;
 mod clock;
 pub mod config;
 pub mod demo;
+mod dpop_key;
 mod error;
 mod grpc;
 pub mod guard;

@@ -25,6 +25,8 @@ use tokengate::demo::{DevIssuer, Echo, KeyKind, SigningKey};
 struct Provider {
     child: Child,
     issuer: String,
+    /// Its HTTPS port, when started with `TLS_CERT_FILE`.
+    tls_port: Option<u64>,
 }
 
 impl Drop for Provider {
@@ -110,7 +112,12 @@ fn start_provider(env: &[(&str, String)]) -> Option<Provider> {
     let info: serde_json::Value =
         serde_json::from_str(&line).expect("provider start-up line is JSON");
     let issuer = info["issuer"].as_str().expect("issuer").to_string();
-    Some(Provider { child, issuer })
+    let tls_port = info["tls_port"].as_u64();
+    Some(Provider {
+        child,
+        issuer,
+        tls_port,
+    })
 }
 
 async fn post_form(
@@ -949,4 +956,203 @@ inbound:
     }
     assert_eq!(echo.hits(), hits, "nothing refused reaches the app");
     app.shutdown().await;
+}
+
+/// Issue 29, outbound: a DPoP-bound token source against the real provider.
+/// tokengate holds the key, proves it to the token endpoint (the client
+/// `svc-dpop-nonce` must use the server's nonce: one resend), gets a
+/// `token_type: DPoP` token, and signs a fresh proof of each forwarded
+/// request, which tokengate's own inbound guard checks (demanding its own
+/// nonce too, so the upstream's nonce is learnt and then kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_dpop_source_gets_provider_tokens_and_proves_each_request() {
+    let Some(provider) = start_provider(&[]) else {
+        return;
+    };
+    let echo = Echo::start().await.unwrap();
+    let guard = start_yaml(&format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  issuers:
+    - {{ issuer: "{issuer}", discovery: true, audiences: ["urn:orders"], require_typ: at+jwt }}
+  rules:
+    - {{ path: /orders, scopes: ["orders:read"], require_binding: dpop }}
+  dpop: {{ require_nonce: true }}
+"#,
+        echo = echo.addr,
+        issuer = provider.issuer,
+    ))
+    .await;
+    let guard_addr = guard.inbound_addr.unwrap();
+    let guard_admin = format!("http://{}", guard.admin_addr);
+    ready_at(&guard_admin).await;
+    let out = start_yaml(&format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+outbound:
+  listen: "127.0.0.1:0"
+  routes:
+    - {{ host: orders.test, upstream: "http://{guard_addr}", token: orders }}
+  tokens:
+    orders:
+      kind: client_credentials
+      token_url: "{issuer}/token"
+      client_id: svc-dpop-nonce
+      client_secret: dpop-nonce-secret
+      resource: "urn:orders"
+      scopes: ["orders:read"]
+      dpop: {{ generate: ES256 }}
+"#,
+        issuer = provider.issuer,
+    ))
+    .await;
+    // Ready only once the provider, which demands its nonce, issued a token.
+    ready_at(&format!("http://{}", out.admin_addr)).await;
+    let base = format!("http://{}", out.outbound_addr.unwrap());
+    let nonce_refusals = || async {
+        let metrics = get(&format!("{guard_admin}/metrics"), None).await.2;
+        metric_value(
+            &metrics,
+            "tokengate_auth_decisions_total{decision=\"deny\",reason=\"use_dpop_nonce\"}",
+        )
+    };
+    let mut jkt = None;
+    for method in [Method::GET, Method::POST, Method::GET] {
+        let hits = echo.hits();
+        let (status, _, body) = send(
+            method.clone(),
+            &format!("{base}/orders/1?page=2"),
+            &[("host", "orders.test".to_string())],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{method}: {body}");
+        assert_eq!(echo.hits(), hits + 1, "one request reached the app");
+        let seen = echo.last_headers().unwrap();
+        let token = seen["authorization"].to_str().unwrap();
+        let token = token.strip_prefix("DPoP ").unwrap();
+        let proof = seen["dpop"].to_str().unwrap();
+        // Judged by jsonwebtoken, which knows nothing of tokengate's signer.
+        let header = jsonwebtoken::decode_header(proof).unwrap();
+        let key = header.jwk.unwrap();
+        let thumbprint = key.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256);
+        assert_eq!(claims_of(token)["cnf"]["jkt"], thumbprint.as_str());
+        let claims = claims_of(proof);
+        assert_eq!(claims["htm"], method.as_str());
+        assert_eq!(claims["htu"], format!("http://{guard_addr}/orders/1"));
+        assert_eq!(claims["ath"], tokengate::sha256_base64url(token.as_bytes()));
+        assert!(claims["nonce"].is_string(), "{claims}");
+        // One key for the source's life.
+        assert_eq!(jkt.get_or_insert(thumbprint.clone()), &thumbprint);
+    }
+    // The guard asked for its nonce once; the next requests carried it.
+    assert_eq!(nonce_refusals().await, 1.0);
+    // The provider's demand for its nonce was met within the first fetch.
+    let metrics = get(&format!("http://{}/metrics", out.admin_addr), None)
+        .await
+        .2;
+    let fetches = |result: &str| {
+        metric_value(
+            &metrics,
+            &format!("tokengate_token_refresh_total{{result=\"{result}\",token=\"orders\"}}"),
+        )
+    };
+    assert_eq!((fetches("ok"), fetches("rejected")), (1.0, 0.0));
+    out.shutdown().await;
+    guard.shutdown().await;
+}
+
+/// Issue 29, outbound: a certificate-bound token source. Its client
+/// certificate is presented over TLS to the real provider's token endpoint
+/// (which binds `svc-mtls`'s token to it) and to the upstream, tokengate's own
+/// TLS guard, which takes the token only from that certificate's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_certificate_bound_source_presents_its_certificate_to_both() {
+    use support::mtls::{ClientCert, ServerCert};
+    let server = ServerCert::generate();
+    let (cert_file, key_file) = server.files();
+    let Some(provider) = start_provider(&[
+        ("TLS_CERT_FILE", cert_file.display().to_string()),
+        ("TLS_KEY_FILE", key_file.display().to_string()),
+    ]) else {
+        return;
+    };
+    let tls_port = provider.tls_port.expect("the provider serves HTTPS");
+    let made = rcgen::generate_simple_self_signed(vec!["orders.client".to_string()]).unwrap();
+    let mine = ClientCert::of(&made);
+    let client_cert = temp_file("client.crt", &made.cert.pem());
+    let client_key = temp_file("client.key", &made.signing_key.serialize_pem());
+    let echo = Echo::start().await.unwrap();
+    let guard = start_yaml(&format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  upstream: "http://{echo}"
+  tls: {tls}
+  issuers:
+    - {{ issuer: "{issuer}", discovery: true, audiences: ["urn:orders"], require_typ: at+jwt }}
+  rules:
+    - {{ path: /orders, scopes: ["orders:read"], require_binding: mtls }}
+"#,
+        echo = echo.addr,
+        issuer = provider.issuer,
+        tls = server.tls_yaml("client_certificates: optional"),
+    ))
+    .await;
+    let guard_addr = guard.inbound_addr.unwrap();
+    ready_at(&format!("http://{}", guard.admin_addr)).await;
+    let out = start_yaml(&format!(
+        r#"admin: {{ listen: "127.0.0.1:0" }}
+outbound:
+  listen: "127.0.0.1:0"
+  routes:
+    - {{ host: orders.test, upstream: "https://127.0.0.1:{guard_port}", token: orders }}
+    - {{ host: plain.test, upstream: "https://127.0.0.1:{guard_port}" }}
+  tokens:
+    orders:
+      kind: client_credentials
+      token_url: "https://127.0.0.1:{tls_port}/token"
+      client_id: svc-mtls
+      client_secret: mtls-secret
+      resource: "urn:orders"
+      scopes: ["orders:read"]
+      tls: {{ ca_file: "{ca}", cert_file: "{cert}", key_file: "{key}" }}
+  tls: {{ ca_file: "{ca}" }}
+"#,
+        guard_port = guard_addr.port(),
+        ca = cert_file.display(),
+        cert = client_cert.display(),
+        key = client_key.display(),
+    ))
+    .await;
+    ready_at(&format!("http://{}", out.admin_addr)).await;
+    let base = format!("http://{}", out.outbound_addr.unwrap());
+    let (status, _, body) = send(
+        Method::GET,
+        &format!("{base}/orders/1"),
+        &[("host", "orders.test".to_string())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = echo.last_headers().unwrap();
+    let token = seen["authorization"].to_str().unwrap();
+    let token = token.strip_prefix("Bearer ").unwrap();
+    assert_eq!(claims_of(token)["cnf"]["x5t#S256"], mine.x5t);
+    // The same token from a connection without the certificate (a
+    // pass-through route, the app sending it itself) is refused.
+    let hits = echo.hits();
+    let (status, _, body) = send(
+        Method::GET,
+        &format!("{base}/orders/1"),
+        &[
+            ("host", "plain.test".to_string()),
+            ("authorization", format!("Bearer {token}")),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
+    assert_eq!(echo.hits(), hits);
+    out.shutdown().await;
+    guard.shutdown().await;
 }

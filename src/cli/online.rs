@@ -71,14 +71,19 @@ pub async fn check(path: &Path, config: &Config) -> bool {
             Ok(client) => {
                 for token in &outbound.tokens {
                     let client = client.with_tls(token.tls.as_deref());
-                    let fetched =
-                        crate::outbound::source::fetch(&token.source, &client, token.fetch_timeout)
-                            .await
-                            .map(|f| match f.lifetime {
-                                Some(d) => format!("a token for {}s", d.as_secs()),
-                                None => "a token (lifetime not stated)".to_string(),
-                            })
-                            .map_err(|e| e.to_string());
+                    let nonce = crate::outbound::source::Nonce::default();
+                    let fetched = crate::outbound::source::fetch(
+                        &token.source,
+                        &client,
+                        token.fetch_timeout,
+                        &nonce,
+                    )
+                    .await
+                    .map(|f| match f.lifetime {
+                        Some(d) => format!("a token for {}s", d.as_secs()),
+                        None => "a token (lifetime not stated)".to_string(),
+                    })
+                    .map_err(|e| e.to_string());
                     report(format!("token {}", token.name), fetched);
                 }
             }

@@ -19,8 +19,10 @@ pub async fn token(path: &Path, name: &str) -> Result<(), Failed> {
     };
     let client =
         crate::client::http_client(outbound.timeouts.upstream_connect, outbound.tls.as_deref())
-            .map_err(|e| Failed::Run(e.to_string()))?;
-    match crate::outbound::source::fetch(&t.source, &client, t.fetch_timeout).await {
+            .map_err(|e| Failed::Run(e.to_string()))?
+            .with_tls(t.tls.as_deref());
+    let nonce = crate::outbound::source::Nonce::default();
+    match crate::outbound::source::fetch(&t.source, &client, t.fetch_timeout, &nonce).await {
         Err(e) => {
             println!("token {name} ({}): FAILED: {e}", t.source.kind());
             Err(Failed::Said)

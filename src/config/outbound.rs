@@ -6,6 +6,7 @@
 use super::client_auth::{AssertionKey, OAuthClient, RawClient};
 use super::raw::{RawClientTls, RawTimeouts};
 use super::{Secret, Timeouts, UpstreamProtocol, Validator};
+use crate::dpop_key::DpopKey;
 use hyper::header::HeaderValue;
 use hyper::Uri;
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,18 @@ pub struct RawTokenSource {
     pub fetch_timeout: Option<String>,
     /// TLS to this source's token server (not `file`).
     pub tls: Option<RawClientTls>,
+    /// OAuth kinds: the key its tokens are bound to (RFC 9449).
+    pub dpop: Option<RawDpop>,
+}
+
+/// `dpop:` of a token source: one of the two.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpop {
+    /// A PEM private key (EC P-256, P-384 or Ed25519).
+    pub key_file: Option<String>,
+    /// A key made at start and held in memory: ES256, ES384 or EdDSA.
+    pub generate: Option<String>,
 }
 impl RawTokenSource {
     /// Its client fields.
@@ -204,6 +217,9 @@ pub struct OAuthGrant {
     pub resource: Option<String>,
     /// Extra form parameters, sent as given.
     pub extra_params: Vec<(String, String)>,
+    /// The key its tokens are bound to (RFC 9449): each token request and each
+    /// forwarded request carries a proof signed with it.
+    pub dpop: Option<std::sync::Arc<DpopKey>>,
 }
 
 #[derive(Debug, Clone)]
@@ -425,7 +441,19 @@ impl Validator<'_> {
                 )),
             },
         };
-        let inject = match Inject::parse(raw.inject.as_deref().unwrap_or("Bearer {token}")) {
+        // A DPoP-bound token goes as `Authorization: DPoP …` beside its proof.
+        let template = match (&raw.dpop, raw.inject.as_deref()) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{path}.inject"),
+                    "a DPoP-bound token is sent as `DPoP {token}`; inject does not apply",
+                );
+                "DPoP {token}"
+            }
+            (Some(_), None) => "DPoP {token}",
+            (None, template) => template.unwrap_or("Bearer {token}"),
+        };
+        let inject = match Inject::parse(template) {
             Ok(i) => i,
             Err(e) => {
                 self.error(format!("{path}.inject"), e);

@@ -485,6 +485,36 @@ fn outbound_errors_name_their_path() {
             "outbound.tokens.cc.token_url",
             "http:// or https://",
         ),
+        (
+            OUTBOUND.replace("path: /var/run/token", "path: /t\n      dpop: { generate: ES256 }"),
+            "outbound.tokens.file.dpop",
+            "not used by kind file",
+        ),
+        (
+            OUTBOUND.replace("resource: urn:payments", "resource: urn:payments\n      dpop: { generate: HS256 }"),
+            "outbound.tokens.cc.dpop.generate",
+            "expected ES256, ES384 or EdDSA, got \"HS256\"",
+        ),
+        (
+            OUTBOUND.replace("resource: urn:payments", "resource: urn:payments\n      dpop: {}"),
+            "outbound.tokens.cc.dpop",
+            "set key_file or generate",
+        ),
+        (
+            OUTBOUND.replace("resource: urn:payments", "resource: urn:payments\n      dpop: { generate: ES256, key_file: /k.pem }"),
+            "outbound.tokens.cc.dpop",
+            "one of them",
+        ),
+        (
+            OUTBOUND.replace("resource: urn:payments", "resource: urn:payments\n      dpop: { key_file: /nonexistent/dpop.pem }"),
+            "outbound.tokens.cc.dpop.key_file",
+            "cannot read /nonexistent/dpop.pem",
+        ),
+        (
+            OUTBOUND.replace("resource: urn:payments", "resource: urn:payments\n      dpop: { generate: ES256 }\n      inject: \"Bearer {token}\""),
+            "outbound.tokens.cc.inject",
+            "inject does not apply",
+        ),
     ];
     for (yaml, path, fragment) in cases {
         let errors = load(&yaml).expect_err(path);
@@ -530,6 +560,52 @@ fn private_key_jwt_loads_the_assertion_key() {
         errors
             .iter()
             .any(|(p, m)| p == "outbound.tokens.cc.private_key_file" && m.contains("not a PEM")),
+        "{errors:?}"
+    );
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn a_dpop_source_loads_its_key_and_sends_its_token_as_dpop() {
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::generate(
+        &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+    )
+    .unwrap();
+    let der = pair.to_pkcs8v1().unwrap();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der.as_ref());
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+    let file = std::env::temp_dir().join(format!("tokengate-{}-dpop.pem", std::process::id()));
+    std::fs::write(&file, pem).unwrap();
+    for (dpop, alg) in [
+        (format!("{{ key_file: {} }}", file.display()), "ES384"),
+        ("{ generate: EdDSA }".to_string(), "EdDSA"),
+    ] {
+        let yaml = OUTBOUND.replace(
+            "resource: urn:payments",
+            &format!("resource: urn:payments\n      dpop: {dpop}"),
+        );
+        let o = load(&yaml).unwrap().outbound.unwrap();
+        let cc = &o.tokens[0];
+        assert_eq!(cc.inject.render("abc").unwrap(), "DPoP abc");
+        let TokenSource::OAuth(c) = &cc.source else {
+            panic!("client_credentials")
+        };
+        assert_eq!(c.dpop.as_ref().unwrap().alg(), alg);
+    }
+    std::fs::write(&file, "not a key").unwrap();
+    let yaml = OUTBOUND.replace(
+        "resource: urn:payments",
+        &format!(
+            "resource: urn:payments\n      dpop: {{ key_file: {} }}",
+            file.display()
+        ),
+    );
+    let errors = load(&yaml).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|(p, m)| p == "outbound.tokens.cc.dpop.key_file"
+                && m.contains("not a PEM private key")),
         "{errors:?}"
     );
     std::fs::remove_file(&file).unwrap();

@@ -2,10 +2,12 @@
 //! each kind's settings (OAuth grants and client authentication, logins, files).
 
 use super::client_auth::{ClientAuth, OAuthClient};
-use super::outbound::RawTokenSource;
 use super::outbound::{Assertion, Grant, Login, LoginToken, OAuthGrant, TokenSource};
+use super::outbound::{RawDpop, RawTokenSource};
 use super::{expected, Validator};
+use crate::dpop_key::{DpopKey, GENERATED};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Every token source `kind`.
@@ -34,6 +36,7 @@ impl Validator<'_> {
             "resource",
             "extra_params",
             "tls",
+            "dpop",
         ];
         let allowed: Vec<&str> = match raw.kind.as_str() {
             "client_credentials" => OAUTH.to_vec(),
@@ -126,7 +129,37 @@ impl Validator<'_> {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+            dpop: match &raw.dpop {
+                Some(d) => Some(Arc::new(self.dpop_key(&format!("{path}.dpop"), d)?)),
+                None => None,
+            },
         })
+    }
+
+    /// A DPoP key: read from `key_file`, or made now by `generate`.
+    fn dpop_key(&mut self, path: &str, raw: &RawDpop) -> Option<DpopKey> {
+        let made = match (&raw.key_file, &raw.generate) {
+            (Some(file), None) => {
+                let file = self.text(&format!("{path}.key_file"), file)?;
+                if self.stand_in(&file) {
+                    return DpopKey::generate("ES256").ok();
+                }
+                std::fs::read(&file)
+                    .map_err(|e| format!("cannot read {file}: {e}"))
+                    .and_then(|pem| DpopKey::from_pem(&pem).map_err(|e| format!("{file}: {e}")))
+                    .map_err(|e| (format!("{path}.key_file"), e))
+            }
+            (None, Some(alg)) => {
+                let alg =
+                    self.one_of(&format!("{path}.generate"), alg, &GENERATED.map(|a| (a, a)))?;
+                DpopKey::generate(alg).map_err(|e| (format!("{path}.generate"), e))
+            }
+            _ => Err((
+                path.to_string(),
+                "set key_file or generate (ES256, ES384 or EdDSA), one of them".to_string(),
+            )),
+        };
+        made.map_err(|(at, e)| self.error(at, e)).ok()
     }
 
     /// The grant a token source of `raw.kind` asks for.

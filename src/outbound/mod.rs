@@ -1,10 +1,15 @@
 //! The outbound proxy. Each request runs these phases, each a method below:
 //! route (limits; the route by host: absolute-form target or `Host`, `*`
-//! fallback) → forward (hop-by-hop headers and the app's `Authorization` out;
-//! token: the route's current one in) → on a `retry_on` status, one replay with
-//! a newer token when the body was small enough to keep (a gRPC
+//! fallback) → forward (hop-by-hop headers and the app's `Authorization` and
+//! `DPoP` out; credentials: the route's current token in, with a fresh proof
+//! of this request when the token is DPoP-bound) → on a `retry_on` status, one
+//! replay with a newer token when the body was small enough to keep (a gRPC
 //! UNAUTHENTICATED in the trailers, seen as the body passes, renews it for the
-//! next request) → complete (one point records every outcome).
+//! next request), or, when a DPoP upstream asks for its nonce, one replay with
+//! it → complete (one point records every outcome).
+//!
+//! A certificate-bound source (its `tls` presents a client certificate) is
+//! bound by that certificate: its routes' upstreams are dialled with it too.
 
 pub mod renew;
 pub mod schedule;
@@ -13,7 +18,10 @@ pub mod token;
 
 use crate::body::{full, streamed, watch_trailers, Body};
 use crate::client::HttpClient;
+use crate::clock::unix_now;
 use crate::config::OutboundConfig;
+use crate::config::TokenSource;
+use crate::dpop_key::{DpopKey, ProofFor};
 use crate::error::{Failure, ProxyError};
 use crate::grpc::{self, Protocol};
 use crate::headers::{header_bytes, strip_hop_by_hop, Hop};
@@ -25,10 +33,11 @@ use crate::upstream::{Direction, Upstream, UpstreamUrlError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
-use hyper::{Request, Response};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST, WWW_AUTHENTICATE};
+use hyper::{HeaderMap, Method, Request, Response, Uri};
 use prometheus::Histogram;
 use renew::spawn_renewal;
+use source::Nonce;
 use std::sync::Arc;
 use std::time::Duration;
 use token::{Token, TokenCell};
@@ -42,6 +51,8 @@ struct Route {
     upstream: Upstream,
     /// Index into `Outbound::sources`; `None`: pass-through.
     token: Option<usize>,
+    /// The upstream's latest DPoP nonce (RFC 9449 §9), for a DPoP-bound token.
+    nonce: Nonce,
 }
 
 /// Per token source: its cell and what the request path needs from its config.
@@ -49,6 +60,24 @@ struct Source {
     cell: Arc<TokenCell>,
     retry_on: Vec<u16>,
     fetch_timeout: Duration,
+    /// The key a DPoP-bound token's proofs are signed with.
+    dpop: Option<Arc<DpopKey>>,
+}
+
+/// What a token route's request carries: `Authorization`, and beside a
+/// DPoP-bound token a fresh proof for this very request.
+struct Credentials {
+    authorization: HeaderValue,
+    proof: Option<HeaderValue>,
+}
+
+impl Credentials {
+    fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(AUTHORIZATION, self.authorization);
+        if let Some(proof) = self.proof {
+            headers.insert(DPOP.clone(), proof);
+        }
+    }
 }
 
 /// Everything the outbound path needs, built once from the config.
@@ -82,7 +111,7 @@ impl Outbound {
                     host: r.host.clone(),
                     counters: metrics.route("outbound", r.host.as_deref().unwrap_or("*")),
                     upstream: Upstream::new(
-                        client.clone(),
+                        client.with_tls(bound_tls(config, r.token)),
                         &r.upstream,
                         r.protocol,
                         config.timeouts.upstream_response,
@@ -90,6 +119,7 @@ impl Outbound {
                         Direction::Outbound,
                     )?,
                     token: r.token,
+                    nonce: Nonce::default(),
                 })
             })
             .collect::<Result<_, UpstreamUrlError>>()?;
@@ -110,6 +140,10 @@ impl Outbound {
                     cell,
                     retry_on: t.retry_on.clone(),
                     fetch_timeout: t.fetch_timeout,
+                    dpop: match &t.source {
+                        TokenSource::OAuth(grant) => grant.dpop.clone(),
+                        _ => None,
+                    },
                 }
             })
             .collect();
@@ -197,9 +231,10 @@ impl Outbound {
         };
         // The app's own credentials never travel beside the injected one.
         req.headers_mut().remove(AUTHORIZATION);
+        req.headers_mut().remove(&DPOP);
         let token = self.token(source).await?;
-        req.headers_mut()
-            .insert(AUTHORIZATION, token.header.clone());
+        self.credentials(route, source, &token, req.method(), req.uri())?
+            .apply(req.headers_mut());
         let replayable = !source.retry_on.is_empty()
             && hop.upgrade.is_none()
             && req
@@ -217,7 +252,9 @@ impl Outbound {
                 .upstream
                 .forward(req.map(streamed), from, hop, None)
                 .await?;
-            if refuses_token(&source.retry_on, &answer) {
+            if self.gave_nonce(route, source, &answer) {
+                // Cannot replay this body; the app's own retry carries the nonce.
+            } else if refuses_token(&source.retry_on, &answer) {
                 // Cannot replay this body, but the app's own retry should get a new token.
                 source.cell.request_renewal(token.generation);
             }
@@ -251,8 +288,50 @@ impl Outbound {
             .ok_or_else(|| ProxyError::TokenUnavailable(source.cell.name.clone()).into())
     }
 
+    /// The request's credentials from `token`: its `Authorization` value and,
+    /// for a DPoP-bound token, a proof of this method and upstream URL.
+    fn credentials(
+        &self,
+        route: &Route,
+        source: &Source,
+        token: &Token,
+        method: &Method,
+        uri: &Uri,
+    ) -> Result<Credentials, Failure> {
+        let proof = match &source.dpop {
+            None => None,
+            Some(key) => {
+                let (htu, nonce) = (route.upstream.url_of(uri.path()), route.nonce.get());
+                let what = ProofFor {
+                    htm: method.as_str(),
+                    htu: &htu,
+                    ath: token.ath.as_deref(),
+                    nonce: nonce.as_deref(),
+                };
+                let proof = key.proof(what, unix_now()).map_err(|e| {
+                    tracing::error!(token = %source.cell.name, error = %e, "cannot sign a DPoP proof");
+                    ProxyError::TokenUnavailable(source.cell.name.clone())
+                })?;
+                // A JWS is base64url and dots: always a header value.
+                HeaderValue::try_from(proof).ok()
+            }
+        };
+        Ok(Credentials {
+            authorization: token.header.clone(),
+            proof,
+        })
+    }
+
+    /// For a DPoP-bound token: keeps the upstream's `DPoP-Nonce`, and says
+    /// whether the answer refuses the proof for want of that (new) nonce
+    /// (RFC 9449 §9), when sending it again is the fix, not a newer token.
+    fn gave_nonce<B>(&self, route: &Route, source: &Source, answer: &Response<B>) -> bool {
+        source.dpop.is_some() && route.nonce.keep(answer.headers()) && asks_for_nonce(answer)
+    }
+
     /// A token route's request whose body is small enough to keep: sent, and
-    /// replayed once with a newer token on a `retry_on` status.
+    /// replayed once with a newer token on a `retry_on` status, or with a
+    /// fresh proof when a DPoP upstream asks for its nonce.
     async fn forward_replayable(
         &self,
         route: &Route,
@@ -278,13 +357,12 @@ impl Outbound {
         let replay = {
             let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
             let (headers, body, hop) = (parts.headers.clone(), body.clone(), hop.clone());
-            move |auth: &HeaderValue| {
+            move || {
                 let mut r = Request::new(full(body.clone()));
                 *r.method_mut() = method.clone();
                 *r.uri_mut() = uri.clone();
                 *r.version_mut() = version;
                 *r.headers_mut() = headers.clone();
-                r.headers_mut().insert(AUTHORIZATION, auth.clone());
                 (r, hop.clone())
             }
         };
@@ -297,6 +375,11 @@ impl Outbound {
                 None,
             )
             .await?;
+        if self.gave_nonce(route, source, &first) {
+            // Read, if small, so its connection can carry the replay.
+            drop(self.read_small(first).await);
+            return Box::pin(self.resend(route, source, token, replay, from)).await;
+        }
         if !refuses_token(&source.retry_on, &first) {
             return Ok(first);
         }
@@ -312,7 +395,7 @@ impl Outbound {
         source: &Source,
         rejected: &Token,
         answer: Response<Body>,
-        replay: impl Fn(&HeaderValue) -> (Request<Body>, Hop),
+        replay: impl Fn() -> (Request<Body>, Hop),
         from: &Downstream,
     ) -> Result<Response<Body>, Failure> {
         let status = answer.status().as_u16();
@@ -325,15 +408,29 @@ impl Outbound {
             Some(fresh) => {
                 tracing::info!(token = %source.cell.name, status, "upstream refused the token; retrying once with a new one");
                 drop(answer);
-                let (req, hop) = replay(&fresh.header);
-                route
-                    .upstream
-                    .forward(req, from, hop, None)
-                    .await
-                    .map_err(Failure::from)
+                self.resend(route, source, &fresh, replay, from).await
             }
             None => answer.map_err(Failure::from),
         }
+    }
+
+    /// Sends the kept request again with `token` (and a fresh proof), once.
+    async fn resend(
+        &self,
+        route: &Route,
+        source: &Source,
+        token: &Token,
+        replay: impl Fn() -> (Request<Body>, Hop),
+        from: &Downstream,
+    ) -> Result<Response<Body>, Failure> {
+        let (mut req, hop) = replay();
+        self.credentials(route, source, token, req.method(), req.uri())?
+            .apply(req.headers_mut());
+        route
+            .upstream
+            .forward(req, from, hop, None)
+            .await
+            .map_err(Failure::from)
     }
 
     /// A refusal whose body is announced small enough to keep, read to its end:
@@ -384,6 +481,28 @@ impl Handler for Outbound {
         };
         complete(counters, result, exchange, "-", &self.duration)
     }
+}
+
+/// The TLS of a certificate-bound source (its `tls` presents a client
+/// certificate): the routes that inject its tokens reach their upstream with
+/// it, so the upstream sees the certificate the tokens are bound to (RFC 8705 §3).
+fn bound_tls(config: &OutboundConfig, token: Option<usize>) -> Option<&rustls::ClientConfig> {
+    let tls = config.tokens.get(token?)?.tls.as_deref()?;
+    tls.client_auth_cert_resolver.has_certs().then_some(tls)
+}
+
+/// The DPoP proof header (RFC 9449 §4.1).
+static DPOP: HeaderName = HeaderName::from_static("dpop");
+
+/// PURE: a DPoP upstream refuses the proof for want of its nonce: 401 with a
+/// `use_dpop_nonce` challenge (RFC 9449 §9).
+fn asks_for_nonce<B>(answer: &Response<B>) -> bool {
+    answer.status() == hyper::StatusCode::UNAUTHORIZED
+        && answer
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| memchr::memmem::find(v.as_bytes(), b"use_dpop_nonce").is_some())
 }
 
 /// PURE: exact host first, then the `*` fallback.
@@ -451,6 +570,7 @@ mod tests {
             )
             .unwrap(),
             token,
+            nonce: Nonce::default(),
         };
         let with_fallback = vec![
             route(Some("payments.internal"), Some(0)),
@@ -505,6 +625,39 @@ mod tests {
         ];
         for (r, want) in cases {
             assert_eq!(route_host(&r), want);
+        }
+    }
+
+    #[test]
+    fn a_dpop_upstream_asks_for_its_nonce_with_a_401_challenge() {
+        let answer = |status: u16, challenge: Option<&'static str>| {
+            let mut r = Response::new(());
+            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            if let Some(c) = challenge {
+                r.headers_mut()
+                    .append(WWW_AUTHENTICATE, HeaderValue::from_static(c));
+            }
+            r
+        };
+        let cases = [
+            (
+                answer(
+                    401,
+                    Some(
+                        r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#,
+                    ),
+                ),
+                true,
+            ),
+            (
+                answer(401, Some(r#"DPoP error="invalid_dpop_proof""#)),
+                false,
+            ),
+            (answer(401, None), false),
+            (answer(400, Some(r#"DPoP error="use_dpop_nonce""#)), false),
+        ];
+        for (i, (answer, want)) in cases.iter().enumerate() {
+            assert_eq!(asks_for_nonce(answer), *want, "case {i}");
         }
     }
 

@@ -14,7 +14,7 @@
 //! - the task is supervised: a panic is logged and the task restarted.
 
 use super::schedule::{backoff, jitter, renew_after, MIN_INTERVAL};
-use super::source::{fetch, Fetched, SourceError, MAX_LIFETIME};
+use super::source::{fetch, Fetched, Nonce, SourceError, MAX_LIFETIME};
 use super::token::TokenCell;
 use crate::client::HttpClient;
 use crate::config::{TokenConfig, TokenSource};
@@ -47,9 +47,11 @@ pub fn spawn_renewal(
     let client = client.with_tls(config.tls.as_deref());
     let fetch_once = {
         let (source, timeout) = (config.source.clone(), config.fetch_timeout);
+        // The token endpoint's DPoP nonce, kept from one fetch to the next.
+        let nonce = Arc::new(Nonce::default());
         move || {
-            let (source, client) = (source.clone(), client.clone());
-            async move { fetch(&source, &client, timeout).await }
+            let (source, client, nonce) = (source.clone(), client.clone(), nonce.clone());
+            async move { fetch(&source, &client, timeout, &nonce).await }
         }
     };
     tokio::spawn(async move {
@@ -72,16 +74,26 @@ pub fn spawn_renewal(
     });
 }
 
+/// What is published for a fetched token.
+struct Accepted {
+    header: HeaderValue,
+    /// A DPoP-bound token's `ath`.
+    ath: Option<Box<str>>,
+    lifetime: Duration,
+}
+
 /// PURE: what to publish for a fetched token, or why not.
 fn accept(
     config: &TokenConfig,
     fetched: &Fetched,
     is_file: bool,
-) -> Result<(HeaderValue, Duration), &'static str> {
+) -> Result<Accepted, &'static str> {
     let header = config
         .inject
         .render(&fetched.token)
         .ok_or("the token cannot be sent in a header (control characters)")?;
+    let bound = matches!(&config.source, TokenSource::OAuth(g) if g.dpop.is_some());
+    let ath = bound.then(|| crate::sha256_base64url(fetched.token.as_bytes()).into());
     let lifetime = fetched
         .lifetime
         .unwrap_or(if is_file {
@@ -93,7 +105,11 @@ fn accept(
     if lifetime < MIN_LIFETIME {
         return Err("the token expires too soon to be used (is the clock right?)");
     }
-    Ok((header, lifetime))
+    Ok(Accepted {
+        header,
+        ath,
+        lifetime,
+    })
 }
 
 /// The renewal loop of one source: `fetch_once` is one attempt (the token
@@ -127,10 +143,15 @@ async fn renew<F, Fut>(
                 FILE_POLL
             }
             Ok(fetched) => match accept(&config, &fetched, is_file) {
-                Ok((header, lifetime)) => {
+                Ok(Accepted {
+                    header,
+                    ath,
+                    lifetime,
+                }) => {
                     // Counted from when the request started: never later than the server meant.
                     cell.publish(
                         header,
+                        ath,
                         started
                             .checked_add(lifetime)
                             .unwrap_or(started + DEFAULT_LIFETIME),
@@ -268,6 +289,7 @@ mod tests {
             audience: None,
             resource: None,
             extra_params: vec![],
+            dpop: None,
         }));
         let shutdown = CancellationToken::new();
         tokio::spawn(renew(
@@ -366,9 +388,10 @@ mod tests {
             ),
         ];
         for (fetched, is_file, want) in cases {
-            let got = accept(&c, &fetched, is_file).map(|(h, l)| {
-                assert!(h.is_sensitive());
-                l.as_secs()
+            let got = accept(&c, &fetched, is_file).map(|a| {
+                assert!(a.header.is_sensitive());
+                assert!(a.ath.is_none(), "a bearer token has no ath");
+                a.lifetime.as_secs()
             });
             assert_eq!(got, want, "{fetched:?}");
         }

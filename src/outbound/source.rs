@@ -6,7 +6,8 @@ use crate::client::{FetchFailed, HttpClient};
 use crate::client_auth::{assertion_claims, authenticate, sign};
 use crate::clock::unix_now;
 use crate::config::{Assertion, Grant, Login, OAuthGrant, TokenSource};
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use crate::dpop_key::{DpopKey, ProofFor};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
 use serde_json::Value;
 use std::path::Path;
@@ -74,18 +75,48 @@ impl SourceError {
     }
 }
 
-/// Fetches one token from `source`.
+/// The latest `DPoP-Nonce` a server gave (RFC 9449 §8): sent in the next
+/// proofs to it until it gives another.
+#[derive(Debug, Default)]
+pub struct Nonce(std::sync::Mutex<Option<String>>);
+
+impl Nonce {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Keeps the answer's `DPoP-Nonce`, if it has one; whether it is new.
+    pub fn keep(&self, answer: &hyper::HeaderMap) -> bool {
+        let Some(given) = answer.get("dpop-nonce").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        match self.0.lock() {
+            Ok(mut held) if held.as_deref() != Some(given) => {
+                *held = Some(given.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Fetches one token from `source`; `nonce`: the token endpoint's latest
+/// DPoP nonce, kept across fetches.
 pub async fn fetch(
     source: &TokenSource,
     client: &HttpClient,
     timeout: Duration,
+    nonce: &Nonce,
 ) -> Result<Fetched, SourceError> {
     match source {
-        TokenSource::OAuth(grant) => {
-            let request = oauth_request(grant, unix_now()).await?;
-            let (status, body) = post(client, request, timeout).await?;
-            parse_token_answer(status, &body, unix_now())
-        }
+        TokenSource::OAuth(grant) => match &grant.dpop {
+            None => {
+                let request = oauth_request(grant, unix_now()).await?;
+                let (status, body) = post(client, request, timeout).await?;
+                parse_token_answer(status, &body, unix_now())
+            }
+            Some(key) => fetch_bound(grant, key, client, timeout, nonce).await,
+        },
         TokenSource::Login(login) => {
             let request = login_request(login, unix_now())?;
             let (status, body) = post(client, request, timeout).await?;
@@ -97,6 +128,75 @@ pub async fn fetch(
             Ok(Fetched { token, lifetime })
         }
     }
+}
+
+/// A DPoP-bound token (RFC 9449 §5): the request carries a proof of `key`;
+/// asked for a nonce, it is sent once more with one.
+async fn fetch_bound(
+    grant: &OAuthGrant,
+    key: &DpopKey,
+    client: &HttpClient,
+    timeout: Duration,
+    nonce: &Nonce,
+) -> Result<Fetched, SourceError> {
+    let htu = without_query(&grant.token_url);
+    let mut retried = false;
+    loop {
+        let now = unix_now();
+        let mut request = oauth_request(grant, now).await?;
+        let held = nonce.get();
+        let what = ProofFor {
+            htm: "POST",
+            htu: &htu,
+            ath: None,
+            nonce: held.as_deref(),
+        };
+        let proof = key.proof(what, now).map_err(SourceError::Invalid)?;
+        let proof =
+            HeaderValue::try_from(proof).map_err(|e| SourceError::Invalid(e.to_string()))?;
+        request.headers_mut().insert("dpop", proof);
+        let answer = client.fetch(request, MAX_ANSWER_BYTES, timeout).await?;
+        let fresh_nonce = nonce.keep(&answer.headers);
+        let status = answer.status.as_u16();
+        if !retried && fresh_nonce && asks_for_nonce(status, &answer.body) {
+            retried = true;
+            continue;
+        }
+        return parse_bound_answer(status, &answer.body, now);
+    }
+}
+
+/// PURE: the token endpoint wants a proof with its nonce (RFC 9449 §8).
+fn asks_for_nonce(status: u16, body: &[u8]) -> bool {
+    status == 400
+        && serde_json::from_slice::<Value>(body)
+            .is_ok_and(|j| j.get("error").and_then(Value::as_str) == Some("use_dpop_nonce"))
+}
+
+/// PURE: an answer to a DPoP token request: a token answer whose
+/// `token_type` is `DPoP`. A server that ignored the proof and issued a
+/// bearer token is refused: the token would go out unbound.
+pub fn parse_bound_answer(status: u16, body: &[u8], now: u64) -> Result<Fetched, SourceError> {
+    let fetched = parse_token_answer(status, body, now)?;
+    let token_type = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|j| j.get("token_type")?.as_str().map(str::to_string));
+    match token_type {
+        Some(t) if t.eq_ignore_ascii_case("DPoP") => Ok(fetched),
+        other => Err(SourceError::Invalid(format!(
+            "asked for a DPoP-bound token, got token_type {}",
+            other.as_deref().unwrap_or("(none)")
+        ))),
+    }
+}
+
+/// A URI without its query and fragment: a proof's `htu`.
+fn without_query(uri: &hyper::Uri) -> String {
+    let mut text = uri.to_string();
+    if let Some(at) = text.find(['?', '#']) {
+        text.truncate(at);
+    }
+    text
 }
 
 async fn read_token_file(path: &Path) -> Result<String, SourceError> {

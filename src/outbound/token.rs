@@ -12,6 +12,8 @@ use tokio::time::Instant;
 pub struct Token {
     /// The rendered `Authorization` value, marked sensitive.
     pub header: HeaderValue,
+    /// A DPoP-bound token's `ath`, which each of its proofs carries.
+    pub ath: Option<Box<str>>,
     pub expires_at: Instant,
     /// Increases with every published token.
     pub generation: u64,
@@ -130,11 +132,12 @@ impl TokenCell {
         .flatten()
     }
 
-    pub(super) fn publish(&self, header: HeaderValue, expires_at: Instant) {
+    pub(super) fn publish(&self, header: HeaderValue, ath: Option<Box<str>>, expires_at: Instant) {
         self.state.send_modify(|s| {
             let generation = s.token.as_ref().map_or(0, |t| t.generation) + 1;
             s.token = Some(Arc::new(Token {
                 header,
+                ath,
                 expires_at,
                 generation,
             }));
@@ -183,6 +186,7 @@ mod tests {
         let cell = TokenCell::new("t");
         cell.publish(
             HeaderValue::from_static("Bearer one"),
+            None,
             Instant::now() + Duration::from_secs(60),
         );
         let waiter = {
@@ -203,6 +207,7 @@ mod tests {
         cell.wake.notified().await;
         cell.publish(
             HeaderValue::from_static("Bearer two"),
+            None,
             Instant::now() + Duration::from_secs(60),
         );
         assert_eq!(waiter.await.unwrap().unwrap().generation, 2);
@@ -212,7 +217,7 @@ mod tests {
     fn a_refused_token_is_not_handed_out_until_the_next_attempt() {
         let cell = TokenCell::new("t");
         let later = Instant::now() + Duration::from_secs(60);
-        cell.publish(HeaderValue::from_static("Bearer one"), later);
+        cell.publish(HeaderValue::from_static("Bearer one"), None, later);
         cell.request_renewal(1);
         assert!(
             cell.usable().is_none(),
@@ -223,7 +228,7 @@ mod tests {
         cell.fetch_failed("token server down");
         assert_eq!(cell.usable().unwrap().generation, 1);
         cell.request_renewal(1);
-        cell.publish(HeaderValue::from_static("Bearer two"), later);
+        cell.publish(HeaderValue::from_static("Bearer two"), None, later);
         assert_eq!(cell.usable().unwrap().generation, 2);
         // A refusal of a replaced token changes nothing.
         cell.request_renewal(1);
@@ -235,10 +240,12 @@ mod tests {
         let cell = TokenCell::new("t");
         cell.publish(
             HeaderValue::from_static("Bearer one"),
+            None,
             Instant::now() + Duration::from_secs(60),
         );
         cell.publish(
             HeaderValue::from_static("Bearer two"),
+            None,
             Instant::now() + Duration::from_secs(60),
         );
         cell.request_renewal(1); // already replaced: no wake

@@ -67,6 +67,8 @@ pub struct Upstream {
     host: HeaderValue,
     /// Path prefix of the upstream URL without a trailing slash ("" for none).
     base_path: String,
+    /// `scheme://authority` and the base path: where a request's path goes on.
+    base_url: String,
     response_timeout: Duration,
     /// An upgraded connection with no traffic either way this long is closed.
     tunnel_idle: Duration,
@@ -117,6 +119,11 @@ impl Upstream {
             host: HeaderValue::from_str(authority.as_str())
                 .map_err(|e| UpstreamUrlError::Invalid(e.to_string()))?,
             base_path: url.path().trim_end_matches('/').to_string(),
+            base_url: format!(
+                "{}://{authority}{}",
+                url.scheme_str().unwrap_or("http"),
+                url.path().trim_end_matches('/')
+            ),
             response_timeout,
             tunnel_idle,
         })
@@ -224,6 +231,13 @@ impl Upstream {
         parts.uri = self.rewrite(&parts.uri)?;
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
+    }
+
+    /// The URL a request for `path` reaches here, without query: what a DPoP
+    /// proof for it names (`htu`).
+    pub fn url_of(&self, path: &str) -> String {
+        let path = if path.is_empty() { "/" } else { path };
+        format!("{}{path}", self.base_url)
     }
 
     fn rewrite(&self, uri: &Uri) -> Result<Uri, ProxyError> {

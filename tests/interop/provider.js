@@ -17,6 +17,11 @@
 //   TOKEN_TTL        access token lifetime in seconds (default 300)
 //   PKJWT_JWKS_FILE  path to a public JWKS (JSON) for client `svc-pkjwt`
 //                    (private_key_jwt, RS256 or ES256); client omitted if unset
+//   TLS_CERT_FILE, TLS_KEY_FILE  PEM files: the same provider is also served
+//                    over HTTPS on a second port, asking for (not requiring)
+//                    a client certificate; the readiness line then carries
+//                    "tls_port". Over it, certificate-bound tokens are bound to
+//                    the certificate the TLS client presented.
 //
 // Resources (client_credentials `resource=`; default urn:orders), each token's
 // `aud` is the resource; scopes granted are limited by the client's allow-list:
@@ -32,13 +37,17 @@
 //   svc-pkjwt                 private_key_jwt      (only with PKJWT_JWKS_FILE)
 //   svc-dpop / dpop-secret    client_secret_basic  orders:read orders:write other:read;
 //     its token requests must carry a DPoP proof (RFC 9449; ES256, EdDSA,
-//     PS256 or RS256, no server nonce), and its tokens are DPoP-bound:
+//     PS256 or RS256, no server nonce needed), and its tokens are DPoP-bound:
 //     token_type DPoP, cnf.jkt the proof key's thumbprint
+//   svc-dpop-nonce / dpop-nonce-secret  the same, but its proofs must carry
+//     the server's nonce: one without gets 400 use_dpop_nonce and a
+//     DPoP-Nonce header (RFC 9449 §8)
 //   svc-mtls / mtls-secret    client_secret_basic  orders:read orders:write other:read;
-//     certificate-bound tokens (RFC 8705): its token requests carry the client
-//     certificate as a TLS-terminating proxy would pass it, URL-encoded PEM in
-//     `x-ssl-client-cert` (TEST ONLY: the header is not authenticated), and
-//     its tokens carry cnf["x5t#S256"]
+//     certificate-bound tokens (RFC 8705): its tokens carry cnf["x5t#S256"]
+//     of the client certificate of the HTTPS connection (see TLS_CERT_FILE)
+//     or, over plain HTTP, of the one passed as a TLS-terminating proxy would,
+//     URL-encoded PEM in `x-ssl-client-cert` (TEST ONLY: the header is not
+//     authenticated)
 //   rs-introspector / introspect-secret  client_secret_basic (or _post), no
 //     grant types: the resource server's credentials for introspection.
 //
@@ -71,6 +80,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 // oidc-provider prints NOTICEs via console.info, which goes to stdout. Route
 // every console channel to stderr BEFORE the library is loaded so stdout only
@@ -174,7 +184,17 @@ const clients = [
     scope: ALL_SCOPES,
     dpop_bound_access_tokens: true,
   },
+  {
+    client_id: 'svc-dpop-nonce',
+    client_secret: 'dpop-nonce-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: ALL_SCOPES,
+    dpop_bound_access_tokens: true,
+  },
 ];
+// Clients whose DPoP proofs must carry the server's nonce.
+const NONCE_CLIENTS = new Set(['svc-dpop-nonce']);
+const DPOP_NONCE_SECRET = crypto.randomBytes(32);
 
 if (process.env.PKJWT_JWKS_FILE) {
   const jwks = JSON.parse(fs.readFileSync(process.env.PKJWT_JWKS_FILE, 'utf8'));
@@ -222,14 +242,21 @@ function buildProvider(issuer, signingKeys) {
     features: {
       devInteractions: { enabled: false },
       // DPoP (RFC 9449): a token request with a proof gets a token bound to
-      // its key; no server nonces.
-      dPoP: { enabled: true },
+      // its key; server nonces for NONCE_CLIENTS (the client is authenticated
+      // before its proof is checked).
+      dPoP: {
+        enabled: true,
+        nonceSecret: DPOP_NONCE_SECRET,
+        requireNonce: (ctx) => NONCE_CLIENTS.has(ctx.oidc?.client?.clientId),
+      },
       // Certificate-bound tokens (RFC 8705) for clients that ask for them;
       // the certificate as a TLS-terminating proxy passes it (test only).
       mTLS: {
         enabled: true,
         certificateBoundAccessTokens: true,
         getCertificate(ctx) {
+          const peer = ctx.req.socket.getPeerCertificate?.();
+          if (peer?.raw) return new crypto.X509Certificate(peer.raw);
           const raw = ctx.get('x-ssl-client-cert');
           if (!raw) return undefined;
           try {
@@ -312,7 +339,7 @@ function sendJson(res, status, body) {
   res.end(text);
 }
 
-const server = http.createServer((req, res) => {
+function handle(req, res) {
   const url = new URL(req.url, 'http://127.0.0.1');
   if (url.pathname === '/__health') {
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: 'method_not_allowed' });
@@ -330,18 +357,35 @@ const server = http.createServer((req, res) => {
   }
   if (!current) return sendJson(res, 503, { error: 'starting' });
   return current.handler(req, res);
-});
+}
 
-server.on('error', (err) => {
-  log('server error', err?.stack ?? err);
-  process.exit(1);
-});
+const server = http.createServer(handle);
+// Any client certificate is taken (its key proven by the handshake), as a
+// TLS-terminating proxy without a client CA would.
+const tlsServer = process.env.TLS_CERT_FILE
+  ? https.createServer({
+    cert: fs.readFileSync(process.env.TLS_CERT_FILE),
+    key: fs.readFileSync(process.env.TLS_KEY_FILE),
+    requestCert: true,
+    rejectUnauthorized: false,
+  }, handle)
+  : null;
 
-server.listen(0, '127.0.0.1', () => {
+for (const s of [server, tlsServer].filter(Boolean)) {
+  s.on('error', (err) => {
+    log('server error', err?.stack ?? err);
+    process.exit(1);
+  });
+}
+
+const listening = (s) => new Promise((resolve) => { s.listen(0, '127.0.0.1', resolve); });
+await Promise.all([server, tlsServer].filter(Boolean).map(listening));
+{
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const provider = buildProvider(issuer, [KEYS['key-1']]);
   current = { issuer, kid: 'key-1', handler: provider.callback() };
-  process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
-  log(`listening on ${issuer} (token ttl ${TOKEN_TTL}s, clients: ${clients.map((c) => c.client_id).join(', ')})`);
-});
+  const tls_port = tlsServer?.address().port;
+  process.stdout.write(`${JSON.stringify({ issuer, port, tls_port })}\n`);
+  log(`listening on ${issuer}${tlsServer ? ` and https port ${tls_port}` : ''} (token ttl ${TOKEN_TTL}s, clients: ${clients.map((c) => c.client_id).join(', ')})`);
+}

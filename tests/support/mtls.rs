@@ -5,7 +5,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::net::SocketAddr;
 
-/// A TLS listener's self-signed certificate for `localhost`, in files.
+/// A TLS listener's self-signed certificate for `localhost` and
+/// `127.0.0.1`, in files.
 pub struct ServerCert {
     /// What the test client trusts.
     pub cert: rustls::pki_types::CertificateDer<'static>,
@@ -15,12 +16,18 @@ pub struct ServerCert {
 
 impl ServerCert {
     pub fn generate() -> ServerCert {
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let made = rcgen::generate_simple_self_signed(names).unwrap();
         ServerCert {
             cert: made.cert.der().clone(),
             cert_file: super::temp_file("tls-server.crt", &made.cert.pem()),
             key_file: super::temp_file("tls-server.key", &made.signing_key.serialize_pem()),
         }
+    }
+
+    /// Its certificate's and key's files (PEM).
+    pub fn files(&self) -> (&std::path::Path, &std::path::Path) {
+        (&self.cert_file, &self.key_file)
     }
 
     /// `inbound.tls` serving it, with `extra` fields (`client_certificates: …`).

@@ -152,6 +152,7 @@ async fn sent(
 
 fn grant(grant: Grant, auth: Option<ClientAuth>) -> OAuthGrant {
     OAuthGrant {
+        dpop: None,
         token_url: "https://idp.test/token".parse().unwrap(),
         grant,
         client: auth.map(|auth| OAuthClient {
@@ -437,4 +438,78 @@ fn jwt_lifetime_reads_exp() {
     assert_eq!(jwt_lifetime(&jwt(900), 1_000), Some(Duration::ZERO));
     assert_eq!(jwt_lifetime("opaque-token", 1_000), None);
     assert_eq!(jwt_lifetime("a.!!.c", 1_000), None);
+}
+
+#[test]
+fn a_dpop_token_request_takes_only_a_dpop_token() {
+    let now = 1_000;
+    let cases: Vec<(u16, &str, Result<&str, &str>)> = vec![
+        (
+            200,
+            r#"{"access_token":"t","token_type":"DPoP","expires_in":60}"#,
+            Ok("t"),
+        ),
+        (200, r#"{"access_token":"t","token_type":"dpop"}"#, Ok("t")),
+        (
+            200,
+            r#"{"access_token":"t","token_type":"Bearer"}"#,
+            Err("bad token endpoint answer: asked for a DPoP-bound token, got token_type Bearer"),
+        ),
+        (
+            200,
+            r#"{"access_token":"t"}"#,
+            Err("bad token endpoint answer: asked for a DPoP-bound token, got token_type (none)"),
+        ),
+        (
+            400,
+            r#"{"error":"invalid_dpop_proof","error_description":"htu mismatch"}"#,
+            Err("token endpoint refused (400): invalid_dpop_proof (htu mismatch)"),
+        ),
+    ];
+    for (status, body, want) in cases {
+        let got = parse_bound_answer(status, body.as_bytes(), now)
+            .map(|f| f.token)
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            got,
+            want.map(str::to_string).map_err(str::to_string),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn a_token_endpoint_asks_for_a_nonce_only_with_use_dpop_nonce() {
+    let cases = [
+        (400, r#"{"error":"use_dpop_nonce"}"#, true),
+        (400, r#"{"error":"invalid_dpop_proof"}"#, false),
+        (401, r#"{"error":"use_dpop_nonce"}"#, false),
+        (400, "use_dpop_nonce", false),
+    ];
+    for (status, body, want) in cases {
+        assert_eq!(
+            asks_for_nonce(status, body.as_bytes()),
+            want,
+            "{status} {body}"
+        );
+    }
+}
+
+#[test]
+fn a_nonce_is_kept_until_another_is_given() {
+    let nonce = Nonce::default();
+    let with = |v: Option<&'static str>| {
+        let mut h = hyper::HeaderMap::new();
+        if let Some(v) = v {
+            h.insert("dpop-nonce", HeaderValue::from_static(v));
+        }
+        h
+    };
+    assert_eq!(nonce.get(), None);
+    assert!(nonce.keep(&with(Some("n1"))), "a first nonce is new");
+    assert!(!nonce.keep(&with(Some("n1"))), "the same one is not");
+    assert!(!nonce.keep(&with(None)), "an answer without one keeps it");
+    assert_eq!(nonce.get().as_deref(), Some("n1"));
+    assert!(nonce.keep(&with(Some("n2"))));
+    assert_eq!(nonce.get().as_deref(), Some("n2"));
 }
