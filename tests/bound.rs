@@ -374,6 +374,28 @@ async fn certificate_bound_tokens_pass_only_over_their_certificates_connection()
     }
     assert_eq!(echo.hits(), hits);
     app.shutdown().await;
+
+    // `tokengate verify --client-cert` decides as if the connection
+    // presented the file's certificate.
+    let config = temp_file("mtls.yaml", &yaml);
+    let verify = |cert: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+            .args(["verify", "--config"])
+            .arg(&*config)
+            .args(["--token", &bound, "--path", "/bound", "--client-cert"])
+            .arg(cert)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stdout = verify(&pki.client_cert);
+    assert!(stdout.ends_with("decision: 200 forward\n"), "{stdout}");
+    let stdout = verify(&pki.ca);
+    assert!(stdout.contains("presented another"), "{stdout}");
+    assert!(
+        stdout.ends_with("decision: 401 invalid_token\n"),
+        "{stdout}"
+    );
 }
 
 /// RFC 9449 §8: with `dpop.require_nonce`, a proof without a nonce this

@@ -17,6 +17,10 @@
 #   opaque  a token route, one opaque token (random, as long as the RS256
 #           one): introspected once (nginx answers the introspection), then
 #           served from the introspection cache: the goal is hit + 10% at most
+#   dpop    a token route, one DPoP-bound RS256 token (a verify-cache hit)
+#           with a fresh ES256 proof per request (pre-signed; spent once, so
+#           each run is a fresh process): the proof check, the replay cache
+#           and the binding on top of `hit` (path /api, the proofs' htu)
 #   rsa     of the unique case, the RSA signature check alone (aws-lc-rs
 #           parsed_verify_sig, inclusive; what benches/verify.rs calls raw):
 #           the floor a unique token cannot go under
@@ -25,7 +29,7 @@
 #
 # tokengate logs at info, as a user runs it: every request's access-log line is
 # counted (TG_LOG=warn counts without it, as figures before issue 26 were).
-# CASES ["pass hit opaque unique"] picks which to count.
+# CASES ["pass hit opaque dpop unique"] picks which to count.
 #
 # Needs valgrind, wrk and nginx (the upstream); loopback only; every process it
 # starts is stopped by pid.
@@ -38,8 +42,12 @@ N1=${N1:-2000}
 N2=${N2:-12000}
 N1U=${N1U:-11000}
 N2U=${N2U:-16000}
+# The DPoP case is slower under valgrind (an ES256 check per request): fewer requests, longer.
+N1D=${N1D:-1000}
+N2D=${N2D:-4000}
+DPOP_SECONDS=${DPOP_SECONDS:-45}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
-CASES=${CASES:-pass hit opaque unique}
+CASES=${CASES:-pass hit opaque dpop unique}
 UNIQUE_SECONDS=${UNIQUE_SECONDS:-90}
 for tool in valgrind wrk callgrind_annotate; do
   command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is required" >&2; exit 1; }
@@ -58,6 +66,7 @@ trap cleanup EXIT
 
 cargo build --release --quiet --example load-fixtures
 target/release/examples/load-fixtures "$WORK" "$((N2U + 100))" >/dev/null
+target/release/examples/load-fixtures dpop "$WORK" "$((N2D + 100))" >/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
@@ -89,6 +98,7 @@ http {
     listen 127.0.0.1:$UP;
     location / { default_type text/plain; return 200 "ok\n"; }
     location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
+    location = /jwks-dpop.json { default_type application/json; alias $WORK/jwks-dpop.json; }
     location = /introspect { default_type application/json; return 200 '$INTROSPECTED'; }
   }
 }
@@ -115,11 +125,17 @@ inbound:
         endpoint: "http://127.0.0.1:$UP/introspect"
         client_id: bench
         client_secret: bench-secret
+    - issuer: https://dpop.bench.local
+      jwks_uri: "http://127.0.0.1:$UP/jwks-dpop.json"
+      audiences: [bench-api]
   rules:
     - { path: /public, allow: anonymous }
     - { path: /, scopes: ["bench:read"] }
   forward:
     claims_to_headers: { sub: x-auth-subject }
+  # The pre-signed proofs name this origin and live an hour; each is spent
+  # once, and the replay cache holds them all.
+  dpop: { origin: "https://api.bench.local", max_age: 1h, replay_cache_entries: 200000 }
 EOF
 
 # One run of $1 serving about $3 requests to path $2, with the one token
@@ -130,6 +146,7 @@ run() {
   local out="$WORK/callgrind.out.$(basename "$1").${2//\//_}.$3"
   local seconds=$SECONDS_PER_RUN
   [ -z "${TOKENS_FILE:-}" ] || seconds=$UNIQUE_SECONDS
+  [ -z "${DPOP_FILE:-}" ] || seconds=$DPOP_SECONDS
   RUST_LOG=${TG_LOG:-info} valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --workers 1 run --config "$WORK/tokengate.yaml" \
     >"$WORK/tokengate.log" 2>&1 &
   local pid=$!
@@ -173,17 +190,21 @@ measure() {
 has() { [[ " $CASES " == *" $1 "* ]]; }
 # An opaque token as long as the RS256 one: the requests differ only in it.
 OPAQUE=$(head -c 2000 /dev/urandom | base64 -w0 | tr '+/' '-_' | head -c "$(wc -c <"$WORK/token-rs256")")
-printf '%-40s %12s %12s %12s %12s %12s\n' binary pass hit opaque unique rsa
+printf '%-40s %12s %12s %12s %12s %12s %12s\n' binary pass hit opaque dpop unique rsa
 for bin in "${BINS[@]}"; do
   export TOKEN
   TOKEN=$(cat "$WORK/token-rs256")
-  pass=- hit=- opaque=- unique=- rsa=-
+  pass=- hit=- opaque=- dpop=- unique=- rsa=-
   if has pass; then measure "$bin" /public/x "$N1" "$N2"; pass=$PER; fi
   if has hit; then measure "$bin" /items/x "$N1" "$N2"; hit=$PER; fi
   if has opaque; then TOKEN=$OPAQUE measure "$bin" /items/x "$N1" "$N2"; opaque=$PER; fi
+  if has dpop; then
+    TOKEN=$(cat "$WORK/dpop-token") DPOP_FILE="$WORK/dpop-proofs" measure "$bin" /api "$N1D" "$N2D"
+    dpop=$PER
+  fi
   if has unique; then
     TOKEN="" TOKENS_FILE="$WORK/tokens-rs256-unique" measure "$bin" /items/x "$N1U" "$N2U"
     unique=$PER rsa=$RSA
   fi
-  printf '%-40s %12s %12s %12s %12s %12s\n' "$bin" "$pass" "$hit" "$opaque" "$unique" "$rsa"
+  printf '%-40s %12s %12s %12s %12s %12s %12s\n' "$bin" "$pass" "$hit" "$opaque" "$dpop" "$unique" "$rsa"
 done

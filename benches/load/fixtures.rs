@@ -4,10 +4,20 @@
 //!
 //! ```text
 //! cargo run --release --example load-fixtures -- <dir> [unique-token-count]
+//! cargo run --release --example load-fixtures -- dpop <dir> <proof-count>
 //! ```
 //!
 //! Every token has `iss` = `https://issuer.bench.local`, `aud` = `bench-api`,
 //! `scope` = `bench:read` and is valid for 24 hours from generation.
+//!
+//! `dpop` writes the DPoP case's parts, made afresh before each run because a
+//! proof lives at most `dpop.max_age` (1 hour at most): a key of its own issuer
+//! (`https://dpop.bench.local`, `jwks-dpop.json`), a token bound to a client
+//! key (`dpop-token`, RS256, `cnf.jkt`), `proof-count` proofs of that key for
+//! `GET https://api.bench.local/api`, each with its own `jti`, one per line
+//! (`dpop-proofs`), and a quarter as many more for warm-ups
+//! (`dpop-proofs-warm`): a proof is spent once. Also the outbound DPoP case's
+//! token endpoint answer (`token-answer-dpop.json`).
 
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -17,9 +27,25 @@ use tokengate::demo::{unix_now, KeyKind, SigningKey};
 const ISSUER: &str = "https://issuer.bench.local";
 const AUDIENCE: &str = "bench-api";
 const LIFETIME_SECS: u64 = 24 * 3600;
+/// What the DPoP case's proofs are for (`dpop.origin` in the bench config).
+const DPOP_HTU: &str = "https://api.bench.local/api";
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("dpop") {
+        let (dir, count) = (args.nth(1), args.next().map(|n| n.parse::<usize>()));
+        let (Some(dir), Some(Ok(count))) = (dir, count) else {
+            eprintln!("usage: load-fixtures dpop <dir> <proof-count>");
+            return ExitCode::from(64);
+        };
+        return match write_dpop(Path::new(&dir), count) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("load-fixtures: {dir}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let Some(dir) = args.next().map(PathBuf::from) else {
         eprintln!("usage: load-fixtures <dir> [unique-token-count]");
         return ExitCode::from(64);
@@ -96,6 +122,58 @@ fn write_all(dir: &Path, unique: usize) -> std::io::Result<()> {
     println!(
         "load-fixtures: {} unique RS256 tokens and keys in {}",
         unique,
+        dir.display()
+    );
+    Ok(())
+}
+
+fn write_dpop(dir: &Path, count: usize) -> std::io::Result<()> {
+    use base64::Engine;
+    std::fs::create_dir_all(dir)?;
+    let issuer = SigningKey::generate(KeyKind::Rs256, "bench-dpop");
+    let client = SigningKey::generate(KeyKind::Es256, "client");
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(client.jwk().clone())?;
+    let jkt = jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256);
+    let now = unix_now();
+    let token = issuer.sign_jwt(&json!({
+        "iss": "https://dpop.bench.local", "aud": AUDIENCE, "sub": "repeat", "scope": "bench:read",
+        "iat": now, "exp": now + LIFETIME_SECS, "cnf": { "jkt": jkt },
+    }));
+    std::fs::write(
+        dir.join("jwks-dpop.json"),
+        json!({ "keys": [issuer.jwk()] }).to_string(),
+    )?;
+    std::fs::write(dir.join("dpop-token"), &token)?;
+    let ath = tokengate::sha256_base64url(token.as_bytes());
+    let header = json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": jwk });
+    let proofs = |from: usize, n: usize| {
+        let mut out = String::new();
+        for i in from..from + n {
+            let claims = json!({
+                "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("bench-proof-{i}")),
+                "htm": "GET", "htu": DPOP_HTU, "iat": now, "ath": ath,
+            });
+            out.push_str(&tokengate::demo::sign_with_header(&header, &claims, |m| {
+                client.sign_raw(m)
+            }));
+            out.push('\n');
+        }
+        out
+    };
+    std::fs::write(dir.join("dpop-proofs"), proofs(0, count))?;
+    std::fs::write(dir.join("dpop-proofs-warm"), proofs(count, count / 4))?;
+    let answer = json!({
+        "access_token": issuer.sign_jwt(&json!({
+            "iss": "https://dpop.bench.local", "aud": AUDIENCE, "sub": "outbound",
+            "iat": now, "exp": now + LIFETIME_SECS, "cnf": { "jkt": "outbound" },
+        })),
+        "token_type": "DPoP",
+        "expires_in": LIFETIME_SECS,
+    });
+    std::fs::write(dir.join("token-answer-dpop.json"), answer.to_string())?;
+    println!(
+        "load-fixtures: a DPoP-bound token and {count} (+{}) proofs in {}",
+        count / 4,
         dir.display()
     );
     Ok(())

@@ -18,6 +18,9 @@
 #   CASES [all]      space-separated subset of the case names below
 #   UNIQUE [250000]  unique tokens for the cache-miss case (must exceed its
 #                    requests per run; the report flags a run that wrapped)
+#   DPOP_PROOFS [150000]  pre-signed proofs for tg-dpop, made afresh each run
+#                    (a proof lives an hour and is spent once: a run that
+#                    outlasts them shows as non2xx)
 #   BASE_PORT [18080] first of 9 loopback ports used
 #   PROXY_CPU [0] / LOAD_CPU [1] / PROXY_CPUS_2C [0,1]
 # Installs wrk, nginx, haproxy, gnuplot and curl with apt-get when missing.
@@ -31,11 +34,12 @@ DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-3}"
 CONNS="${CONNS:-32 256}"
 UNIQUE="${UNIQUE:-250000}"
+DPOP_PROOFS="${DPOP_PROOFS:-150000}"
 BASE="${BASE_PORT:-18080}"
 PROXY_CPU="${PROXY_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 PROXY_CPUS_2C="${PROXY_CPUS_2C:-0,1}"
-ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-pass-nolog tg-rs256 tg-es256 tg-opaque tg-rs256-unique tg-rs256-twice nginx-authz nginx-authz-unique tg-out-pass tg-out-inject haproxy-pass-2c haproxy-rs256-2c tg-pass-2c tg-rs256-unique-2c"
+ALL_CASES="direct nginx haproxy-pass haproxy-rs256 tg-pass tg-pass-nolog tg-rs256 tg-es256 tg-opaque tg-dpop tg-rs256-unique tg-rs256-twice nginx-authz nginx-authz-unique tg-out-pass tg-out-inject tg-out-dpop haproxy-pass-2c haproxy-rs256-2c tg-pass-2c tg-rs256-unique-2c"
 CASES="${CASES:-$ALL_CASES}"
 
 # shellcheck source=benches/load/lib.sh
@@ -57,9 +61,12 @@ log "counting allocations per request (benches/alloc.rs)"
 (cd "$ROOT" && cargo bench --locked --bench alloc -- --tsv) >"$WORK/alloc.tsv"
 
 fixtures "$UNIQUE"
+log "signing $DPOP_PROOFS DPoP proofs"
+"$ROOT/target/release/examples/load-fixtures" dpop "$WORK" "$DPOP_PROOFS" >&2
 
 # --- configs ---------------------------------------------------------------
 TOKEN_ANSWER="$(cat "$WORK/token-answer.json")"
+TOKEN_ANSWER_DPOP="$(cat "$WORK/token-answer-dpop.json")"
 # What the introspection endpoint says of every opaque token: active, for long.
 INTROSPECTED='{"active":true,"iss":"https://opaque.bench.local","aud":"bench-api","scope":"bench:read","sub":"bench","exp":4102444800}'
 # An opaque token as long as the RS256 one: the requests differ only in it.
@@ -70,6 +77,8 @@ nginx_conf upstream "$UP" "
     location / { default_type text/plain; return 200 \"ok\\n\"; }
     location = /jwks.json { default_type application/json; alias $WORK/jwks.json; }
     location = /token { default_type application/json; return 200 '$TOKEN_ANSWER'; }
+    location = /token-dpop { default_type application/json; return 200 '$TOKEN_ANSWER_DPOP'; }
+    location = /jwks-dpop.json { default_type application/json; alias $WORK/jwks-dpop.json; }
     location = /introspect { default_type application/json; return 200 '$INTROSPECTED'; }
   }"
 nginx_conf nginx-proxy "$NGINX" "
@@ -163,6 +172,10 @@ inbound:
         endpoint: "http://127.0.0.1:$UP/introspect"
         client_id: bench
         client_secret: bench-secret
+    # DPoP-bound tokens (tg-dpop): a cache hit, and a fresh proof checked per request.
+    - issuer: https://dpop.bench.local
+      jwks_uri: "http://127.0.0.1:$UP/jwks-dpop.json"
+      audiences: [bench-api]
   rules:
     - { path: /public, allow: anonymous }
     - { path: /, scopes: ["bench:read"] }
@@ -171,6 +184,9 @@ inbound:
     # The default, spelled out: nginx and HAProxy forward it too, so every proxy
     # sends the upstream the same bytes.
     authorization: keep
+  # The pre-signed proofs name this origin and live an hour; each is spent
+  # once, and the replay cache holds every one a process sees.
+  dpop: { origin: "https://api.bench.local", max_age: 1h, replay_cache_entries: 250000 }
 EOF
 cat >"$WORK/tokengate-authz.yaml" <<EOF
 admin: { listen: "127.0.0.1:$TG_ADMIN" }
@@ -194,12 +210,20 @@ outbound:
   routes:
     - { host: inject.bench, upstream: "http://127.0.0.1:$UP", token: bench }
     - { host: pass.bench, upstream: "http://127.0.0.1:$UP" }
+    - { host: dpop.bench, upstream: "http://127.0.0.1:$UP", token: bench-dpop }
   tokens:
     bench:
       kind: client_credentials
       token_url: "http://127.0.0.1:$UP/token"
       client_id: bench
       client_secret: bench-secret-bench-secret-bench-secret
+    # A DPoP-bound token (tg-out-dpop): a proof signed for every request.
+    bench-dpop:
+      kind: client_credentials
+      token_url: "http://127.0.0.1:$UP/token-dpop"
+      client_id: bench
+      client_secret: bench-secret-bench-secret-bench-secret
+      dpop: { generate: ES256 }
 EOF
 
 # --- one case ----------------------------------------------------------------
@@ -223,12 +247,14 @@ describe() {
     tg-rs256) echo "tg-in|http://127.0.0.1:$TG_IN/api|$rs256" ;;
     tg-es256) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-es256")" ;;
     tg-opaque) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/token-opaque")" ;;
+    tg-dpop) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKEN=$(cat "$WORK/dpop-token") DPOP_FILE=$WORK/dpop-proofs" ;;
     tg-rs256-unique) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
     tg-rs256-twice) echo "tg-in|http://127.0.0.1:$TG_IN/api|TOKENS_FILE=$WORK/tokens-rs256-unique REPEAT=2" ;;
     nginx-authz) echo "nginx-authz|http://127.0.0.1:$NGINX_AUTHZ/api|$rs256" ;;
     nginx-authz-unique) echo "nginx-authz|http://127.0.0.1:$NGINX_AUTHZ/api|TOKENS_FILE=$WORK/tokens-rs256-unique" ;;
     tg-out-pass) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=pass.bench" ;;
     tg-out-inject) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=inject.bench" ;;
+    tg-out-dpop) echo "tg-out|http://127.0.0.1:$TG_OUT/|HOST_HEADER=dpop.bench" ;;
     *) log "unknown case $1"; exit 64 ;;
   esac
 }
@@ -288,7 +314,9 @@ run_case() { # case conns round
     idle=$(rss_kb "$pid" VmRSS)
   fi
   # Warm-up: connections and pools; the unique-token case warms with one repeated token.
+  # The DPoP case warms with proofs of its own: the measured run's must be unspent.
   local warm_envs=${envs/TOKENS_FILE=*/TOKEN=$(cat "$WORK/token-rs256")}
+  warm_envs=${warm_envs/dpop-proofs/dpop-proofs-warm}
   # shellcheck disable=SC2086
   env $warm_envs taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d1s -s "$HERE/wrk.lua" "$url" >/dev/null
   local hits0=0 miss0=0

@@ -5,18 +5,35 @@
 --                 `tokens=` in the result says how many there were, so the
 --                 report can tell whether the run had to wrap around
 --   REPEAT        with TOKENS_FILE: send each token this many times in a row [1]
+--   DPOP_FILE     one DPoP proof per line, a different one per request, beside
+--                 TOKEN sent as `Authorization: DPoP …`; a proof is spent once,
+--                 so a run that outlasts the file is refused (non2xx)
 --   LIMIT         stop after this many responses (instruction-count profiles)
 -- Prints one line: RESULT rps=… p50_us=… p99_us=… requests=… non2xx=… errors=… tokens=…
 
 local host = os.getenv("HOST_HEADER")
 local token = os.getenv("TOKEN")
 local file = os.getenv("TOKENS_FILE")
+local proofs_file = os.getenv("DPOP_FILE")
 
 if host and host ~= "" then
   wrk.headers["Host"] = host
 end
 if token and token ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. token
+end
+if proofs_file and proofs_file ~= "" then
+  wrk.headers["Authorization"] = "DPoP " .. token
+  local proofs, m, j = {}, 0, 0
+  for line in io.lines(proofs_file) do
+    m = m + 1
+    proofs[m] = line
+  end
+  function request()
+    j = j % m + 1
+    wrk.headers["DPoP"] = proofs[j]
+    return wrk.format()
+  end
 end
 
 local tokens, n, i = {}, 0, 0

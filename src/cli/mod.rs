@@ -155,6 +155,10 @@ enum Command {
         /// `Authorization: DPoP`, this as the `DPoP` header.
         #[arg(long)]
         dpop: Option<String>,
+        /// A PEM file whose first certificate the request comes with, as a
+        /// TLS client presents it (a `cnf.x5t#S256` token is bound to it).
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
         /// Decide as the `authz` listener (the request described is the one a
         /// fronting proxy asks about); the default when there is no `inbound`.
         #[arg(long)]
@@ -253,6 +257,7 @@ impl Command {
                 method,
                 host,
                 dpop,
+                client_cert,
                 authz,
             } => {
                 let asked = verify::Asked {
@@ -261,6 +266,7 @@ impl Command {
                     method: &method,
                     host: &host,
                     dpop: dpop.as_deref(),
+                    client_cert: client_cert.as_deref(),
                     authz,
                 };
                 verify::verify(&config, asked).await

@@ -35,6 +35,8 @@ pub struct Asked<'a> {
     pub host: &'a str,
     /// A DPoP proof: the token goes as `Authorization: DPoP`, this in `DPoP`.
     pub dpop: Option<&'a str>,
+    /// A PEM file: the client certificate the connection presents.
+    pub client_cert: Option<&'a Path>,
     /// Decide as the authz listener rather than the inbound guard.
     pub authz: bool,
 }
@@ -124,9 +126,13 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
     }
     // Decided as a serving proxy decides: an issuer whose keys could not be
     // fetched fails its own tokens (503), as keys past their stale bound do.
+    let certificate = match asked.client_cert {
+        Some(file) => Some(certificate_x5t(file).map_err(Failed::Usage)?),
+        None => None,
+    };
     let connection = Connection {
         https,
-        certificate: None,
+        certificate: certificate.as_deref(),
     };
     let (decision, token_reached) = match policy.decide(&mut req, connection, true) {
         Step::Done(decision) => (decision, false),
@@ -154,13 +160,20 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
                 }
             }
             // The binding phase as the proxy runs it, but for the replay
-            // cache: one request here spends no proof.
+            // cache (one request here spends no proof) and server nonces
+            // (there is no earlier answer here to have given one).
             let bound = verified.and_then(|token| match pending.bind(&token, unix_now())? {
                 Some(proof) => {
                     println!(
                         "  ok    {:<14} DPoP proof by key {} (jti {}), the key the token is bound to",
                         "proof", proof.jkt, proof.jti
                     );
+                    if guard.dpop.require_nonce {
+                        println!(
+                            "  note  {:<14} not checked here: the proxy also wants a nonce it issued (dpop.require_nonce)",
+                            "nonce"
+                        );
+                    }
                     Ok(token)
                 }
                 None => Ok(token),
@@ -176,6 +189,18 @@ pub async fn verify(path: &Path, asked: Asked<'_>) -> Result<(), Failed> {
         println!("{}", token_alone(&verifier, alone.as_ref()));
     }
     forwarded
+}
+
+/// The `x5t#S256` of the first certificate in the PEM `file`.
+fn certificate_x5t(file: &Path) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let first = CertificateDer::pem_file_iter(file)
+        .map_err(|e| format!("--client-cert {}: {e}", file.display()))?
+        .next()
+        .ok_or_else(|| format!("--client-cert {}: no certificate in it", file.display()))?
+        .map_err(|e| format!("--client-cert {}: {e}", file.display()))?;
+    Ok(crate::sha256_base64url(&first))
 }
 
 /// Asks `introspector` about an opaque token, printing its answer (secret

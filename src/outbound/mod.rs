@@ -252,10 +252,10 @@ impl Outbound {
                 .upstream
                 .forward(req.map(streamed), from, hop, None)
                 .await?;
-            if self.gave_nonce(route, source, &answer) {
-                // Cannot replay this body; the app's own retry carries the nonce.
-            } else if refuses_token(&source.retry_on, &answer) {
-                // Cannot replay this body, but the app's own retry should get a new token.
+            // Cannot replay this body, but the app's own retry should get a new
+            // token; or, when a DPoP upstream asked for its nonce, carry that.
+            if !self.gave_nonce(route, source, &answer) && refuses_token(&source.retry_on, &answer)
+            {
                 source.cell.request_renewal(token.generation);
             }
             answer
