@@ -138,8 +138,19 @@ pub async fn check(path: &Path, online: bool) -> Result<(), Failed> {
                     crate::config::TokenSource::Login(l) => format!("login {}", l.url),
                     crate::config::TokenSource::File { path } => format!("file {}", path.display()),
                 };
+                let dpop = match &t.source {
+                    crate::config::TokenSource::OAuth(g) => g.dpop.as_deref(),
+                    _ => None,
+                };
+                let bound = match (dpop, &t.tls) {
+                    (Some(key), _) => format!("  DPoP-bound ({})", key.alg()),
+                    (None, Some(tls)) if tls.client_auth_cert_resolver.has_certs() => {
+                        "  certificate-bound (its routes present the certificate)".to_string()
+                    }
+                    _ => String::new(),
+                };
                 println!(
-                    "  token {}  {kind}  renew_before {}",
+                    "  token {}  {kind}  renew_before {}{bound}",
                     t.name, t.renew_before
                 );
             }
