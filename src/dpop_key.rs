@@ -193,6 +193,23 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// PURE: `uri`'s scheme and authority as a proof's `htu` starts
+/// (RFC 9449 §4.2, compared after RFC 3986 §6.2.2–6.2.3 normalization):
+/// scheme and host in lower case, no default port, no user information.
+pub fn htu_origin(uri: &hyper::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    };
+    match uri.port_u16() {
+        Some(port) if Some(port) != default => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +273,22 @@ mod tests {
         let proof = key.proof(what, 1).unwrap();
         let claims = crate::unverified::claims(&proof).unwrap();
         assert!(claims.get("ath").is_none() && claims.get("nonce").is_none());
+    }
+
+    #[test]
+    fn htu_origins_are_normalized() {
+        let cases = [
+            ("https://API.Example:443/v1/x?q=1", "https://api.example"),
+            ("http://api.example:80/", "http://api.example"),
+            ("http://api.example:8080/token", "http://api.example:8080"),
+            ("https://api.example:80/", "https://api.example:80"),
+            ("HTTPS://user:pass@api.example/x", "https://api.example"),
+            ("http://[::1]:15001/x", "http://[::1]:15001"),
+            ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(htu_origin(&uri.parse().unwrap()), want, "{uri}");
+        }
     }
 
     #[test]

@@ -999,5 +999,51 @@ async fn forward_auth_checks_a_dpop_proof_against_the_original_url() {
             "{challenge}"
         );
     }
+
+    // The same through Envoy's gRPC Check: the URL is Envoy's scheme and
+    // host with the path, and the proof is spent there too.
+    let grpc = a.app.authz_grpc_addr.expect("grpc_listen");
+    let mut envoy = AuthorizationClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connects");
+    let dpop = format!("DPoP {token}");
+    let ask = |proof: String| {
+        check(
+            "GET",
+            "/orders/7?x=1",
+            &[("authorization", &dpop), ("dpop", &proof)],
+        )
+    };
+    let good = client.proof("GET", htu, &token, json!({}));
+    let ok = envoy.check(ask(good.clone())).await.unwrap().into_inner();
+    assert_eq!(ok.status.as_ref().map(|s| s.code), Some(0), "{ok:?}");
+    let refused = [
+        good,
+        client.proof("GET", "http://api.example.com/orders/7", &token, json!({})),
+        client.proof("DELETE", htu, &token, json!({})),
+    ];
+    for proof in refused {
+        let answer = envoy.check(ask(proof)).await.unwrap().into_inner();
+        assert_eq!(
+            answer.status.as_ref().map(|s| s.code),
+            Some(16),
+            "{answer:?}"
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = answer.http_response else {
+            panic!("a DeniedHttpResponse: {answer:?}");
+        };
+        assert_eq!(denied.status.map(|s| s.code), Some(401));
+        let challenge = denied
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == "www-authenticate")
+            .map(|h| h.value.clone())
+            .unwrap_or_default();
+        assert!(
+            challenge.starts_with("DPoP ") && challenge.contains("invalid_dpop_proof"),
+            "{challenge}"
+        );
+    }
     a.app.shutdown().await;
 }

@@ -1069,7 +1069,9 @@ outbound:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_certificate_bound_source_presents_its_certificate_to_both() {
     use support::mtls::{ClientCert, ServerCert};
-    let server = ServerCert::generate();
+    // The provider and the upstream guard each have their own certificate:
+    // the source's tls trusts the provider's, outbound.tls the guard's.
+    let (server, guard_server) = (ServerCert::generate(), ServerCert::generate());
     let (cert_file, key_file) = server.files();
     let Some(provider) = start_provider(&[
         ("TLS_CERT_FILE", cert_file.display().to_string()),
@@ -1096,7 +1098,7 @@ inbound:
 "#,
         echo = echo.addr,
         issuer = provider.issuer,
-        tls = server.tls_yaml("client_certificates: optional"),
+        tls = guard_server.tls_yaml("client_certificates: optional"),
     ))
     .await;
     let guard_addr = guard.inbound_addr.unwrap();
@@ -1117,10 +1119,12 @@ outbound:
       resource: "urn:orders"
       scopes: ["orders:read"]
       tls: {{ ca_file: "{ca}", cert_file: "{cert}", key_file: "{key}" }}
-  tls: {{ ca_file: "{ca}" }}
+      certificate_bound: true
+  tls: {{ ca_file: "{guard_ca}" }}
 "#,
         guard_port = guard_addr.port(),
         ca = cert_file.display(),
+        guard_ca = guard_server.files().0.display(),
         cert = client_cert.display(),
         key = client_key.display(),
     ))

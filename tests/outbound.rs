@@ -896,11 +896,13 @@ async fn a_route_without_a_token_passes_the_request_through() {
     o.ready().await;
 
     let own = ("authorization", "Bearer app-own-secret".to_string());
+    let proof = ("dpop", "app-own-proof".to_string());
     let (status, body) = o
-        .call("public.test", "/p", std::slice::from_ref(&own))
+        .call("public.test", "/p", &[own.clone(), proof.clone()])
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(o.seen_authorization(), "Bearer app-own-secret");
+    assert_eq!(o.echo.last_headers().unwrap()["dpop"], "app-own-proof");
     let (status, _) = o.call("public.test", "/p", &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(o
@@ -910,10 +912,12 @@ async fn a_route_without_a_token_passes_the_request_through() {
         .get("authorization")
         .is_none());
 
-    // The tokened route beside it still replaces the app's credentials.
-    let (status, _) = o.call("api.test", "/t", &[own]).await;
+    // The tokened route beside it still replaces the app's credentials, its
+    // DPoP proof included.
+    let (status, _) = o.call("api.test", "/t", &[own, proof]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(o.seen_authorization().starts_with("Bearer ey"));
+    assert!(o.echo.last_headers().unwrap().get("dpop").is_none());
     assert_eq!(
         o.metric(
             "tokengate_requests_total{direction=\"outbound\",route=\"public.test\",status=\"200\"}"

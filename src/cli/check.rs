@@ -142,13 +142,13 @@ pub async fn check(path: &Path, online: bool) -> Result<(), Failed> {
                     crate::config::TokenSource::OAuth(g) => g.dpop.as_deref(),
                     _ => None,
                 };
-                let bound = match (dpop, &t.tls) {
-                    (Some(key), _) => format!("  DPoP-bound ({})", key.alg()),
-                    (None, Some(tls)) if tls.client_auth_cert_resolver.has_certs() => {
-                        "  certificate-bound (its routes present the certificate)".to_string()
-                    }
-                    _ => String::new(),
-                };
+                let mut bound = String::new();
+                if let Some(key) = dpop {
+                    bound += &format!("  DPoP-bound ({})", key.alg());
+                }
+                if t.upstream_tls.is_some() {
+                    bound += "  certificate-bound (its routes present the certificate)";
+                }
                 println!(
                     "  token {}  {kind}  renew_before {}{bound}",
                     t.name, t.renew_before

@@ -93,6 +93,9 @@ pub struct RawTokenSource {
     pub tls: Option<RawClientTls>,
     /// OAuth kinds: the key its tokens are bound to (RFC 9449).
     pub dpop: Option<RawDpop>,
+    /// OAuth kinds: its tokens are bound to the client certificate in `tls`
+    /// (RFC 8705), so its routes present that certificate upstream too.
+    pub certificate_bound: Option<bool>,
 }
 
 /// `dpop:` of a token source: one of the two.
@@ -177,6 +180,10 @@ pub struct TokenConfig {
     pub fetch_timeout: Duration,
     /// TLS to this source's token server; `None`: `outbound.tls`.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// A certificate-bound source (`certificate_bound: true`): the TLS its
+    /// routes reach their upstreams with, presenting the certificate of
+    /// `tls` and trusting what both `tls` and `outbound.tls` trust.
+    pub upstream_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Where a token comes from.
@@ -335,7 +342,7 @@ impl Validator<'_> {
         let mut tokens = Vec::new();
         for (name, source) in raw.tokens {
             let path = format!("outbound.tokens.{name}");
-            if let Some(t) = self.token(&path, &name, source) {
+            if let Some(t) = self.token(&path, &name, source, raw.tls.as_ref()) {
                 tokens.push(t);
             }
         }
@@ -420,7 +427,15 @@ impl Validator<'_> {
         })
     }
 
-    fn token(&mut self, path: &str, name: &str, raw: RawTokenSource) -> Option<TokenConfig> {
+    /// One token source; `upstreams`: `outbound.tls`, which a
+    /// certificate-bound source's routes trust too.
+    fn token(
+        &mut self,
+        path: &str,
+        name: &str,
+        raw: RawTokenSource,
+        upstreams: Option<&RawClientTls>,
+    ) -> Option<TokenConfig> {
         let renew_before = match raw.renew_before.as_deref().map(str::trim) {
             None => RenewBefore::Fraction(0.2),
             Some(text) => match text.strip_suffix('%') {
@@ -479,6 +494,19 @@ impl Validator<'_> {
             .tls
             .as_ref()
             .and_then(|t| self.client_tls(&format!("{path}.tls"), t));
+        let upstream_tls = match (raw.certificate_bound, &raw.tls) {
+            (Some(true), Some(own)) if own.cert_file.is_some() => {
+                self.bound_tls(&format!("{path}.tls"), own, upstreams)
+            }
+            (Some(true), _) => {
+                self.error(
+                    format!("{path}.certificate_bound"),
+                    "needs the client certificate its tokens are bound to: tls.cert_file and tls.key_file",
+                );
+                None
+            }
+            _ => None,
+        };
         Some(TokenConfig {
             name: name.to_string(),
             source: source?,
@@ -487,6 +515,7 @@ impl Validator<'_> {
             retry_on,
             fetch_timeout,
             tls,
+            upstream_tls,
         })
     }
 }

@@ -515,6 +515,21 @@ fn outbound_errors_name_their_path() {
             "outbound.tokens.cc.inject",
             "inject does not apply",
         ),
+        (
+            OUTBOUND.replace("resource: urn:payments", "resource: urn:payments\n      certificate_bound: true"),
+            "outbound.tokens.cc.certificate_bound",
+            "needs the client certificate its tokens are bound to",
+        ),
+        (
+            OUTBOUND.replace("resource: urn:payments", "resource: urn:payments\n      certificate_bound: true\n      tls: { ca_file: /etc/hosts }"),
+            "outbound.tokens.cc.certificate_bound",
+            "tls.cert_file and tls.key_file",
+        ),
+        (
+            OUTBOUND.replace("path: /var/run/token", "path: /t\n      certificate_bound: true"),
+            "outbound.tokens.file.certificate_bound",
+            "not used by kind file",
+        ),
     ];
     for (yaml, path, fragment) in cases {
         let errors = load(&yaml).expect_err(path);

@@ -17,10 +17,35 @@ impl Validator<'_> {
         path: &str,
         raw: &RawClientTls,
     ) -> Option<Arc<rustls::ClientConfig>> {
-        let roots = match &raw.ca_file {
-            Some(f) => self.certificates(&format!("{path}.ca_file"), f)?,
+        self.client_tls_trusting(path, raw, Vec::new())
+    }
+
+    /// A certificate-bound token source's TLS to the upstreams of the routes
+    /// injecting its tokens: presenting its own certificate, trusting what
+    /// its `tls` trusts and what `outbound.tls` does.
+    pub(super) fn bound_tls(
+        &mut self,
+        path: &str,
+        own: &RawClientTls,
+        upstreams: Option<&RawClientTls>,
+    ) -> Option<Arc<rustls::ClientConfig>> {
+        let roots = match upstreams.and_then(|t| t.ca_file.as_ref()) {
+            Some(f) => self.certificates("outbound.tls.ca_file", f)?,
             None => Vec::new(),
         };
+        self.client_tls_trusting(path, own, roots)
+    }
+
+    /// [`Validator::client_tls`], trusting `roots` besides.
+    fn client_tls_trusting(
+        &mut self,
+        path: &str,
+        raw: &RawClientTls,
+        mut roots: Vec<CertificateDer<'static>>,
+    ) -> Option<Arc<rustls::ClientConfig>> {
+        if let Some(f) = &raw.ca_file {
+            roots.extend(self.certificates(&format!("{path}.ca_file"), f)?);
+        }
         let identity = match (&raw.cert_file, &raw.key_file) {
             (None, None) => None,
             (Some(cert), Some(key)) => {

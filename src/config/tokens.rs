@@ -37,6 +37,7 @@ impl Validator<'_> {
             "extra_params",
             "tls",
             "dpop",
+            "certificate_bound",
         ];
         let allowed: Vec<&str> = match raw.kind.as_str() {
             "client_credentials" => OAUTH.to_vec(),

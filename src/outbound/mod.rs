@@ -8,8 +8,9 @@
 //! next request), or, when a DPoP upstream asks for its nonce, one replay with
 //! it → complete (one point records every outcome).
 //!
-//! A certificate-bound source (its `tls` presents a client certificate) is
-//! bound by that certificate: its routes' upstreams are dialled with it too.
+//! A certificate-bound source (`certificate_bound: true`) is bound by the
+//! client certificate of its `tls`: its routes' upstreams are dialled with
+//! it too.
 
 pub mod renew;
 pub mod schedule;
@@ -69,15 +70,32 @@ struct Source {
 struct Credentials {
     authorization: HeaderValue,
     proof: Option<HeaderValue>,
+    /// The upstream nonce the proof carries.
+    nonce: Option<String>,
 }
 
 impl Credentials {
-    fn apply(self, headers: &mut HeaderMap) {
+    /// Sets the headers; returns the nonce the proof carries.
+    fn apply(self, headers: &mut HeaderMap) -> Option<String> {
         headers.insert(AUTHORIZATION, self.authorization);
         if let Some(proof) = self.proof {
             headers.insert(DPOP.clone(), proof);
         }
+        self.nonce
     }
+}
+
+/// What an upstream's answer on a token route asks of tokengate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Nothing: it goes back to the app.
+    Answered,
+    /// A DPoP upstream wants a proof with the nonce it now gives (RFC 9449 §9).
+    Nonce,
+    /// A DPoP upstream refused the proof itself: a newer token cannot help.
+    ProofRefused,
+    /// A `retry_on` status: the token is refused.
+    TokenRefused,
 }
 
 /// Everything the outbound path needs, built once from the config.
@@ -233,9 +251,9 @@ impl Outbound {
         req.headers_mut().remove(AUTHORIZATION);
         req.headers_mut().remove(&DPOP);
         let token = self.token(source).await?;
-        self.credentials(route, source, &token, req.method(), req.uri())?
-            .apply(req.headers_mut());
-        let replayable = !source.retry_on.is_empty()
+        let sent =
+            credentials(route, source, &token, req.method(), req.uri())?.apply(req.headers_mut());
+        let replayable = (!source.retry_on.is_empty() || source.dpop.is_some())
             && hop.upgrade.is_none()
             && req
                 .body()
@@ -245,17 +263,16 @@ impl Outbound {
         // A gRPC answer may refuse the token after its head, in its trailers.
         let grpc = protocol == Protocol::Grpc && source.retry_on.contains(&401);
         let mut answer = if replayable {
-            self.forward_replayable(route, source, &token, req, from, hop)
+            self.forward_replayable(route, source, &token, sent.as_deref(), req, from, hop)
                 .await?
         } else {
             let answer = route
                 .upstream
                 .forward(req.map(streamed), from, hop, None)
                 .await?;
-            // Cannot replay this body, but the app's own retry should get a new
-            // token; or, when a DPoP upstream asked for its nonce, carry that.
-            if !self.gave_nonce(route, source, &answer) && refuses_token(&source.retry_on, &answer)
-            {
+            // Cannot replay this body, but the app's own retry should get a
+            // new token (or, from a DPoP upstream, the nonce now kept).
+            if judge(route, source, sent.as_deref(), &answer) == Outcome::TokenRefused {
                 source.cell.request_renewal(token.generation);
             }
             answer
@@ -288,55 +305,16 @@ impl Outbound {
             .ok_or_else(|| ProxyError::TokenUnavailable(source.cell.name.clone()).into())
     }
 
-    /// The request's credentials from `token`: its `Authorization` value and,
-    /// for a DPoP-bound token, a proof of this method and upstream URL.
-    fn credentials(
-        &self,
-        route: &Route,
-        source: &Source,
-        token: &Token,
-        method: &Method,
-        uri: &Uri,
-    ) -> Result<Credentials, Failure> {
-        let proof = match &source.dpop {
-            None => None,
-            Some(key) => {
-                let (htu, nonce) = (route.upstream.url_of(uri.path()), route.nonce.get());
-                let what = ProofFor {
-                    htm: method.as_str(),
-                    htu: &htu,
-                    ath: token.ath.as_deref(),
-                    nonce: nonce.as_deref(),
-                };
-                let proof = key.proof(what, unix_now()).map_err(|e| {
-                    tracing::error!(token = %source.cell.name, error = %e, "cannot sign a DPoP proof");
-                    ProxyError::TokenUnavailable(source.cell.name.clone())
-                })?;
-                // A JWS is base64url and dots: always a header value.
-                HeaderValue::try_from(proof).ok()
-            }
-        };
-        Ok(Credentials {
-            authorization: token.header.clone(),
-            proof,
-        })
-    }
-
-    /// For a DPoP-bound token: keeps the upstream's `DPoP-Nonce`, and says
-    /// whether the answer refuses the proof for want of that (new) nonce
-    /// (RFC 9449 §9), when sending it again is the fix, not a newer token.
-    fn gave_nonce<B>(&self, route: &Route, source: &Source, answer: &Response<B>) -> bool {
-        source.dpop.is_some() && route.nonce.keep(answer.headers()) && asks_for_nonce(answer)
-    }
-
     /// A token route's request whose body is small enough to keep: sent, and
     /// replayed once with a newer token on a `retry_on` status, or with a
     /// fresh proof when a DPoP upstream asks for its nonce.
+    #[allow(clippy::too_many_arguments)]
     async fn forward_replayable(
         &self,
         route: &Route,
         source: &Source,
         token: &Token,
+        sent: Option<&str>,
         req: Request<Incoming>,
         from: &Downstream,
         hop: Hop,
@@ -375,15 +353,17 @@ impl Outbound {
                 None,
             )
             .await?;
-        if self.gave_nonce(route, source, &first) {
-            // Read, if small, so its connection can carry the replay.
-            drop(self.read_small(first).await);
-            return Box::pin(self.resend(route, source, token, replay, from)).await;
+        match judge(route, source, sent, &first) {
+            Outcome::Nonce => {
+                // Read, if small, so its connection can carry the replay.
+                drop(self.read_small(first).await);
+                Box::pin(self.resend(route, source, token, replay, from)).await
+            }
+            Outcome::TokenRefused => {
+                Box::pin(self.retry(route, source, token, first, replay, from)).await
+            }
+            Outcome::Answered | Outcome::ProofRefused => Ok(first),
         }
-        if !refuses_token(&source.retry_on, &first) {
-            return Ok(first);
-        }
-        Box::pin(self.retry(route, source, token, first, replay, from)).await
     }
 
     /// Post-expiration renewal: the upstream refused `rejected`; get a newer token
@@ -414,7 +394,9 @@ impl Outbound {
         }
     }
 
-    /// Sends the kept request again with `token` (and a fresh proof), once.
+    /// Sends the kept request again with `token` (and a fresh proof), once;
+    /// its answer is read like the first (a nonce kept, a refused token
+    /// renewed for the next request) but never sent a third time.
     async fn resend(
         &self,
         route: &Route,
@@ -424,13 +406,13 @@ impl Outbound {
         from: &Downstream,
     ) -> Result<Response<Body>, Failure> {
         let (mut req, hop) = replay();
-        self.credentials(route, source, token, req.method(), req.uri())?
-            .apply(req.headers_mut());
-        route
-            .upstream
-            .forward(req, from, hop, None)
-            .await
-            .map_err(Failure::from)
+        let sent =
+            credentials(route, source, token, req.method(), req.uri())?.apply(req.headers_mut());
+        let answer = route.upstream.forward(req, from, hop, None).await?;
+        if judge(route, source, sent.as_deref(), &answer) == Outcome::TokenRefused {
+            source.cell.request_renewal(token.generation);
+        }
+        Ok(answer)
     }
 
     /// A refusal whose body is announced small enough to keep, read to its end:
@@ -483,26 +465,97 @@ impl Handler for Outbound {
     }
 }
 
-/// The TLS of a certificate-bound source (its `tls` presents a client
-/// certificate): the routes that inject its tokens reach their upstream with
-/// it, so the upstream sees the certificate the tokens are bound to (RFC 8705 §3).
+/// The TLS of a certificate-bound source: the routes that inject its tokens
+/// reach their upstream with it, so the upstream sees the certificate the
+/// tokens are bound to (RFC 8705 §3).
 fn bound_tls(config: &OutboundConfig, token: Option<usize>) -> Option<&rustls::ClientConfig> {
-    let tls = config.tokens.get(token?)?.tls.as_deref()?;
-    tls.client_auth_cert_resolver.has_certs().then_some(tls)
+    config.tokens.get(token?)?.upstream_tls.as_deref()
 }
 
 /// The DPoP proof header (RFC 9449 §4.1).
 static DPOP: HeaderName = HeaderName::from_static("dpop");
 
-/// PURE: a DPoP upstream refuses the proof for want of its nonce: 401 with a
-/// `use_dpop_nonce` challenge (RFC 9449 §9).
-fn asks_for_nonce<B>(answer: &Response<B>) -> bool {
-    answer.status() == hyper::StatusCode::UNAUTHORIZED
-        && answer
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .any(|v| memchr::memmem::find(v.as_bytes(), b"use_dpop_nonce").is_some())
+/// The request's credentials from `token`: its `Authorization` value and,
+/// for a DPoP-bound token, a proof of this method and upstream URL carrying
+/// the upstream's latest nonce.
+fn credentials(
+    route: &Route,
+    source: &Source,
+    token: &Token,
+    method: &Method,
+    uri: &Uri,
+) -> Result<Credentials, Failure> {
+    let unavailable = |why: &str| {
+        tracing::error!(token = %source.cell.name, error = why, "cannot make a DPoP proof");
+        Failure::from(ProxyError::TokenUnavailable(source.cell.name.clone()))
+    };
+    let (proof, nonce) = match &source.dpop {
+        None => (None, None),
+        Some(key) => {
+            let (htu, nonce) = (route.upstream.url_of(uri.path()), route.nonce.get());
+            let what = ProofFor {
+                htm: method.as_str(),
+                htu: &htu,
+                ath: token.ath.as_deref(),
+                nonce: nonce.as_deref(),
+            };
+            let proof = key.proof(what, unix_now()).map_err(|e| unavailable(&e))?;
+            let mut proof =
+                HeaderValue::try_from(proof).map_err(|e| unavailable(&e.to_string()))?;
+            proof.set_sensitive(true);
+            (Some(proof), nonce)
+        }
+    };
+    Ok(Credentials {
+        authorization: token.header.clone(),
+        proof,
+        nonce,
+    })
+}
+
+/// Reads an upstream's answer on a token route: keeps a DPoP upstream's
+/// nonce, and says what the answer asks for (`sent`: the nonce the request's
+/// proof carried).
+fn judge<B>(route: &Route, source: &Source, sent: Option<&str>, answer: &Response<B>) -> Outcome {
+    let dpop = source.dpop.is_some();
+    if dpop {
+        route.nonce.keep(answer.headers());
+    }
+    let outcome = outcome(&source.retry_on, dpop, sent, answer);
+    if outcome == Outcome::ProofRefused {
+        tracing::warn!(token = %source.cell.name, route = %route.counters.route, "the upstream refused tokengate's DPoP proof");
+    }
+    outcome
+}
+
+/// PURE: what an answer asks of tokengate. From a DPoP upstream, a 401
+/// challenge naming `use_dpop_nonce` with a nonce other than the one sent
+/// wants the request again with it (RFC 9449 §9); one naming a proof error
+/// (that, or `invalid_dpop_proof`) is no fault of the token. Otherwise a
+/// `retry_on` status refuses the token.
+fn outcome<B>(retry_on: &[u16], dpop: bool, sent: Option<&str>, answer: &Response<B>) -> Outcome {
+    let challenge_says = |error: &[u8]| {
+        answer.status() == hyper::StatusCode::UNAUTHORIZED
+            && answer
+                .headers()
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .any(|v| memchr::memmem::find(v.as_bytes(), error).is_some())
+    };
+    if dpop && challenge_says(b"use_dpop_nonce") {
+        return match source::given_nonce(answer.headers()) {
+            Some(given) if Some(given) != sent => Outcome::Nonce,
+            _ => Outcome::ProofRefused,
+        };
+    }
+    if dpop && challenge_says(b"invalid_dpop_proof") {
+        return Outcome::ProofRefused;
+    }
+    if refuses_token(retry_on, answer) {
+        Outcome::TokenRefused
+    } else {
+        Outcome::Answered
+    }
 }
 
 /// PURE: exact host first, then the `*` fallback.
@@ -629,35 +682,60 @@ mod tests {
     }
 
     #[test]
-    fn a_dpop_upstream_asks_for_its_nonce_with_a_401_challenge() {
-        let answer = |status: u16, challenge: Option<&'static str>| {
+    fn what_an_answer_asks_of_a_dpop_source() {
+        let answer = |status: u16, challenge: Option<&'static str>, nonce: Option<&'static str>| {
             let mut r = Response::new(());
             *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
             if let Some(c) = challenge {
                 r.headers_mut()
                     .append(WWW_AUTHENTICATE, HeaderValue::from_static(c));
             }
+            if let Some(n) = nonce {
+                r.headers_mut()
+                    .insert("dpop-nonce", HeaderValue::from_static(n));
+            }
             r
         };
+        let use_nonce = Some(
+            r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#,
+        );
+        let bad_proof = Some(r#"DPoP error="invalid_dpop_proof", algs="ES256""#);
+        let bad_token = Some(r#"DPoP error="invalid_token""#);
+        use Outcome::*;
+        // (answer, dpop, the nonce sent, what it asks)
         let cases = [
+            (answer(401, use_nonce, Some("n2")), true, Some("n1"), Nonce),
+            (answer(401, use_nonce, Some("n1")), true, None, Nonce),
+            // The nonce sent, refused again: resending cannot help.
             (
-                answer(
-                    401,
-                    Some(
-                        r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#,
-                    ),
-                ),
+                answer(401, use_nonce, Some("n1")),
                 true,
+                Some("n1"),
+                ProofRefused,
             ),
+            (answer(401, use_nonce, None), true, None, ProofRefused),
             (
-                answer(401, Some(r#"DPoP error="invalid_dpop_proof""#)),
-                false,
+                answer(401, use_nonce, Some("a b")),
+                true,
+                None,
+                ProofRefused,
             ),
-            (answer(401, None), false),
-            (answer(400, Some(r#"DPoP error="use_dpop_nonce""#)), false),
+            (answer(401, bad_proof, None), true, None, ProofRefused),
+            (answer(401, bad_token, None), true, None, TokenRefused),
+            (answer(401, None, None), true, None, TokenRefused),
+            (answer(400, use_nonce, Some("n2")), true, None, Answered),
+            (answer(200, None, Some("n2")), true, None, Answered),
+            // A bearer source reads challenges as it always did.
+            (
+                answer(401, use_nonce, Some("n2")),
+                false,
+                None,
+                TokenRefused,
+            ),
+            (answer(401, bad_proof, None), false, None, TokenRefused),
         ];
-        for (i, (answer, want)) in cases.iter().enumerate() {
-            assert_eq!(asks_for_nonce(answer), *want, "case {i}");
+        for (i, (answer, dpop, sent, want)) in cases.iter().enumerate() {
+            assert_eq!(outcome(&[401], *dpop, *sent, answer), *want, "case {i}");
         }
     }
 

@@ -238,6 +238,7 @@ mod tests {
             retry_on: vec![401],
             fetch_timeout: Duration::from_secs(1),
             tls: None,
+            upstream_tls: None,
         }
     }
 

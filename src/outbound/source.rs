@@ -6,7 +6,7 @@ use crate::client::{FetchFailed, HttpClient};
 use crate::client_auth::{assertion_claims, authenticate, sign};
 use crate::clock::unix_now;
 use crate::config::{Assertion, Grant, Login, OAuthGrant, TokenSource};
-use crate::dpop_key::{DpopKey, ProofFor};
+use crate::dpop_key::{htu_origin, DpopKey, ProofFor};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
 use serde_json::Value;
@@ -85,9 +85,10 @@ impl Nonce {
         self.0.lock().map(|n| n.clone()).unwrap_or_default()
     }
 
-    /// Keeps the answer's `DPoP-Nonce`, if it has one; whether it is new.
+    /// Keeps the answer's `DPoP-Nonce`, if it has a well-formed one; whether
+    /// it is new.
     pub fn keep(&self, answer: &hyper::HeaderMap) -> bool {
-        let Some(given) = answer.get("dpop-nonce").and_then(|v| v.to_str().ok()) else {
+        let Some(given) = given_nonce(answer) else {
             return false;
         };
         match self.0.lock() {
@@ -98,6 +99,14 @@ impl Nonce {
             _ => false,
         }
     }
+}
+
+/// PURE: the answer's `DPoP-Nonce` when it is one (RFC 9449 §8.1: 1*NQCHAR,
+/// here at most 512 of them).
+pub fn given_nonce(answer: &hyper::HeaderMap) -> Option<&str> {
+    let nonce = answer.get("dpop-nonce")?.to_str().ok()?;
+    let nqchar = |b: u8| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b);
+    (!nonce.is_empty() && nonce.len() <= 512 && nonce.bytes().all(nqchar)).then_some(nonce)
 }
 
 /// Fetches one token from `source`; `nonce`: the token endpoint's latest
@@ -139,7 +148,7 @@ async fn fetch_bound(
     timeout: Duration,
     nonce: &Nonce,
 ) -> Result<Fetched, SourceError> {
-    let htu = without_query(&grant.token_url);
+    let htu = htu(&grant.token_url);
     let mut retried = false;
     loop {
         let now = unix_now();
@@ -183,20 +192,23 @@ pub fn parse_bound_answer(status: u16, body: &[u8], now: u64) -> Result<Fetched,
         .and_then(|j| j.get("token_type")?.as_str().map(str::to_string));
     match token_type {
         Some(t) if t.eq_ignore_ascii_case("DPoP") => Ok(fetched),
-        other => Err(SourceError::Invalid(format!(
-            "asked for a DPoP-bound token, got token_type {}",
-            other.as_deref().unwrap_or("(none)")
+        Some(other) => Err(SourceError::Invalid(format!(
+            "asked for a DPoP-bound token, got token_type {:?}",
+            other.chars().take(40).collect::<String>()
         ))),
+        None => Err(SourceError::Invalid(
+            "asked for a DPoP-bound token, got no token_type".into(),
+        )),
     }
 }
 
-/// A URI without its query and fragment: a proof's `htu`.
-fn without_query(uri: &hyper::Uri) -> String {
-    let mut text = uri.to_string();
-    if let Some(at) = text.find(['?', '#']) {
-        text.truncate(at);
-    }
-    text
+/// A URI normalized, without its query: a proof's `htu`.
+fn htu(uri: &hyper::Uri) -> String {
+    let path = match uri.path() {
+        "" => "/",
+        path => path,
+    };
+    format!("{}{path}", htu_origin(uri))
 }
 
 async fn read_token_file(path: &Path) -> Result<String, SourceError> {

@@ -67,7 +67,8 @@ pub struct Upstream {
     host: HeaderValue,
     /// Path prefix of the upstream URL without a trailing slash ("" for none).
     base_path: String,
-    /// `scheme://authority` and the base path: where a request's path goes on.
+    /// The upstream's origin, normalized as a DPoP proof's `htu` names it,
+    /// and the base path: where a request's path goes on.
     base_url: String,
     response_timeout: Duration,
     /// An upgraded connection with no traffic either way this long is closed.
@@ -120,8 +121,8 @@ impl Upstream {
                 .map_err(|e| UpstreamUrlError::Invalid(e.to_string()))?,
             base_path: url.path().trim_end_matches('/').to_string(),
             base_url: format!(
-                "{}://{authority}{}",
-                url.scheme_str().unwrap_or("http"),
+                "{}{}",
+                crate::dpop_key::htu_origin(url),
                 url.path().trim_end_matches('/')
             ),
             response_timeout,

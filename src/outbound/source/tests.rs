@@ -453,12 +453,12 @@ fn a_dpop_token_request_takes_only_a_dpop_token() {
         (
             200,
             r#"{"access_token":"t","token_type":"Bearer"}"#,
-            Err("bad token endpoint answer: asked for a DPoP-bound token, got token_type Bearer"),
+            Err("bad token endpoint answer: asked for a DPoP-bound token, got token_type \"Bearer\""),
         ),
         (
             200,
             r#"{"access_token":"t"}"#,
-            Err("bad token endpoint answer: asked for a DPoP-bound token, got token_type (none)"),
+            Err("bad token endpoint answer: asked for a DPoP-bound token, got no token_type"),
         ),
         (
             400,
@@ -511,5 +511,12 @@ fn a_nonce_is_kept_until_another_is_given() {
     assert!(!nonce.keep(&with(None)), "an answer without one keeps it");
     assert_eq!(nonce.get().as_deref(), Some("n1"));
     assert!(nonce.keep(&with(Some("n2"))));
+    assert_eq!(nonce.get().as_deref(), Some("n2"));
+    // Not an RFC 9449 nonce (empty, a space, a quote, a backslash): ignored.
+    for bad in ["", "a b", "a\"b", "a\\b"] {
+        assert!(!nonce.keep(&with(Some(bad))), "{bad:?}");
+    }
+    let long: &'static str = Box::leak("n".repeat(513).into_boxed_str());
+    assert!(!nonce.keep(&with(Some(long))));
     assert_eq!(nonce.get().as_deref(), Some("n2"));
 }
