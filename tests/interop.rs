@@ -862,25 +862,45 @@ inbound:
         headers.extend(proof.map(|p| ("DPoP", p)));
         raw_request(addr, "GET /orders/1", &addr.to_string(), &headers).await
     };
+    let mut spent = String::new();
     for _ in 0..2 {
         let proof = client.proof("GET", &htu, &token, serde_json::json!({}));
-        let answer = ask(format!("DPoP {token}"), Some(proof)).await;
+        let answer = ask(format!("DPoP {token}"), Some(proof.clone())).await;
         assert_eq!(answer.status, 200, "{answer:?}");
+        spent = proof;
     }
     let hits = echo.hits();
     let another = DpopClient::generate();
+    let dpop = format!("DPoP {token}");
+    let proof = |changes: serde_json::Value| Some(client.proof("GET", &htu, &token, changes));
     let refused = [
         (format!("Bearer {token}"), None, "plain bearer token"),
         (
-            format!("DPoP {token}"),
+            dpop.clone(),
             Some(another.proof("GET", &htu, &token, serde_json::json!({}))),
             "cnf.jkt",
         ),
         (
-            format!("DPoP {token}"),
+            dpop.clone(),
             Some(client.proof("DELETE", &htu, &token, serde_json::json!({}))),
             "htm",
         ),
+        (
+            dpop.clone(),
+            proof(serde_json::json!({ "htu": format!("http://{addr}/orders/2") })),
+            "htu",
+        ),
+        (
+            dpop.clone(),
+            proof(serde_json::json!({ "iat": tokengate::demo::unix_now() - 600 })),
+            "iat",
+        ),
+        (
+            dpop.clone(),
+            proof(serde_json::json!({ "ath": null })),
+            "ath",
+        ),
+        (dpop.clone(), Some(spent), "used before"),
     ];
     for (authorization, proof, says) in refused {
         let answer = ask(authorization, proof).await;
