@@ -130,6 +130,7 @@ fn bench(c: &mut Criterion) {
     cache.insert(
         rs_token.as_bytes(),
         Arc::new(verifier.verify(rs_token, &snapshot, now).expect("valid")),
+        now,
     );
     c.bench_function("hit/RS256", |b| {
         b.iter(|| {

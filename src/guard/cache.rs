@@ -49,6 +49,8 @@ pub struct TokenCache<S = RandomState> {
 struct Entry {
     token: Box<[u8]>,
     verified: Arc<VerifiedToken>,
+    /// How long the entry is kept: until its verification no longer holds.
+    lifetime: Duration,
 }
 
 /// moka hashes keys again, for its buckets and its frequency sketch. Ours are
@@ -74,19 +76,13 @@ impl Hasher for PreHashed {
     }
 }
 
-/// Evicts each entry once its verification no longer holds (`valid_until`).
+/// Evicts each entry once its verification no longer holds (its `lifetime`,
+/// from the `now` it was inserted at; a hit checks `valid_until` itself).
 struct UntilExp;
 
 impl Expiry<u64, Arc<Entry>> for UntilExp {
     fn expire_after_create(&self, _: &u64, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        let now = crate::clock::unix_now();
-        Some(Duration::from_secs(
-            entry
-                .verified
-                .valid_until
-                .saturating_sub(now)
-                .saturating_add(1),
-        ))
+        Some(entry.lifetime)
     }
 }
 
@@ -139,17 +135,21 @@ impl<S: BuildHasher> TokenCache<S> {
 
     /// Offers a verification of `token` to the cache: kept while the cache has
     /// room; once it is full, only if the same token was verified before
-    /// (within the doorkeeper's memory), else only remembered.
-    pub fn insert(&self, token: &[u8], verified: Arc<VerifiedToken>) {
+    /// (within the doorkeeper's memory), else only remembered. `now` is the
+    /// time `verified` was judged at: the entry is kept until it no longer
+    /// holds.
+    pub fn insert(&self, token: &[u8], verified: Arc<VerifiedToken>, now: u64) {
         let Some(cache) = &self.inner else { return };
         let key = self.hasher.hash_one(key_bytes(token));
         // moka's count lags its pending writes by a little: close enough here.
         if !self.admits(key, cache.entry_count() >= self.max_entries) {
             return;
         }
+        let lifetime = verified.valid_until.saturating_sub(now).saturating_add(1);
         let entry = Entry {
             token: token.into(),
             verified,
+            lifetime: Duration::from_secs(lifetime),
         };
         cache.insert(key, Arc::new(entry));
     }
@@ -303,6 +303,7 @@ mod tests {
             cache.insert(
                 token.as_bytes(),
                 Arc::new(verifier.verify(&token, &keys, now).unwrap()),
+                now,
             );
             let fresh = verifier.verify(&token, &keys, jumped_to).is_ok();
             assert_eq!(fresh, hit, "a fresh verification at {jumped_to}");
@@ -326,7 +327,7 @@ mod tests {
         let cache = TokenCache::with_hasher(100, BuildHasherDefault::<Collide>::default());
         let (alice, alice_v) = verified("alice", now);
         let (bob, _) = verified("bob", now);
-        cache.insert(alice.as_bytes(), alice_v);
+        cache.insert(alice.as_bytes(), alice_v, now);
         let keys = usable();
         assert!(cache.get(alice.as_bytes(), &keys, now).is_some());
         assert!(
@@ -352,7 +353,7 @@ mod tests {
         let (bob, _) = verified("bob", now);
         let keys = usable();
         let cache = TokenCache::new(100);
-        cache.insert(alice.as_bytes(), alice_v.clone());
+        cache.insert(alice.as_bytes(), alice_v.clone(), now);
         assert!(cache.get(alice.as_bytes(), &keys, now).is_some());
         assert!(cache.get(bob.as_bytes(), &keys, now).is_none());
         // Same signature bytes, so the same key, but not the token that verified.
@@ -365,7 +366,7 @@ mod tests {
             .get(format!("x{alice}").as_bytes(), &keys, now)
             .is_none());
         let off = TokenCache::new(0);
-        off.insert(alice.as_bytes(), alice_v);
+        off.insert(alice.as_bytes(), alice_v, now);
         assert!(off.get(alice.as_bytes(), &keys, now).is_none());
     }
 
@@ -399,7 +400,7 @@ mod tests {
             .map(|i| verified(&format!("held-{i}"), now))
             .collect();
         for (token, v) in &held {
-            cache.insert(token.as_bytes(), v.clone());
+            cache.insert(token.as_bytes(), v.clone(), now);
         }
         let settle = || cache.inner.as_ref().unwrap().run_pending_tasks();
         settle();
@@ -411,7 +412,7 @@ mod tests {
         }
         for i in 0..20 {
             let (once, v) = verified(&format!("once-{i}"), now);
-            cache.insert(once.as_bytes(), v);
+            cache.insert(once.as_bytes(), v, now);
             // Not even offered: moka shows an insert at once, until its own
             // admission (when its pending tasks run) may take it out again.
             assert!(cache.get(once.as_bytes(), &keys, now).is_none(), "once-{i}");

@@ -210,7 +210,7 @@ impl Guard {
             }
         };
         let verified = Arc::new(verified);
-        self.cache.insert(token, verified.clone());
+        self.cache.insert(token, verified.clone(), now);
         Ok(verified)
     }
 
