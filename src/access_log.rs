@@ -82,7 +82,7 @@ struct State {
     pending: Vec<u8>,
     stamp: Stamp,
     /// Buffers the writer has taken, and of those, written: a flush waits
-    /// until the next one taken is written.
+    /// until the one holding its lines is written.
     taken: u64,
     written: u64,
     closing: bool,
@@ -180,10 +180,9 @@ impl AccessLog {
     /// Waits until every line recorded before the call is written.
     pub fn flush(&self) {
         let mut state = lock(&self.shared.state);
-        if state.pending.is_empty() {
-            return;
-        }
-        let target = state.taken + 1;
+        // Lines still pending go out in the next buffer taken; with none
+        // pending, the writer may still be writing the last one it took.
+        let target = state.taken + u64::from(!state.pending.is_empty());
         while state.written < target && !state.stopped {
             state = self
                 .shared
