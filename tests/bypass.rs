@@ -857,7 +857,7 @@ async fn websocket_passes_on_a_checked_request_and_only_websocket() {
 
 #[tokio::test]
 async fn tunnels_hold_a_connection_slot_and_close_when_idle() {
-    let g = Guard::start("limits: { max_connections: 2 }\ntimeouts: { tunnel_idle: 1s }").await;
+    let g = Guard::start("limits: { max_connections: 2 }\ntimeouts: { tunnel_idle: 2s }").await;
     let (mut busy, head) = websocket(g.addr(), "/public/ws", "").await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let (mut idle, head) = websocket(g.addr(), "/public/ws", "").await;
@@ -875,8 +875,9 @@ async fn tunnels_hold_a_connection_slot_and_close_when_idle() {
             .is_err(),
         "a third connection was served while two tunnels held both slots"
     );
-    // Traffic keeps one tunnel open past the idle timeout, while the other idles out…
-    for _ in 0..8 {
+    // Traffic keeps one tunnel open past the idle timeout (3 s of pings
+    // 250 ms apart), while the other idles out…
+    for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         busy.write_all(b"ping").await.unwrap();
         let mut echoed = [0u8; 4];
@@ -924,14 +925,16 @@ async fn tunnels_count_against_max_connections() {
 }
 
 /// Sends `request` on a new connection and returns all it is answered, read
-/// until the connection closes or stays silent for 500 ms.
+/// until the connection closes or, once answered, stays silent for 500 ms
+/// (the first answer may take up to 10 s on a loaded machine).
 async fn exchange_until_silent(addr: std::net::SocketAddr, request: &str) -> String {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.write_all(request.as_bytes()).await.unwrap();
     let mut answers = Vec::new();
     let mut buf = [0u8; 4096];
+    let silence = |answered: bool| Duration::from_millis(if answered { 500 } else { 10_000 });
     while let Ok(Ok(n)) =
-        tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await
+        tokio::time::timeout(silence(!answers.is_empty()), conn.read(&mut buf)).await
     {
         if n == 0 {
             break;

@@ -239,7 +239,7 @@ async fn one_call_answers_every_request_for_a_token_and_rules_read_the_cached_an
     let echo = Echo::start().await.unwrap();
     let (app, base) = guard(&endpoint, &echo, "client_secret: s").await;
     endpoint.knows("shared", active("orders:read"));
-    *endpoint.delay.lock().unwrap() = Duration::from_millis(300);
+    *endpoint.delay.lock().unwrap() = Duration::from_millis(100);
     let requests = (0..16).map(|_| {
         let url = format!("{base}/orders/1");
         tokio::spawn(async move { get(&url, Some("shared")).await.0 })

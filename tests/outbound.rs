@@ -221,10 +221,11 @@ async fn readiness_waits_for_the_first_token() {
     // /readyz names the token and what its last fetch met.
     let why = readyz_saying(&o.admin, "token default: not fetched yet: ").await;
     assert!(why.contains("token default: not fetched yet: "), "{why}");
-    assert_eq!(
+    assert!(
         o.metric("tokengate_token_refresh_total{result=\"rejected\",token=\"default\"}")
-            .await,
-        1.0
+            .await
+            >= 1.0,
+        "the refused fetch is counted (a retry may have followed it)"
     );
     o.issuer.set_token_failing(false);
     o.ready().await;
@@ -399,7 +400,10 @@ async fn token_server_down_keeps_the_valid_token_then_503s_then_recovers() {
     let gaps: Vec<Duration> = calls[1..].windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.len() >= 2, "several retries: {gaps:?}");
     assert!(
-        gaps.windows(2).all(|g| g[1] >= g[0]),
+        // (Back-offs are drawn from 0.5–1 s, 1–2 s, …: ranges that meet, so
+        // a few ms of scheduling noise is allowed where they do.)
+        gaps.windows(2)
+            .all(|g| g[1] + Duration::from_millis(50) >= g[0]),
         "growing back-off: {gaps:?}"
     );
 

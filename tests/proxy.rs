@@ -281,7 +281,7 @@ async fn tls_http1_connections_keep_the_header_read_timeout_and_drain() {
     use rustls::pki_types::ServerName;
     use std::sync::Arc;
 
-    let (s, cert) = tls_stack("timeouts: { header_read: 300ms }").await;
+    let (s, cert) = tls_stack("timeouts: { header_read: 1s }").await;
     let addr = s.app.as_ref().unwrap().inbound_addr.unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client(
         &[cert.cert.der().clone()],

@@ -115,15 +115,11 @@ fn rsa_key() -> crate::config::AssertionKey {
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
         STANDARD.encode(der.as_ref())
     );
-    let file = std::env::temp_dir().join(format!(
-        "tokengate-{}-{}-rsa.pem",
-        std::process::id(),
-        line!()
-    ));
-    std::fs::write(&file, pem).unwrap();
-    let key = crate::config::assertion_key(file.to_str().unwrap(), Some("k1".into())).unwrap();
-    std::fs::remove_file(file).unwrap();
-    key
+    // Each call its own file: tests run in parallel.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), pem).unwrap();
+    let path = file.path().to_str().unwrap();
+    crate::config::assertion_key(path, Some("k1".into())).unwrap()
 }
 
 fn claims_of(jwt: &str) -> Value {
