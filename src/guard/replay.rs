@@ -36,11 +36,22 @@ struct Shard {
 }
 
 impl Shard {
-    /// Drops the proofs past their life at `now`; how many went.
+    /// Drops the proofs past their life at `now`, if any can be (none while
+    /// `soonest` is still ahead); how many went.
     fn sweep(&mut self, now: u64) -> usize {
+        if self.soonest >= now {
+            return 0;
+        }
         let before = self.seen.len();
-        self.seen.retain(|_, last| *last >= now);
-        self.soonest = self.seen.values().copied().min().unwrap_or(u64::MAX);
+        let mut soonest = u64::MAX;
+        self.seen.retain(|_, &mut last| {
+            let live = last >= now;
+            if live {
+                soonest = soonest.min(last);
+            }
+            live
+        });
+        self.soonest = soonest;
         before - self.seen.len()
     }
 }
@@ -75,9 +86,6 @@ impl ReplayCache {
             return Err(Reject::ProofReplayed);
         }
         if shard.seen.len() >= self.per_shard {
-            if shard.soonest >= now {
-                return Err(Reject::ReplayCacheFull);
-            }
             let dropped = shard.sweep(now);
             self.entries.sub(dropped as i64);
             if shard.seen.len() >= self.per_shard {
