@@ -151,6 +151,48 @@ fn a_stalled_writer_drops_lines_and_blocks_nothing() {
     assert!(lines.iter().all(|l| l.ends_with("duration_ms=1652.001")));
 }
 
+/// A flush waits for lines the writer has already taken but not yet written
+/// (nothing pending is not everything written).
+#[test]
+fn flush_waits_for_the_buffer_being_written() {
+    let (go, gate) = mpsc::channel();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let stalled = Stalled {
+        go: gate,
+        out: out.clone(),
+    };
+    let log = AccessLog::spawn(Format::Text, DEFAULT_CAPACITY, stalled).unwrap();
+    log.record(&line("/a", Some(200)));
+    // The writer takes the line (after its gather wait) and stalls writing it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lock(&log.shared.state).taken == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer took nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::scope(|s| {
+        let (done, flushed) = mpsc::channel();
+        let log = &log;
+        s.spawn(move || {
+            log.flush();
+            let _ = done.send(());
+        });
+        let early = flushed.recv_timeout(std::time::Duration::from_millis(200));
+        // The writer goes on before anything is asserted: a failing test
+        // must not leave it (and the log's close) stalled.
+        go.send(()).unwrap();
+        assert!(early.is_err(), "flush returned before the line was written");
+        flushed.recv().unwrap();
+        assert_eq!(
+            out.lock().unwrap().iter().filter(|&&b| b == b'\n').count(),
+            1
+        );
+    });
+    log.close();
+}
+
 /// A flush returns once every line recorded before it is written; lines after
 /// `close` are dropped.
 #[test]
